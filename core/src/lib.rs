@@ -1,0 +1,20 @@
+//! SCR Sync core: a patient's Summary Care Record as Automerge documents
+//! (one per compartment), stored on the device sealed at rest, merging
+//! concurrent edits without loss.
+//!
+//! Layers, from pure to I/O:
+//! - [`nhs_number`] and [`record`]: the clinical model and its rules, pure.
+//! - [`crypto`]: the only module that touches primitives.
+//! - [`store`]: the encrypted SQLite store (also samod's `Storage`).
+//! - [`replica`]: a patient's record on this device, tying the three together.
+
+pub mod crypto;
+pub mod fixtures;
+pub mod nhs_number;
+pub mod record;
+pub mod replica;
+pub mod store;
+
+pub use nhs_number::{NhsNumber, NhsNumberError};
+pub use replica::{CompartmentExport, PatientReplica, RecordView};
+pub use store::{Store, StoreError};

@@ -1,0 +1,213 @@
+//! The encrypted on-device store: SQLite (bundled), WAL, one connection
+//! behind a mutex (one writer), every value sealed, every identifier a keyed
+//! hash. Key hierarchy:
+//!
+//! ```text
+//! KEK (from the app's KeyProvider)
+//!  └─ store key (random; sealed in meta)
+//!      ├─ lookup key  (keyed hashes of NHS numbers, document ids, storage keys)
+//!      ├─ general key (seals chunks of documents not tied to a patient)
+//!      └─ wrap key    (wraps each record's random data key)
+//!          └─ record data key (seals that patient's documents and chunks)
+//! ```
+
+mod chunks;
+mod error;
+mod records;
+mod samod_storage;
+mod schema;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
+
+use crate::crypto::{self, KeyProvider, LookupKey, Ref, SecretKey};
+
+pub use chunks::ChunkKey;
+pub use error::StoreError;
+pub use records::DocumentInfo;
+pub use samod_storage::SamodStorage;
+pub use schema::SCHEMA_VERSION;
+
+const STORE_KEY_ROW: &str = "store-key";
+
+/// A handle to an open store. Cheap to clone; all clones share one
+/// connection.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    keys: StoreKeys,
+    /// Unwrapped record keys by record ref, so a chunk write does not unwrap
+    /// again. Cleared for a record when it is forgotten.
+    record_keys: Mutex<HashMap<Ref, Arc<SecretKey>>>,
+}
+
+struct StoreKeys {
+    lookup: LookupKey,
+    general: SecretKey,
+    wrap: SecretKey,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`, unlocking it with the
+    /// key-encryption key from `keys`.
+    pub fn open(path: impl AsRef<Path>, keys: &dyn KeyProvider) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        let kek = keys
+            .key_encryption_key()
+            .map_err(StoreError::KeyUnavailable)?;
+        let store_key = load_or_create_store_key(&mut conn, &kek)?;
+        let keys = StoreKeys {
+            lookup: LookupKey::from_secret(&store_key, "scr-sync 2026-11 store lookup hashes"),
+            general: store_key.derive("scr-sync 2026-11 store general sealing"),
+            wrap: store_key.derive("scr-sync 2026-11 store record key wrapping"),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                conn: Mutex::new(conn),
+                keys,
+                record_keys: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.inner.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// Runs `f` in one transaction that commits only if `f` returns `Ok`.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn()?;
+        f(&conn)
+    }
+
+    /// Writes the WAL back into the main file and truncates it, so that
+    /// crypto-shredded pages do not linger in the log.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute_batch("PRAGMA incremental_vacuum")?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Rewrites the file without the free space that compaction and
+    /// forgetting leave inside pages. Costs time in proportion to the file
+    /// (tens of milliseconds for a day's caseload): for the app to run when
+    /// idle, not on a user's path.
+    pub fn vacuum(&self) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute_batch("VACUUM")?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Total bytes of the database file and its WAL on disk.
+    pub fn bytes_on_disk(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut p = self.inner.path.clone().into_os_string();
+            p.push(suffix);
+            match std::fs::metadata(&p) {
+                Ok(m) => total += m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Io(e)),
+            }
+        }
+        Ok(total)
+    }
+
+    fn lookup(&self) -> &LookupKey {
+        &self.inner.keys.lookup
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // Chunks are 1-20 KB; 16 KB pages waste far less at their ends than the
+    // 4 KB default (measured: benches/footprint.rs). Also new files only.
+    conn.pragma_update(None, "page_size", 16384)?;
+    // Takes effect only on a new file (before the first table): lets forget
+    // and compaction hand freed pages back to the file system.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    // WAL: readers never block the writer; NORMAL sync in WAL mode keeps every
+    // commit atomic and durable across an app crash (ADR 0002).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Overwrite deleted content, so a forgotten record's wrapped key and
+    // chunks do not survive in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn load_or_create_store_key(
+    conn: &mut Connection,
+    kek: &SecretKey,
+) -> Result<SecretKey, StoreError> {
+    let place: &[&[u8]] = &[b"meta", STORE_KEY_ROW.as_bytes()];
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let existing: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE name = ?1",
+            [STORE_KEY_ROW],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let key = match existing {
+        Some(sealed) => {
+            let bytes = crypto::open(kek, place, &sealed).map_err(|e| match e {
+                crypto::CryptoError::Authentication => StoreError::WrongKey,
+                cause => StoreError::Tampered {
+                    table: "meta",
+                    cause,
+                },
+            })?;
+            SecretKey::from_slice(&bytes).ok_or(StoreError::BadRow { table: "meta" })?
+        }
+        None => {
+            let key = SecretKey::random().map_err(StoreError::Crypto)?;
+            let sealed = crypto::seal(kek, place, key.expose()).map_err(StoreError::Crypto)?;
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)",
+                rusqlite::params![STORE_KEY_ROW, sealed],
+            )?;
+            key
+        }
+    };
+    tx.commit()?;
+    Ok(key)
+}

@@ -1,0 +1,217 @@
+//! Patient records on this device: each has its own random data key, stored
+//! only wrapped by the store's wrap key, and a set of compartment documents.
+//! Forgetting a record deletes its key first (crypto-shred), then its rows.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+use crate::NhsNumber;
+use crate::crypto::{self, Ref, SecretKey};
+use crate::record::Compartment;
+
+/// A compartment document this device holds for a record. Sealed at rest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentInfo {
+    /// samod document id (bs58check string).
+    pub doc_id: String,
+    pub compartment: Compartment,
+}
+
+pub(crate) type RecordRef = Ref;
+
+const DOCS_PLACE: &[u8] = b"records.sealed_docs";
+
+fn seal_docs(
+    record_key: &SecretKey,
+    record_ref: &RecordRef,
+    docs: &[DocumentInfo],
+) -> Result<Vec<u8>, StoreError> {
+    let plain = serde_json::to_vec(docs).map_err(|_| StoreError::BadRow { table: "records" })?;
+    crypto::seal(record_key, &[DOCS_PLACE, record_ref], &plain).map_err(StoreError::Crypto)
+}
+
+impl Store {
+    pub(crate) fn record_ref(&self, nhs: &NhsNumber) -> RecordRef {
+        self.lookup().hash(&[b"record", nhs.digits().as_bytes()])
+    }
+
+    pub fn has_record(&self, nhs: &NhsNumber) -> Result<bool, StoreError> {
+        let record_ref = self.record_ref(nhs);
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM records WHERE record_ref = ?1",
+                    [record_ref],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
+    }
+
+    /// Creates the record's data key. Fails if the device already holds one.
+    pub(crate) fn create_record_tx(
+        &self,
+        tx: &Transaction<'_>,
+        record_ref: &RecordRef,
+    ) -> Result<Arc<SecretKey>, StoreError> {
+        let key = SecretKey::random().map_err(StoreError::Crypto)?;
+        let wrapped = crypto::seal(
+            &self.inner.keys.wrap,
+            &[b"records", record_ref],
+            key.expose(),
+        )
+        .map_err(StoreError::Crypto)?;
+        let docs = seal_docs(&key, record_ref, &[])?;
+        let inserted = tx.execute(
+            "INSERT INTO records (record_ref, wrapped_key, sealed_docs) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            params![record_ref, wrapped, docs],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::RecordExists);
+        }
+        Ok(Arc::new(key))
+    }
+
+    /// The record's unwrapped data key.
+    pub(crate) fn record_key(
+        &self,
+        conn: &Connection,
+        record_ref: &RecordRef,
+    ) -> Result<Arc<SecretKey>, StoreError> {
+        if let Some(key) = self.cached_key(record_ref)? {
+            return Ok(key);
+        }
+        let wrapped: Vec<u8> = conn
+            .query_row(
+                "SELECT wrapped_key FROM records WHERE record_ref = ?1",
+                [record_ref],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::RecordNotFound)?;
+        let bytes = crypto::open(&self.inner.keys.wrap, &[b"records", record_ref], &wrapped)
+            .map_err(|cause| StoreError::Tampered {
+                table: "records",
+                cause,
+            })?;
+        let key =
+            Arc::new(SecretKey::from_slice(&bytes).ok_or(StoreError::BadRow { table: "records" })?);
+        self.inner
+            .record_keys
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?
+            .insert(*record_ref, key.clone());
+        Ok(key)
+    }
+
+    fn cached_key(&self, record_ref: &RecordRef) -> Result<Option<Arc<SecretKey>>, StoreError> {
+        Ok(self
+            .inner
+            .record_keys
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?
+            .get(record_ref)
+            .cloned())
+    }
+
+    pub(crate) fn record_of_doc(
+        &self,
+        conn: &Connection,
+        doc_ref: &Ref,
+    ) -> Result<Option<RecordRef>, StoreError> {
+        let found: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT record_ref FROM documents WHERE doc_ref = ?1")?
+            .query_row([doc_ref], |r| r.get(0))
+            .optional()?;
+        found
+            .map(|r| {
+                r.try_into()
+                    .map_err(|_| StoreError::BadRow { table: "documents" })
+            })
+            .transpose()
+    }
+
+    /// Ties a document to a record, re-sealing any chunks already stored for it.
+    pub(crate) fn register_document_tx(
+        &self,
+        tx: &Transaction<'_>,
+        record_ref: &RecordRef,
+        record_key: &SecretKey,
+        info: &DocumentInfo,
+    ) -> Result<(), StoreError> {
+        let doc_ref = self.doc_ref_of(&info.doc_id);
+        if let Some(owner) = self.record_of_doc(tx, &doc_ref)? {
+            if &owner != record_ref {
+                return Err(StoreError::InvalidEdit(
+                    "document already belongs to another record",
+                ));
+            }
+            return Ok(());
+        }
+        self.reseal_chunks_tx(tx, &doc_ref, record_key)?;
+        tx.execute(
+            "INSERT INTO documents (doc_ref, record_ref) VALUES (?1, ?2)",
+            params![doc_ref, record_ref],
+        )?;
+        let mut docs = self.documents_of(tx, record_ref, record_key)?;
+        docs.push(info.clone());
+        tx.execute(
+            "UPDATE records SET sealed_docs = ?1 WHERE record_ref = ?2",
+            params![seal_docs(record_key, record_ref, &docs)?, record_ref],
+        )?;
+        Ok(())
+    }
+
+    /// The compartment documents held for a record.
+    pub(crate) fn documents_of(
+        &self,
+        conn: &Connection,
+        record_ref: &RecordRef,
+        record_key: &SecretKey,
+    ) -> Result<Vec<DocumentInfo>, StoreError> {
+        let sealed: Vec<u8> = conn
+            .prepare_cached("SELECT sealed_docs FROM records WHERE record_ref = ?1")?
+            .query_row([record_ref], |r| r.get(0))
+            .optional()?
+            .ok_or(StoreError::RecordNotFound)?;
+        let plain =
+            crypto::open(record_key, &[DOCS_PLACE, record_ref], &sealed).map_err(|cause| {
+                StoreError::Tampered {
+                    table: "records",
+                    cause,
+                }
+            })?;
+        let mut docs: Vec<DocumentInfo> =
+            serde_json::from_slice(&plain).map_err(|_| StoreError::BadRow { table: "records" })?;
+        docs.sort_by_key(|d| d.compartment);
+        Ok(docs)
+    }
+
+    /// Forgets a patient: deletes the wrapped data key (after which nothing of
+    /// theirs can be decrypted), then the documents and chunks, then
+    /// checkpoints the WAL so no old page keeps them. Returns false if the
+    /// device held no such record.
+    pub fn forget_record(&self, nhs: &NhsNumber) -> Result<bool, StoreError> {
+        let record_ref = self.record_ref(nhs);
+        let removed = self.write(|tx| {
+            tx.execute(
+                "DELETE FROM chunks WHERE doc_ref IN (SELECT doc_ref FROM documents WHERE record_ref = ?1)",
+                [record_ref],
+            )?;
+            tx.execute("DELETE FROM documents WHERE record_ref = ?1", [record_ref])?;
+            Ok(tx.execute("DELETE FROM records WHERE record_ref = ?1", [record_ref])? > 0)
+        })?;
+        self.inner
+            .record_keys
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?
+            .remove(&record_ref);
+        self.checkpoint()?;
+        Ok(removed)
+    }
+}
