@@ -55,6 +55,10 @@ fn measure(label: &str, records: u32, entries: usize) {
             eprintln!("    {:?}", row.unwrap());
         }
     }
+    if saved == 0 {
+        println!("{label:<38} file {on_disk:>9} B: seven b-trees of one 16 KB page each");
+        return;
+    }
     println!(
         "{label:<38} save() {saved:>9} B | sealed chunks {payload:>9} B ({:.2}x) | file {before_vacuum:>9} B ({:.2}x), after vacuum {on_disk:>9} B ({:.2}x)",
         payload as f64 / saved as f64,
@@ -73,6 +77,7 @@ fn main() {
         measure("1 record x 100 entries", 1, 100);
         return;
     }
+    measure("empty store (fixed cost)", 0, 0);
     measure("1 record x 100 entries", 1, 100);
     measure("1 record x 5,000 entries", 1, 5000);
     measure("150 records x 100 entries (caseload)", 150, 100);
