@@ -65,7 +65,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let quick = std::env::args().any(|a| a == "--test");
+    let quick = !std::env::args().any(|a| a == "--bench");
     run("typical (100 entries)", 100, if quick { 3 } else { 400 });
     if !quick {
         run("heavy (5,000 entries)", 5000, 60);

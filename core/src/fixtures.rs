@@ -42,12 +42,7 @@ pub fn gp() -> Provenance {
     provenance("555000000001", "R0260", "A99001", "gp-desktop")
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 pub fn demographics(nhs: NhsNumber) -> EntryContent {
     EntryContent::Demographics {

@@ -8,8 +8,13 @@
 //! - [`store`]: the encrypted SQLite store (also samod's `Storage`).
 //! - [`replica`]: a patient's record on this device, tying the three together.
 
+pub mod access;
+pub mod audit;
+pub mod clock;
 pub mod crypto;
+pub mod engine;
 pub mod fixtures;
+pub mod grant;
 pub mod nhs_number;
 pub mod record;
 pub mod replica;

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use automerge::ChangeHash;
 
 use crate::NhsNumber;
+use crate::audit::{AuditDraft, AuditEvent};
 use crate::crypto::SecretKey;
 use crate::record::{
     Compartment, CompartmentDoc, CompartmentView, EntryContent, EntryId, EntryVersion, EntryView,
     Provenance, VERSION_FORMAT, VersionId, VersionStatus,
 };
-use crate::store::{ChunkKey, DocumentInfo, Store, StoreError};
+use crate::store::{ChunkKey, DocumentInfo, HoldReason, Holding, Store, StoreError};
 
 /// The next write replaces a document's chunks with one snapshot once there
 /// are this many chunks (samod compacts at a similar count)...
@@ -22,6 +23,14 @@ const COMPACT_AFTER_CHUNKS: usize = 32;
 /// keeps bytes on disk within 1.25x of Automerge's own `save()` while small
 /// documents (cheap to save) compact often and large ones rarely.
 const COMPACT_AT_FRACTION: usize = 4;
+
+/// An audit event to commit in the same transaction as a write.
+#[derive(Clone, Debug)]
+pub struct AuditSpec {
+    pub draft: AuditDraft,
+    pub device: String,
+    pub now_ms: i64,
+}
 
 /// A compartment's bytes as exchanged between replicas (a full save).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,7 +120,7 @@ impl Store {
             let doc = CompartmentDoc::create(c)?;
             fresh.push((new_doc_id()?, doc));
         }
-        self.hold_new_record(nhs, fresh)
+        self.hold_new_record(nhs, fresh, HoldReason::Origin)
     }
 
     /// Starts holding a record that exists elsewhere, from its exported
@@ -128,18 +137,28 @@ impl Store {
                 CompartmentDoc::load(e.compartment, &e.bytes)?,
             ));
         }
-        self.hold_new_record(nhs, docs)
+        self.hold_new_record(nhs, docs, HoldReason::Unspecified)
     }
 
     fn hold_new_record(
         &self,
         nhs: &NhsNumber,
         docs: Vec<(String, CompartmentDoc)>,
+        reason: HoldReason,
     ) -> Result<PatientReplica, StoreError> {
         let record_ref = self.record_ref(nhs);
         let mut held = BTreeMap::new();
         let key = self.write(|tx| {
             let key = self.create_record_tx(tx, &record_ref)?;
+            // Written with the record so retention always knows why it is here.
+            self.set_holding_tx(
+                tx,
+                &Holding {
+                    nhs_number: *nhs,
+                    reason,
+                    held_since_ms: crate::clock::now_ms(),
+                },
+            )?;
             for (doc_id, mut doc) in docs {
                 let info = DocumentInfo {
                     doc_id,
@@ -241,6 +260,18 @@ impl PatientReplica {
         sensitive: bool,
         provenance: Provenance,
     ) -> Result<EntryVersion, StoreError> {
+        self.add_entry_audited(content, sensitive, provenance, None)
+            .map(|(v, _)| v)
+    }
+
+    /// [`Self::add_entry`], committing `audit` in the same transaction.
+    pub fn add_entry_audited(
+        &mut self,
+        content: EntryContent,
+        sensitive: bool,
+        provenance: Provenance,
+        audit: Option<&AuditSpec>,
+    ) -> Result<(EntryVersion, Option<AuditEvent>), StoreError> {
         if sensitive && !content.may_be_sensitive() {
             return Err(StoreError::InvalidEdit(
                 "this kind of entry cannot be marked sensitive",
@@ -260,7 +291,15 @@ impl PatientReplica {
             content,
             provenance,
         };
-        self.write_version(compartment, version)
+        self.write_version(compartment, version, audit)
+    }
+
+    /// The compartment an entry's versions live in, if held.
+    pub fn compartment_of(&self, entry: EntryId) -> Option<Compartment> {
+        self.docs
+            .iter()
+            .find(|(_, h)| h.doc.view().entry(entry).is_some())
+            .map(|(c, _)| *c)
     }
 
     /// Writes a new version of `entry` replacing the versions the author saw
@@ -274,6 +313,20 @@ impl PatientReplica {
         content: EntryContent,
         provenance: Provenance,
     ) -> Result<EntryVersion, StoreError> {
+        self.supersede_audited(compartment, entry, replaces, content, provenance, None)
+            .map(|(v, _)| v)
+    }
+
+    /// [`Self::supersede`], committing `audit` in the same transaction.
+    pub fn supersede_audited(
+        &mut self,
+        compartment: Compartment,
+        entry: EntryId,
+        replaces: &[VersionId],
+        content: EntryContent,
+        provenance: Provenance,
+        audit: Option<&AuditSpec>,
+    ) -> Result<(EntryVersion, Option<AuditEvent>), StoreError> {
         let view = self.checked_heads(compartment, entry, replaces)?;
         let kind = view
             .heads()
@@ -294,7 +347,7 @@ impl PatientReplica {
             content,
             provenance,
         };
-        self.write_version(compartment, version)
+        self.write_version(compartment, version, audit)
     }
 
     /// Marks the entry entered-in-error, keeping what it said and why.
@@ -306,6 +359,20 @@ impl PatientReplica {
         reason: &str,
         provenance: Provenance,
     ) -> Result<EntryVersion, StoreError> {
+        self.mark_entered_in_error_audited(compartment, entry, replaces, reason, provenance, None)
+            .map(|(v, _)| v)
+    }
+
+    /// [`Self::mark_entered_in_error`], committing `audit` in the same transaction.
+    pub fn mark_entered_in_error_audited(
+        &mut self,
+        compartment: Compartment,
+        entry: EntryId,
+        replaces: &[VersionId],
+        reason: &str,
+        provenance: Provenance,
+        audit: Option<&AuditSpec>,
+    ) -> Result<(EntryVersion, Option<AuditEvent>), StoreError> {
         if reason.trim().is_empty() {
             return Err(StoreError::InvalidEdit("entered-in-error needs a reason"));
         }
@@ -328,7 +395,7 @@ impl PatientReplica {
             content,
             provenance,
         };
-        self.write_version(compartment, version)
+        self.write_version(compartment, version, audit)
     }
 
     /// Checks that `replaces` names only current heads of the entry: writing
@@ -365,10 +432,17 @@ impl PatientReplica {
         &mut self,
         compartment: Compartment,
         version: EntryVersion,
-    ) -> Result<EntryVersion, StoreError> {
+        audit: Option<&AuditSpec>,
+    ) -> Result<(EntryVersion, Option<AuditEvent>), StoreError> {
+        // The audit record names the entry it touched.
+        let audit = audit.map(|a| {
+            let mut a = a.clone();
+            a.draft.entries = vec![version.entry_id.to_string()];
+            a
+        });
         self.held_mut(compartment)?.doc.put_version(&version)?;
-        self.persist(compartment)?;
-        Ok(version)
+        let event = self.persist(compartment, audit.as_ref())?;
+        Ok((version, event))
     }
 
     /// Every held compartment as a full save, to hand to another replica.
@@ -394,7 +468,7 @@ impl PatientReplica {
                     ));
                 }
                 held.doc.merge_bytes(&export.bytes)?;
-                self.persist(export.compartment)
+                self.persist(export.compartment, None).map(|_| ())
             }
             None => {
                 let mut doc = CompartmentDoc::load(export.compartment, &export.bytes)?;
@@ -423,20 +497,32 @@ impl PatientReplica {
     /// into a snapshot once enough chunks have built up. If the write fails,
     /// the in-memory document is reloaded from disk so it never shows a
     /// change that was not stored.
-    fn persist(&mut self, compartment: Compartment) -> Result<(), StoreError> {
+    fn persist(
+        &mut self,
+        compartment: Compartment,
+        audit: Option<&AuditSpec>,
+    ) -> Result<Option<AuditEvent>, StoreError> {
         let store = self.store.clone();
         let key = self.key.clone();
         let held = self.held_mut(compartment)?;
         let changes = held.doc.changes_since(&held.saved_heads);
         if changes.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
+        let mut event = None;
+        let mut audit_in = |tx: &rusqlite::Transaction<'_>| -> Result<(), StoreError> {
+            if let Some(a) = audit {
+                event = Some(store.append_audit_tx(tx, a.draft.clone(), &a.device, a.now_ms)?);
+            }
+            Ok(())
+        };
         let new_bytes: usize = changes.iter().map(|(_, b)| b.len()).sum();
         let result = if held.should_compact(changes.len(), new_bytes) {
             let snapshot = snapshot_key(&held.info.doc_id, &held.doc.heads())?;
             let bytes = held.doc.save();
             store
                 .write(|tx| {
+                    audit_in(tx)?;
                     store.put_chunk_sealed_tx(tx, &snapshot, &bytes, &key)?;
                     for old in held.on_disk.iter().filter(|k| **k != snapshot) {
                         store.delete_chunk_tx(tx, old)?;
@@ -455,6 +541,7 @@ impl PatientReplica {
             }
             store
                 .write(|tx| {
+                    audit_in(tx)?;
                     for (chunk_key, (_, bytes)) in keys.iter().zip(&changes) {
                         store.put_chunk_sealed_tx(tx, chunk_key, bytes, &key)?;
                     }
@@ -471,7 +558,7 @@ impl PatientReplica {
             Ok(on_disk) => {
                 held.on_disk = on_disk;
                 held.saved_heads = held.doc.heads();
-                Ok(())
+                Ok(event)
             }
             Err(e) => {
                 self.reload(compartment)?;

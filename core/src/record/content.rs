@@ -142,7 +142,28 @@ pub enum EntryContent {
     Sharing {
         choice: SharingChoice,
         include_sensitive: bool,
+        /// Blank to staff until a privacy officer unhides it or the
+        /// patient opts back in.
+        #[serde(default)]
+        hidden: bool,
     },
+    /// The patient's answer when asked for permission to view.
+    PermissionToView {
+        organisation: String,
+        user_id: String,
+        scope: PermissionScope,
+        granted: bool,
+    },
+}
+
+/// How long a permission to view lasts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "kebab-case")]
+pub enum PermissionScope {
+    /// This encounter only (the login session that asked).
+    Encounter { encounter_id: String },
+    /// Recorded for future use at this organisation.
+    Organisation,
 }
 
 impl EntryContent {
@@ -161,7 +182,7 @@ impl EntryContent {
             | Self::TestResult { .. }
             | Self::CareTeamMember { .. } => Compartment::CareEvents,
             Self::Preference { .. } => Compartment::PatientEntered,
-            Self::Sharing { .. } => Compartment::Governance,
+            Self::Sharing { .. } | Self::PermissionToView { .. } => Compartment::Governance,
         }
     }
 
@@ -189,6 +210,7 @@ impl EntryContent {
             Self::CareTeamMember { .. } => "care-team-member",
             Self::Preference { .. } => "preference",
             Self::Sharing { .. } => "sharing",
+            Self::PermissionToView { .. } => "permission-to-view",
         }
     }
 }

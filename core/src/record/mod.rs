@@ -12,7 +12,8 @@ mod view;
 use serde::{Deserialize, Serialize};
 
 pub use content::{
-    CarePlanKind, Code, EntryContent, MedicationCourse, PreferenceKind, Severity, SharingChoice,
+    CarePlanKind, Code, EntryContent, MedicationCourse, PermissionScope, PreferenceKind, Severity,
+    SharingChoice,
 };
 pub use doc::{CompartmentDoc, DocError};
 pub use ids::{EntryId, VersionId};

@@ -6,13 +6,16 @@
 //! KEK (from the app's KeyProvider)
 //!  └─ store key (random; sealed in meta)
 //!      ├─ lookup key  (keyed hashes of NHS numbers, document ids, storage keys)
+//!      ├─ audit key   (seals the audit queue and its chain head)
 //!      ├─ general key (seals chunks of documents not tied to a patient)
 //!      └─ wrap key    (wraps each record's random data key)
 //!          └─ record data key (seals that patient's documents and chunks)
 //! ```
 
+mod audit;
 mod chunks;
 mod error;
+mod holdings;
 mod records;
 mod samod_storage;
 mod schema;
@@ -25,8 +28,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
 
 use crate::crypto::{self, KeyProvider, LookupKey, Ref, SecretKey};
 
+pub use audit::ChainPoint;
 pub use chunks::ChunkKey;
 pub use error::StoreError;
+pub use holdings::{HoldReason, Holding};
 pub use records::DocumentInfo;
 pub use samod_storage::SamodStorage;
 pub use schema::SCHEMA_VERSION;
@@ -51,6 +56,8 @@ struct Inner {
 
 struct StoreKeys {
     lookup: LookupKey,
+    /// Seals the audit queue; not a record key, so forgetting keeps the trail.
+    audit: SecretKey,
     general: SecretKey,
     wrap: SecretKey,
 }
@@ -74,6 +81,7 @@ impl Store {
         let store_key = load_or_create_store_key(&mut conn, &kek)?;
         let keys = StoreKeys {
             lookup: LookupKey::from_secret(&store_key, "scr-sync 2026-11 store lookup hashes"),
+            audit: store_key.derive("scr-sync 2026-11 store audit sealing"),
             general: store_key.derive("scr-sync 2026-11 store general sealing"),
             wrap: store_key.derive("scr-sync 2026-11 store record key wrapping"),
         };
@@ -152,6 +160,46 @@ impl Store {
 
     fn lookup(&self) -> &LookupKey {
         &self.inner.keys.lookup
+    }
+}
+
+impl Store {
+    /// A store-wide value sealed with the general key, bound to its name.
+    pub(crate) fn put_sealed_meta_tx(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        plain: &[u8],
+    ) -> Result<(), StoreError> {
+        let sealed = crypto::seal(&self.inner.keys.general, &[b"meta", name.as_bytes()], plain)
+            .map_err(StoreError::Crypto)?;
+        tx.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            rusqlite::params![name, sealed],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn sealed_meta(
+        &self,
+        conn: &Connection,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let sealed: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?;
+        sealed
+            .map(|s| {
+                crypto::open(&self.inner.keys.general, &[b"meta", name.as_bytes()], &s).map_err(
+                    |cause| StoreError::Tampered {
+                        table: "meta",
+                        cause,
+                    },
+                )
+            })
+            .transpose()
     }
 }
 

@@ -193,25 +193,37 @@ impl Store {
     }
 
     /// Forgets a patient: deletes the wrapped data key (after which nothing of
-    /// theirs can be decrypted), then the documents and chunks, then
+    /// theirs can be decrypted), then the documents, chunks and holding, then
     /// checkpoints the WAL so no old page keeps them. Returns false if the
-    /// device held no such record.
+    /// device held no such record. The audit queue is untouched.
     pub fn forget_record(&self, nhs: &NhsNumber) -> Result<bool, StoreError> {
+        let removed = self.write(|tx| self.forget_record_tx(tx, nhs))?;
+        self.checkpoint()?;
+        Ok(removed)
+    }
+
+    /// The deletions of [`Store::forget_record`] inside the caller's
+    /// transaction (so the audit event commits with them); call
+    /// [`Store::checkpoint`] after the commit.
+    pub fn forget_record_tx(
+        &self,
+        tx: &Transaction<'_>,
+        nhs: &NhsNumber,
+    ) -> Result<bool, StoreError> {
         let record_ref = self.record_ref(nhs);
-        let removed = self.write(|tx| {
-            tx.execute(
-                "DELETE FROM chunks WHERE doc_ref IN (SELECT doc_ref FROM documents WHERE record_ref = ?1)",
-                [record_ref],
-            )?;
-            tx.execute("DELETE FROM documents WHERE record_ref = ?1", [record_ref])?;
-            Ok(tx.execute("DELETE FROM records WHERE record_ref = ?1", [record_ref])? > 0)
-        })?;
+        // Chunks first: the document rows say which chunks are the record's.
+        tx.execute(
+            "DELETE FROM chunks WHERE doc_ref IN (SELECT doc_ref FROM documents WHERE record_ref = ?1)",
+            [record_ref],
+        )?;
+        tx.execute("DELETE FROM documents WHERE record_ref = ?1", [record_ref])?;
+        tx.execute("DELETE FROM holdings WHERE record_ref = ?1", [record_ref])?;
+        let existed = tx.execute("DELETE FROM records WHERE record_ref = ?1", [record_ref])? > 0;
         self.inner
             .record_keys
             .lock()
             .map_err(|_| StoreError::Poisoned)?
             .remove(&record_ref);
-        self.checkpoint()?;
-        Ok(removed)
+        Ok(existed)
     }
 }

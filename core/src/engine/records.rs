@@ -1,0 +1,546 @@
+//! Record operations: each builds an access request, asks the decision,
+//! writes the audit event, and only then releases or changes data. A
+//! decision that cannot be audited releases nothing.
+
+use super::governance::{choices_from, permission_from, sharing_entry};
+use super::{Engine, EngineError, State};
+use crate::NhsNumber;
+use crate::access::{
+    Action, AlertReason, Decision, PatientChoices, Principal, Relationship, Request, ViewBasis,
+    decide,
+};
+use crate::audit::{AuditDraft, AuditEvent, Outcome};
+use crate::grant::RoleProfileGrant;
+use crate::record::{
+    Compartment, EntryContent, EntryId, PermissionScope, Provenance, SharingChoice, VersionId,
+};
+use crate::replica::{AuditSpec, CompartmentExport, PatientReplica, RecordView};
+use crate::store::{HoldReason, Holding, StoreError};
+
+/// How the user justifies opening a record they may not otherwise see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestedBasis {
+    /// Use the permission to view recorded for this encounter or organisation.
+    Permission,
+    /// The patient cannot consent (alert type 2, reason 5).
+    Emergency,
+    /// Public interest, statute or court order (alert type 2).
+    LegalOverride(AlertReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessRequest {
+    pub basis: RequestedBasis,
+    /// A legitimate relationship claimed now, with its reason (alert type 1),
+    /// for a patient not on the user's grant.
+    pub self_claim: Option<AlertReason>,
+}
+
+impl AccessRequest {
+    pub fn with_permission() -> Self {
+        Self {
+            basis: RequestedBasis::Permission,
+            self_claim: None,
+        }
+    }
+
+    pub fn emergency() -> Self {
+        Self {
+            basis: RequestedBasis::Emergency,
+            self_claim: None,
+        }
+    }
+}
+
+/// What a permitted view released, and what it held back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleasedView {
+    pub view: RecordView,
+    /// Compartments this device holds that the decision did not release.
+    pub withheld: Vec<Compartment>,
+    /// The audit event committed before the view was released.
+    pub audit: AuditEvent,
+}
+
+fn basis_label(req: &Request) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Relationship::SelfClaimed(_) = req.relationship {
+        parts.push("self-claimed-relationship");
+    }
+    match req.basis {
+        ViewBasis::PermissionRecorded => parts.push("permission"),
+        ViewBasis::Emergency => parts.push("emergency"),
+        ViewBasis::LegalOverride(_) => parts.push("legal-override"),
+        ViewBasis::NotAsked | ViewBasis::Refused => {}
+    }
+    (!parts.is_empty()).then(|| parts.join("+"))
+}
+
+impl Engine {
+    fn replica<'s>(
+        &self,
+        state: &'s mut State,
+        nhs: &NhsNumber,
+    ) -> Result<&'s mut PatientReplica, EngineError> {
+        if !state.records.contains_key(nhs) {
+            let replica = self.store.open_record(nhs).map_err(|e| match e {
+                StoreError::RecordNotFound => EngineError::NotHeld,
+                other => EngineError::Store(other),
+            })?;
+            state.records.insert(*nhs, replica);
+        }
+        state.records.get_mut(nhs).ok_or(EngineError::NotHeld)
+    }
+
+    /// The request for `action` on `nhs` by the acting grant.
+    fn request(
+        grant: &RoleProfileGrant,
+        replica: &PatientReplica,
+        nhs: &NhsNumber,
+        action: Action,
+        access: Option<AccessRequest>,
+    ) -> Request {
+        let governance = replica.view_compartment(Compartment::Governance).ok();
+        let relationship = if grant.relationship_with(nhs).is_some() {
+            Relationship::FromGrant
+        } else if let Some(reason) = access.and_then(|a| a.self_claim) {
+            Relationship::SelfClaimed(reason)
+        } else {
+            Relationship::None
+        };
+        let (_, _, organisation) = grant.actor();
+        let basis = match access.map(|a| a.basis) {
+            Some(RequestedBasis::Emergency) => ViewBasis::Emergency,
+            Some(RequestedBasis::LegalOverride(r)) => ViewBasis::LegalOverride(r),
+            Some(RequestedBasis::Permission) | None => {
+                permission_from(governance.as_ref(), &organisation, &grant.grant_id)
+            }
+        };
+        Request {
+            principal: grant.principal(),
+            action,
+            relationship,
+            basis,
+            choices: choices_from(governance.as_ref()),
+        }
+    }
+
+    /// The decision, with the patient principal bound to their own record.
+    fn decide_for(grant: &RoleProfileGrant, nhs: &NhsNumber, req: &Request) -> Decision {
+        if req.principal == Principal::Patient && !grant.is_patient(nhs) {
+            return Decision::Deny(crate::access::DenyReason::NotAllowed);
+        }
+        decide(req)
+    }
+
+    fn draft(
+        grant: &RoleProfileGrant,
+        nhs: &NhsNumber,
+        req: &Request,
+        decision: &Decision,
+    ) -> AuditDraft {
+        let (user, role, organisation) = grant.actor();
+        AuditDraft {
+            user,
+            role,
+            organisation,
+            patient: Some(*nhs),
+            action: req.action.name().into(),
+            compartments: decision.compartments().to_vec(),
+            entries: Vec::new(),
+            outcome: match decision {
+                Decision::Permit { .. } => Outcome::Permit,
+                Decision::Deny(reason) => Outcome::Deny { reason: *reason },
+            },
+            basis: basis_label(req),
+            alerts: decision.alerts().to_vec(),
+            detail: match &req.action {
+                Action::Unhide {
+                    written_request_ref,
+                    investigation_ref,
+                } => Some(format!(
+                    "request {written_request_ref}; investigation {investigation_ref}"
+                )),
+                _ => None,
+            },
+        }
+    }
+
+    fn provenance(&self, grant: &RoleProfileGrant, now: i64) -> Provenance {
+        let (author_id, role, organisation) = grant.actor();
+        Provenance {
+            author_id,
+            role,
+            organisation,
+            device: self.config.device_id.clone(),
+            recorded_at_ms: now,
+        }
+    }
+
+    /// Opens the patient's record for the acting user. The audit event
+    /// commits before the view is returned; a denial is audited too.
+    pub fn view(
+        &self,
+        nhs: &NhsNumber,
+        access: AccessRequest,
+    ) -> Result<ReleasedView, EngineError> {
+        self.release(nhs, Action::View, access)
+    }
+
+    /// As [`Engine::view`], for an export (audited as one).
+    pub fn export(
+        &self,
+        nhs: &NhsNumber,
+        access: AccessRequest,
+    ) -> Result<ReleasedView, EngineError> {
+        self.release(nhs, Action::Export, access)
+    }
+
+    fn release(
+        &self,
+        nhs: &NhsNumber,
+        action: Action,
+        access: AccessRequest,
+    ) -> Result<ReleasedView, EngineError> {
+        let mut state = self.state()?;
+        let grant = self.active(&mut state)?;
+        let now = self.now_checked(&state)?;
+        let replica = self.replica(&mut state, nhs)?;
+        let req = Self::request(&grant, replica, nhs, action, Some(access));
+        let decision = Self::decide_for(&grant, nhs, &req);
+        let draft = Self::draft(&grant, nhs, &req, &decision);
+        match &decision {
+            Decision::Permit { compartments, .. } => {
+                let held = replica.compartments();
+                let view = RecordView {
+                    compartments: held
+                        .iter()
+                        .filter(|c| compartments.contains(c))
+                        .filter_map(|c| replica.view_compartment(*c).ok())
+                        .collect(),
+                };
+                let withheld = held
+                    .into_iter()
+                    .filter(|c| !compartments.contains(c))
+                    .collect();
+                // Fail closed: the view leaves only once its audit is durable.
+                let audit = self.audit(&mut state, draft, now)?;
+                Ok(ReleasedView {
+                    view,
+                    withheld,
+                    audit,
+                })
+            }
+            Decision::Deny(reason) => {
+                self.audit(&mut state, draft, now)?;
+                Err(EngineError::Denied(*reason))
+            }
+        }
+    }
+
+    /// Decides a write; on deny, audits and refuses. On permit, returns
+    /// what the write needs, with the audit to commit alongside it.
+    fn authorise_write(
+        &self,
+        state: &mut State,
+        nhs: &NhsNumber,
+        action: Action,
+        self_claim: Option<AlertReason>,
+    ) -> Result<(RoleProfileGrant, AuditSpec, i64), EngineError> {
+        let grant = self.active(state)?;
+        let now = self.now_checked(state)?;
+        let replica = self.replica(state, nhs)?;
+        let access = self_claim.map(|r| AccessRequest {
+            basis: RequestedBasis::Permission,
+            self_claim: Some(r),
+        });
+        let req = Self::request(&grant, replica, nhs, action, access);
+        let decision = Self::decide_for(&grant, nhs, &req);
+        let draft = Self::draft(&grant, nhs, &req, &decision);
+        if let Decision::Deny(reason) = decision {
+            self.audit(state, draft, now)?;
+            return Err(EngineError::Denied(reason));
+        }
+        let spec = AuditSpec {
+            draft,
+            device: self.config.device_id.clone(),
+            now_ms: now,
+        };
+        Ok((grant, spec, now))
+    }
+
+    fn written(
+        &self,
+        state: &mut State,
+        result: Result<(crate::record::EntryVersion, Option<AuditEvent>), StoreError>,
+        now: i64,
+    ) -> Result<crate::record::EntryVersion, EngineError> {
+        let (version, _) = result?;
+        state.clock_high_water = state.clock_high_water.max(now);
+        Ok(version)
+    }
+
+    /// Adds an entry (a visit summary, a preference, a GP's allergy...).
+    pub fn add_entry(
+        &self,
+        nhs: &NhsNumber,
+        content: EntryContent,
+        sensitive: bool,
+        self_claim: Option<AlertReason>,
+    ) -> Result<crate::record::EntryVersion, EngineError> {
+        let compartment = if sensitive {
+            Compartment::Sensitive
+        } else {
+            content.home_compartment()
+        };
+        let mut state = self.state()?;
+        let (grant, spec, now) =
+            self.authorise_write(&mut state, nhs, Action::AddEntry(compartment), self_claim)?;
+        let provenance = self.provenance(&grant, now);
+        let replica = self.replica(&mut state, nhs)?;
+        let result = replica.add_entry_audited(content, sensitive, provenance, Some(&spec));
+        self.written(&mut state, result, now)
+    }
+
+    /// A new version of an entry, replacing the versions the user saw.
+    pub fn supersede(
+        &self,
+        nhs: &NhsNumber,
+        entry: EntryId,
+        replaces: &[VersionId],
+        content: EntryContent,
+    ) -> Result<crate::record::EntryVersion, EngineError> {
+        let mut state = self.state()?;
+        let compartment = self
+            .replica(&mut state, nhs)?
+            .compartment_of(entry)
+            .ok_or(EngineError::InvalidInput("no such entry on this device"))?;
+        let (grant, spec, now) =
+            self.authorise_write(&mut state, nhs, Action::Supersede(compartment), None)?;
+        let provenance = self.provenance(&grant, now);
+        let replica = self.replica(&mut state, nhs)?;
+        let result = replica.supersede_audited(
+            compartment,
+            entry,
+            replaces,
+            content,
+            provenance,
+            Some(&spec),
+        );
+        self.written(&mut state, result, now)
+    }
+
+    /// Marks an entry entered-in-error with a reason (the author's
+    /// organisation or the GP only).
+    pub fn mark_entered_in_error(
+        &self,
+        nhs: &NhsNumber,
+        entry: EntryId,
+        replaces: &[VersionId],
+        reason: &str,
+    ) -> Result<crate::record::EntryVersion, EngineError> {
+        let mut state = self.state()?;
+        let replica = self.replica(&mut state, nhs)?;
+        let compartment = replica
+            .compartment_of(entry)
+            .ok_or(EngineError::InvalidInput("no such entry on this device"))?;
+        let author_organisation = replica
+            .view_compartment(compartment)?
+            .entry(entry)
+            .and_then(|e| {
+                e.heads()
+                    .into_iter()
+                    .filter(|v| replaces.contains(&v.version_id))
+                    .max_by_key(|v| v.version_id)
+                    .map(|v| v.provenance.organisation.clone())
+            })
+            .ok_or(EngineError::InvalidInput(
+                "the named version is not current",
+            ))?;
+        let action = Action::MarkEnteredInError {
+            compartment,
+            author_organisation,
+        };
+        let (grant, spec, now) = self.authorise_write(&mut state, nhs, action, None)?;
+        let provenance = self.provenance(&grant, now);
+        let replica = self.replica(&mut state, nhs)?;
+        let result = replica.mark_entered_in_error_audited(
+            compartment,
+            entry,
+            replaces,
+            reason,
+            provenance,
+            Some(&spec),
+        );
+        self.written(&mut state, result, now)
+    }
+
+    /// Records the patient's answer when asked for permission to view.
+    pub fn record_permission(
+        &self,
+        nhs: &NhsNumber,
+        future_use: bool,
+        granted: bool,
+    ) -> Result<(), EngineError> {
+        let mut state = self.state()?;
+        let (grant, spec, now) =
+            self.authorise_write(&mut state, nhs, Action::RecordPermissionToView, None)?;
+        let (user_id, _, organisation) = grant.actor();
+        let scope = if future_use {
+            PermissionScope::Organisation
+        } else {
+            PermissionScope::Encounter {
+                encounter_id: grant.grant_id.clone(),
+            }
+        };
+        let content = EntryContent::PermissionToView {
+            organisation,
+            user_id,
+            scope,
+            granted,
+        };
+        let provenance = self.provenance(&grant, now);
+        let replica = self.replica(&mut state, nhs)?;
+        let result = replica.add_entry_audited(content, false, provenance, Some(&spec));
+        self.written(&mut state, result, now).map(|_| ())
+    }
+
+    /// The patient (or the GP for them) changes what is shared. Opting out
+    /// hides an existing record; opting back in makes it visible again.
+    pub fn set_patient_choices(
+        &self,
+        nhs: &NhsNumber,
+        sharing: SharingChoice,
+        include_sensitive: bool,
+    ) -> Result<(), EngineError> {
+        let hidden = sharing == SharingChoice::OptOut;
+        self.write_choices(nhs, Action::ChangePatientChoice, |_| PatientChoices {
+            sharing,
+            include_sensitive,
+            hidden,
+        })
+    }
+
+    /// Hides the record from staff (after an opt-out).
+    pub fn hide(&self, nhs: &NhsNumber) -> Result<(), EngineError> {
+        self.write_choices(nhs, Action::Hide, |c| PatientChoices { hidden: true, ..c })
+    }
+
+    /// A privacy officer makes a hidden record available again, citing the
+    /// written request and the investigation; it is then shared by the
+    /// normal rules (asked each time).
+    pub fn unhide(
+        &self,
+        nhs: &NhsNumber,
+        written_request_ref: &str,
+        investigation_ref: &str,
+    ) -> Result<(), EngineError> {
+        let action = Action::Unhide {
+            written_request_ref: written_request_ref.to_owned(),
+            investigation_ref: investigation_ref.to_owned(),
+        };
+        self.write_choices(nhs, action, |c| PatientChoices {
+            hidden: false,
+            sharing: match c.sharing {
+                SharingChoice::OptOut => SharingChoice::CoreOnly,
+                other => other,
+            },
+            ..c
+        })
+    }
+
+    fn write_choices(
+        &self,
+        nhs: &NhsNumber,
+        action: Action,
+        change: impl FnOnce(PatientChoices) -> PatientChoices,
+    ) -> Result<(), EngineError> {
+        let mut state = self.state()?;
+        let (grant, spec, now) = self.authorise_write(&mut state, nhs, action, None)?;
+        let provenance = self.provenance(&grant, now);
+        let replica = self.replica(&mut state, nhs)?;
+        let governance = replica.view_compartment(Compartment::Governance)?;
+        let next = change(choices_from(Some(&governance)));
+        let content = EntryContent::Sharing {
+            choice: next.sharing,
+            include_sensitive: next.include_sensitive,
+            hidden: next.hidden,
+        };
+        let result = match sharing_entry(&governance) {
+            Some((entry, heads)) => replica.supersede_audited(
+                Compartment::Governance,
+                entry,
+                &heads,
+                content,
+                provenance,
+                Some(&spec),
+            ),
+            None => replica.add_entry_audited(content, false, provenance, Some(&spec)),
+        };
+        self.written(&mut state, result, now).map(|_| ())
+    }
+
+    /// The audit events this device still holds for the patient (the
+    /// patient's own, or a privacy officer's review). Reading is audited.
+    pub fn audit_trail(&self, nhs: &NhsNumber) -> Result<Vec<AuditEvent>, EngineError> {
+        let mut state = self.state()?;
+        let grant = self.active(&mut state)?;
+        let now = self.now_checked(&state)?;
+        let req = Request {
+            principal: grant.principal(),
+            action: Action::ReadAuditTrail,
+            relationship: Relationship::None,
+            basis: ViewBasis::NotAsked,
+            choices: PatientChoices::default(),
+        };
+        let decision = Self::decide_for(&grant, nhs, &req);
+        let draft = Self::draft(&grant, nhs, &req, &decision);
+        if let Decision::Deny(reason) = decision {
+            self.audit(&mut state, draft, now)?;
+            return Err(EngineError::Denied(reason));
+        }
+        let events: Vec<AuditEvent> = self
+            .store
+            .queued_audit_events()?
+            .into_iter()
+            .filter(|e| e.patient.as_ref() == Some(nhs))
+            .collect();
+        self.audit(&mut state, draft, now)?;
+        Ok(events)
+    }
+
+    /// Takes on a patient's record that arrived for this device (a caseload
+    /// or incident assignment), recording why it is held. Needs no session:
+    /// sync runs in the background.
+    pub fn receive_patient(
+        &self,
+        nhs: &NhsNumber,
+        exports: &[CompartmentExport],
+        reason: HoldReason,
+    ) -> Result<(), EngineError> {
+        let mut state = self.state()?;
+        let now = self.clock.now_ms();
+        let detail = match &reason {
+            HoldReason::Caseload => "caseload",
+            HoldReason::Incident { .. } => "incident",
+            HoldReason::OwnRecord => "own-record",
+            HoldReason::Origin => "origin",
+            HoldReason::Unspecified => "unspecified",
+        };
+        let compartments: Vec<Compartment> = exports.iter().map(|e| e.compartment).collect();
+        let replica = self.store.import_record(nhs, exports)?;
+        self.store.set_holding(&Holding {
+            nhs_number: *nhs,
+            reason,
+            held_since_ms: now,
+        })?;
+        state.records.remove(nhs);
+        drop(replica);
+        let draft = AuditDraft {
+            compartments,
+            ..self.device_draft("receive", Some(*nhs), Some(detail.to_owned()))
+        };
+        self.audit(&mut state, draft, now)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! When a device must forget a patient. Pure: from what the device holds,
+//! its current grant and its state, to the list to forget.
+
+use crate::NhsNumber;
+use crate::grant::RoleProfileGrant;
+use crate::store::{HoldReason, Holding};
+
+/// What kind of device this is; each keeps records for its own reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceClass {
+    PatientPhone,
+    AmbulanceTablet,
+    NurseTablet,
+    /// A GP system or the server: holds records it originates.
+    GpSystem,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// An ambulance tablet forgets a patient this long after the incident closes.
+    pub after_incident_close_ms: i64,
+    /// Forget every patient (but a patient's own record) on lock-out.
+    pub forget_on_lockout: bool,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        Self {
+            after_incident_close_ms: 4 * 60 * 60 * 1000,
+            forget_on_lockout: true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForgetReason {
+    IncidentClosed,
+    LeftCaseload,
+    LockedOut,
+}
+
+impl ForgetReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            ForgetReason::IncidentClosed => "incident-closed",
+            ForgetReason::LeftCaseload => "left-caseload",
+            ForgetReason::LockedOut => "locked-out",
+        }
+    }
+}
+
+pub fn due_for_forgetting(
+    class: DeviceClass,
+    policy: &RetentionPolicy,
+    holdings: &[Holding],
+    grant: Option<&RoleProfileGrant>,
+    locked_out: bool,
+    now_ms: i64,
+) -> Vec<(NhsNumber, ForgetReason)> {
+    let mut out = Vec::new();
+    for h in holdings {
+        if matches!(h.reason, HoldReason::OwnRecord | HoldReason::Origin)
+            || class == DeviceClass::GpSystem
+            || class == DeviceClass::PatientPhone
+        {
+            continue;
+        }
+        if locked_out && policy.forget_on_lockout {
+            out.push((h.nhs_number, ForgetReason::LockedOut));
+            continue;
+        }
+        let in_grant = grant.is_some_and(|g| g.relationship_with(&h.nhs_number).is_some());
+        match &h.reason {
+            HoldReason::Incident {
+                closed_at_ms: Some(closed),
+                ..
+            } if now_ms >= closed + policy.after_incident_close_ms => {
+                out.push((h.nhs_number, ForgetReason::IncidentClosed));
+            }
+            HoldReason::Incident { .. } => {}
+            // A new grant is the current caseload: a patient no longer on it
+            // has left the caseload. Without a grant (locked) nothing changes.
+            HoldReason::Caseload | HoldReason::Unspecified if grant.is_some() && !in_grant => {
+                out.push((h.nhs_number, ForgetReason::LeftCaseload));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::test_nhs_number;
+    use crate::grant::{GrantPrincipal, GrantRelationship, RelationshipKind};
+
+    const HOUR: i64 = 3_600_000;
+
+    /// (label, device, holding, grant, locked out, now, expected).
+    type Case<'a> = (
+        &'a str,
+        DeviceClass,
+        Holding,
+        Option<&'a RoleProfileGrant>,
+        bool,
+        i64,
+        Option<ForgetReason>,
+    );
+
+    fn holding(n: u32, reason: HoldReason) -> Holding {
+        Holding {
+            nhs_number: test_nhs_number(n),
+            reason,
+            held_since_ms: 0,
+        }
+    }
+
+    fn grant_with(patients: &[u32]) -> RoleProfileGrant {
+        RoleProfileGrant {
+            grant_id: "g".into(),
+            principal: GrantPrincipal::Staff {
+                user_id: "u".into(),
+                display_name: "n".into(),
+                job_role: "R0050".into(),
+                job_role_name: "Nurse".into(),
+                organisation: "RX1".into(),
+                activities: vec![],
+                privacy_officer: false,
+            },
+            device_id: "d".into(),
+            issued_at_ms: 0,
+            expires_at_ms: HOUR,
+            relationships: patients
+                .iter()
+                .map(|n| GrantRelationship {
+                    nhs_number: test_nhs_number(*n),
+                    kind: RelationshipKind::Caseload,
+                })
+                .collect(),
+        }
+    }
+
+    fn incident(closed: Option<i64>) -> HoldReason {
+        HoldReason::Incident {
+            incident_id: "INC".into(),
+            closed_at_ms: closed,
+        }
+    }
+
+    #[test]
+    fn the_retention_table() {
+        let p = RetentionPolicy::default();
+        let g = grant_with(&[1]);
+        let nurse = DeviceClass::NurseTablet;
+        let amb = DeviceClass::AmbulanceTablet;
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "still on the caseload",
+                nurse,
+                holding(1, HoldReason::Caseload),
+                Some(&g),
+                false,
+                0,
+                None,
+            ),
+            (
+                "left the caseload",
+                nurse,
+                holding(2, HoldReason::Caseload),
+                Some(&g),
+                false,
+                0,
+                Some(ForgetReason::LeftCaseload),
+            ),
+            (
+                "locked: no grant, no change",
+                nurse,
+                holding(2, HoldReason::Caseload),
+                None,
+                false,
+                0,
+                None,
+            ),
+            (
+                "incident open",
+                amb,
+                holding(3, incident(None)),
+                Some(&g),
+                false,
+                10 * HOUR,
+                None,
+            ),
+            (
+                "incident closed, inside the window",
+                amb,
+                holding(3, incident(Some(0))),
+                Some(&g),
+                false,
+                3 * HOUR,
+                None,
+            ),
+            (
+                "incident closed, window passed",
+                amb,
+                holding(3, incident(Some(0))),
+                Some(&g),
+                false,
+                4 * HOUR,
+                Some(ForgetReason::IncidentClosed),
+            ),
+            (
+                "lock-out forgets",
+                amb,
+                holding(3, incident(None)),
+                None,
+                true,
+                0,
+                Some(ForgetReason::LockedOut),
+            ),
+            (
+                "lock-out keeps the patient's own record",
+                DeviceClass::PatientPhone,
+                holding(4, HoldReason::OwnRecord),
+                None,
+                true,
+                0,
+                None,
+            ),
+            (
+                "a GP system keeps what it originates",
+                DeviceClass::GpSystem,
+                holding(5, HoldReason::Origin),
+                Some(&g),
+                true,
+                0,
+                None,
+            ),
+        ];
+        for (label, class, h, grant, locked_out, now, want) in cases {
+            let got =
+                due_for_forgetting(class, &p, std::slice::from_ref(&h), grant, locked_out, now);
+            assert_eq!(got.first().map(|(_, r)| *r), want, "{label}");
+        }
+        let keep = RetentionPolicy {
+            forget_on_lockout: false,
+            ..p
+        };
+        assert!(
+            due_for_forgetting(amb, &keep, &[holding(3, incident(None))], None, true, 0).is_empty()
+        );
+    }
+}

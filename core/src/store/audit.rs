@@ -1,0 +1,175 @@
+//! The durable audit queue: events appended inside the same transaction
+//! that releases or changes data, chained by hash, released only up to what
+//! the server acknowledged.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+use crate::audit::{AuditDraft, AuditEvent, ChainError, GENESIS_HASH, verify_chain};
+use crate::crypto;
+
+const TABLE: &str = "audit_queue";
+const HEAD: &str = "audit-head";
+const BASE: &str = "audit-base";
+
+/// A position in the chain: the last event's counter and hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainPoint {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl ChainPoint {
+    fn genesis() -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        }
+    }
+}
+
+impl Store {
+    fn chain_point(&self, conn: &Connection, name: &str) -> Result<ChainPoint, StoreError> {
+        let sealed: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?;
+        let Some(sealed) = sealed else {
+            return Ok(ChainPoint::genesis());
+        };
+        let plain = crypto::open(&self.inner.keys.audit, &[b"meta", name.as_bytes()], &sealed)
+            .map_err(|cause| StoreError::Tampered {
+                table: "meta",
+                cause,
+            })?;
+        serde_json::from_slice(&plain).map_err(|_| StoreError::BadRow { table: "meta" })
+    }
+
+    fn set_chain_point(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        point: &ChainPoint,
+    ) -> Result<(), StoreError> {
+        let plain = serde_json::to_vec(point).map_err(|_| StoreError::BadRow { table: "meta" })?;
+        let sealed = crypto::seal(&self.inner.keys.audit, &[b"meta", name.as_bytes()], &plain)
+            .map_err(StoreError::Crypto)?;
+        tx.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![name, sealed],
+        )?;
+        Ok(())
+    }
+
+    /// Appends an event in the caller's transaction: it commits, or nothing
+    /// that the transaction releases or changes does.
+    pub fn append_audit_tx(
+        &self,
+        tx: &Transaction<'_>,
+        draft: AuditDraft,
+        device: &str,
+        now_ms: i64,
+    ) -> Result<AuditEvent, StoreError> {
+        let head = self.chain_point(tx, HEAD)?;
+        let event = AuditEvent::from_draft(draft, device, head.seq + 1, head.hash, now_ms);
+        let seq = i64::try_from(event.seq).map_err(|_| StoreError::BadRow { table: TABLE })?;
+        let sealed = crypto::seal(
+            &self.inner.keys.audit,
+            &[TABLE.as_bytes(), &seq.to_le_bytes()],
+            &event.encode(),
+        )
+        .map_err(StoreError::Crypto)?;
+        tx.execute(
+            "INSERT INTO audit_queue (seq, sealed) VALUES (?1, ?2)",
+            params![seq, sealed],
+        )?;
+        self.set_chain_point(
+            tx,
+            HEAD,
+            &ChainPoint {
+                seq: event.seq,
+                hash: event.hash(),
+            },
+        )?;
+        Ok(event)
+    }
+
+    pub fn append_audit(
+        &self,
+        draft: AuditDraft,
+        device: &str,
+        now_ms: i64,
+    ) -> Result<AuditEvent, StoreError> {
+        self.write(|tx| self.append_audit_tx(tx, draft, device, now_ms))
+    }
+
+    /// Every queued (unacknowledged) event, oldest first.
+    pub fn queued_audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT seq, sealed FROM audit_queue ORDER BY seq")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(seq, sealed)| {
+                    let plain = crypto::open(
+                        &self.inner.keys.audit,
+                        &[TABLE.as_bytes(), &seq.to_le_bytes()],
+                        &sealed,
+                    )
+                    .map_err(|cause| StoreError::Tampered {
+                        table: TABLE,
+                        cause,
+                    })?;
+                    let event =
+                        AuditEvent::decode(&plain).ok_or(StoreError::BadRow { table: TABLE })?;
+                    if i64::try_from(event.seq).ok() != Some(seq) {
+                        return Err(StoreError::BadRow { table: TABLE });
+                    }
+                    Ok(event)
+                })
+                .collect()
+        })
+    }
+
+    /// Checks the queue continues the chain from the last released event
+    /// and ends at the recorded head.
+    pub fn verify_audit_chain(&self) -> Result<Result<(), ChainError>, StoreError> {
+        let events = self.queued_audit_events()?;
+        let (base, head) =
+            self.read(|conn| Ok((self.chain_point(conn, BASE)?, self.chain_point(conn, HEAD)?)))?;
+        if let Err(e) = verify_chain(base.seq, &base.hash, &events) {
+            return Ok(Err(e));
+        }
+        let end = events
+            .last()
+            .map(|e| (e.seq, e.hash()))
+            .unwrap_or((base.seq, base.hash));
+        if end != (head.seq, head.hash) {
+            return Ok(Err(ChainError::Gap { seq: end.0 + 1 }));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Releases events up to and including `seq` once the server has
+    /// acknowledged them; the chain's base moves with them.
+    pub fn release_audit_through(&self, seq: u64) -> Result<usize, StoreError> {
+        let events = self.queued_audit_events()?;
+        let Some(last) = events.iter().take_while(|e| e.seq <= seq).last() else {
+            return Ok(0);
+        };
+        let base = ChainPoint {
+            seq: last.seq,
+            hash: last.hash(),
+        };
+        let upto = i64::try_from(base.seq).map_err(|_| StoreError::BadRow { table: TABLE })?;
+        self.write(|tx| {
+            let n = tx.execute("DELETE FROM audit_queue WHERE seq <= ?1", [upto])?;
+            self.set_chain_point(tx, BASE, &base)?;
+            Ok(n)
+        })
+    }
+}

@@ -1,0 +1,95 @@
+//! Why each patient's record is on this device, for the retention rules:
+//! a caseload, an incident (and when it closed), the patient's own record.
+
+use rusqlite::{Connection, Transaction, params};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+use crate::NhsNumber;
+use crate::crypto;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum HoldReason {
+    /// The device created the record (a GP system, the server).
+    Origin,
+    /// Received without a stated reason (treated as the strictest case).
+    Unspecified,
+    Caseload,
+    Incident {
+        incident_id: String,
+        closed_at_ms: Option<i64>,
+    },
+    /// The patient's own record on their phone.
+    OwnRecord,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holding {
+    pub nhs_number: NhsNumber,
+    pub reason: HoldReason,
+    pub held_since_ms: i64,
+}
+
+const TABLE: &str = "holdings";
+
+impl Store {
+    pub(crate) fn set_holding_tx(
+        &self,
+        tx: &Transaction<'_>,
+        holding: &Holding,
+    ) -> Result<(), StoreError> {
+        let record_ref = self.record_ref(&holding.nhs_number);
+        let plain = serde_json::to_vec(holding).map_err(|_| StoreError::BadRow { table: TABLE })?;
+        let sealed = crypto::seal(
+            &self.inner.keys.general,
+            &[TABLE.as_bytes(), &record_ref],
+            &plain,
+        )
+        .map_err(StoreError::Crypto)?;
+        tx.execute(
+            "INSERT INTO holdings (record_ref, sealed) VALUES (?1, ?2)
+             ON CONFLICT(record_ref) DO UPDATE SET sealed = excluded.sealed",
+            params![record_ref, sealed],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_holding(&self, holding: &Holding) -> Result<(), StoreError> {
+        self.write(|tx| self.set_holding_tx(tx, holding))
+    }
+
+    /// Every record this device holds, with why.
+    pub fn holdings(&self) -> Result<Vec<Holding>, StoreError> {
+        self.read(|conn| self.holdings_on(conn))
+    }
+
+    fn holdings_on(&self, conn: &Connection) -> Result<Vec<Holding>, StoreError> {
+        let mut stmt = conn.prepare_cached("SELECT record_ref, sealed FROM holdings")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (record_ref, sealed) in rows {
+            let plain = crypto::open(
+                &self.inner.keys.general,
+                &[TABLE.as_bytes(), &record_ref],
+                &sealed,
+            )
+            .map_err(|cause| StoreError::Tampered {
+                table: TABLE,
+                cause,
+            })?;
+            let h: Holding =
+                serde_json::from_slice(&plain).map_err(|_| StoreError::BadRow { table: TABLE })?;
+            if self.record_ref(&h.nhs_number).as_slice() != record_ref.as_slice() {
+                return Err(StoreError::BadRow { table: TABLE });
+            }
+            out.push(h);
+        }
+        out.sort_by_key(|h| h.held_since_ms);
+        Ok(out)
+    }
+}
