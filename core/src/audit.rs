@@ -124,7 +124,11 @@ impl AuditEvent {
             Outcome::Permit | Outcome::Recorded => ("0", None),
             Outcome::Deny { reason } => ("4", Some(reason.to_string())),
         };
-        let emergency = self.basis.as_deref() == Some("emergency");
+        // The basis may combine routes ("self-claimed-relationship+emergency").
+        let emergency = self
+            .basis
+            .as_deref()
+            .is_some_and(|b| b.split('+').any(|part| part == "emergency"));
         let event_type = if emergency {
             json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110113", "display": "Security Alert"})
         } else {
@@ -302,6 +306,15 @@ mod tests {
             fhir["entity"][0]["what"]["identifier"]["value"],
             test_nhs_number(1).digits()
         );
+    }
+
+    #[test]
+    fn combined_bases_still_carry_the_break_glass_codes() {
+        let mut e = chain(1).remove(0);
+        e.basis = Some("self-claimed-relationship+emergency".into());
+        assert_eq!(e.to_fhir()["type"]["code"], "110113");
+        e.basis = Some("permission".into());
+        assert_eq!(e.to_fhir()["type"]["code"], "rest");
     }
 
     #[test]

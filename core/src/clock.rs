@@ -14,7 +14,11 @@ pub fn now_ms() -> i64 {
 }
 
 pub trait Clock: Send + Sync {
+    /// Wall-clock time (can be wound back by the user).
     fn now_ms(&self) -> i64;
+    /// Time that only moves forward, for idle timeouts: winding the wall
+    /// clock back must not keep a session unlocked.
+    fn monotonic_ms(&self) -> i64;
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -24,28 +28,49 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         now_ms()
     }
+
+    fn monotonic_ms(&self) -> i64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(std::time::Instant::now);
+        i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
-/// A clock the test sets and winds, forward or back.
+/// A clock the test sets and winds. Winding the wall clock back leaves the
+/// monotonic clock where it was, as on a real device.
 #[derive(Clone, Debug)]
-pub struct ManualClock(Arc<AtomicI64>);
+pub struct ManualClock {
+    wall: Arc<AtomicI64>,
+    monotonic: Arc<AtomicI64>,
+}
 
 impl ManualClock {
     pub fn new(now_ms: i64) -> Self {
-        Self(Arc::new(AtomicI64::new(now_ms)))
+        Self {
+            wall: Arc::new(AtomicI64::new(now_ms)),
+            monotonic: Arc::new(AtomicI64::new(0)),
+        }
     }
 
     pub fn set(&self, now_ms: i64) {
-        self.0.store(now_ms, Ordering::SeqCst);
+        self.wall.store(now_ms, Ordering::SeqCst);
     }
 
+    /// Time passes (`ms` > 0) or the user winds the clock back (`ms` < 0).
     pub fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.wall.fetch_add(ms, Ordering::SeqCst);
+        if ms > 0 {
+            self.monotonic.fetch_add(ms, Ordering::SeqCst);
+        }
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
+        self.wall.load(Ordering::SeqCst)
+    }
+
+    fn monotonic_ms(&self) -> i64 {
+        self.monotonic.load(Ordering::SeqCst)
     }
 }

@@ -207,7 +207,7 @@ pub fn verify_grant(
     let (id, rest) = rest.split_at(8);
     let (len, rest) = rest.split_at(4);
     let len = u32::from_le_bytes(len.try_into().map_err(|_| GrantError::Malformed)?) as usize;
-    if rest.len() != len + 64 {
+    if Some(rest.len()) != len.checked_add(64) {
         return Err(GrantError::Malformed);
     }
     let (payload, sig) = rest.split_at(len);

@@ -33,11 +33,21 @@ pub struct AuditSpec {
 }
 
 /// A compartment's bytes as exchanged between replicas (a full save).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` shows the size, not the bytes (they hold patient data).
+#[derive(Clone, PartialEq, Eq)]
 pub struct CompartmentExport {
     pub compartment: Compartment,
     pub doc_id: String,
     pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for CompartmentExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompartmentExport")
+            .field("compartment", &self.compartment)
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every compartment this device holds for one patient, as views.
@@ -115,12 +125,23 @@ impl Store {
         nhs: &NhsNumber,
         compartments: &[Compartment],
     ) -> Result<PatientReplica, StoreError> {
+        self.create_record_with(nhs, compartments, |_| Ok(()))
+    }
+
+    /// [`Store::create_record`], running `also` (an audit append) in the
+    /// same transaction.
+    pub fn create_record_with(
+        &self,
+        nhs: &NhsNumber,
+        compartments: &[Compartment],
+        also: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+    ) -> Result<PatientReplica, StoreError> {
         let mut fresh = Vec::with_capacity(compartments.len());
         for &c in compartments {
             let doc = CompartmentDoc::create(c)?;
             fresh.push((new_doc_id()?, doc));
         }
-        self.hold_new_record(nhs, fresh, HoldReason::Origin)
+        self.hold_new_record(nhs, fresh, HoldReason::Origin, also)
     }
 
     /// Starts holding a record that exists elsewhere, from its exported
@@ -130,6 +151,18 @@ impl Store {
         nhs: &NhsNumber,
         exports: &[CompartmentExport],
     ) -> Result<PatientReplica, StoreError> {
+        self.import_record_with(nhs, exports, HoldReason::Unspecified, |_| Ok(()))
+    }
+
+    /// [`Store::import_record`], recording why the record is held and
+    /// running `also` (an audit append) in the same transaction.
+    pub fn import_record_with(
+        &self,
+        nhs: &NhsNumber,
+        exports: &[CompartmentExport],
+        reason: HoldReason,
+        also: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+    ) -> Result<PatientReplica, StoreError> {
         let mut docs = Vec::with_capacity(exports.len());
         for e in exports {
             docs.push((
@@ -137,7 +170,7 @@ impl Store {
                 CompartmentDoc::load(e.compartment, &e.bytes)?,
             ));
         }
-        self.hold_new_record(nhs, docs, HoldReason::Unspecified)
+        self.hold_new_record(nhs, docs, reason, also)
     }
 
     fn hold_new_record(
@@ -145,11 +178,13 @@ impl Store {
         nhs: &NhsNumber,
         docs: Vec<(String, CompartmentDoc)>,
         reason: HoldReason,
+        also: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
     ) -> Result<PatientReplica, StoreError> {
         let record_ref = self.record_ref(nhs);
         let mut held = BTreeMap::new();
         let key = self.write(|tx| {
             let key = self.create_record_tx(tx, &record_ref)?;
+            also(tx)?;
             // Written with the record so retention always knows why it is here.
             self.set_holding_tx(
                 tx,
@@ -518,40 +553,44 @@ impl PatientReplica {
         };
         let new_bytes: usize = changes.iter().map(|(_, b)| b.len()).sum();
         let result = if held.should_compact(changes.len(), new_bytes) {
-            let snapshot = snapshot_key(&held.info.doc_id, &held.doc.heads())?;
+            let heads = held.doc.heads();
             let bytes = held.doc.save();
-            store
-                .write(|tx| {
-                    audit_in(tx)?;
-                    store.put_chunk_sealed_tx(tx, &snapshot, &bytes, &key)?;
-                    for old in held.on_disk.iter().filter(|k| **k != snapshot) {
-                        store.delete_chunk_tx(tx, old)?;
-                    }
-                    Ok(())
-                })
-                .map(|()| {
-                    held.snapshot_bytes = bytes.len();
-                    held.change_bytes = 0;
-                    vec![snapshot]
-                })
+            snapshot_key(&held.info.doc_id, &heads).and_then(|snapshot| {
+                store
+                    .write(|tx| {
+                        audit_in(tx)?;
+                        store.put_chunk_sealed_tx(tx, &snapshot, &bytes, &key)?;
+                        for old in held.on_disk.iter().filter(|k| **k != snapshot) {
+                            store.delete_chunk_tx(tx, old)?;
+                        }
+                        Ok(())
+                    })
+                    .map(|()| {
+                        held.snapshot_bytes = bytes.len();
+                        held.change_bytes = 0;
+                        vec![snapshot]
+                    })
+            })
         } else {
-            let mut keys = Vec::with_capacity(changes.len());
-            for (hash, _) in &changes {
-                keys.push(incremental_key(&held.info.doc_id, hash)?);
-            }
-            store
-                .write(|tx| {
-                    audit_in(tx)?;
-                    for (chunk_key, (_, bytes)) in keys.iter().zip(&changes) {
-                        store.put_chunk_sealed_tx(tx, chunk_key, bytes, &key)?;
-                    }
-                    Ok(())
-                })
-                .map(|()| {
-                    held.change_bytes += new_bytes;
-                    let mut all = std::mem::take(&mut held.on_disk);
-                    all.extend(keys);
-                    all
+            changes
+                .iter()
+                .map(|(hash, _)| incremental_key(&held.info.doc_id, hash))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|keys| {
+                    store
+                        .write(|tx| {
+                            audit_in(tx)?;
+                            for (chunk_key, (_, bytes)) in keys.iter().zip(&changes) {
+                                store.put_chunk_sealed_tx(tx, chunk_key, bytes, &key)?;
+                            }
+                            Ok(())
+                        })
+                        .map(|()| {
+                            held.change_bytes += new_bytes;
+                            let mut all = std::mem::take(&mut held.on_disk);
+                            all.extend(keys);
+                            all
+                        })
                 })
         };
         match result {

@@ -200,7 +200,7 @@ fn a_paramedic_asks_permission_or_uses_emergency_access_and_every_decision_is_au
     );
 
     // The queue holds every decision, permits and denials, in one chain.
-    let events = tablet.store().queued_audit_events().unwrap();
+    let events = tablet.audit_queue().unwrap();
     let views: Vec<&str> = events
         .iter()
         .filter(|e| e.action == "view")
@@ -211,7 +211,7 @@ fn a_paramedic_asks_permission_or_uses_emergency_access_and_every_decision_is_au
         })
         .collect();
     assert_eq!(views, vec!["deny", "permit", "deny", "permit"]);
-    assert_eq!(tablet.store().verify_audit_chain().unwrap(), Ok(()));
+    assert_eq!(tablet.verify_audit_chain().unwrap(), Ok(()));
 }
 
 #[test]
@@ -307,8 +307,7 @@ fn patient_choices_decide_what_staff_see() {
         ]
     );
     let unhide = po
-        .store()
-        .queued_audit_events()
+        .audit_queue()
         .unwrap()
         .into_iter()
         .find(|e| e.action == "unhide" && e.outcome == Outcome::Permit)
@@ -321,19 +320,23 @@ fn patient_choices_decide_what_staff_see() {
 
 /// Everything `from` holds for the patient, as exports.
 fn tablet_exports(from: &Engine, nhs: &NhsNumber) -> Vec<CompartmentExport> {
-    from.store().open_record(nhs).unwrap().export()
+    from.export_for_sync(nhs).unwrap()
 }
 
-/// Stands in for sync until the server exists: merge `from`'s documents
-/// into `into`'s store, then let `into` reopen the record.
+/// Stands in for sync until the server exists.
 fn merge_into(into: &Engine, nhs: &NhsNumber, from: &Engine) {
-    let mut rec = into.store().open_record(nhs).unwrap();
-    for e in tablet_exports(from, nhs) {
-        if rec.compartments().contains(&e.compartment) {
-            rec.merge(&e).unwrap();
-        }
-    }
-    into.reload(nhs).unwrap();
+    into.merge_from_sync(nhs, &tablet_exports(from, nhs))
+        .unwrap();
+}
+
+/// The record as stored, read through a second handle on the file (what
+/// an attacker with the key, or a test, would see).
+fn stored_view(engine: &Engine, nhs: &NhsNumber) -> scr_core::RecordView {
+    Store::open(engine.path(), &keys(1))
+        .unwrap()
+        .open_record(nhs)
+        .unwrap()
+        .view()
 }
 
 #[test]
@@ -367,13 +370,13 @@ fn five_wrong_passcodes_lock_out_until_online_login_and_forget_patients() {
     assert!(matches!(tablet.unlock("0000"), Err(EngineError::LockedOut)));
     // The right passcode no longer helps, even after a restart.
     assert!(matches!(tablet.unlock("2468"), Err(EngineError::LockedOut)));
-    let path = tablet.store().path().to_path_buf();
+    let path = tablet.path().to_path_buf();
     drop(tablet);
     let tablet = w.engine_at(&path, "amb-2", DeviceClass::AmbulanceTablet);
     assert!(matches!(tablet.unlock("2468"), Err(EngineError::LockedOut)));
     // Lock-out forgot the patient but kept the trail.
-    assert!(!tablet.store().has_record(&nhs).unwrap());
-    let events = tablet.store().queued_audit_events().unwrap();
+    assert!(!tablet.holds(&nhs).unwrap());
+    let events = tablet.audit_queue().unwrap();
     assert!(events.iter().any(|e| e.action == "lock-out"));
     assert!(
         events
@@ -385,7 +388,7 @@ fn five_wrong_passcodes_lock_out_until_online_login_and_forget_patients() {
             .iter()
             .any(|e| e.action == "view" && e.patient == Some(nhs))
     );
-    assert_eq!(tablet.store().verify_audit_chain().unwrap(), Ok(()));
+    assert_eq!(tablet.verify_audit_chain().unwrap(), Ok(()));
     // An online login clears the lock-out.
     tablet.login_online(&grant, "2468").unwrap();
     tablet.lock().unwrap();
@@ -459,7 +462,7 @@ fn bad_grants_are_refused_with_distinct_errors_and_audited() {
         tablet.login_online(&tampered, "2468"),
         Err(EngineError::Grant(_))
     ));
-    let events = tablet.store().queued_audit_events().unwrap();
+    let events = tablet.audit_queue().unwrap();
     assert_eq!(events.iter().filter(|e| e.action == "login").count(), 3);
     assert!(tablet.session().unwrap().is_none());
 }
@@ -479,10 +482,10 @@ fn no_view_and_no_write_when_the_audit_record_cannot_be_written() {
         )
         .unwrap();
     tablet.record_permission(&nhs, true, true).unwrap();
-    let before = tablet.store().open_record(&nhs).unwrap().view();
+    let before = stored_view(&tablet, &nhs);
 
     // A store fault on the audit table only (as a full disk would cause).
-    let conn = rusqlite::Connection::open(tablet.store().path()).unwrap();
+    let conn = rusqlite::Connection::open(tablet.path()).unwrap();
     conn.execute_batch(
         "CREATE TRIGGER audit_fault BEFORE INSERT ON audit_queue BEGIN SELECT RAISE(ABORT, 'injected'); END",
     )
@@ -496,15 +499,11 @@ fn no_view_and_no_write_when_the_audit_record_cannot_be_written() {
             .add_entry(&nhs, sample_entry(7), false, None)
             .is_err()
     );
-    assert_eq!(
-        tablet.store().open_record(&nhs).unwrap().view(),
-        before,
-        "the write did not land"
-    );
+    assert_eq!(stored_view(&tablet, &nhs), before, "the write did not land");
 
     conn.execute_batch("DROP TRIGGER audit_fault").unwrap();
     assert!(tablet.view(&nhs, AccessRequest::with_permission()).is_ok());
-    assert_eq!(tablet.store().verify_audit_chain().unwrap(), Ok(()));
+    assert_eq!(tablet.verify_audit_chain().unwrap(), Ok(()));
 }
 
 #[test]
@@ -534,11 +533,11 @@ fn writes_follow_the_rules_and_record_who_wrote_them() {
     tablet
         .mark_entered_in_error(&nhs, visit.entry_id, &[visit.version_id], "wrong patient")
         .unwrap();
-    let rec = tablet.store().open_record(&nhs).unwrap();
-    let gp_allergy = rec
-        .view_compartment(Compartment::Core)
+    let gp_allergy = stored_view(&tablet, &nhs)
+        .compartment(Compartment::Core)
         .unwrap()
         .entries
+        .clone()
         .into_iter()
         .find(|e| {
             e.current()
@@ -549,7 +548,7 @@ fn writes_follow_the_rules_and_record_who_wrote_them() {
         tablet.mark_entered_in_error(&nhs, gp_allergy.entry_id, &gp_allergy.head_ids(), "no"),
         Err(EngineError::Denied(DenyReason::NotTheGp))
     ));
-    let events = tablet.store().queued_audit_events().unwrap();
+    let events = tablet.audit_queue().unwrap();
     let add = events
         .iter()
         .find(|e| e.action == "add-entry" && e.outcome == Outcome::Permit)
@@ -620,15 +619,15 @@ fn a_nurse_tablet_forgets_patients_who_leave_the_caseload_and_keeps_the_trail() 
         .unwrap();
     tablet.record_permission(&a, true, true).unwrap();
     tablet.view(&a, AccessRequest::with_permission()).unwrap();
-    assert!(tablet.store().has_record(&a).unwrap());
+    assert!(tablet.holds(&a).unwrap());
 
     w.clock.advance(HOUR);
     tablet
         .login_online(&w.grant("nurse-5", nurse(), &both[1..]), "1357")
         .unwrap();
-    assert!(!tablet.store().has_record(&a).unwrap());
-    assert!(tablet.store().has_record(&b).unwrap());
-    let events = tablet.store().queued_audit_events().unwrap();
+    assert!(!tablet.holds(&a).unwrap());
+    assert!(tablet.holds(&b).unwrap());
+    let events = tablet.audit_queue().unwrap();
     let forget = events.iter().find(|e| e.action == "forget").unwrap();
     assert_eq!(forget.patient, Some(a));
     assert_eq!(forget.detail.as_deref(), Some("left-caseload"));
@@ -665,7 +664,7 @@ fn an_ambulance_tablet_forgets_after_the_incident_window() {
     assert_eq!(tablet.apply_retention().unwrap(), 0);
     w.clock.advance(HOUR);
     assert_eq!(tablet.apply_retention().unwrap(), 1);
-    assert!(!tablet.store().has_record(&nhs).unwrap());
+    assert!(!tablet.holds(&nhs).unwrap());
 }
 
 #[test]
@@ -690,28 +689,170 @@ fn the_audit_queue_releases_only_what_was_acknowledged_and_survives_restart() {
         }
     }
     let tablet = w.engine_at(&path, "nurse-6", DeviceClass::NurseTablet);
-    let events = tablet.store().queued_audit_events().unwrap();
+    let events = tablet.audit_queue().unwrap();
     assert_eq!(events.len(), 8);
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=8).collect::<Vec<_>>()
     );
-    assert_eq!(tablet.store().release_audit_through(3).unwrap(), 3);
-    assert_eq!(tablet.store().verify_audit_chain().unwrap(), Ok(()));
+    assert_eq!(tablet.acknowledge_audit(3).unwrap(), 3);
+    assert_eq!(tablet.verify_audit_chain().unwrap(), Ok(()));
     tablet.unlock("1357").unwrap();
     let next = tablet.view(&nhs, AccessRequest::with_permission()).unwrap();
     assert_eq!(
         next.audit.seq, 10,
         "an unlock (9) and this view (10): the counter never restarts"
     );
-    assert_eq!(
-        tablet
-            .store()
-            .queued_audit_events()
-            .unwrap()
-            .first()
-            .unwrap()
-            .seq,
-        4
+    assert_eq!(tablet.audit_queue().unwrap().first().unwrap().seq, 4);
+}
+
+#[test]
+fn without_the_governance_compartment_staff_see_nothing() {
+    let w = World::new();
+    let (nhs, exports) = w.patient(20);
+    let core_only: Vec<_> = exports
+        .into_iter()
+        .filter(|e| e.compartment == Compartment::Core)
+        .collect();
+    let tablet = w.engine("amb-9", DeviceClass::AmbulanceTablet);
+    tablet
+        .receive_patient(
+            &nhs,
+            &core_only,
+            HoldReason::Incident {
+                incident_id: "I".into(),
+                closed_at_ms: None,
+            },
+        )
+        .unwrap();
+    tablet
+        .login_online(
+            &w.grant("amb-9", paramedic(), &[(nhs, incident("I"))]),
+            "2468",
+        )
+        .unwrap();
+    assert!(matches!(
+        tablet.view(&nhs, AccessRequest::emergency()),
+        Err(EngineError::Denied(DenyReason::RecordUnavailable))
+    ));
+}
+
+#[test]
+fn only_the_registered_gp_writes_core_and_a_gp_cannot_unhide_by_changing_the_choice() {
+    let w = World::new();
+    let (nhs, exports) = w.patient(21);
+    let desk = w.engine("gp-2", DeviceClass::GpSystem);
+    desk.receive_patient(&nhs, &exports, HoldReason::Origin)
+        .unwrap();
+    // A GP at another practice, with a caseload relationship only.
+    desk.login_online(
+        &w.grant("gp-2", gp_principal(), &[(nhs, RelationshipKind::Caseload)]),
+        "9999",
+    )
+    .unwrap();
+    assert!(matches!(
+        desk.add_entry(&nhs, sample_entry(0), false, None),
+        Err(EngineError::Denied(DenyReason::NotTheGp))
+    ));
+    desk.login_online(
+        &w.grant(
+            "gp-2",
+            gp_principal(),
+            &[(nhs, RelationshipKind::Registration)],
+        ),
+        "9999",
+    )
+    .unwrap();
+    desk.add_entry(&nhs, sample_entry(0), false, None).unwrap();
+    desk.set_patient_choices(&nhs, SharingChoice::OptOut, false)
+        .unwrap();
+    desk.set_patient_choices(&nhs, SharingChoice::CoreOnly, false)
+        .unwrap();
+    // Still hidden: a GP changing the choice is not the privacy officer's unhide.
+    let nurse_tablet = w.engine("nurse-9", DeviceClass::NurseTablet);
+    nurse_tablet
+        .receive_patient(
+            &nhs,
+            &desk.export_for_sync(&nhs).unwrap(),
+            HoldReason::Caseload,
+        )
+        .unwrap();
+    nurse_tablet
+        .login_online(
+            &w.grant("nurse-9", nurse(), &[(nhs, RelationshipKind::Caseload)]),
+            "1357",
+        )
+        .unwrap();
+    let got = nurse_tablet.view(&nhs, AccessRequest::emergency());
+    assert!(
+        matches!(got, Err(EngineError::Denied(DenyReason::RecordUnavailable))),
+        "{got:?}"
     );
+}
+
+#[test]
+fn naming_another_organisations_version_needs_that_organisations_rights() {
+    let w = World::new();
+    let (nhs, exports) = w.patient(22);
+    let a = w.engine("nurse-a", DeviceClass::NurseTablet);
+    let b = w.engine("amb-b", DeviceClass::AmbulanceTablet);
+    a.receive_patient(&nhs, &exports, HoldReason::Caseload)
+        .unwrap();
+    a.login_online(
+        &w.grant("nurse-a", nurse(), &[(nhs, RelationshipKind::Caseload)]),
+        "1357",
+    )
+    .unwrap();
+    let note = a.add_entry(&nhs, sample_entry(7), false, None).unwrap();
+    b.receive_patient(
+        &nhs,
+        &a.export_for_sync(&nhs).unwrap(),
+        HoldReason::Incident {
+            incident_id: "I".into(),
+            closed_at_ms: None,
+        },
+    )
+    .unwrap();
+    b.login_online(
+        &w.grant("amb-b", paramedic(), &[(nhs, incident("I"))]),
+        "2468",
+    )
+    .unwrap();
+    // Concurrent corrections of the nurse's note, one from each organisation.
+    assert!(matches!(
+        b.supersede(&nhs, note.entry_id, &[note.version_id], sample_entry(17)),
+        Err(EngineError::Denied(DenyReason::NotTheAuthor))
+    ));
+    assert!(matches!(
+        b.mark_entered_in_error(&nhs, note.entry_id, &[note.version_id], "not ours"),
+        Err(EngineError::Denied(DenyReason::NotTheAuthor))
+    ));
+}
+
+#[test]
+fn asking_who_is_signed_in_does_not_keep_a_session_alive_and_locked_out_tries_are_audited() {
+    let w = World::new();
+    let tablet = w.engine("nurse-10", DeviceClass::NurseTablet);
+    tablet
+        .login_online(&w.grant("nurse-10", nurse(), &[]), "1357")
+        .unwrap();
+    for _ in 0..10 {
+        w.clock.advance(MIN);
+        assert!(tablet.session().unwrap().is_some() || w.clock_now() > T0 + 5 * MIN);
+    }
+    assert!(
+        tablet.session().unwrap().is_none(),
+        "idle for 10 minutes: locked"
+    );
+    for _ in 0..5 {
+        let _ = tablet.unlock("0000");
+    }
+    assert!(matches!(tablet.unlock("1357"), Err(EngineError::LockedOut)));
+    let refused = tablet
+        .audit_queue()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "unlock-refused")
+        .count();
+    assert_eq!(refused, 1);
 }

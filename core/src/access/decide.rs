@@ -36,7 +36,10 @@ fn decide_for_patient(action: &Action) -> Decision {
         Action::View | Action::Export => permit(Compartment::ALL.to_vec()),
         Action::ReadAuditTrail => permit(Vec::new()),
         Action::AddEntry(Compartment::PatientEntered)
-        | Action::Supersede(Compartment::PatientEntered)
+        | Action::Supersede {
+            compartment: Compartment::PatientEntered,
+            ..
+        }
         | Action::MarkEnteredInError {
             compartment: Compartment::PatientEntered,
             ..
@@ -45,7 +48,7 @@ fn decide_for_patient(action: &Action) -> Decision {
         // Permission is given to a clinician, who records it.
         Action::RecordPermissionToView => Decision::Deny(DenyReason::NotAllowed),
         Action::Unhide { .. } => Decision::Deny(DenyReason::NotPrivacyOfficer),
-        Action::AddEntry(_) | Action::Supersede(_) | Action::MarkEnteredInError { .. } => {
+        Action::AddEntry(_) | Action::Supersede { .. } | Action::MarkEnteredInError { .. } => {
             Decision::Deny(DenyReason::NotAllowed)
         }
     }
@@ -74,7 +77,7 @@ fn decide_for_staff(role: &StaffRole, req: &Request) -> Result<Permitted, DenyRe
         Action::ChangePatientChoice | Action::Hide => {
             let alerts = relationship_alerts(req.relationship)?;
             require_write(role)?;
-            if !role.is_gp() {
+            if !is_patients_gp(role, req) {
                 return Err(DenyReason::NotTheGp);
             }
             Ok((vec![Compartment::Governance], alerts))
@@ -83,7 +86,7 @@ fn decide_for_staff(role: &StaffRole, req: &Request) -> Result<Permitted, DenyRe
         | Action::Export
         | Action::RecordPermissionToView
         | Action::AddEntry(_)
-        | Action::Supersede(_)
+        | Action::Supersede { .. }
         | Action::MarkEnteredInError { .. } => clinical(role, req),
     }
 }
@@ -105,18 +108,24 @@ fn clinical(role: &StaffRole, req: &Request) -> Result<Permitted, DenyReason> {
             require_view(role)?;
             Ok((vec![Compartment::Governance], alerts))
         }
-        Action::AddEntry(c) | Action::Supersede(c) => {
+        Action::AddEntry(c) => {
             require_write(role)?;
-            require_may_write(role, *c)?;
+            require_may_write(role, req, *c)?;
             Ok((vec![*c], alerts))
         }
-        Action::MarkEnteredInError {
+        // Changing what another organisation wrote, or retracting it, is for
+        // that organisation or the patient's GP.
+        Action::Supersede {
+            compartment,
+            author_organisation,
+        }
+        | Action::MarkEnteredInError {
             compartment,
             author_organisation,
         } => {
             require_write(role)?;
-            require_may_write(role, *compartment)?;
-            if *author_organisation != role.organisation && !role.is_gp() {
+            require_may_write(role, req, *compartment)?;
+            if *author_organisation != role.organisation && !is_patients_gp(role, req) {
                 return Err(DenyReason::NotTheAuthor);
             }
             Ok((vec![*compartment], alerts))
@@ -125,9 +134,15 @@ fn clinical(role: &StaffRole, req: &Request) -> Result<Permitted, DenyReason> {
     }
 }
 
+/// A GP job role at the patient's registered practice (not any GP, and
+/// not a GP who self-claimed a relationship).
+fn is_patients_gp(role: &StaffRole, req: &Request) -> bool {
+    role.is_gp() && req.relationship == Relationship::Registered
+}
+
 fn relationship_alerts(relationship: Relationship) -> Result<Vec<Alert>, DenyReason> {
     match relationship {
-        Relationship::FromGrant => Ok(Vec::new()),
+        Relationship::Registered | Relationship::FromGrant => Ok(Vec::new()),
         Relationship::SelfClaimed(reason) => Alert::new(AlertType::SelfClaimedRelationship, reason)
             .map(|a| vec![a])
             .ok_or(DenyReason::ReasonNotAllowed),
@@ -146,14 +161,19 @@ fn require_write(role: &StaffRole) -> Result<(), DenyReason> {
     ok.then_some(()).ok_or(DenyReason::MissingActivity)
 }
 
-/// GPs write core, additional and sensitive (sensitive also needs B1611);
-/// any treating clinician adds care events; patient-entered items and
-/// governance are written through their own actions only.
-fn require_may_write(role: &StaffRole, compartment: Compartment) -> Result<(), DenyReason> {
+/// The patient's GP writes core, additional and sensitive (sensitive also
+/// needs B1611); any treating clinician adds care events; patient-entered
+/// items and governance are written through their own actions only.
+fn require_may_write(
+    role: &StaffRole,
+    req: &Request,
+    compartment: Compartment,
+) -> Result<(), DenyReason> {
+    let gp = is_patients_gp(role, req);
     match compartment {
         Compartment::CareEvents => Ok(()),
-        Compartment::Core | Compartment::Additional if role.is_gp() => Ok(()),
-        Compartment::Sensitive if role.is_gp() => role
+        Compartment::Core | Compartment::Additional if gp => Ok(()),
+        Compartment::Sensitive if gp => role
             .has(activity::SENSITIVE)
             .then_some(())
             .ok_or(DenyReason::MissingActivity),

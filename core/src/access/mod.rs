@@ -96,7 +96,10 @@ impl Default for PatientChoices {
 /// Whether the staff member is involved in this patient's care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relationship {
-    /// On the grant: caseload, registration, referral, assigned incident.
+    /// On the grant as the patient's registered practice: what makes a GP
+    /// the patient's GP.
+    Registered,
+    /// On the grant: caseload, referral, assigned incident.
     FromGrant,
     /// Claimed now by the user, with a reason; raises alert type 1.
     SelfClaimed(AlertReason),
@@ -125,8 +128,13 @@ pub enum Action {
     View,
     Export,
     AddEntry(Compartment),
-    Supersede(Compartment),
-    /// `author_organisation`: who wrote the version being marked.
+    /// `author_organisation`: who wrote the version being replaced (if the
+    /// replaced versions have several authors, one that is not the actor's).
+    Supersede {
+        compartment: Compartment,
+        author_organisation: String,
+    },
+    /// As for `Supersede`.
     MarkEnteredInError {
         compartment: Compartment,
         author_organisation: String,
@@ -148,7 +156,7 @@ impl Action {
             Action::View => "view",
             Action::Export => "export",
             Action::AddEntry(_) => "add-entry",
-            Action::Supersede(_) => "supersede",
+            Action::Supersede { .. } => "supersede",
             Action::MarkEnteredInError { .. } => "entered-in-error",
             Action::RecordPermissionToView => "record-permission",
             Action::ChangePatientChoice => "change-choice",

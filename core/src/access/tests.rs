@@ -94,6 +94,13 @@ fn eie(c: Compartment, org: &str) -> Action {
     }
 }
 
+fn sup(c: Compartment, org: &str) -> Action {
+    Action::Supersede {
+        compartment: c,
+        author_organisation: org.into(),
+    }
+}
+
 fn unhide(w: &str, i: &str) -> Action {
     Action::Unhide {
         written_request_ref: w.into(),
@@ -379,7 +386,7 @@ fn the_decision_table() {
         (
             "nurse cannot supersede additional",
             nurse(),
-            Action::Supersede(Additional),
+            sup(Additional, "RX1"),
             Rel::FromGrant,
             B::PermissionRecorded,
             ADD,
@@ -389,7 +396,7 @@ fn the_decision_table() {
             "GP writes core",
             gp(),
             Action::AddEntry(Core),
-            Rel::FromGrant,
+            Rel::Registered,
             B::NotAsked,
             CORE,
             Permit(&[Core], &[]),
@@ -397,8 +404,8 @@ fn the_decision_table() {
         (
             "GP supersedes additional",
             gp(),
-            Action::Supersede(Additional),
-            Rel::FromGrant,
+            sup(Additional, "RX1"),
+            Rel::Registered,
             B::NotAsked,
             CORE,
             Permit(&[Additional], &[]),
@@ -407,7 +414,7 @@ fn the_decision_table() {
             "GP writes sensitive with B1611",
             gp(),
             Action::AddEntry(Sensitive),
-            Rel::FromGrant,
+            Rel::Registered,
             B::NotAsked,
             CORE,
             Permit(&[Sensitive], &[]),
@@ -416,7 +423,7 @@ fn the_decision_table() {
             "GP without B1611 cannot write sensitive",
             staff("R0260", &["B0264", "B0370", "B0380"], false),
             Action::AddEntry(Sensitive),
-            Rel::FromGrant,
+            Rel::Registered,
             B::NotAsked,
             CORE,
             Deny(D::MissingActivity),
@@ -434,7 +441,7 @@ fn the_decision_table() {
             "staff cannot write patient-entered items",
             gp(),
             Action::AddEntry(PatientEntered),
-            Rel::FromGrant,
+            Rel::Registered,
             B::NotAsked,
             CORE,
             Deny(D::NotAllowed),
@@ -479,7 +486,7 @@ fn the_decision_table() {
             "the GP marks another organisation's entry in error",
             gp(),
             eie(CareEvents, "RYA"),
-            Rel::FromGrant,
+            Rel::Registered,
             B::NotAsked,
             CORE,
             Permit(&[CareEvents], &[]),
@@ -489,7 +496,7 @@ fn the_decision_table() {
             "GP records a choice for the patient",
             gp(),
             Action::ChangePatientChoice,
-            Rel::FromGrant,
+            Rel::Registered,
             B::NotAsked,
             CORE,
             Permit(&[Governance], &[]),
@@ -498,10 +505,55 @@ fn the_decision_table() {
             "GP hides after an opt-out",
             gp(),
             Action::Hide,
-            Rel::FromGrant,
+            Rel::Registered,
             B::NotAsked,
             OPTOUT,
             Permit(&[Governance], &[]),
+        ),
+        (
+            "a GP at another practice cannot write core",
+            gp(),
+            Action::AddEntry(Core),
+            Rel::FromGrant,
+            B::NotAsked,
+            CORE,
+            Deny(D::NotTheGp),
+        ),
+        (
+            "a GP who self-claims cannot write core",
+            gp(),
+            Action::AddEntry(Core),
+            Rel::SelfClaimed(R::Other),
+            B::NotAsked,
+            CORE,
+            Deny(D::NotTheGp),
+        ),
+        (
+            "a GP at another practice cannot retract another organisation's note",
+            gp(),
+            eie(CareEvents, "RYA"),
+            Rel::FromGrant,
+            B::NotAsked,
+            CORE,
+            Deny(D::NotTheAuthor),
+        ),
+        (
+            "nurse corrects her organisation's note",
+            nurse(),
+            sup(CareEvents, "RX1"),
+            Rel::FromGrant,
+            B::NotAsked,
+            CORE,
+            Permit(&[CareEvents], &[]),
+        ),
+        (
+            "nurse cannot rewrite another organisation's note",
+            nurse(),
+            sup(CareEvents, "RYA"),
+            Rel::FromGrant,
+            B::NotAsked,
+            CORE,
+            Deny(D::NotTheAuthor),
         ),
         (
             "nurse cannot change a choice",
@@ -671,7 +723,8 @@ fn all_actions() -> Vec<Action> {
     for c in Compartment::ALL {
         out.extend([
             Action::AddEntry(c),
-            Action::Supersede(c),
+            sup(c, "RX1"),
+            sup(c, "RYA"),
             eie(c, "RX1"),
             eie(c, "RYA"),
         ]);
@@ -680,7 +733,7 @@ fn all_actions() -> Vec<Action> {
 }
 
 fn all_relationships() -> Vec<Relationship> {
-    let mut out = vec![Rel::FromGrant, Rel::None];
+    let mut out = vec![Rel::Registered, Rel::FromGrant, Rel::None];
     out.extend(AlertReason::ALL.map(Rel::SelfClaimed));
     out
 }

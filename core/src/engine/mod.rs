@@ -61,7 +61,8 @@ pub struct SessionInfo {
 
 struct Active {
     grant: RoleProfileGrant,
-    last_activity_ms: i64,
+    /// Monotonic time of the last use, for the idle timeout.
+    last_activity_mono: i64,
 }
 
 struct State {
@@ -102,8 +103,30 @@ impl Engine {
         })
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The store file (for diagnostics and tests; its contents are sealed).
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Whether this device holds the patient's record (says nothing of it).
+    pub fn holds(&self, nhs: &NhsNumber) -> Result<bool, EngineError> {
+        Ok(self.store.has_record(nhs)?)
+    }
+
+    /// The audit events waiting for the server, oldest first (the uploader's
+    /// view; not for display).
+    pub fn audit_queue(&self) -> Result<Vec<AuditEvent>, EngineError> {
+        Ok(self.store.queued_audit_events()?)
+    }
+
+    /// Whether the queued events continue the device's hash chain.
+    pub fn verify_audit_chain(&self) -> Result<Result<(), crate::audit::ChainError>, EngineError> {
+        Ok(self.store.verify_audit_chain()?)
+    }
+
+    /// The server has stored every event up to `seq`: release them.
+    pub fn acknowledge_audit(&self, seq: u64) -> Result<usize, EngineError> {
+        Ok(self.store.release_audit_through(seq)?)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -232,7 +255,7 @@ impl Engine {
         state.records.clear();
         state.active = Some(Active {
             grant: grant.clone(),
-            last_activity_ms: now,
+            last_activity_mono: self.clock.monotonic_ms(),
         });
         self.close_incidents_not_on(&grant, now)?;
         self.apply_retention_locked(&mut state, now)?;
@@ -251,10 +274,17 @@ impl Engine {
             .read(|conn| session::load(&self.store, conn))?
             .ok_or(EngineError::Locked)?;
         if record.locked_out {
+            let draft = self.device_draft("unlock-refused", None, Some("locked-out".into()));
+            self.audit(&mut state, draft, now)?;
             return Err(EngineError::LockedOut);
         }
+        // Count the attempt before checking it: if the store cannot record
+        // the count, there is no attempt (no unlimited guessing on a full disk).
+        record.failed_attempts += 1;
+        self.store
+            .write(|tx| session::save(&self.store, tx, &record))
+            .map_err(EngineError::AuditFailed)?;
         if !session::passcode_matches(passcode, &record.passcode_phc) {
-            record.failed_attempts += 1;
             let locked_out = record.failed_attempts >= self.config.max_unlock_attempts;
             record.locked_out = locked_out;
             let action = if locked_out {
@@ -280,6 +310,8 @@ impl Engine {
                 remaining: self.config.max_unlock_attempts - record.failed_attempts,
             });
         }
+        // The passcode was right: the count starts again, whatever follows.
+        record.failed_attempts = 0;
         let grant = match verify_grant(
             &record.grant,
             &self.config.server_key,
@@ -289,11 +321,12 @@ impl Engine {
             Ok(g) => g,
             Err(e) => {
                 let draft = self.device_draft("unlock", None, Some(format!("grant-refused: {e}")));
-                self.audit(&mut state, draft, now)?;
+                self.commit_audited(&mut state, draft, now, |tx| {
+                    session::save(&self.store, tx, &record)
+                })?;
                 return Err(EngineError::Grant(e));
             }
         };
-        record.failed_attempts = 0;
         let (user, role, organisation) = grant.actor();
         let draft = AuditDraft {
             user,
@@ -306,7 +339,7 @@ impl Engine {
         })?;
         state.active = Some(Active {
             grant: grant.clone(),
-            last_activity_ms: now,
+            last_activity_mono: self.clock.monotonic_ms(),
         });
         Ok(SessionInfo {
             principal: grant.principal,
@@ -329,39 +362,75 @@ impl Engine {
         Ok(())
     }
 
+    /// Who is signed in, without counting as activity (an app polling this
+    /// must not keep an idle session alive).
     pub fn session(&self) -> Result<Option<SessionInfo>, EngineError> {
         let mut state = self.state()?;
-        Ok(self.active(&mut state).ok().map(|g| SessionInfo {
-            principal: g.principal,
-            expires_at_ms: g.expires_at_ms,
-        }))
+        Ok(self
+            .checked_active(&mut state, false)
+            .ok()
+            .map(|g| SessionInfo {
+                principal: g.principal,
+                expires_at_ms: g.expires_at_ms,
+            }))
     }
 
-    /// The acting grant, or locked: idle too long, grant expired, or the
-    /// clock wound back all lock the session.
+    /// The acting grant, counting this as activity.
     fn active(&self, state: &mut State) -> Result<RoleProfileGrant, EngineError> {
+        self.checked_active(state, true)
+    }
+
+    /// The acting grant, or locked: idle too long (monotonic time), grant
+    /// expired, or the clock wound back all lock the session and drop every
+    /// decrypted record.
+    fn checked_active(
+        &self,
+        state: &mut State,
+        touch: bool,
+    ) -> Result<RoleProfileGrant, EngineError> {
         let now = self.clock.now_ms();
+        let mono = self.clock.monotonic_ms();
         let Some(active) = state.active.as_mut() else {
+            state.records.clear();
             return Err(EngineError::Locked);
         };
-        let failure = if now - active.last_activity_ms > self.config.idle_timeout_ms {
+        let failure = if mono - active.last_activity_mono > self.config.idle_timeout_ms {
             Some(EngineError::Locked)
         } else if now + CLOCK_SKEW_MS < state.clock_high_water {
             Some(EngineError::ClockWoundBack)
         } else if now >= active.grant.expires_at_ms {
             Some(EngineError::Grant(crate::grant::GrantError::Expired))
         } else {
-            active.last_activity_ms = now;
+            if touch {
+                active.last_activity_mono = mono;
+            }
             None
         };
         match failure {
             Some(e) => {
                 state.active = None;
                 state.records.clear();
+                // Remember how late it was, so winding the clock back later
+                // cannot revive the grant. If this write fails the in-memory
+                // mark still holds, and the next audited commit persists it.
+                if self.persist_clock(state, now).is_err() {
+                    tracing::warn!("could not persist the clock high-water mark");
+                }
                 Err(e)
             }
             None => Ok(active.grant.clone()),
         }
+    }
+
+    /// Moves the clock high-water mark forward and stores it.
+    fn persist_clock(&self, state: &mut State, now: i64) -> Result<(), EngineError> {
+        if now <= state.clock_high_water {
+            return Ok(());
+        }
+        self.store
+            .write(|tx| session::set_clock_high_water(&self.store, tx, now))?;
+        state.clock_high_water = now;
+        Ok(())
     }
 
     /// Marks incidents this device holds but the new grant no longer lists
@@ -394,7 +463,19 @@ impl Engine {
                 && closes(incident_id, &h.nhs_number)
             {
                 *closed_at_ms = Some(now);
-                self.store.set_holding(&h)?;
+                let draft = self.device_draft(
+                    "incident-closed",
+                    Some(h.nhs_number),
+                    Some(incident_id.clone()),
+                );
+                self.store
+                    .write(|tx| {
+                        self.store.set_holding_tx(tx, &h)?;
+                        self.store
+                            .append_audit_tx(tx, draft, &self.config.device_id, now)
+                            .map(|_| ())
+                    })
+                    .map_err(EngineError::AuditFailed)?;
                 closed += 1;
             }
         }

@@ -10,12 +10,12 @@ use crate::access::{
     decide,
 };
 use crate::audit::{AuditDraft, AuditEvent, Outcome};
-use crate::grant::RoleProfileGrant;
+use crate::grant::{RelationshipKind, RoleProfileGrant};
 use crate::record::{
     Compartment, EntryContent, EntryId, PermissionScope, Provenance, SharingChoice, VersionId,
 };
 use crate::replica::{AuditSpec, CompartmentExport, PatientReplica, RecordView};
-use crate::store::{HoldReason, Holding, StoreError};
+use crate::store::{HoldReason, StoreError};
 
 /// How the user justifies opening a record they may not otherwise see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,8 +101,11 @@ impl Engine {
         access: Option<AccessRequest>,
     ) -> Request {
         let governance = replica.view_compartment(Compartment::Governance).ok();
-        let relationship = if grant.relationship_with(nhs).is_some() {
-            Relationship::FromGrant
+        let relationship = if let Some(r) = grant.relationship_with(nhs) {
+            match r.kind {
+                RelationshipKind::Registration => Relationship::Registered,
+                _ => Relationship::FromGrant,
+            }
         } else if let Some(reason) = access.and_then(|a| a.self_claim) {
             Relationship::SelfClaimed(reason)
         } else {
@@ -116,12 +119,22 @@ impl Engine {
                 permission_from(governance.as_ref(), &organisation, &grant.grant_id)
             }
         };
+        let principal = grant.principal();
+        // Without the governance compartment the device cannot know whether
+        // the record is hidden or opted out: staff see nothing (fail closed).
+        let choices = match (&principal, &governance) {
+            (Principal::Staff(_), None) => PatientChoices {
+                hidden: true,
+                ..PatientChoices::default()
+            },
+            _ => choices_from(governance.as_ref()),
+        };
         Request {
-            principal: grant.principal(),
+            principal,
             action,
             relationship,
             basis,
-            choices: choices_from(governance.as_ref()),
+            choices,
         }
     }
 
@@ -276,7 +289,7 @@ impl Engine {
         now: i64,
     ) -> Result<crate::record::EntryVersion, EngineError> {
         let (version, _) = result?;
-        state.clock_high_water = state.clock_high_water.max(now);
+        self.persist_clock(state, now)?;
         Ok(version)
     }
 
@@ -311,12 +324,13 @@ impl Engine {
         content: EntryContent,
     ) -> Result<crate::record::EntryVersion, EngineError> {
         let mut state = self.state()?;
-        let compartment = self
-            .replica(&mut state, nhs)?
-            .compartment_of(entry)
-            .ok_or(EngineError::InvalidInput("no such entry on this device"))?;
-        let (grant, spec, now) =
-            self.authorise_write(&mut state, nhs, Action::Supersede(compartment), None)?;
+        let (compartment, author_organisation) =
+            self.replaced_authors(&mut state, nhs, entry, replaces)?;
+        let action = Action::Supersede {
+            compartment,
+            author_organisation,
+        };
+        let (grant, spec, now) = self.authorise_write(&mut state, nhs, action, None)?;
         let provenance = self.provenance(&grant, now);
         let replica = self.replica(&mut state, nhs)?;
         let result = replica.supersede_audited(
@@ -331,7 +345,7 @@ impl Engine {
     }
 
     /// Marks an entry entered-in-error with a reason (the author's
-    /// organisation or the GP only).
+    /// organisation or the patient's GP only).
     pub fn mark_entered_in_error(
         &self,
         nhs: &NhsNumber,
@@ -340,23 +354,8 @@ impl Engine {
         reason: &str,
     ) -> Result<crate::record::EntryVersion, EngineError> {
         let mut state = self.state()?;
-        let replica = self.replica(&mut state, nhs)?;
-        let compartment = replica
-            .compartment_of(entry)
-            .ok_or(EngineError::InvalidInput("no such entry on this device"))?;
-        let author_organisation = replica
-            .view_compartment(compartment)?
-            .entry(entry)
-            .and_then(|e| {
-                e.heads()
-                    .into_iter()
-                    .filter(|v| replaces.contains(&v.version_id))
-                    .max_by_key(|v| v.version_id)
-                    .map(|v| v.provenance.organisation.clone())
-            })
-            .ok_or(EngineError::InvalidInput(
-                "the named version is not current",
-            ))?;
+        let (compartment, author_organisation) =
+            self.replaced_authors(&mut state, nhs, entry, replaces)?;
         let action = Action::MarkEnteredInError {
             compartment,
             author_organisation,
@@ -373,6 +372,46 @@ impl Engine {
             Some(&spec),
         );
         self.written(&mut state, result, now)
+    }
+
+    /// The entry's compartment, and the organisation that decides who may
+    /// replace the named versions: the first author that is not the actor's
+    /// own organisation (so one foreign version among several is enough to
+    /// need the author's rights), else the actor's.
+    fn replaced_authors(
+        &self,
+        state: &mut State,
+        nhs: &NhsNumber,
+        entry: EntryId,
+        replaces: &[VersionId],
+    ) -> Result<(Compartment, String), EngineError> {
+        // The session first: nothing is decrypted for a locked engine.
+        let grant = self.active(state)?;
+        let (_, _, own) = grant.actor();
+        let replica = self.replica(state, nhs)?;
+        let compartment = replica
+            .compartment_of(entry)
+            .ok_or(EngineError::InvalidInput("no such entry on this device"))?;
+        let view = replica.view_compartment(compartment)?;
+        let heads = view
+            .entry(entry)
+            .map(|e| e.heads().into_iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let named: Vec<_> = heads
+            .iter()
+            .filter(|v| replaces.contains(&v.version_id))
+            .collect();
+        if named.is_empty() {
+            return Err(EngineError::InvalidInput(
+                "the named version is not current",
+            ));
+        }
+        let author = named
+            .iter()
+            .map(|v| v.provenance.organisation.clone())
+            .find(|org| *org != own)
+            .unwrap_or(own);
+        Ok((compartment, author))
     }
 
     /// Records the patient's answer when asked for permission to view.
@@ -413,12 +452,19 @@ impl Engine {
         sharing: SharingChoice,
         include_sensitive: bool,
     ) -> Result<(), EngineError> {
-        let hidden = sharing == SharingChoice::OptOut;
-        self.write_choices(nhs, Action::ChangePatientChoice, |_| PatientChoices {
+        let by_patient = self.acting_principal()? == Some(Principal::Patient);
+        self.write_choices(nhs, Action::ChangePatientChoice, |current| PatientChoices {
             sharing,
             include_sensitive,
-            hidden,
+            // Opting out hides; only the patient's own choice to share again
+            // (or a privacy officer's unhide) makes a hidden record visible.
+            hidden: sharing == SharingChoice::OptOut || (current.hidden && !by_patient),
         })
+    }
+
+    fn acting_principal(&self) -> Result<Option<Principal>, EngineError> {
+        let mut state = self.state()?;
+        Ok(self.active(&mut state).ok().map(|g| g.principal()))
     }
 
     /// Hides the record from staff (after an opt-out).
@@ -509,6 +555,81 @@ impl Engine {
         Ok(events)
     }
 
+    /// A GP system originates a patient's record (every compartment, empty),
+    /// holding it as its origin. Creating a record is writing its core, so
+    /// it takes the same decision.
+    pub fn create_patient(&self, nhs: &NhsNumber) -> Result<(), EngineError> {
+        let mut state = self.state()?;
+        let grant = self.active(&mut state)?;
+        let now = self.now_checked(&state)?;
+        let req = Request {
+            principal: grant.principal(),
+            action: Action::AddEntry(Compartment::Core),
+            relationship: if grant.relationship_with(nhs).is_some() {
+                Relationship::FromGrant
+            } else {
+                Relationship::None
+            },
+            basis: ViewBasis::NotAsked,
+            choices: PatientChoices::default(),
+        };
+        let decision = Self::decide_for(&grant, nhs, &req);
+        let mut draft = Self::draft(&grant, nhs, &req, &decision);
+        draft.action = "create-record".into();
+        if let Decision::Deny(reason) = decision {
+            self.audit(&mut state, draft, now)?;
+            return Err(EngineError::Denied(reason));
+        }
+        let device = self.config.device_id.clone();
+        let hw = state.clock_high_water.max(now);
+        // The record and its audit event commit together, or neither does.
+        let created = self.store.create_record_with(nhs, &Compartment::ALL, |tx| {
+            self.store.append_audit_tx(tx, draft, &device, now)?;
+            super::session::set_clock_high_water(&self.store, tx, hw)
+        });
+        match created {
+            Ok(_) => {
+                state.clock_high_water = hw;
+                Ok(())
+            }
+            Err(StoreError::RecordExists) => {
+                Err(EngineError::InvalidInput("the record already exists"))
+            }
+            Err(e) => Err(EngineError::AuditFailed(e)),
+        }
+    }
+
+    /// Every compartment this device holds for the patient, for the sync
+    /// layer to send to the server (the samod sync layer replaces this
+    /// exchange; app bindings do not expose it). Audited as a device event.
+    pub fn export_for_sync(&self, nhs: &NhsNumber) -> Result<Vec<CompartmentExport>, EngineError> {
+        let mut state = self.state()?;
+        let now = self.clock.now_ms();
+        let exports = self.replica(&mut state, nhs)?.export();
+        let draft = AuditDraft {
+            compartments: exports.iter().map(|e| e.compartment).collect(),
+            ..self.device_draft("sync-export", Some(*nhs), None)
+        };
+        self.audit(&mut state, draft, now)?;
+        Ok(exports)
+    }
+
+    /// Merges what sync received into the compartments this device holds;
+    /// compartments it does not hold are ignored.
+    pub fn merge_from_sync(
+        &self,
+        nhs: &NhsNumber,
+        exports: &[CompartmentExport],
+    ) -> Result<(), EngineError> {
+        let mut state = self.state()?;
+        let replica = self.replica(&mut state, nhs)?;
+        let held = replica.compartments();
+        for e in exports.iter().filter(|e| held.contains(&e.compartment)) {
+            replica.merge(e)?;
+        }
+        Ok(())
+    }
+
     /// Takes on a patient's record that arrived for this device (a caseload
     /// or incident assignment), recording why it is held. Needs no session:
     /// sync runs in the background.
@@ -528,19 +649,19 @@ impl Engine {
             HoldReason::Unspecified => "unspecified",
         };
         let compartments: Vec<Compartment> = exports.iter().map(|e| e.compartment).collect();
-        let replica = self.store.import_record(nhs, exports)?;
-        self.store.set_holding(&Holding {
-            nhs_number: *nhs,
-            reason,
-            held_since_ms: now,
-        })?;
-        state.records.remove(nhs);
-        drop(replica);
         let draft = AuditDraft {
             compartments,
             ..self.device_draft("receive", Some(*nhs), Some(detail.to_owned()))
         };
-        self.audit(&mut state, draft, now)?;
+        let device = self.config.device_id.clone();
+        let hw = state.clock_high_water.max(now);
+        // Record, holding and audit event in one transaction.
+        self.store.import_record_with(nhs, exports, reason, |tx| {
+            self.store.append_audit_tx(tx, draft, &device, now)?;
+            super::session::set_clock_high_water(&self.store, tx, hw)
+        })?;
+        state.clock_high_water = hw;
+        state.records.remove(nhs);
         Ok(())
     }
 }

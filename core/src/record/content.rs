@@ -75,8 +75,9 @@ pub enum SharingChoice {
 }
 
 /// The body of one entry version. Clinical dates are ISO-8601 strings and may
-/// be partial (`2019`, `2019-04`), as GP records often are.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// be partial (`2019`, `2019-04`), as GP records often are. `Debug` shows the
+/// kind only: content is patient data and must not reach logs or panics.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum EntryContent {
     Demographics {
@@ -164,6 +165,12 @@ pub enum PermissionScope {
     Encounter { encounter_id: String },
     /// Recorded for future use at this organisation.
     Organisation,
+}
+
+impl std::fmt::Debug for EntryContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EntryContent::{}(<redacted>)", self.kind_name())
+    }
 }
 
 impl EntryContent {

@@ -79,7 +79,8 @@ pub struct Provenance {
 }
 
 /// Whether a version is the record's statement or a retraction of it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` leaves out the reason, which is free text about the patient.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum VersionStatus {
     Current,
@@ -87,6 +88,17 @@ pub enum VersionStatus {
     EnteredInError {
         reason: String,
     },
+}
+
+impl std::fmt::Debug for VersionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionStatus::Current => f.write_str("Current"),
+            VersionStatus::EnteredInError { .. } => {
+                f.write_str("EnteredInError(<reason redacted>)")
+            }
+        }
+    }
 }
 
 /// The on-document format of a version. Bump when the JSON shape changes.

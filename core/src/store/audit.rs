@@ -155,20 +155,50 @@ impl Store {
     }
 
     /// Releases events up to and including `seq` once the server has
-    /// acknowledged them; the chain's base moves with them.
+    /// acknowledged them; the chain's base moves with them. Refuses when the
+    /// queue does not verify: releasing past a gap would erase the evidence.
     pub fn release_audit_through(&self, seq: u64) -> Result<usize, StoreError> {
-        let events = self.queued_audit_events()?;
-        let Some(last) = events.iter().take_while(|e| e.seq <= seq).last() else {
-            return Ok(0);
-        };
-        let base = ChainPoint {
-            seq: last.seq,
-            hash: last.hash(),
-        };
-        let upto = i64::try_from(base.seq).map_err(|_| StoreError::BadRow { table: TABLE })?;
+        if self.verify_audit_chain()?.is_err() {
+            return Err(StoreError::BadRow { table: TABLE });
+        }
+        let upto = i64::try_from(seq).map_err(|_| StoreError::BadRow { table: TABLE })?;
         self.write(|tx| {
+            // Read the last released event inside the transaction, so a
+            // concurrent append cannot slip between the read and the delete.
+            let last: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT sealed FROM audit_queue WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1",
+                    [upto],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(sealed) = last else {
+                return Ok(0);
+            };
+            let last_seq: i64 = tx.query_row(
+                "SELECT MAX(seq) FROM audit_queue WHERE seq <= ?1",
+                [upto],
+                |r| r.get(0),
+            )?;
+            let plain = crypto::open(
+                &self.inner.keys.audit,
+                &[TABLE.as_bytes(), &last_seq.to_le_bytes()],
+                &sealed,
+            )
+            .map_err(|cause| StoreError::Tampered {
+                table: TABLE,
+                cause,
+            })?;
+            let event = AuditEvent::decode(&plain).ok_or(StoreError::BadRow { table: TABLE })?;
             let n = tx.execute("DELETE FROM audit_queue WHERE seq <= ?1", [upto])?;
-            self.set_chain_point(tx, BASE, &base)?;
+            self.set_chain_point(
+                tx,
+                BASE,
+                &ChainPoint {
+                    seq: event.seq,
+                    hash: event.hash(),
+                },
+            )?;
             Ok(n)
         })
     }
