@@ -1,19 +1,29 @@
-//! The end-to-end demo: a GP practice, a community nurse's tablet and a
-//! paramedic's tablet, each with its own encrypted store, editing one
-//! synthetic patient offline and merging without loss.
+//! The end-to-end demo: a GP practice, a community nurse's tablet, a
+//! paramedic's ambulance tablet and the patient's phone, each an engine on
+//! its own encrypted store, with access decided and audited on the device.
 //!
-//! Until the sync server lands, "sync" here is an exchange of compartment
-//! documents between stores in one process; every store is a real encrypted
-//! SQLite file in the data directory.
+//! Until the sync server lands, "sync" is an exchange of compartment
+//! documents between engines in one process, with the practice as the hub;
+//! the grants are signed by a demo server key made for the run.
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
+use scr_core::NhsNumber;
+use scr_core::access::{AlertReason, DenyReason};
+use scr_core::clock::{Clock, ManualClock, now_ms};
 use scr_core::crypto::PassphraseKeyProvider;
+use scr_core::engine::{
+    AccessRequest, DeviceClass, Engine, EngineConfig, EngineError, ReleasedView,
+};
 use scr_core::fixtures::{self, sample_entry, test_nhs_number};
-use scr_core::record::{Code, Compartment, EntryContent, EntryState, Severity};
-use scr_core::{NhsNumber, PatientReplica, Store};
+use scr_core::grant::{
+    GrantPrincipal, GrantRelationship, GrantSigner, RelationshipKind, RoleProfileGrant,
+};
+use scr_core::record::{Compartment, EntryContent, EntryState, SharingChoice};
+use scr_core::store::HoldReason;
 
 /// What happened at each step: a name and whether its expected outcome held.
 #[derive(Debug, Default)]
@@ -91,238 +101,438 @@ pub fn run(data_dir: Option<PathBuf>) -> Result<DemoOutcome, DemoError> {
     Ok(story.outcome)
 }
 
-fn open_device(dir: &Path, name: &str, passphrase: &str) -> Result<Store, DemoError> {
-    let keys = PassphraseKeyProvider::with_salt_file(passphrase, &dir.join(format!("{name}.salt")))
-        .map_err(|e| fail("unlock device")(&e))?;
-    Store::open(dir.join(format!("{name}.db")), &keys).map_err(|e| fail("open device store")(&e))
+/// The demo's devices, and the server key that signs their grants.
+struct World {
+    dir: PathBuf,
+    signer: GrantSigner,
+    clock: ManualClock,
 }
 
-fn sync(
-    from: &mut PatientReplica,
-    to: &mut PatientReplica,
-    only: &[Compartment],
-) -> Result<(), DemoError> {
-    for export in from.export() {
-        if only.contains(&export.compartment) {
-            to.merge(&export).map_err(|e| fail("merge")(&e))?;
+impl World {
+    /// A device engine on a fresh store (any earlier run's file is replaced).
+    fn device(&self, name: &str, class: DeviceClass) -> Result<Engine, DemoError> {
+        for suffix in [".db", ".db-wal", ".db-shm", ".salt"] {
+            let _ = std::fs::remove_file(self.dir.join(format!("{name}{suffix}")));
         }
+        let keys = PassphraseKeyProvider::with_salt_file(
+            &format!("{name} passphrase"),
+            &self.dir.join(format!("{name}.salt")),
+        )
+        .map_err(|e| fail("unlock device store")(&e))?;
+        let config = EngineConfig::new(name, class, self.signer.public_key());
+        Engine::open(
+            self.dir.join(format!("{name}.db")),
+            &keys,
+            config,
+            Arc::new(self.clock.clone()),
+        )
+        .map_err(|e| fail("open device")(&e))
     }
-    Ok(())
+
+    fn grant(
+        &self,
+        device: &str,
+        principal: GrantPrincipal,
+        relationships: Vec<GrantRelationship>,
+    ) -> Vec<u8> {
+        let now = self.clock.now_ms();
+        self.signer.sign(&RoleProfileGrant {
+            grant_id: format!("{device}-{now}"),
+            principal,
+            device_id: device.into(),
+            issued_at_ms: now,
+            expires_at_ms: now + 12 * 3_600_000,
+            relationships,
+        })
+    }
+}
+
+fn staff(user: &str, job_role: &str, org: &str, activities: &[&str]) -> GrantPrincipal {
+    GrantPrincipal::Staff {
+        user_id: user.into(),
+        display_name: format!("Demo {job_role}"),
+        job_role: job_role.into(),
+        job_role_name: job_role.into(),
+        organisation: org.into(),
+        activities: activities.iter().map(|a| (*a).to_owned()).collect(),
+        privacy_officer: false,
+    }
+}
+
+fn related(nhs: NhsNumber, kind: RelationshipKind) -> Vec<GrantRelationship> {
+    vec![GrantRelationship {
+        nhs_number: nhs,
+        kind,
+    }]
+}
+
+/// Sends everything `from` holds for the patient to `to` (only the
+/// compartments `to` holds are taken).
+fn sync(from: &Engine, to: &Engine, nhs: &NhsNumber) -> Result<(), DemoError> {
+    let exports = from
+        .export_for_sync(nhs)
+        .map_err(|e| fail("sync export")(&e))?;
+    to.merge_from_sync(nhs, &exports)
+        .map_err(|e| fail("sync merge")(&e))
+}
+
+fn released(view: &ReleasedView) -> Vec<Compartment> {
+    view.view
+        .compartments
+        .iter()
+        .map(|c| c.compartment)
+        .collect()
 }
 
 fn tell(story: &mut Story, dir: &Path) -> Result<(), DemoError> {
-    println!("SCR Sync demo: one synthetic patient, three devices, no network needed.");
+    println!("SCR Sync demo: one synthetic patient, four devices, access decided on each device.");
     println!();
-    let nhs: NhsNumber = test_nhs_number(4242);
-    let gp = fixtures::gp();
-    let nurse = fixtures::provenance("555000000102", "R0050", "RX1", "nurse-tablet-07");
-    let paramedic = fixtures::provenance("555000000203", "R1290", "RYA", "ambulance-tablet-31");
+    let world = World {
+        dir: dir.to_path_buf(),
+        signer: GrantSigner::generate().map_err(|e| fail("server key")(&e))?,
+        clock: ManualClock::new(now_ms()),
+    };
+    let nhs = test_nhs_number(4242);
 
+    // The GP practice originates the record.
     let t = Instant::now();
-    let gp_store = open_device(dir, "gp-practice", "practice passphrase")?;
-    // Fresh run in a kept directory: start the story from scratch.
-    gp_store
-        .forget_record(&nhs)
-        .map_err(|e| fail("reset")(&e))?;
-    let mut gp_rec = gp_store
-        .create_record(&nhs, &Compartment::ALL)
-        .map_err(|e| fail("create record")(&e))?;
-    gp_rec
-        .add_entry(fixtures::demographics(nhs), false, gp.clone())
-        .map_err(|e| fail("demographics")(&e))?;
-    let allergy = gp_rec
-        .add_entry(
-            EntryContent::Allergy {
-                substance: Code::snomed("764146007", "Penicillin"),
-                reaction: Some("Urticaria".into()),
-                severity: Some(Severity::Moderate),
-            },
-            false,
-            gp.clone(),
+    let practice = world.device("gp-practice", DeviceClass::GpSystem)?;
+    let gp = staff(
+        "555000000001",
+        "R0260",
+        "A99001",
+        &["B0264", "B0360", "B0370", "B0380", "B8029", "B1611"],
+    );
+    practice
+        .login_online(
+            &world.grant(
+                "gp-practice",
+                gp,
+                related(nhs, RelationshipKind::Registration),
+            ),
+            "gp-1234",
         )
-        .map_err(|e| fail("allergy")(&e))?;
-    for i in 1..40 {
-        gp_rec
-            .add_entry(sample_entry(i), i % 10 == 3, gp.clone())
+        .map_err(|e| fail("gp login")(&e))?;
+    practice
+        .create_patient(&nhs)
+        .map_err(|e| fail("create record")(&e))?;
+    practice
+        .add_entry(&nhs, fixtures::demographics(nhs), false, None)
+        .map_err(|e| fail("demographics")(&e))?;
+    // Preferences (every tenth sample) are the patient's to add, not the GP's.
+    for i in (0..40).filter(|i| i % 10 != 9) {
+        practice
+            .add_entry(&nhs, sample_entry(i), i % 10 == 3, None)
             .map_err(|e| fail("history")(&e))?;
     }
-    let loaded = gp_rec.view().entry_count();
+    practice
+        .set_patient_choices(&nhs, SharingChoice::CoreAndAdditional, false)
+        .map_err(|e| fail("choices")(&e))?;
     story.check(
-        &format!(
-            "GP practice loads a synthetic patient (test-range NHS number) with {loaded} entries"
-        ),
-        loaded == 41,
-        t,
-    );
-
-    let t = Instant::now();
-    let nurse_store = open_device(dir, "nurse-tablet", "nurse passphrase")?;
-    let para_store = open_device(dir, "ambulance-tablet", "paramedic passphrase")?;
-    for s in [&nurse_store, &para_store] {
-        s.forget_record(&nhs).map_err(|e| fail("reset")(&e))?;
-    }
-    let exports = gp_rec.export();
-    let without_sensitive: Vec<_> = exports
-        .iter()
-        .filter(|e| e.compartment != Compartment::Sensitive)
-        .cloned()
-        .collect();
-    let core_only: Vec<_> = exports
-        .iter()
-        .filter(|e| e.compartment == Compartment::Core)
-        .cloned()
-        .collect();
-    let mut nurse_rec = nurse_store
-        .import_record(&nhs, &without_sensitive)
-        .map_err(|e| fail("nurse caseload")(&e))?;
-    let mut para_rec = para_store
-        .import_record(&nhs, &core_only)
-        .map_err(|e| fail("paramedic incident")(&e))?;
-    story.check(
-        "nurse tablet caches the patient (no sensitive items); ambulance tablet caches core only",
-        nurse_rec.compartments().len() == 5 && para_rec.compartments() == vec![Compartment::Core],
-        t,
-    );
-
-    println!("-- signal lost: every device works offline --");
-    let t = Instant::now();
-    let visit = nurse_rec
-        .add_entry(sample_entry(7), false, nurse.clone())
-        .map_err(|e| fail("visit summary")(&e))?;
-    let from_para = para_rec
-        .supersede(
-            Compartment::Core,
-            allergy.entry_id,
-            &[allergy.version_id],
-            EntryContent::Allergy {
-                substance: Code::snomed("764146007", "Penicillin"),
-                reaction: Some("Anaphylaxis (patient's wife reports)".into()),
-                severity: Some(Severity::Severe),
-            },
-            paramedic.clone(),
-        )
-        .map_err(|e| fail("paramedic update")(&e))?;
-    let from_gp = gp_rec
-        .supersede(
-            Compartment::Core,
-            allergy.entry_id,
-            &[allergy.version_id],
-            EntryContent::Allergy {
-                substance: Code::snomed("764146007", "Penicillin"),
-                reaction: Some("Urticaria and wheeze".into()),
-                severity: Some(Severity::Severe),
-            },
-            gp.clone(),
-        )
-        .map_err(|e| fail("gp update")(&e))?;
-    story.check(
-        "offline: nurse writes a visit summary; paramedic and GP both update the penicillin allergy",
+        "GP practice creates a synthetic patient (test-range NHS number) with 37 entries; patient shares core + additional",
         true,
         t,
     );
 
-    println!("-- signal back: devices merge --");
     let t = Instant::now();
-    sync(&mut nurse_rec, &mut gp_rec, &Compartment::ALL)?;
-    sync(&mut para_rec, &mut gp_rec, &Compartment::ALL)?;
-    sync(&mut gp_rec, &mut nurse_rec, &Compartment::ALL[..5])?;
-    sync(&mut gp_rec, &mut para_rec, &[Compartment::Core])?;
-    let gp_view = gp_rec.view();
-    let kept_visit = gp_view.entry(visit.entry_id).is_some();
-    let conflict = gp_view.entry(allergy.entry_id).map(|e| e.state.clone());
-    let both_kept = matches!(&conflict, Some(EntryState::Conflict(c))
-        if c.iter().any(|v| v.version_id == from_para.version_id)
-            && c.iter().any(|v| v.version_id == from_gp.version_id));
-    story.check("merge keeps the nurse's visit summary", kept_visit, t);
+    let nurse_tab = world.device("nurse-tablet", DeviceClass::NurseTablet)?;
+    let amb_tab = world.device("ambulance-tablet", DeviceClass::AmbulanceTablet)?;
+    let phone = world.device("patient-phone", DeviceClass::PatientPhone)?;
+    let all = practice
+        .export_for_sync(&nhs)
+        .map_err(|e| fail("export")(&e))?;
+    let pick = |cs: &[Compartment]| {
+        all.iter()
+            .filter(|e| cs.contains(&e.compartment))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let shared = [
+        Compartment::Core,
+        Compartment::Additional,
+        Compartment::CareEvents,
+        Compartment::PatientEntered,
+        Compartment::Governance,
+    ];
+    nurse_tab
+        .receive_patient(&nhs, &pick(&shared), HoldReason::Caseload)
+        .map_err(|e| fail("nurse caseload")(&e))?;
+    let incident = HoldReason::Incident {
+        incident_id: "INC-77".into(),
+        closed_at_ms: None,
+    };
+    amb_tab
+        .receive_patient(&nhs, &pick(&shared), incident)
+        .map_err(|e| fail("incident")(&e))?;
+    phone
+        .receive_patient(&nhs, &all, HoldReason::OwnRecord)
+        .map_err(|e| fail("own record")(&e))?;
+    story.check("nurse tablet (caseload), ambulance tablet (incident) and patient's phone receive the record", true, t);
+
+    // Morning, online: the nurse logs in, asks permission, views.
+    let t = Instant::now();
+    let nurse = staff("555000000102", "R0050", "RX1", &["B0264", "B0370", "B0380"]);
+    nurse_tab
+        .login_online(
+            &world.grant(
+                "nurse-tablet",
+                nurse,
+                related(nhs, RelationshipKind::Caseload),
+            ),
+            "nurse-2468",
+        )
+        .map_err(|e| fail("nurse login")(&e))?;
+    let asked_first = matches!(
+        nurse_tab.view(&nhs, AccessRequest::with_permission()),
+        Err(EngineError::Denied(DenyReason::PermissionNeeded))
+    );
+    nurse_tab
+        .record_permission(&nhs, true, true)
+        .map_err(|e| fail("permission")(&e))?;
+    let seen = nurse_tab
+        .view(&nhs, AccessRequest::with_permission())
+        .map_err(|e| fail("nurse view")(&e))?;
     story.check(
-        "the two allergy updates are both kept and flagged as a conflict for review",
-        both_kept,
+        "nurse must ask first; with the patient's permission she sees core, additional and care events, nothing sensitive",
+        asked_first && released(&seen).len() == 5 && !released(&seen).contains(&Compartment::Sensitive),
+        t,
+    );
+    let morning = nurse_tab
+        .add_entry(&nhs, sample_entry(7), false, None)
+        .map_err(|e| fail("visit note")(&e))?;
+    sync(&nurse_tab, &practice, &nhs)?;
+
+    println!("-- signal lost: every device works offline --");
+    let t = Instant::now();
+    let correction = nurse_tab
+        .supersede(
+            &nhs,
+            morning.entry_id,
+            &[morning.version_id],
+            EntryContent::EncounterSummary {
+                setting: "community nursing".into(),
+                occurred_at: "2026-11-27T09:30:00Z".into(),
+                note: "Dressing changed on the LEFT leg ulcer; healing well.".into(),
+            },
+        )
+        .map_err(|e| fail("nurse correction")(&e))?;
+    let amendment = practice
+        .supersede(
+            &nhs,
+            morning.entry_id,
+            &[morning.version_id],
+            EntryContent::EncounterSummary {
+                setting: "community nursing".into(),
+                occurred_at: "2026-11-27T09:30:00Z".into(),
+                note: "Leg ulcer dressing changed; GP to review antibiotics on Friday.".into(),
+            },
+        )
+        .map_err(|e| fail("gp amendment")(&e))?;
+    story.check(
+        "offline, the nurse corrects her visit note while the GP amends the same note",
+        true,
         t,
     );
 
     let t = Instant::now();
-    let resolved = gp_rec
+    let paramedic = staff(
+        "555000000203",
+        "R1290",
+        "RYA",
+        &["B0264", "B0370", "B0168", "B0380"],
+    );
+    amb_tab
+        .login_online(
+            &world.grant(
+                "ambulance-tablet",
+                paramedic,
+                related(
+                    nhs,
+                    RelationshipKind::Incident {
+                        incident_id: "INC-77".into(),
+                    },
+                ),
+            ),
+            "para-1357",
+        )
+        .map_err(|e| fail("paramedic login")(&e))?;
+    let cannot_ask = matches!(
+        amb_tab.view(&nhs, AccessRequest::with_permission()),
+        Err(EngineError::Denied(DenyReason::PermissionNeeded))
+    );
+    let emergency = amb_tab
+        .view(&nhs, AccessRequest::emergency())
+        .map_err(|e| fail("emergency")(&e))?;
+    let alert = emergency
+        .audit
+        .alerts
+        .iter()
+        .any(|a| a.alert_type().code() == 2 && a.reason() == AlertReason::Emergency);
+    story.check(
+        "patient unconscious, no signal: the paramedic uses emergency access; the device audits it with alert type 2, reason 5",
+        cannot_ask && alert && released(&emergency).contains(&Compartment::Core),
+        t,
+    );
+    let handover = amb_tab
+        .add_entry(&nhs, sample_entry(17), false, None)
+        .map_err(|e| fail("handover")(&e))?;
+
+    println!("-- signal back: devices merge (through the practice until the server lands) --");
+    let t = Instant::now();
+    sync(&nurse_tab, &practice, &nhs)?;
+    sync(&amb_tab, &practice, &nhs)?;
+    for device in [&nurse_tab, &amb_tab, &phone] {
+        sync(&practice, device, &nhs)?;
+    }
+    let on_tablet = nurse_tab.view(&nhs, AccessRequest::with_permission());
+    let (conflict, handover_kept) = match &on_tablet {
+        Ok(v) => (
+            v.view.entry(morning.entry_id).map(|e| e.state.clone()),
+            v.view.entry(handover.entry_id).is_some(),
+        ),
+        Err(_) => (None, false),
+    };
+    let both = matches!(&conflict, Some(EntryState::Conflict(c))
+        if c.iter().any(|v| v.version_id == correction.version_id)
+            && c.iter().any(|v| v.version_id == amendment.version_id));
+    story.check(
+        "merge keeps the paramedic's handover note",
+        handover_kept,
+        t,
+    );
+    story.check(
+        "the two edits of the visit note are both kept and flagged as a conflict for review",
+        both,
+        t,
+    );
+
+    let t = Instant::now();
+    let resolved = practice
         .supersede(
-            Compartment::Core,
-            allergy.entry_id,
-            &[from_gp.version_id, from_para.version_id],
-            EntryContent::Allergy {
-                substance: Code::snomed("764146007", "Penicillin"),
-                reaction: Some("Anaphylaxis".into()),
-                severity: Some(Severity::Severe),
+            &nhs,
+            morning.entry_id,
+            &[correction.version_id, amendment.version_id],
+            EntryContent::EncounterSummary {
+                setting: "community nursing".into(),
+                occurred_at: "2026-11-27T09:30:00Z".into(),
+                note: "Dressing changed on the LEFT leg ulcer; GP to review antibiotics on Friday."
+                    .into(),
             },
-            gp.clone(),
         )
         .map_err(|e| fail("resolve")(&e))?;
-    sync(&mut gp_rec, &mut nurse_rec, &Compartment::ALL[..5])?;
-    sync(&mut gp_rec, &mut para_rec, &[Compartment::Core])?;
-    let everywhere = [&nurse_rec, &para_rec, &gp_rec].iter().all(|r| {
-        r.view()
-            .entry(allergy.entry_id)
-            .and_then(|e| e.current().map(|v| v.version_id))
-            == Some(resolved.version_id)
+    sync(&practice, &nurse_tab, &nhs)?;
+    let nurse_sees = nurse_tab
+        .view(&nhs, AccessRequest::with_permission())
+        .ok()
+        .and_then(|v| v.view.entry(morning.entry_id).cloned());
+    let ok = nurse_sees.as_ref().is_some_and(|e| {
+        e.current().map(|v| v.version_id) == Some(resolved.version_id) && e.history.len() == 4
     });
-    let history = gp_rec
-        .view()
-        .entry(allergy.entry_id)
-        .map(|e| e.history.len())
-        .unwrap_or(0);
     story.check(
-        &format!(
-            "GP resolves the conflict; every device shows it, history keeps all {history} versions"
-        ),
-        everywhere && history == 4,
+        "the GP resolves it; the nurse's tablet shows the resolution with all 4 versions kept",
+        ok,
+        t,
+    );
+
+    // The patient, on their phone.
+    let t = Instant::now();
+    phone
+        .login_online(
+            &world.grant(
+                "patient-phone",
+                GrantPrincipal::Patient { nhs_number: nhs },
+                vec![],
+            ),
+            "me-8642",
+        )
+        .map_err(|e| fail("patient login")(&e))?;
+    let own = phone
+        .view(&nhs, AccessRequest::with_permission())
+        .map_err(|e| fail("own view")(&e))?;
+    story.check(
+        "the patient sees their whole record on their phone, sensitive items included",
+        released(&own) == Compartment::ALL.to_vec(),
+        t,
+    );
+    let t = Instant::now();
+    let wheelchair = phone.add_entry(&nhs, sample_entry(9), false, None).is_ok();
+    phone
+        .set_patient_choices(&nhs, SharingChoice::CoreOnly, false)
+        .map_err(|e| fail("core only")(&e))?;
+    sync(&phone, &practice, &nhs)?;
+    sync(&practice, &nurse_tab, &nhs)?;
+    let after = nurse_tab
+        .view(&nhs, AccessRequest::with_permission())
+        .map_err(|e| fail("nurse view")(&e))?;
+    let pref_seen = after
+        .view
+        .compartment(Compartment::PatientEntered)
+        .is_some_and(|c| !c.entries.is_empty());
+    story.check(
+        "the patient adds 'uses a wheelchair' and chooses core only; after sync the nurse's tablet releases core, preferences and choices only",
+        wheelchair
+            && pref_seen
+            && released(&after) == vec![Compartment::Core, Compartment::PatientEntered, Compartment::Governance],
         t,
     );
 
     let t = Instant::now();
-    drop((gp_rec, nurse_rec, para_rec));
-    let reopened = [&gp_store, &nurse_store, &para_store]
+    amb_tab
+        .close_incident("INC-77")
+        .map_err(|e| fail("close incident")(&e))?;
+    world.clock.advance(4 * 3_600_000 + 60_000);
+    let forgot = amb_tab
+        .apply_retention()
+        .map_err(|e| fail("retention")(&e))?;
+    let gone = !amb_tab.holds(&nhs).map_err(|e| fail("holds")(&e))?;
+    story.check("four hours after the incident closed, the ambulance tablet forgets the patient (key shredded)", forgot == 1 && gone, t);
+
+    let t = Instant::now();
+    let queue = amb_tab.audit_queue().map_err(|e| fail("audit queue")(&e))?;
+    let for_officer = queue
         .iter()
-        .map(|s| s.open_record(&nhs).map(|r| r.view()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail("reopen")(&e))?;
-    let agree = reopened[1].compartment(Compartment::Core)
-        == reopened[0].compartment(Compartment::Core)
-        && reopened[2].compartment(Compartment::Core) == reopened[0].compartment(Compartment::Core);
-    story.check("every store reopens from disk to the same record", agree, t);
-
-    let t = Instant::now();
-    let forgot = para_store
-        .forget_record(&nhs)
-        .map_err(|e| fail("forget")(&e))?;
-    let gone = matches!(
-        para_store.open_record(&nhs),
-        Err(scr_core::StoreError::RecordNotFound)
-    );
+        .find(|e| e.basis.as_deref() == Some("emergency"));
+    let fhir_ok = for_officer.is_some_and(|e| e.to_fhir()["type"]["code"] == "110113");
+    let trail_kept = queue.iter().any(|e| e.action == "forget") && for_officer.is_some();
     story.check(
-        "incident closed: the ambulance tablet forgets the patient (key shredded)",
-        forgot && gone,
+        "the emergency access waits in the tablet's audit queue for the privacy officer (FHIR 110113), kept after forgetting",
+        fhir_ok && trail_kept,
         t,
     );
 
     let t = Instant::now();
-    for s in [&gp_store, &nurse_store, &para_store] {
-        s.checkpoint().map_err(|e| fail("checkpoint")(&e))?;
+    let mut chains = true;
+    for device in [&practice, &nurse_tab, &amb_tab, &phone] {
+        chains &= matches!(device.verify_audit_chain(), Ok(Ok(())));
     }
+    story.check("every device's audit hash chain verifies", chains, t);
+
+    let t = Instant::now();
+    for device in [&practice, &nurse_tab, &amb_tab, &phone] {
+        device.lock().map_err(|e| fail("lock")(&e))?;
+    }
+    let locked = matches!(
+        nurse_tab.view(&nhs, AccessRequest::with_permission()),
+        Err(EngineError::Locked)
+    );
+    drop((practice, nurse_tab, amb_tab, phone));
     let needles = [
         nhs.digits(),
         "Penicillin".to_owned(),
         "Ada Testpatient".to_owned(),
+        "LEFT leg".to_owned(),
     ];
     let mut clean = true;
     for entry in std::fs::read_dir(dir).map_err(|e| DemoError::DataDir(e.kind()))? {
         let path = entry.map_err(|e| DemoError::DataDir(e.kind()))?.path();
         let bytes = std::fs::read(&path).map_err(|e| DemoError::DataDir(e.kind()))?;
-        for n in &needles {
-            if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
-                clean = false;
-            }
-        }
+        clean &= !needles
+            .iter()
+            .any(|n| bytes.windows(n.len()).any(|w| w == n.as_bytes()));
     }
     story.check(
-        "no NHS number, name or drug appears in clear in any file in the data directory",
-        clean,
+        "locked devices release nothing, and no NHS number, name, drug or note text is in clear in any file",
+        locked && clean,
         t,
     );
     Ok(())

@@ -62,6 +62,20 @@ pub struct ReleasedView {
     pub audit: AuditEvent,
 }
 
+/// The relationship the grant gives with this patient, or the one claimed now.
+fn relationship_of(
+    grant: &RoleProfileGrant,
+    nhs: &NhsNumber,
+    self_claim: Option<AlertReason>,
+) -> Relationship {
+    match (grant.relationship_with(nhs), self_claim) {
+        (Some(r), _) if r.kind == RelationshipKind::Registration => Relationship::Registered,
+        (Some(_), _) => Relationship::FromGrant,
+        (None, Some(reason)) => Relationship::SelfClaimed(reason),
+        (None, None) => Relationship::None,
+    }
+}
+
 fn basis_label(req: &Request) -> Option<String> {
     let mut parts = Vec::new();
     if let Relationship::SelfClaimed(_) = req.relationship {
@@ -101,16 +115,7 @@ impl Engine {
         access: Option<AccessRequest>,
     ) -> Request {
         let governance = replica.view_compartment(Compartment::Governance).ok();
-        let relationship = if let Some(r) = grant.relationship_with(nhs) {
-            match r.kind {
-                RelationshipKind::Registration => Relationship::Registered,
-                _ => Relationship::FromGrant,
-            }
-        } else if let Some(reason) = access.and_then(|a| a.self_claim) {
-            Relationship::SelfClaimed(reason)
-        } else {
-            Relationship::None
-        };
+        let relationship = relationship_of(grant, nhs, access.and_then(|a| a.self_claim));
         let (_, _, organisation) = grant.actor();
         let basis = match access.map(|a| a.basis) {
             Some(RequestedBasis::Emergency) => ViewBasis::Emergency,
@@ -565,11 +570,7 @@ impl Engine {
         let req = Request {
             principal: grant.principal(),
             action: Action::AddEntry(Compartment::Core),
-            relationship: if grant.relationship_with(nhs).is_some() {
-                Relationship::FromGrant
-            } else {
-                Relationship::None
-            },
+            relationship: relationship_of(&grant, nhs, None),
             basis: ViewBasis::NotAsked,
             choices: PatientChoices::default(),
         };
