@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod channel;
 pub mod clock;
 pub mod crypto;
 pub mod engine;

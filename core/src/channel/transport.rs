@@ -1,0 +1,62 @@
+//! The channel as a samod `Transport`: a stream of whole incoming messages
+//! and a sink of outgoing ones, bound to the peer the handshake proved.
+
+use std::sync::{Arc, Mutex};
+
+use futures::{SinkExt, StreamExt};
+use samod::PeerId;
+use samod::transport::Transport;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{
+    Assembler, ChannelError, NoiseChannel, WebSocket, encrypt_message, hex_key, recv_frame,
+};
+
+/// Hands the channel to samod. The transport only accepts samod messages
+/// from the peer whose static key the handshake proved (`with_expected_peer_id`),
+/// so a device cannot speak as another.
+pub fn into_samod_transport<S: WebSocket>(channel: NoiseChannel<S>) -> Transport {
+    let (ws, noise, remote) = channel.into_parts();
+    let (sink, stream) = ws.split();
+    let noise = Arc::new(Mutex::new(noise));
+
+    let reader_noise = noise.clone();
+    let incoming = futures::stream::unfold(
+        (stream, reader_noise, Assembler::default()),
+        |(mut stream, noise, mut assembler)| async move {
+            loop {
+                let frame = match recv_frame(&mut stream).await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => return None,
+                    Err(e) => return Some((Err(e), (stream, noise, assembler))),
+                };
+                let pushed = match noise.lock() {
+                    Ok(mut n) => assembler.push(&mut n, &frame),
+                    Err(_) => Err(ChannelError::Malformed("poisoned")),
+                };
+                match pushed {
+                    Ok(Some(message)) => return Some((Ok(message), (stream, noise, assembler))),
+                    Ok(None) => continue,
+                    Err(e) => return Some((Err(e), (stream, noise, assembler))),
+                }
+            }
+        },
+    );
+
+    let outgoing = sink.with_flat_map(move |message: Vec<u8>| {
+        let frames = match noise.lock() {
+            Ok(mut n) => encrypt_message(&mut n, &message),
+            Err(_) => Err(ChannelError::Malformed("poisoned")),
+        };
+        let items: Vec<Result<Message, tokio_tungstenite::tungstenite::Error>> = match frames {
+            Ok(frames) => frames.into_iter().map(|f| Ok(Message::binary(f))).collect(),
+            // An oversized outgoing message cannot be sent: close rather
+            // than drop it silently.
+            Err(_) => vec![Ok(Message::Close(None))],
+        };
+        futures::stream::iter(items)
+    });
+
+    Transport::new(Box::pin(incoming), Box::pin(outgoing))
+        .with_expected_peer_id(PeerId::from(hex_key(&remote)))
+}
