@@ -33,7 +33,7 @@ async fn echo_server(
                 let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
                     return;
                 };
-                match channel::accept(ws, &keys, |k| enrolled.contains(k)).await {
+                match channel::accept(ws, &keys, |k, _| enrolled.contains(k)).await {
                     Err(e) => {
                         let _ = tx.send(Err(e));
                     }
@@ -161,7 +161,7 @@ async fn next_outcome(
 async fn messages_of_any_size_round_trip_between_proven_keys() {
     let k = keys();
     let (port, mut outcomes) = echo_server(k.server.clone(), vec![k.device.public()]).await;
-    let mut ch = channel::connect(ws_to(port).await, &k.device, &k.server.public())
+    let mut ch = channel::connect(ws_to(port).await, &k.device, &k.server.public(), &[])
         .await
         .unwrap();
     assert_eq!(ch.remote_static(), k.server.public());
@@ -178,7 +178,7 @@ async fn a_server_without_the_pinned_key_is_refused_before_the_device_identifies
     let k = keys();
     let impostor = StaticKeypair::generate().unwrap();
     let (port, mut outcomes) = echo_server(k.server.clone(), vec![k.device.public()]).await;
-    let got = channel::connect(ws_to(port).await, &k.device, &impostor.public()).await;
+    let got = channel::connect(ws_to(port).await, &k.device, &impostor.public(), &[]).await;
     assert_eq!(got.err(), Some(ChannelError::ServerKeyMismatch));
     // The server never completed a handshake with this device.
     assert!(next_outcome(&mut outcomes).await.is_err());
@@ -189,7 +189,7 @@ async fn an_unenrolled_device_is_refused_and_others_are_still_served() {
     let k = keys();
     let stranger = StaticKeypair::generate().unwrap();
     let (port, mut outcomes) = echo_server(k.server.clone(), vec![k.device.public()]).await;
-    let mut ch = channel::connect(ws_to(port).await, &stranger, &k.server.public())
+    let mut ch = channel::connect(ws_to(port).await, &stranger, &k.server.public(), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -200,7 +200,7 @@ async fn an_unenrolled_device_is_refused_and_others_are_still_served() {
         !matches!(ch.recv().await, Ok(Some(_))),
         "an unenrolled device receives nothing"
     );
-    let mut good = channel::connect(ws_to(port).await, &k.device, &k.server.public())
+    let mut good = channel::connect(ws_to(port).await, &k.device, &k.server.public(), &[])
         .await
         .unwrap();
     good.send(b"still here").await.unwrap();
@@ -211,7 +211,7 @@ async fn attacked(fault: Fault) -> ChannelError {
     let k = keys();
     let (server_port, mut outcomes) = echo_server(k.server.clone(), vec![k.device.public()]).await;
     let (proxy_port, _) = proxy(server_port, fault).await;
-    let mut ch = channel::connect(ws_to(proxy_port).await, &k.device, &k.server.public())
+    let mut ch = channel::connect(ws_to(proxy_port).await, &k.device, &k.server.public(), &[])
         .await
         .unwrap();
     assert!(next_outcome(&mut outcomes).await.is_ok());
@@ -241,7 +241,7 @@ async fn a_replayed_handshake_does_not_open_a_session() {
     let k = keys();
     let (server_port, mut outcomes) = echo_server(k.server.clone(), vec![k.device.public()]).await;
     let (proxy_port, seen) = proxy(server_port, Fault::None).await;
-    let mut ch = channel::connect(ws_to(proxy_port).await, &k.device, &k.server.public())
+    let mut ch = channel::connect(ws_to(proxy_port).await, &k.device, &k.server.public(), &[])
         .await
         .unwrap();
     assert!(next_outcome(&mut outcomes).await.is_ok());
@@ -282,7 +282,7 @@ async fn garbage_and_oversized_frames_are_refused_and_the_server_keeps_serving()
         next_outcome(&mut outcomes).await,
         Err(ChannelError::Malformed("text frame"))
     );
-    let mut good = channel::connect(ws_to(port).await, &k.device, &k.server.public())
+    let mut good = channel::connect(ws_to(port).await, &k.device, &k.server.public(), &[])
         .await
         .unwrap();
     assert!(next_outcome(&mut outcomes).await.is_ok());
@@ -313,7 +313,7 @@ impl samod::Dialer for NoiseDialer {
             let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/sync"))
                 .await
                 .map_err(samod::DialError::transient)?;
-            let ch = channel::connect(ws, &device, &server)
+            let ch = channel::connect(ws, &device, &server, &[])
                 .await
                 .map_err(samod::DialError::PermanentFailure)?;
             Ok(channel::into_samod_transport(ch))
@@ -338,7 +338,7 @@ async fn two_samod_repos_sync_a_document_over_the_noise_channel() {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-            if let Ok(ch) = channel::accept(ws, &server_keys, |key| *key == enrolled).await {
+            if let Ok(ch) = channel::accept(ws, &server_keys, |key, _| *key == enrolled).await {
                 let _ = acceptor.accept(channel::into_samod_transport(ch));
             }
         }

@@ -1,5 +1,9 @@
-//! SCR Sync server. Today it holds the end-to-end demo of the on-device
-//! replica; the sync server (samod over the encrypted store, Noise channel,
-//! admin commands) is built here next.
+//! SCR Sync server: samod over the encrypted SQLite store, devices on the
+//! Noise channel, a directory of enrolled devices, health and metrics, and
+//! the end-to-end demo.
 
 pub mod demo;
+pub mod directory;
+pub mod health;
+pub mod identity;
+pub mod serve;

@@ -72,11 +72,14 @@ fn builder(local: &StaticKeypair) -> Result<snow::Builder<'_>, ChannelError> {
 }
 
 /// The device side: runs the handshake and checks the server's static key
-/// against the pinned one before sending its own identity.
+/// against the pinned one before sending its own identity. `payload` rides
+/// in the last handshake message, encrypted and bound to the device's key
+/// (an enrollment token on first contact; empty otherwise).
 pub async fn connect<S: WebSocket>(
     mut ws: S,
     local: &StaticKeypair,
     pinned_server: &[u8; 32],
+    payload: &[u8],
 ) -> Result<NoiseChannel<S>, ChannelError> {
     let mut hs = builder(local)?
         .build_initiator()
@@ -94,20 +97,24 @@ pub async fn connect<S: WebSocket>(
     if remote_static(&hs)? != *pinned_server {
         return Err(ChannelError::ServerKeyMismatch);
     }
-    // -> s, se
+    // -> s, se (with the payload)
+    if payload.len() > 1024 {
+        return Err(ChannelError::Oversized { limit: 1024 });
+    }
     let n = hs
-        .write_message(&[], &mut buf)
+        .write_message(payload, &mut buf)
         .map_err(|_| ChannelError::Handshake("write s, se"))?;
     send_frame(&mut ws, &buf[..n]).await?;
     finish(ws, hs)
 }
 
-/// The server side: runs the handshake and admits only device keys that
-/// `is_enrolled` recognises.
+/// The server side: runs the handshake and admits the device only if
+/// `admit(device key, handshake payload)` says so (an enrolled key, or a
+/// valid enrollment token for a new one).
 pub async fn accept<S: WebSocket>(
     mut ws: S,
     local: &StaticKeypair,
-    is_enrolled: impl Fn(&[u8; 32]) -> bool,
+    admit: impl FnOnce(&[u8; 32], &[u8]) -> bool,
 ) -> Result<NoiseChannel<S>, ChannelError> {
     let mut hs = builder(local)?
         .build_responder()
@@ -121,9 +128,10 @@ pub async fn accept<S: WebSocket>(
         .map_err(|_| ChannelError::Handshake("write e, ee, s, es"))?;
     send_frame(&mut ws, &buf[..n]).await?;
     let frame = recv_frame(&mut ws).await?.ok_or(ChannelError::Closed)?;
-    hs.read_message(&frame, &mut buf)
+    let n = hs
+        .read_message(&frame, &mut buf)
         .map_err(|_| ChannelError::Handshake("read s, se"))?;
-    if !is_enrolled(&remote_static(&hs)?) {
+    if !admit(&remote_static(&hs)?, &buf[..n]) {
         return Err(ChannelError::UnknownPeer);
     }
     finish(ws, hs)

@@ -164,6 +164,17 @@ impl Store {
 }
 
 impl Store {
+    /// Keeps a secret (a device or server private key) sealed in the store.
+    pub fn put_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError> {
+        self.write(|tx| self.put_sealed_meta_tx(tx, &format!("secret:{name}"), secret))
+    }
+
+    /// A secret stored with [`Store::put_secret`].
+    pub fn secret(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
+        self.read(|conn| self.sealed_meta(conn, &format!("secret:{name}")))
+            .map(|v| v.map(zeroize::Zeroizing::new))
+    }
+
     /// A store-wide value sealed with the general key, bound to its name.
     pub(crate) fn put_sealed_meta_tx(
         &self,

@@ -1,0 +1,185 @@
+//! The server's directory of enrolled devices and enrollment tokens, in its
+//! own SQLite file. Tokens are stored only as BLAKE3 hashes:
+//! a token is 128 random bits, so its hash cannot be reversed, and the
+//! database never holds a usable token.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+const SCHEMA: &str = include_str!("0001_directory.sql");
+
+/// What a device was enrolled as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub key: [u8; 32],
+    pub organisation: String,
+    pub device_class: String,
+    pub enrolled_at_ms: i64,
+    pub revoked: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error(
+        "unknown device class {0:?} (patient-phone, ambulance-tablet, nurse-tablet, gp-system)"
+    )]
+    BadClass(String),
+    #[error("an ODS organisation code is 3 to 6 letters and digits")]
+    BadOrganisation,
+    #[error("the enrollment token is unknown, used or expired")]
+    BadToken,
+    #[error("directory database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the directory lock was poisoned")]
+    Poisoned,
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+pub const DEVICE_CLASSES: [&str; 4] = [
+    "patient-phone",
+    "ambulance-tablet",
+    "nurse-tablet",
+    "gp-system",
+];
+
+pub struct Directory {
+    conn: Mutex<Connection>,
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.trim().as_bytes()).as_bytes()
+}
+
+impl Directory {
+    pub fn open(path: &Path) -> Result<Self, DirectoryError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < 1 {
+            conn.execute_batch(SCHEMA)?;
+            conn.pragma_update(None, "user_version", 1)?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, DirectoryError> {
+        self.conn.lock().map_err(|_| DirectoryError::Poisoned)
+    }
+
+    /// A one-time token that enrolls one device for `organisation` as
+    /// `device_class`, valid until `expires_at_ms`. Returned once, never stored.
+    pub fn create_enrollment_token(
+        &self,
+        organisation: &str,
+        device_class: &str,
+        expires_at_ms: i64,
+    ) -> Result<String, DirectoryError> {
+        if !DEVICE_CLASSES.contains(&device_class) {
+            return Err(DirectoryError::BadClass(device_class.to_owned()));
+        }
+        let ods_ok = (3..=6).contains(&organisation.len())
+            && organisation.chars().all(|c| c.is_ascii_alphanumeric());
+        if !ods_ok {
+            return Err(DirectoryError::BadOrganisation);
+        }
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|_| DirectoryError::Random)?;
+        let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        self.conn()?.execute(
+            "INSERT INTO enrollment_tokens (token_hash, organisation, device_class, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                token_hash(&token),
+                organisation,
+                device_class,
+                expires_at_ms
+            ],
+        )?;
+        Ok(token)
+    }
+
+    /// Enrolls `key` with a token, atomically using the token up.
+    pub fn enroll(
+        &self,
+        key: &[u8; 32],
+        token: &str,
+        now_ms: i64,
+    ) -> Result<Device, DirectoryError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT organisation, device_class FROM enrollment_tokens
+                 WHERE token_hash = ?1 AND used_by IS NULL AND expires_at_ms > ?2",
+                params![token_hash(token), now_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (organisation, device_class) = row.ok_or(DirectoryError::BadToken)?;
+        tx.execute(
+            "UPDATE enrollment_tokens SET used_by = ?1 WHERE token_hash = ?2",
+            params![key.as_slice(), token_hash(token)],
+        )?;
+        tx.execute(
+            "INSERT INTO devices (key, organisation, device_class, enrolled_at_ms, revoked)
+             VALUES (?1, ?2, ?3, ?4, 0)
+             ON CONFLICT(key) DO UPDATE SET organisation = excluded.organisation,
+                 device_class = excluded.device_class, enrolled_at_ms = excluded.enrolled_at_ms, revoked = 0",
+            params![key.as_slice(), organisation, device_class, now_ms],
+        )?;
+        tx.commit()?;
+        Ok(Device {
+            key: *key,
+            organisation,
+            device_class,
+            enrolled_at_ms: now_ms,
+            revoked: false,
+        })
+    }
+
+    pub fn device(&self, key: &[u8; 32]) -> Result<Option<Device>, DirectoryError> {
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT organisation, device_class, enrolled_at_ms, revoked FROM devices WHERE key = ?1",
+                [key.as_slice()],
+                |r| {
+                    Ok(Device {
+                        key: *key,
+                        organisation: r.get(0)?,
+                        device_class: r.get(1)?,
+                        enrolled_at_ms: r.get(2)?,
+                        revoked: r.get::<_, i64>(3)? != 0,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Whether `key` may connect: enrolled and not revoked.
+    pub fn is_active(&self, key: &[u8; 32]) -> bool {
+        matches!(self.device(key), Ok(Some(d)) if !d.revoked)
+    }
+
+    /// Revokes a device (a lost tablet). Returns false if it was unknown.
+    pub fn revoke(&self, key: &[u8; 32]) -> Result<bool, DirectoryError> {
+        Ok(self.conn()?.execute(
+            "UPDATE devices SET revoked = 1 WHERE key = ?1",
+            [key.as_slice()],
+        )? > 0)
+    }
+
+    pub fn active_device_count(&self) -> Result<i64, DirectoryError> {
+        Ok(self
+            .conn()?
+            .query_row("SELECT COUNT(*) FROM devices WHERE revoked = 0", [], |r| {
+                r.get(0)
+            })?)
+    }
+}

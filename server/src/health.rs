@@ -1,0 +1,52 @@
+//! A minimal HTTP endpoint on its own port: `GET /health` and
+//! `GET /metrics` (Prometheus text). Nothing else, and no patient data.
+
+use std::sync::Arc;
+
+use scr_core::store::SamodStorage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::directory::Directory;
+use crate::serve::Metrics;
+
+pub async fn serve(
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+    directory: Arc<Directory>,
+    metrics: Arc<Metrics>,
+    storage: SamodStorage,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            accepted = listener.accept() => {
+                let Ok((mut tcp, _)) = accepted else { continue };
+                let (directory, metrics, storage) = (directory.clone(), metrics.clone(), storage.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let n = match tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf)).await {
+                        Ok(Ok(n)) => n,
+                        _ => return,
+                    };
+                    let request = String::from_utf8_lossy(&buf[..n]);
+                    let path = request.split_whitespace().nth(1).unwrap_or("");
+                    let (status, body) = match (request.starts_with("GET "), path) {
+                        (true, "/health") => ("200 OK", "ok\n".to_owned()),
+                        (true, "/metrics") => (
+                            "200 OK",
+                            metrics.render(directory.active_device_count().unwrap_or(-1), storage.failures()),
+                        ),
+                        _ => ("404 Not Found", "not found\n".to_owned()),
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tcp.write_all(response.as_bytes()).await;
+                });
+            }
+        }
+    }
+}

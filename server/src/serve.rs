@@ -1,0 +1,252 @@
+//! `scr-server serve`: a samod repo over the encrypted SQLite store, devices
+//! connecting over the Noise channel, a health and metrics endpoint, and a
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use scr_core::Store;
+use scr_core::channel::{self, hex_key};
+use scr_core::store::{SamodStorage, StoreError};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::directory::{Directory, DirectoryError};
+use crate::health;
+use crate::identity::{ServerIdentity, key_provider};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}: {1}")]
+    Io(&'static str, std::io::ErrorKind),
+    #[error("server.key must hold exactly 32 bytes")]
+    BadKeyFile,
+    #[error("the system random number generator failed")]
+    Random,
+    #[error("server store: {0}")]
+    Store(#[from] StoreError),
+    #[error("directory: {0}")]
+    Directory(#[from] DirectoryError),
+    #[error("the sync repo stopped")]
+    Stopped,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub health: SocketAddr,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections: AtomicU64,
+    pub handshakes_ok: AtomicU64,
+    pub handshakes_refused: AtomicU64,
+    pub enrollments: AtomicU64,
+}
+
+impl Metrics {
+    pub fn render(&self, devices: i64, storage_failures: u64) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# TYPE scr_connections_total counter\nscr_connections_total {}\n\
+             # TYPE scr_handshakes_ok_total counter\nscr_handshakes_ok_total {}\n\
+             # TYPE scr_handshakes_refused_total counter\nscr_handshakes_refused_total {}\n\
+             # TYPE scr_enrollments_total counter\nscr_enrollments_total {}\n\
+             # TYPE scr_enrolled_devices gauge\nscr_enrolled_devices {devices}\n\
+             # TYPE scr_storage_failures_total counter\nscr_storage_failures_total {storage_failures}\n",
+            g(&self.connections),
+            g(&self.handshakes_ok),
+            g(&self.handshakes_refused),
+            g(&self.enrollments),
+        )
+    }
+}
+
+/// A running server. Drop does not stop it: call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    pub sync_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    /// The static key devices pin at enrollment.
+    pub server_key: [u8; 32],
+    pub directory: Arc<Directory>,
+    pub metrics: Arc<Metrics>,
+    repo: samod::Repo,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    pub fn repo(&self) -> &samod::Repo {
+        &self.repo
+    }
+
+    /// Stops accepting, lets samod flush, and returns when done.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.repo.stop().await;
+    }
+}
+
+/// Opens (creating) the data directory and starts serving.
+pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ServeError::Io("data directory", e.kind()))?;
+    let keys = key_provider(&config.data_dir)?;
+    let store = Store::open(config.data_dir.join("server.db"), &keys)?;
+    let identity = ServerIdentity::load_or_create(&store)?;
+    let directory = Arc::new(Directory::open(&config.data_dir.join("directory.db"))?);
+    let storage = SamodStorage::new(store);
+    let repo = samod::Repo::build_tokio()
+        .with_storage(storage.clone())
+        .with_peer_id(samod::PeerId::from(hex_key(&identity.noise.public())))
+        .load()
+        .await;
+    let acceptor = repo
+        .make_acceptor(samod::Url::parse("ws://scr-server/sync").map_err(|_| ServeError::Stopped)?)
+        .map_err(|_| ServeError::Stopped)?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServeError::Io("bind sync port", e.kind()))?;
+    let sync_addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Io("sync port", e.kind()))?;
+    let health_listener = TcpListener::bind(config.health)
+        .await
+        .map_err(|e| ServeError::Io("bind health port", e.kind()))?;
+    let health_addr = health_listener
+        .local_addr()
+        .map_err(|e| ServeError::Io("health port", e.kind()))?;
+
+    let (stop, stopped) = watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
+    let server_key = identity.noise.public();
+    let identity = Arc::new(identity);
+
+    let sync_task = tokio::spawn(accept_loop(
+        listener,
+        stopped.clone(),
+        identity,
+        directory.clone(),
+        metrics.clone(),
+        acceptor,
+    ));
+    let health_task = tokio::spawn(health::serve(
+        health_listener,
+        stopped,
+        directory.clone(),
+        metrics.clone(),
+        storage,
+    ));
+    tracing::info!(%sync_addr, %health_addr, server_key = %hex_key(&server_key), "serving");
+    Ok(RunningServer {
+        sync_addr,
+        health_addr,
+        server_key,
+        directory,
+        metrics,
+        repo,
+        stop,
+        tasks: vec![sync_task, health_task],
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+    identity: Arc<ServerIdentity>,
+    directory: Arc<Directory>,
+    metrics: Arc<Metrics>,
+    acceptor: samod::AcceptorHandle,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            accepted = listener.accept() => {
+                let Ok((tcp, peer)) = accepted else { continue };
+                metrics.connections.fetch_add(1, Ordering::Relaxed);
+                let (identity, directory, metrics, acceptor) =
+                    (identity.clone(), directory.clone(), metrics.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    match handshake(tcp, &identity, &directory, &metrics).await {
+                        Ok(transport) => {
+                            metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+                            if acceptor.accept(transport).is_err() {
+                                tracing::warn!("sync repo stopped; connection dropped");
+                            }
+                        }
+                        Err(reason) => {
+                            metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                            // The address and the reason only: no keys, no payload.
+                            tracing::info!(%peer, %reason, "connection refused");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// WebSocket upgrade (frames bounded to one Noise message), then the Noise
+/// handshake admitting enrolled devices or enrolling a new one with a token.
+async fn handshake(
+    tcp: TcpStream,
+    identity: &ServerIdentity,
+    directory: &Directory,
+    metrics: &Metrics,
+) -> Result<samod::transport::Transport, String> {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(70 * 1024))
+        .max_frame_size(Some(70 * 1024));
+    let ws = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio_tungstenite::accept_async_with_config(tcp, Some(config)),
+    )
+    .await
+    .map_err(|_| "websocket upgrade timed out".to_owned())?
+    .map_err(|e| format!("websocket upgrade: {e}"))?;
+    let now = scr_core::clock::now_ms();
+    let admit = |key: &[u8; 32], payload: &[u8]| {
+        if directory.is_active(key) {
+            return true;
+        }
+        let Ok(token) = std::str::from_utf8(payload) else {
+            return false;
+        };
+        if token.is_empty()
+            || directory
+                .device(key)
+                .ok()
+                .flatten()
+                .is_some_and(|d| d.revoked)
+        {
+            return false;
+        }
+        match directory.enroll(key, token, now) {
+            Ok(device) => {
+                metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(organisation = %device.organisation, class = %device.device_class, "device enrolled");
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    let channel = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        channel::accept(ws, &identity.noise, admit),
+    )
+    .await
+    .map_err(|_| "handshake timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
+    Ok(channel::into_samod_transport(channel))
+}

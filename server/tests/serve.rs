@@ -1,0 +1,309 @@
+//! The server over real sockets: a device enrolls with a one-time token,
+//! syncs a document over the Noise channel into the sealed server store,
+//! and the document survives a restart; strangers, reused or expired
+//! tokens and revoked devices are refused; health and metrics answer.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use automerge::transaction::Transactable;
+use futures::future::BoxFuture;
+use scr_core::Store;
+use scr_core::channel::{self, ChannelError, StaticKeypair, hex_key};
+use scr_core::crypto::{SecretKey, StaticKeyProvider};
+use scr_core::store::SamodStorage;
+use scr_server::serve::{RunningServer, ServeConfig, start};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn server(dir: &std::path::Path) -> RunningServer {
+    start(ServeConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        health: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap()
+}
+
+fn hour_from_now() -> i64 {
+    scr_core::clock::now_ms() + 3_600_000
+}
+
+struct TokenDialer {
+    addr: std::net::SocketAddr,
+    keys: Arc<StaticKeypair>,
+    server_key: [u8; 32],
+    token: String,
+}
+
+impl samod::Dialer for TokenDialer {
+    type Error = ChannelError;
+
+    fn url(&self) -> samod::Url {
+        samod::Url::parse(&format!("ws://{}/sync", self.addr)).unwrap()
+    }
+
+    fn connect(
+        &self,
+    ) -> BoxFuture<'static, Result<samod::transport::Transport, samod::DialError<ChannelError>>>
+    {
+        let (addr, keys, server_key, token) = (
+            self.addr,
+            self.keys.clone(),
+            self.server_key,
+            self.token.clone(),
+        );
+        Box::pin(async move {
+            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/sync"))
+                .await
+                .map_err(samod::DialError::transient)?;
+            let ch = channel::connect(ws, &keys, &server_key, token.as_bytes())
+                .await
+                .map_err(samod::DialError::PermanentFailure)?;
+            Ok(channel::into_samod_transport(ch))
+        })
+    }
+}
+
+async fn read_visit(repo: &samod::Repo, id: samod::DocumentId) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Some(h)) = repo.find(id.clone()).await {
+                let v = h.with_document(|d| {
+                    use automerge::ReadDoc;
+                    d.get(automerge::ROOT, "visit")
+                        .ok()
+                        .flatten()
+                        .and_then(|(v, _)| v.as_str().map(str::to_owned))
+                });
+                if v.is_some() {
+                    return v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_enrolls_syncs_into_the_sealed_store_and_the_data_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let srv = server(&server_dir).await;
+    let server_key = srv.server_key;
+    let token = srv
+        .directory
+        .create_enrollment_token("RX1", "nurse-tablet", hour_from_now())
+        .unwrap();
+
+    let device_keys = Arc::new(StaticKeypair::generate().unwrap());
+    let device_store = Store::open(
+        dir.path().join("device.db"),
+        &StaticKeyProvider::new(SecretKey::from_bytes([3; 32])),
+    )
+    .unwrap();
+    let device = samod::Repo::build_tokio()
+        .with_storage(SamodStorage::new(device_store))
+        .with_peer_id(samod::PeerId::from(hex_key(&device_keys.public())))
+        .load()
+        .await;
+    let dialer = device
+        .dial(
+            samod::BackoffConfig::default(),
+            Arc::new(TokenDialer {
+                addr: srv.sync_addr,
+                keys: device_keys.clone(),
+                server_key,
+                token,
+            }),
+        )
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), dialer.established())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut doc = automerge::Automerge::new();
+    let mut tx = doc.transaction();
+    tx.put(automerge::ROOT, "visit", "Quillfeather dressing changed")
+        .unwrap();
+    tx.commit();
+    let id = device.create(doc).await.unwrap().document_id().clone();
+
+    assert_eq!(
+        read_visit(srv.repo(), id.clone()).await.as_deref(),
+        Some("Quillfeather dressing changed")
+    );
+    assert_eq!(srv.metrics.enrollments.load(Ordering::Relaxed), 1);
+    let enrolled = srv
+        .directory
+        .device(&device_keys.public())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            enrolled.organisation.as_str(),
+            enrolled.device_class.as_str()
+        ),
+        ("RX1", "nurse-tablet")
+    );
+    device.stop().await;
+    srv.shutdown().await;
+
+    // Restart: same identity, and the document comes back from the sealed store.
+    let srv = server(&server_dir).await;
+    assert_eq!(srv.server_key, server_key);
+    assert_eq!(
+        read_visit(srv.repo(), id).await.as_deref(),
+        Some("Quillfeather dressing changed")
+    );
+    srv.shutdown().await;
+    for entry in std::fs::read_dir(&server_dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(12).any(|w| w == b"Quillfeather"),
+            "document text in clear on the server"
+        );
+    }
+}
+
+/// Connects a raw channel and reports whether the server kept it open.
+async fn admitted(srv: &RunningServer, keys: &StaticKeypair, token: &str) -> bool {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
+        .await
+        .unwrap();
+    let Ok(mut ch) = channel::connect(ws, keys, &srv.server_key, token.as_bytes()).await else {
+        return false;
+    };
+    // A refused device finds the socket closed at once; an admitted one is
+    // handed to samod, which waits for the device to speak first.
+    !matches!(
+        tokio::time::timeout(Duration::from_secs(1), ch.recv()).await,
+        Ok(Ok(None)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_reused_or_expired_tokens_and_revoked_devices_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let (a, b, c) = (
+        StaticKeypair::generate().unwrap(),
+        StaticKeypair::generate().unwrap(),
+        StaticKeypair::generate().unwrap(),
+    );
+    assert!(!admitted(&srv, &a, "").await, "no token");
+    assert!(!admitted(&srv, &a, "not-a-token").await, "made-up token");
+    let token = srv
+        .directory
+        .create_enrollment_token("RYA", "ambulance-tablet", hour_from_now())
+        .unwrap();
+    assert!(admitted(&srv, &a, &token).await, "fresh token");
+    assert!(admitted(&srv, &a, "").await, "enrolled key needs no token");
+    assert!(!admitted(&srv, &b, &token).await, "token already used");
+    let expired = srv
+        .directory
+        .create_enrollment_token("RYA", "ambulance-tablet", scr_core::clock::now_ms() - 1)
+        .unwrap();
+    assert!(!admitted(&srv, &c, &expired).await, "expired token");
+    assert!(srv.directory.revoke(&a.public()).unwrap());
+    let fresh = srv
+        .directory
+        .create_enrollment_token("RYA", "ambulance-tablet", hour_from_now())
+        .unwrap();
+    assert!(
+        !admitted(&srv, &a, &fresh).await,
+        "a revoked key cannot re-enroll"
+    );
+    assert_eq!(srv.metrics.handshakes_refused.load(Ordering::Relaxed), 5);
+    srv.shutdown().await;
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_answer_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let health = http_get(srv.health_addr, "/health").await;
+    assert!(
+        health.starts_with("HTTP/1.1 200 OK") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let metrics = http_get(srv.health_addr, "/metrics").await;
+    assert!(metrics.contains("scr_enrolled_devices 0"), "{metrics}");
+    assert!(
+        metrics.contains("scr_storage_failures_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        http_get(srv.health_addr, "/nope")
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
+    srv.shutdown().await;
+}
+
+#[test]
+fn admin_commands_give_a_token_or_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_scr-server"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let d = dir.path().to_str().unwrap();
+    let ok = run(&[
+        "admin",
+        "enroll-token",
+        "--data-dir",
+        d,
+        "--org",
+        "RX1",
+        "--class",
+        "nurse-tablet",
+    ]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("enrollment token: ") && stdout.contains("server key"),
+        "{stdout}"
+    );
+    let bad = run(&[
+        "admin",
+        "enroll-token",
+        "--data-dir",
+        d,
+        "--org",
+        "RX1",
+        "--class",
+        "toaster",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown device class"));
+    let missing = run(&[
+        "admin",
+        "enroll-token",
+        "--data-dir",
+        d,
+        "--class",
+        "nurse-tablet",
+    ]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--org is required"));
+    let revoke = run(&["admin", "revoke-device", "--data-dir", d, "--key", "zz"]);
+    assert!(String::from_utf8_lossy(&revoke.stderr).contains("64 hex digits"));
+}
