@@ -7,3 +7,4 @@ pub mod directory;
 pub mod health;
 pub mod identity;
 pub mod serve;
+pub mod users;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use scr_core::Store;
 use scr_core::channel::hex_key;
+use scr_core::grant::RelationshipKind;
 use scr_server::directory::Directory;
 use scr_server::identity::{ServerIdentity, key_provider};
 use scr_server::serve::{ServeConfig, start};
@@ -16,6 +17,11 @@ const USAGE: &str = "usage:
   scr-server serve --data-dir DIR [--listen 127.0.0.1:7420] [--health 127.0.0.1:7421]
   scr-server admin enroll-token --data-dir DIR --org ODS --class CLASS [--ttl-minutes 60]
   scr-server admin revoke-device --data-dir DIR --key HEX
+  scr-server admin add-user --data-dir DIR --user-id SDS --name NAME --org ODS --job-role R0050
+                            --role-name NAME --activities B0264,B0370 --card-serial SERIAL
+                            [--privacy-officer yes]   (reads the passcode from standard input)
+  scr-server admin assign --data-dir DIR --user-id SDS --nhs NUMBER --kind caseload|registration|referral|incident:ID
+  scr-server admin unassign --data-dir DIR --user-id SDS --nhs NUMBER
 classes: patient-phone, ambulance-tablet, nurse-tablet, gp-system";
 
 fn main() -> ExitCode {
@@ -37,6 +43,9 @@ fn main() -> ExitCode {
         "serve" => serve(&flags),
         "admin enroll-token" => enroll_token(&flags),
         "admin revoke-device" => revoke_device(&flags),
+        "admin add-user" => add_user(&flags),
+        "admin assign" => assign(&flags, true),
+        "admin unassign" => assign(&flags, false),
         _ => return usage("unknown command"),
     };
     match result {
@@ -159,13 +168,75 @@ fn revoke_device(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
     }
 }
 
+fn open_server(dir: &std::path::Path) -> Result<(Store, Directory), String> {
+    let keys = key_provider(dir).map_err(|e| e.to_string())?;
+    let store = Store::open(dir.join("server.db"), &keys).map_err(|e| e.to_string())?;
+    let directory = Directory::open(&dir.join("directory.db")).map_err(|e| e.to_string())?;
+    Ok((store, directory))
+}
+
+fn add_user(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
+    let dir = PathBuf::from(required(flags, "data-dir")?);
+    let (_, directory) = open_server(&dir)?;
+    let user = scr_server::users::NewUser {
+        user_id: required(flags, "user-id")?.to_owned(),
+        display_name: required(flags, "name")?.to_owned(),
+        organisation: required(flags, "org")?.to_owned(),
+        job_role: required(flags, "job-role")?.to_owned(),
+        job_role_name: required(flags, "role-name")?.to_owned(),
+        activities: required(flags, "activities")?
+            .split(',')
+            .map(|a| a.trim().to_owned())
+            .collect(),
+        privacy_officer: flags.get("privacy-officer").is_some_and(|v| v == "yes"),
+        card_serial: required(flags, "card-serial")?.to_owned(),
+    };
+    // The passcode comes on standard input, never on the command line.
+    let mut passcode = String::new();
+    std::io::stdin()
+        .read_line(&mut passcode)
+        .map_err(|e| e.to_string())?;
+    directory
+        .add_user(&user, passcode.trim_end_matches(['\r', '\n']))
+        .map_err(|e| e.to_string())?;
+    println!("user {} added", user.user_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn assign(flags: &HashMap<String, String>, add: bool) -> Result<ExitCode, String> {
+    let dir = PathBuf::from(required(flags, "data-dir")?);
+    let (store, directory) = open_server(&dir)?;
+    let user = required(flags, "user-id")?;
+    let nhs =
+        scr_core::NhsNumber::parse(required(flags, "nhs")?).map_err(|e| format!("--nhs: {e}"))?;
+    if !add {
+        let removed = scr_server::users::unassign(&store, user, nhs).map_err(|e| e.to_string())?;
+        println!(
+            "{}",
+            if removed {
+                "relationship ended"
+            } else {
+                "there was no such relationship"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let kind = match required(flags, "kind")? {
+        "caseload" => RelationshipKind::Caseload,
+        "registration" => RelationshipKind::Registration,
+        "referral" => RelationshipKind::Referral,
+        other => match other.strip_prefix("incident:") {
+            Some(id) if !id.is_empty() => RelationshipKind::Incident {
+                incident_id: id.to_owned(),
+            },
+            _ => return Err("--kind is caseload, registration, referral or incident:ID".into()),
+        },
+    };
+    scr_server::users::assign(&store, &directory, user, nhs, kind).map_err(|e| e.to_string())?;
+    println!("relationship recorded");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn parse_hex_key(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    scr_core::channel::from_hex(hex)?.try_into().ok()
 }

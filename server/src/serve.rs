@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use scr_core::Store;
-use scr_core::channel::{self, hex_key};
+use scr_core::channel::{self, Hello, LoginRequest, LoginResponse, Purpose, hex_key};
 use scr_core::store::{SamodStorage, StoreError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -49,6 +49,7 @@ pub struct Metrics {
     pub handshakes_ok: AtomicU64,
     pub handshakes_refused: AtomicU64,
     pub enrollments: AtomicU64,
+    pub logins: AtomicU64,
 }
 
 impl Metrics {
@@ -59,12 +60,14 @@ impl Metrics {
              # TYPE scr_handshakes_ok_total counter\nscr_handshakes_ok_total {}\n\
              # TYPE scr_handshakes_refused_total counter\nscr_handshakes_refused_total {}\n\
              # TYPE scr_enrollments_total counter\nscr_enrollments_total {}\n\
+             # TYPE scr_logins_total counter\nscr_logins_total {}\n\
              # TYPE scr_enrolled_devices gauge\nscr_enrolled_devices {devices}\n\
              # TYPE scr_storage_failures_total counter\nscr_storage_failures_total {storage_failures}\n",
             g(&self.connections),
             g(&self.handshakes_ok),
             g(&self.handshakes_refused),
             g(&self.enrollments),
+            g(&self.logins),
         )
     }
 }
@@ -105,7 +108,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let store = Store::open(config.data_dir.join("server.db"), &keys)?;
     let identity = ServerIdentity::load_or_create(&store)?;
     let directory = Arc::new(Directory::open(&config.data_dir.join("directory.db"))?);
-    let storage = SamodStorage::new(store);
+    let storage = SamodStorage::new(store.clone());
     let repo = samod::Repo::build_tokio()
         .with_storage(storage.clone())
         .with_peer_id(samod::PeerId::from(hex_key(&identity.noise.public())))
@@ -131,16 +134,15 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let (stop, stopped) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
     let server_key = identity.noise.public();
-    let identity = Arc::new(identity);
 
-    let sync_task = tokio::spawn(accept_loop(
-        listener,
-        stopped.clone(),
+    let shared = Arc::new(Shared {
         identity,
-        directory.clone(),
-        metrics.clone(),
+        directory: directory.clone(),
+        metrics: metrics.clone(),
+        store,
         acceptor,
-    ));
+    });
+    let sync_task = tokio::spawn(accept_loop(listener, stopped.clone(), shared));
     let health_task = tokio::spawn(health::serve(
         health_listener,
         stopped,
@@ -161,32 +163,43 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     })
 }
 
+/// What every connection task needs.
+struct Shared {
+    identity: ServerIdentity,
+    directory: Arc<Directory>,
+    metrics: Arc<Metrics>,
+    store: Store,
+    acceptor: samod::AcceptorHandle,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     mut stopped: watch::Receiver<bool>,
-    identity: Arc<ServerIdentity>,
-    directory: Arc<Directory>,
-    metrics: Arc<Metrics>,
-    acceptor: samod::AcceptorHandle,
+    shared: Arc<Shared>,
 ) {
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
             accepted = listener.accept() => {
                 let Ok((tcp, peer)) = accepted else { continue };
-                metrics.connections.fetch_add(1, Ordering::Relaxed);
-                let (identity, directory, metrics, acceptor) =
-                    (identity.clone(), directory.clone(), metrics.clone(), acceptor.clone());
+                shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                let shared = shared.clone();
                 tokio::spawn(async move {
-                    match handshake(tcp, &identity, &directory, &metrics).await {
-                        Ok(transport) => {
-                            metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
-                            if acceptor.accept(transport).is_err() {
+                    match handshake(tcp, &shared).await {
+                        Ok((channel, Purpose::Sync)) => {
+                            shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+                            if shared.acceptor.accept(channel::into_samod_transport(channel)).is_err() {
                                 tracing::warn!("sync repo stopped; connection dropped");
                             }
                         }
+                        Ok((channel, Purpose::Login)) => {
+                            shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+                            if let Err(reason) = serve_login(channel, &shared).await {
+                                tracing::info!(%peer, %reason, "login exchange failed");
+                            }
+                        }
                         Err(reason) => {
-                            metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                            shared.metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
                             // The address and the reason only: no keys, no payload.
                             tracing::info!(%peer, %reason, "connection refused");
                         }
@@ -197,14 +210,12 @@ async fn accept_loop(
     }
 }
 
+type Channel = channel::NoiseChannel<tokio_tungstenite::WebSocketStream<TcpStream>>;
+
 /// WebSocket upgrade (frames bounded to one Noise message), then the Noise
-/// handshake admitting enrolled devices or enrolling a new one with a token.
-async fn handshake(
-    tcp: TcpStream,
-    identity: &ServerIdentity,
-    directory: &Directory,
-    metrics: &Metrics,
-) -> Result<samod::transport::Transport, String> {
+/// handshake admitting enrolled devices or enrolling a new one with the
+/// token in its hello.
+async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Purpose), String> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(70 * 1024))
         .max_frame_size(Some(70 * 1024));
@@ -216,25 +227,32 @@ async fn handshake(
     .map_err(|_| "websocket upgrade timed out".to_owned())?
     .map_err(|e| format!("websocket upgrade: {e}"))?;
     let now = scr_core::clock::now_ms();
+    let purpose = std::sync::Mutex::new(None);
     let admit = |key: &[u8; 32], payload: &[u8]| {
+        let Some(hello) = Hello::decode(payload) else {
+            return false;
+        };
+        if let Ok(mut p) = purpose.lock() {
+            *p = Some(hello.purpose);
+        }
+        let directory = &shared.directory;
         if directory.is_active(key) {
             return true;
         }
-        let Ok(token) = std::str::from_utf8(payload) else {
+        let Some(token) = hello.enrollment_token.filter(|t| !t.is_empty()) else {
             return false;
         };
-        if token.is_empty()
-            || directory
-                .device(key)
-                .ok()
-                .flatten()
-                .is_some_and(|d| d.revoked)
+        if directory
+            .device(key)
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.revoked)
         {
             return false;
         }
-        match directory.enroll(key, token, now) {
+        match directory.enroll(key, &token, now) {
             Ok(device) => {
-                metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(organisation = %device.organisation, class = %device.device_class, "device enrolled");
                 true
             }
@@ -243,10 +261,43 @@ async fn handshake(
     };
     let channel = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        channel::accept(ws, &identity.noise, admit),
+        channel::accept(ws, &shared.identity.noise, admit),
     )
     .await
     .map_err(|_| "handshake timed out".to_owned())?
     .map_err(|e| e.to_string())?;
-    Ok(channel::into_samod_transport(channel))
+    let purpose = purpose
+        .lock()
+        .ok()
+        .and_then(|p| *p)
+        .unwrap_or(Purpose::Sync);
+    Ok((channel, purpose))
+}
+
+/// One login exchange on an authenticated channel: the grant is bound to
+/// the key the device proved in the handshake.
+async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String> {
+    let request = tokio::time::timeout(std::time::Duration::from_secs(30), channel.recv())
+        .await
+        .map_err(|_| "no login request".to_owned())?
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "closed before the login request".to_owned())?;
+    let response = match serde_json::from_slice::<LoginRequest>(&request) {
+        Ok(request) => crate::users::login(
+            &shared.directory,
+            &shared.store,
+            &shared.identity.signer,
+            &channel.remote_static(),
+            &request,
+            scr_core::clock::now_ms(),
+        ),
+        Err(_) => LoginResponse::Refused {
+            reason: "the login request is malformed".into(),
+        },
+    };
+    if matches!(response, LoginResponse::Granted { .. }) {
+        shared.metrics.logins.fetch_add(1, Ordering::Relaxed);
+    }
+    let body = serde_json::to_vec(&response).map_err(|e| e.to_string())?;
+    channel.send(&body).await.map_err(|e| e.to_string())
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use automerge::transaction::Transactable;
 use futures::future::BoxFuture;
 use scr_core::Store;
-use scr_core::channel::{self, ChannelError, StaticKeypair, hex_key};
+use scr_core::channel::{self, ChannelError, Hello, Purpose, StaticKeypair, hex_key};
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::store::SamodStorage;
 use scr_server::serve::{RunningServer, ServeConfig, start};
@@ -60,7 +60,8 @@ impl samod::Dialer for TokenDialer {
             let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/sync"))
                 .await
                 .map_err(samod::DialError::transient)?;
-            let ch = channel::connect(ws, &keys, &server_key, token.as_bytes())
+            let hello = Hello::new(Purpose::Sync, Some(&token)).encode();
+            let ch = channel::connect(ws, &keys, &server_key, &hello)
                 .await
                 .map_err(samod::DialError::PermanentFailure)?;
             Ok(channel::into_samod_transport(ch))
@@ -177,7 +178,8 @@ async fn admitted(srv: &RunningServer, keys: &StaticKeypair, token: &str) -> boo
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
         .await
         .unwrap();
-    let Ok(mut ch) = channel::connect(ws, keys, &srv.server_key, token.as_bytes()).await else {
+    let hello = Hello::new(Purpose::Sync, Some(token).filter(|t| !t.is_empty())).encode();
+    let Ok(mut ch) = channel::connect(ws, keys, &srv.server_key, &hello).await else {
         return false;
     };
     // A refused device finds the socket closed at once; an admitted one is
@@ -306,4 +308,87 @@ fn admin_commands_give_a_token_or_a_clear_error() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--org is required"));
     let revoke = run(&["admin", "revoke-device", "--data-dir", d, "--key", "zz"]);
     assert!(String::from_utf8_lossy(&revoke.stderr).contains("64 hex digits"));
+
+    let mut add = Command::new(env!("CARGO_BIN_EXE_scr-server"))
+        .args([
+            "admin",
+            "add-user",
+            "--data-dir",
+            d,
+            "--user-id",
+            "555000000102",
+            "--name",
+            "Jo Nurse",
+            "--org",
+            "RX1",
+            "--job-role",
+            "R0050",
+            "--role-name",
+            "Community Nurse",
+            "--activities",
+            "B0264,B0370,B0380",
+            "--card-serial",
+            "CARD-1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    add.stdin.take().unwrap().write_all(b"jo-2468\n").unwrap();
+    assert!(add.wait_with_output().unwrap().status.success());
+    let assigned = run(&[
+        "admin",
+        "assign",
+        "--data-dir",
+        d,
+        "--user-id",
+        "555000000102",
+        "--nhs",
+        "943 476 5919",
+        "--kind",
+        "caseload",
+    ]);
+    assert!(
+        assigned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&assigned.stderr)
+    );
+    let bad_nhs = run(&[
+        "admin",
+        "assign",
+        "--data-dir",
+        d,
+        "--user-id",
+        "555000000102",
+        "--nhs",
+        "9434765918",
+        "--kind",
+        "caseload",
+    ]);
+    assert!(String::from_utf8_lossy(&bad_nhs.stderr).contains("check digit"));
+    let nobody = run(&[
+        "admin",
+        "assign",
+        "--data-dir",
+        d,
+        "--user-id",
+        "1",
+        "--nhs",
+        "9434765919",
+        "--kind",
+        "caseload",
+    ]);
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no such user"));
+    let ended = run(&[
+        "admin",
+        "unassign",
+        "--data-dir",
+        d,
+        "--user-id",
+        "555000000102",
+        "--nhs",
+        "9434765919",
+    ]);
+    assert!(String::from_utf8_lossy(&ended.stdout).contains("relationship ended"));
 }

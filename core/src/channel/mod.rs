@@ -13,6 +13,7 @@
 //! the last, and reassembled up to [`MAX_MESSAGE`].
 
 mod error;
+mod hello;
 mod keys;
 mod transport;
 
@@ -21,6 +22,7 @@ use snow::{HandshakeState, TransportState};
 use tokio_tungstenite::tungstenite::Message;
 
 pub use error::ChannelError;
+pub use hello::{Hello, LoginRequest, LoginResponse, Purpose, from_hex, to_hex};
 pub use keys::{StaticKeypair, hex_key};
 pub use transport::into_samod_transport;
 
@@ -135,6 +137,21 @@ pub async fn accept<S: WebSocket>(
         return Err(ChannelError::UnknownPeer);
     }
     finish(ws, hs)
+}
+
+/// Logs in online over a fresh channel: one request, one response.
+pub async fn login<S: WebSocket>(
+    ws: S,
+    local: &StaticKeypair,
+    pinned_server: &[u8; 32],
+    request: &LoginRequest,
+) -> Result<LoginResponse, ChannelError> {
+    let hello = Hello::new(Purpose::Login, None).encode();
+    let mut channel = connect(ws, local, pinned_server, &hello).await?;
+    let body = serde_json::to_vec(request).map_err(|_| ChannelError::Malformed("login request"))?;
+    channel.send(&body).await?;
+    let reply = channel.recv().await?.ok_or(ChannelError::Closed)?;
+    serde_json::from_slice(&reply).map_err(|_| ChannelError::Malformed("login response"))
 }
 
 fn remote_static(hs: &HandshakeState) -> Result<[u8; 32], ChannelError> {

@@ -13,6 +13,7 @@
 mod envelope;
 mod key_provider;
 mod keys;
+pub mod passcode;
 
 pub use envelope::{ENVELOPE_OVERHEAD, ENVELOPE_V1, open, seal};
 pub use key_provider::{KeyProvider, KeyProviderError, PassphraseKeyProvider, StaticKeyProvider};

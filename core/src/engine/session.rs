@@ -3,7 +3,6 @@
 //! high-water mark. Sealed in the store; survives restarts, so killing the
 //! app does not reset the count of wrong passcodes.
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use rusqlite::{Connection, Transaction};
 use serde::{Deserialize, Serialize};
 
@@ -55,16 +54,4 @@ pub(crate) fn set_clock_high_water(
     store.put_sealed_meta_tx(tx, CLOCK, &at.to_le_bytes())
 }
 
-/// An Argon2id verifier (PHC string, random salt, default parameters).
-pub(crate) fn hash_passcode(passcode: &str) -> Option<String> {
-    Argon2::default()
-        .hash_password(passcode.as_bytes())
-        .ok()
-        .map(|h| h.to_string())
-}
-
-pub(crate) fn passcode_matches(passcode: &str, phc: &str) -> bool {
-    Argon2::default()
-        .verify_password(passcode.as_bytes(), phc)
-        .is_ok()
-}
+pub(crate) use crate::crypto::passcode::{hash_passcode, passcode_matches};

@@ -8,7 +8,10 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-const SCHEMA: &str = include_str!("0001_directory.sql");
+const MIGRATIONS: &[&str] = &[
+    include_str!("0001_directory.sql"),
+    include_str!("0002_users.sql"),
+];
 
 /// What a device was enrolled as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,20 +58,22 @@ fn token_hash(token: &str) -> [u8; 32] {
 
 impl Directory {
     pub fn open(path: &Path) -> Result<Self, DirectoryError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version < 1 {
-            conn.execute_batch(SCHEMA)?;
-            conn.pragma_update(None, "user_version", 1)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
         }
         Ok(Self {
             conn: Mutex::new(conn),
         })
     }
 
-    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, DirectoryError> {
+    pub(crate) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, DirectoryError> {
         self.conn.lock().map_err(|_| DirectoryError::Poisoned)
     }
 

@@ -1,0 +1,126 @@
+//! The first words on a channel: what the device wants, carried encrypted
+//! in the last handshake message, and the login exchange that follows when
+//! the device asks for one. JSON, versioned.
+
+use serde::{Deserialize, Serialize};
+
+/// Why the device connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Purpose {
+    /// Hand the channel to samod.
+    Sync,
+    /// One login exchange, then close.
+    Login,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    #[serde(rename = "v")]
+    pub version: u8,
+    pub purpose: Purpose,
+    /// A one-time enrollment token, on a device's first contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_token: Option<String>,
+}
+
+impl Hello {
+    pub fn new(purpose: Purpose, enrollment_token: Option<&str>) -> Self {
+        Self {
+            version: 1,
+            purpose,
+            enrollment_token: enrollment_token.map(str::to_owned),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// An empty payload is a plain sync hello; anything else must parse.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.is_empty() {
+            return Some(Self::new(Purpose::Sync, None));
+        }
+        serde_json::from_slice::<Self>(bytes)
+            .ok()
+            .filter(|h| h.version == 1)
+    }
+}
+
+/// The stand-in for smartcard / CIS2 authentication: same shape of result.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub user_id: String,
+    pub card_serial: String,
+    pub passcode: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum LoginResponse {
+    /// The signed role profile grant (hex), and the key that signed it.
+    Granted {
+        grant_hex: String,
+        grant_key_hex: String,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips_and_rejects_garbage() {
+        let h = Hello::new(Purpose::Login, Some("abc"));
+        assert_eq!(Hello::decode(&h.encode()), Some(h));
+        assert_eq!(Hello::decode(b""), Some(Hello::new(Purpose::Sync, None)));
+        assert_eq!(Hello::decode(b"not json"), None);
+        assert_eq!(Hello::decode(br#"{"v":2,"purpose":"sync"}"#), None);
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(
+            from_hex(&to_hex(&[0, 1, 254, 255])),
+            Some(vec![0, 1, 254, 255])
+        );
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+    }
+
+    #[test]
+    fn a_login_request_never_prints_its_passcode() {
+        let r = LoginRequest {
+            user_id: "u".into(),
+            card_serial: "c".into(),
+            passcode: "secret-1234".into(),
+        };
+        assert!(!format!("{r:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,189 @@
+//! Online login over the Noise channel: the server checks user id, card and
+//! passcode and issues a role profile grant bound to the device's proven
+//! key, with the user's current relationships; the device's engine accepts
+//! it offline against the pinned grant key.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use scr_core::channel::{
+    self, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair, from_hex, hex_key,
+};
+use scr_core::clock::SystemClock;
+use scr_core::crypto::{SecretKey, StaticKeyProvider};
+use scr_core::engine::{DeviceClass, Engine, EngineConfig};
+use scr_core::fixtures::test_nhs_number;
+use scr_core::grant::{GrantPrincipal, RelationshipKind};
+use scr_server::serve::{RunningServer, ServeConfig, start};
+use scr_server::users::{NewUser, assign};
+
+async fn ws(
+    srv: &RunningServer,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
+        .await
+        .unwrap()
+        .0
+}
+
+fn request(passcode: &str, card: &str) -> LoginRequest {
+    LoginRequest {
+        user_id: "555000000102".into(),
+        card_serial: card.into(),
+        passcode: passcode.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let srv = start(ServeConfig {
+        data_dir: server_dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        health: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap();
+    srv.directory
+        .add_user(
+            &NewUser {
+                user_id: "555000000102".into(),
+                display_name: "Jo Nurse".into(),
+                organisation: "RX1".into(),
+                job_role: "R0050".into(),
+                job_role_name: "Community Nurse".into(),
+                activities: vec!["B0264".into(), "B0370".into(), "B0380".into()],
+                privacy_officer: false,
+                card_serial: "CARD-0001".into(),
+            },
+            "jo-2468",
+        )
+        .unwrap();
+    let patient = test_nhs_number(31);
+    let store = scr_core::Store::open(
+        server_dir.join("server.db"),
+        &scr_server::identity::key_provider(&server_dir).unwrap(),
+    )
+    .unwrap();
+    assign(
+        &store,
+        &srv.directory,
+        "555000000102",
+        patient,
+        RelationshipKind::Caseload,
+    )
+    .unwrap();
+
+    // A tablet that is not enrolled cannot even ask.
+    let tablet = StaticKeypair::generate().unwrap();
+    let refused = channel::login(
+        ws(&srv).await,
+        &tablet,
+        &srv.server_key,
+        &request("jo-2468", "CARD-0001"),
+    )
+    .await;
+    assert!(refused.is_err());
+
+    // Enroll (first contact with a token), then log in.
+    let token = srv
+        .directory
+        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 60_000)
+        .unwrap();
+    let hello = Hello::new(Purpose::Sync, Some(&token)).encode();
+    drop(
+        channel::connect(ws(&srv).await, &tablet, &srv.server_key, &hello)
+            .await
+            .unwrap(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let response = channel::login(
+        ws(&srv).await,
+        &tablet,
+        &srv.server_key,
+        &request("jo-2468", "CARD-0001"),
+    )
+    .await
+    .unwrap();
+    let LoginResponse::Granted {
+        grant_hex,
+        grant_key_hex,
+    } = response
+    else {
+        panic!("refused: {response:?}");
+    };
+    let grant = from_hex(&grant_hex).unwrap();
+    let grant_key: [u8; 32] = from_hex(&grant_key_hex).unwrap().try_into().unwrap();
+
+    // The tablet's engine pins the grant key and accepts the grant offline.
+    let config = EngineConfig::new(
+        &hex_key(&tablet.public()),
+        DeviceClass::NurseTablet,
+        grant_key,
+    );
+    let engine = Engine::open(
+        dir.path().join("tablet.db"),
+        &StaticKeyProvider::new(SecretKey::from_bytes([5; 32])),
+        config,
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let session = engine.login_online(&grant, "tablet-1357").unwrap();
+    assert!(
+        matches!(session.principal, GrantPrincipal::Staff { ref organisation, .. } if organisation == "RX1")
+    );
+    // Another device cannot use this grant.
+    let other = Engine::open(
+        dir.path().join("other.db"),
+        &StaticKeyProvider::new(SecretKey::from_bytes([6; 32])),
+        EngineConfig::new("someone-else", DeviceClass::NurseTablet, grant_key),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    assert!(other.login_online(&grant, "tablet-1357").is_err());
+    assert_eq!(
+        srv.metrics
+            .logins
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // Wrong card, unknown user, and five wrong passcodes lock the account.
+    let login = |r: LoginRequest| {
+        let (srv, tablet) = (&srv, &tablet);
+        async move {
+            channel::login(ws(srv).await, tablet, &srv.server_key, &r)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(matches!(
+        login(request("jo-2468", "CARD-9999")).await,
+        LoginResponse::Refused { .. }
+    ));
+    let mut stranger = request("jo-2468", "CARD-0001");
+    stranger.user_id = "999".into();
+    assert!(matches!(
+        login(stranger).await,
+        LoginResponse::Refused { .. }
+    ));
+    for _ in 0..4 {
+        assert!(matches!(
+            login(request("wrong", "CARD-0001")).await,
+            LoginResponse::Refused { .. }
+        ));
+    }
+    match login(request("jo-2468", "CARD-0001")).await {
+        LoginResponse::Refused { reason } => assert!(reason.contains("locked"), "{reason}"),
+        other => panic!("a locked account logged in: {other:?}"),
+    }
+    srv.shutdown().await;
+
+    // The relationship's NHS number is sealed on the server, never in clear.
+    for entry in std::fs::read_dir(&server_dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let digits = patient.digits();
+        assert!(!bytes.windows(10).any(|w| w == digits.as_bytes()));
+    }
+}
