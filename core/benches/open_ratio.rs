@@ -66,6 +66,9 @@ fn main() {
         return;
     }
     let quick = !std::env::args().any(|a| a == "--bench");
+    if quick {
+        println!("smoke run under `cargo test` (unoptimised build): figures are not measurements");
+    }
     run("typical (100 entries)", 100, if quick { 3 } else { 400 });
     if !quick {
         run("heavy (5,000 entries)", 5000, 60);
