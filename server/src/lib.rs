@@ -6,5 +6,7 @@ pub mod demo;
 pub mod directory;
 pub mod health;
 pub mod identity;
+pub mod policy;
+pub mod records;
 pub mod serve;
 pub mod users;

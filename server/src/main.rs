@@ -22,6 +22,7 @@ const USAGE: &str = "usage:
                             [--privacy-officer yes]   (reads the passcode from standard input)
   scr-server admin assign --data-dir DIR --user-id SDS --nhs NUMBER --kind caseload|registration|referral|incident:ID
   scr-server admin unassign --data-dir DIR --user-id SDS --nhs NUMBER
+  scr-server admin load-record --data-dir DIR --file PATIENT.json
 classes: patient-phone, ambulance-tablet, nurse-tablet, gp-system";
 
 fn main() -> ExitCode {
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         "admin add-user" => add_user(&flags),
         "admin assign" => assign(&flags, true),
         "admin unassign" => assign(&flags, false),
+        "admin load-record" => load_record(&flags),
         _ => return usage("unknown command"),
     };
     match result {
@@ -234,6 +236,20 @@ fn assign(flags: &HashMap<String, String>, add: bool) -> Result<ExitCode, String
     };
     scr_server::users::assign(&store, &directory, user, nhs, kind).map_err(|e| e.to_string())?;
     println!("relationship recorded");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_record(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
+    let dir = PathBuf::from(required(flags, "data-dir")?);
+    let json = std::fs::read_to_string(required(flags, "file")?)
+        .map_err(|e| format!("--file: {}", e.kind()))?;
+    let file = scr_server::records::parse(&json).map_err(|e| e.to_string())?;
+    let (store, _) = open_server(&dir)?;
+    let docs = scr_server::records::load(&store, &file, "admin").map_err(|e| e.to_string())?;
+    println!("record loaded with {} entries", file.entries.len());
+    for (compartment, doc_id) in docs {
+        println!("  {:<16} {doc_id}", compartment.as_str());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

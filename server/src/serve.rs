@@ -109,8 +109,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let identity = ServerIdentity::load_or_create(&store)?;
     let directory = Arc::new(Directory::open(&config.data_dir.join("directory.db"))?);
     let storage = SamodStorage::new(store.clone());
+    let policy = crate::policy::AccessPolicy::new(store.clone(), directory.clone());
     let repo = samod::Repo::build_tokio()
         .with_storage(storage.clone())
+        .with_share_policy(policy)
         .with_peer_id(samod::PeerId::from(hex_key(&identity.noise.public())))
         .load()
         .await;

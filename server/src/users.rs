@@ -206,6 +206,13 @@ pub fn login(
         expires_at_ms: now_ms + MAX_GRANT_MS,
         relationships,
     };
+    // The share policy decides this device's documents from its current grant.
+    let stored = serde_json::to_vec(&grant)
+        .ok()
+        .map(|bytes| store.put_secret(&crate::policy::grant_secret_name(device_key), &bytes));
+    if !matches!(stored, Some(Ok(()))) {
+        return refused("the server could not record the session");
+    }
     LoginResponse::Granted {
         grant_hex: to_hex(&signer.sign(&grant)),
         grant_key_hex: to_hex(&signer.public_key()),

@@ -100,7 +100,7 @@ async fn a_device_enrolls_syncs_into_the_sealed_store_and_the_data_survives_rest
     let server_key = srv.server_key;
     let token = srv
         .directory
-        .create_enrollment_token("RX1", "nurse-tablet", hour_from_now())
+        .create_enrollment_token("A99001", "gp-system", hour_from_now())
         .unwrap();
 
     let device_keys = Arc::new(StaticKeypair::generate().unwrap());
@@ -151,7 +151,7 @@ async fn a_device_enrolls_syncs_into_the_sealed_store_and_the_data_survives_rest
             enrolled.organisation.as_str(),
             enrolled.device_class.as_str()
         ),
-        ("RX1", "nurse-tablet")
+        ("A99001", "gp-system")
     );
     device.stop().await;
     srv.shutdown().await;

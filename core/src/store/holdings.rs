@@ -1,7 +1,7 @@
 //! Why each patient's record is on this device, for the retention rules:
 //! a caseload, an incident (and when it closed), the patient's own record.
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
@@ -57,6 +57,33 @@ impl Store {
 
     pub fn set_holding(&self, holding: &Holding) -> Result<(), StoreError> {
         self.write(|tx| self.set_holding_tx(tx, holding))
+    }
+
+    /// The holding for one record (by its lookup ref), if any.
+    pub(crate) fn holding_of(
+        &self,
+        conn: &Connection,
+        record_ref: &crate::crypto::Ref,
+    ) -> Result<Option<Holding>, StoreError> {
+        let sealed: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT sealed FROM holdings WHERE record_ref = ?1")?
+            .query_row([record_ref], |r| r.get(0))
+            .optional()?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let plain = crypto::open(
+            &self.inner.keys.general,
+            &[TABLE.as_bytes(), record_ref],
+            &sealed,
+        )
+        .map_err(|cause| StoreError::Tampered {
+            table: TABLE,
+            cause,
+        })?;
+        let h: Holding =
+            serde_json::from_slice(&plain).map_err(|_| StoreError::BadRow { table: TABLE })?;
+        Ok(Some(h))
     }
 
     /// Every record this device holds, with why.

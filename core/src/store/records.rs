@@ -192,6 +192,30 @@ impl Store {
         Ok(docs)
     }
 
+    /// Which patient and compartment a document holds, if it belongs to a
+    /// record in this store (the server's share policy asks this).
+    pub fn owner_of_document(
+        &self,
+        doc_id: &str,
+    ) -> Result<Option<(NhsNumber, Compartment)>, StoreError> {
+        let doc_ref = self.doc_ref_of(doc_id);
+        self.read(|conn| {
+            let Some(record_ref) = self.record_of_doc(conn, &doc_ref)? else {
+                return Ok(None);
+            };
+            let Some(holding) = self.holding_of(conn, &record_ref)? else {
+                return Ok(None);
+            };
+            let key = self.record_key(conn, &record_ref)?;
+            let compartment = self
+                .documents_of(conn, &record_ref, &key)?
+                .into_iter()
+                .find(|d| d.doc_id == doc_id)
+                .map(|d| d.compartment);
+            Ok(compartment.map(|c| (holding.nhs_number, c)))
+        })
+    }
+
     /// Forgets a patient: deletes the wrapped data key (after which nothing of
     /// theirs can be decrypted), then the documents, chunks and holding, then
     /// checkpoints the WAL so no old page keeps them. Returns false if the

@@ -1,0 +1,129 @@
+//! Who receives which documents: samod's share policy, from the same
+//! `access::decide` the devices run. A device gets a compartment only if its
+//! user's current grant may view it, and may push changes only where that
+//! role may write; everything else is read-only or not shared at all.
+//!
+//! Each (document, device) pair is decided when samod first asks, and again
+//! on every reconnect; a new login or changed choice applies from then.
+
+use std::sync::Arc;
+
+use samod::{DocumentId, PeerId, ShareConfig, SharePolicy};
+use scr_core::access::{Action, Decision, Principal, Relationship, Request, ViewBasis, decide};
+use scr_core::channel::{from_hex, hex_key};
+use scr_core::engine::choices_from;
+use scr_core::grant::{RelationshipKind, RoleProfileGrant};
+use scr_core::record::Compartment;
+use scr_core::{NhsNumber, Store};
+
+use crate::directory::Directory;
+
+#[derive(Clone)]
+pub struct AccessPolicy {
+    store: Store,
+    directory: Arc<Directory>,
+}
+
+/// Where the server keeps each device's current grant (sealed: it names patients).
+pub fn grant_secret_name(device_key: &[u8; 32]) -> String {
+    format!("grant:{}", hex_key(device_key))
+}
+
+impl AccessPolicy {
+    pub fn new(store: Store, directory: Arc<Directory>) -> Self {
+        Self { store, directory }
+    }
+
+    /// The decision for one document and one device.
+    pub fn decide(&self, doc_id: &DocumentId, peer: &PeerId) -> ShareConfig {
+        let Some(key) = from_hex(peer.as_str()).and_then(|k| <[u8; 32]>::try_from(k).ok()) else {
+            return ShareConfig::none();
+        };
+        let Ok(Some(device)) = self.directory.device(&key) else {
+            return ShareConfig::none();
+        };
+        if device.revoked {
+            return ShareConfig::none();
+        }
+        let owner = match self.store.owner_of_document(&doc_id.to_string()) {
+            Ok(owner) => owner,
+            Err(_) => return ShareConfig::none(),
+        };
+        let Some((nhs, compartment)) = owner else {
+            // A document no record owns yet: only systems that originate
+            // records (GP systems) may create one.
+            return if device.device_class == "gp-system" {
+                ShareConfig::read_write()
+            } else {
+                ShareConfig::none()
+            };
+        };
+        let Some(grant) = self.current_grant(&key) else {
+            return ShareConfig::none();
+        };
+        if scr_core::clock::now_ms() >= grant.expires_at_ms {
+            return ShareConfig::none();
+        }
+        self.for_patient(&grant, &nhs, compartment)
+    }
+
+    fn current_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {
+        let bytes = self.store.secret(&grant_secret_name(key)).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn for_patient(
+        &self,
+        grant: &RoleProfileGrant,
+        nhs: &NhsNumber,
+        compartment: Compartment,
+    ) -> ShareConfig {
+        let principal = grant.principal();
+        if principal == Principal::Patient && !grant.is_patient(nhs) {
+            return ShareConfig::none();
+        }
+        let governance = self
+            .store
+            .open_record(nhs)
+            .ok()
+            .and_then(|r| r.view_compartment(Compartment::Governance).ok());
+        let relationship = match grant.relationship_with(nhs).map(|r| &r.kind) {
+            Some(RelationshipKind::Registration) => Relationship::Registered,
+            Some(_) => Relationship::FromGrant,
+            None => Relationship::None,
+        };
+        let request = |action| Request {
+            principal: principal.clone(),
+            action,
+            relationship,
+            // Replication is not viewing: permission to view is asked on the
+            // device, every time, before anything is shown.
+            basis: ViewBasis::PermissionRecorded,
+            choices: choices_from(governance.as_ref()),
+        };
+        let readable = matches!(decide(&request(Action::View)), Decision::Permit { ref compartments, .. } if compartments.contains(&compartment));
+        if !readable {
+            return ShareConfig::none();
+        }
+        let writable = matches!(
+            decide(&request(Action::AddEntry(compartment))),
+            Decision::Permit { .. }
+        );
+        if writable {
+            ShareConfig::read_write()
+        } else {
+            ShareConfig::read_only()
+        }
+    }
+}
+
+impl SharePolicy for AccessPolicy {
+    fn share(
+        &self,
+        doc_id: DocumentId,
+        peer_id: PeerId,
+    ) -> impl futures::Stream<Item = ShareConfig> + Send + 'static {
+        let config = self.decide(&doc_id, &peer_id);
+        futures::stream::once(async move { config })
+    }
+}

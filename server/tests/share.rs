@@ -1,0 +1,266 @@
+//! Least-privilege replication: a nurse's tablet receives only the
+//! compartments her grant and the patient's choices allow, of only her
+//! caseload's patients; a push to a compartment she may not write is not
+//! merged, while her care-event writes are.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::transaction::Transactable;
+use futures::future::BoxFuture;
+use scr_core::channel::{
+    self, ChannelError, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair, hex_key,
+};
+use scr_core::fixtures::{sample_entry, test_nhs_number};
+use scr_core::grant::RelationshipKind;
+use scr_core::record::Compartment;
+use scr_server::records::{FileEntry, RecordFile, load};
+use scr_server::serve::{RunningServer, ServeConfig, start};
+use scr_server::users::{NewUser, assign};
+
+struct SyncDialer {
+    addr: std::net::SocketAddr,
+    keys: Arc<StaticKeypair>,
+    server_key: [u8; 32],
+}
+
+impl samod::Dialer for SyncDialer {
+    type Error = ChannelError;
+
+    fn url(&self) -> samod::Url {
+        samod::Url::parse(&format!("ws://{}/sync", self.addr)).unwrap()
+    }
+
+    fn connect(
+        &self,
+    ) -> BoxFuture<'static, Result<samod::transport::Transport, samod::DialError<ChannelError>>>
+    {
+        let (addr, keys, server_key) = (self.addr, self.keys.clone(), self.server_key);
+        Box::pin(async move {
+            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/sync"))
+                .await
+                .map_err(samod::DialError::transient)?;
+            let hello = Hello::new(Purpose::Sync, None).encode();
+            let ch = channel::connect(ws, &keys, &server_key, &hello)
+                .await
+                .map_err(samod::DialError::PermanentFailure)?;
+            Ok(channel::into_samod_transport(ch))
+        })
+    }
+}
+
+fn record(n: u32, sharing: scr_core::record::SharingChoice) -> RecordFile {
+    RecordFile {
+        nhs_number: test_nhs_number(n),
+        sharing,
+        include_sensitive: false,
+        entries: vec![
+            FileEntry {
+                sensitive: false,
+                content: sample_entry(0),
+            },
+            FileEntry {
+                sensitive: false,
+                content: sample_entry(3),
+            },
+            FileEntry {
+                sensitive: false,
+                content: sample_entry(7),
+            },
+            FileEntry {
+                sensitive: true,
+                content: sample_entry(13),
+            },
+        ],
+    }
+}
+
+fn doc(docs: &[(Compartment, String)], c: Compartment) -> samod::DocumentId {
+    docs.iter()
+        .find(|(k, _)| *k == c)
+        .unwrap()
+        .1
+        .parse()
+        .unwrap()
+}
+
+async fn received(repo: &samod::Repo, id: samod::DocumentId) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), repo.find(id)).await,
+        Ok(Ok(Some(_)))
+    )
+}
+
+async fn server_has_key(srv: &RunningServer, id: samod::DocumentId, key: &str) -> bool {
+    let handle = srv.repo().find(id).await.unwrap().unwrap();
+    handle.with_document(|d| {
+        use automerge::ReadDoc;
+        d.get(automerge::ROOT, key).ok().flatten().is_some()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let srv = start(ServeConfig {
+        data_dir: server_dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        health: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap();
+    let store = scr_core::Store::open(
+        server_dir.join("server.db"),
+        &scr_server::identity::key_provider(&server_dir).unwrap(),
+    )
+    .unwrap();
+    let on_caseload = load(
+        &store,
+        &record(41, scr_core::record::SharingChoice::CoreAndAdditional),
+        "test",
+    )
+    .unwrap();
+    let core_only = load(
+        &store,
+        &record(42, scr_core::record::SharingChoice::CoreOnly),
+        "test",
+    )
+    .unwrap();
+    let stranger = load(
+        &store,
+        &record(43, scr_core::record::SharingChoice::CoreAndAdditional),
+        "test",
+    )
+    .unwrap();
+
+    srv.directory
+        .add_user(
+            &NewUser {
+                user_id: "555000000102".into(),
+                display_name: "Jo Nurse".into(),
+                organisation: "RX1".into(),
+                job_role: "R0050".into(),
+                job_role_name: "Community Nurse".into(),
+                activities: vec!["B0264".into(), "B0370".into(), "B0380".into()],
+                privacy_officer: false,
+                card_serial: "CARD-0001".into(),
+            },
+            "jo-2468",
+        )
+        .unwrap();
+    for n in [41, 42] {
+        assign(
+            &store,
+            &srv.directory,
+            "555000000102",
+            test_nhs_number(n),
+            RelationshipKind::Caseload,
+        )
+        .unwrap();
+    }
+
+    // Enroll the tablet and log the nurse in (the server records her grant).
+    let tablet = Arc::new(StaticKeypair::generate().unwrap());
+    let token = srv
+        .directory
+        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 60_000)
+        .unwrap();
+    let ws = || async {
+        tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
+            .await
+            .unwrap()
+            .0
+    };
+    drop(
+        channel::connect(
+            ws().await,
+            &tablet,
+            &srv.server_key,
+            &Hello::new(Purpose::Sync, Some(&token)).encode(),
+        )
+        .await
+        .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let login = LoginRequest {
+        user_id: "555000000102".into(),
+        card_serial: "CARD-0001".into(),
+        passcode: "jo-2468".into(),
+    };
+    assert!(matches!(
+        channel::login(ws().await, &tablet, &srv.server_key, &login)
+            .await
+            .unwrap(),
+        LoginResponse::Granted { .. }
+    ));
+
+    let device = samod::Repo::build_tokio()
+        .with_peer_id(samod::PeerId::from(hex_key(&tablet.public())))
+        .load()
+        .await;
+    let dialer = device
+        .dial(
+            samod::BackoffConfig::default(),
+            Arc::new(SyncDialer {
+                addr: srv.sync_addr,
+                keys: tablet.clone(),
+                server_key: srv.server_key,
+            }),
+        )
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), dialer.established())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Her caseload patient who shares core + additional: those, not sensitive.
+    assert!(received(&device, doc(&on_caseload, Compartment::Core)).await);
+    assert!(received(&device, doc(&on_caseload, Compartment::Additional)).await);
+    assert!(received(&device, doc(&on_caseload, Compartment::CareEvents)).await);
+    assert!(!received(&device, doc(&on_caseload, Compartment::Sensitive)).await);
+    // A core-only patient: never the additional compartment.
+    assert!(received(&device, doc(&core_only, Compartment::Core)).await);
+    assert!(!received(&device, doc(&core_only, Compartment::Additional)).await);
+    // A patient outside her relationships: nothing.
+    assert!(!received(&device, doc(&stranger, Compartment::Core)).await);
+
+    // Writes: care events merge; a push to core (read-only for a nurse) does not.
+    for (compartment, key) in [
+        (Compartment::CareEvents, "nurse-visit"),
+        (Compartment::Core, "nurse-tamper"),
+    ] {
+        let handle = device
+            .find(doc(&on_caseload, compartment))
+            .await
+            .unwrap()
+            .unwrap();
+        handle.with_document(|d| {
+            let mut tx = d.transaction();
+            tx.put(automerge::ROOT, key, "x").unwrap();
+            tx.commit();
+        });
+    }
+    let merged = tokio::time::timeout(Duration::from_secs(10), async {
+        while !server_has_key(
+            &srv,
+            doc(&on_caseload, Compartment::CareEvents),
+            "nurse-visit",
+        )
+        .await
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(merged.is_ok(), "the care-event write reached the server");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !server_has_key(&srv, doc(&on_caseload, Compartment::Core), "nurse-tamper").await,
+        "core stayed read-only"
+    );
+
+    device.stop().await;
+    srv.shutdown().await;
+}
