@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use scr_core::Store;
+use scr_core::audit::Outcome;
 use scr_core::channel::hex_key;
 use scr_core::grant::RelationshipKind;
 use scr_server::directory::Directory;
@@ -148,6 +149,19 @@ fn enroll_token(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
     let token = directory
         .create_enrollment_token(required(flags, "org")?, required(flags, "class")?, expires)
         .map_err(|e| e.to_string())?;
+    scr_server::audit::record(
+        &store,
+        "admin",
+        "admin-enroll-token",
+        None,
+        Outcome::Recorded,
+        Some(format!(
+            "{} {}",
+            required(flags, "org")?,
+            required(flags, "class")?
+        )),
+    )
+    .map_err(|e| e.to_string())?;
     println!("enrollment token: {token}");
     println!(
         "server key (pin on the device): {}",
@@ -161,8 +175,17 @@ fn revoke_device(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
     let dir = PathBuf::from(required(flags, "data-dir")?);
     let hex = required(flags, "key")?;
     let key = parse_hex_key(hex).ok_or("--key must be 64 hex digits")?;
-    let directory = Directory::open(&dir.join("directory.db")).map_err(|e| e.to_string())?;
+    let (store, directory) = open_server(&dir)?;
     if directory.revoke(&key).map_err(|e| e.to_string())? {
+        scr_server::audit::record(
+            &store,
+            "admin",
+            "admin-revoke-device",
+            None,
+            Outcome::Recorded,
+            Some(hex[..16].to_owned()),
+        )
+        .map_err(|e| e.to_string())?;
         println!("device revoked");
         Ok(ExitCode::SUCCESS)
     } else {
@@ -179,7 +202,7 @@ fn open_server(dir: &std::path::Path) -> Result<(Store, Directory), String> {
 
 fn add_user(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
     let dir = PathBuf::from(required(flags, "data-dir")?);
-    let (_, directory) = open_server(&dir)?;
+    let (store, directory) = open_server(&dir)?;
     let user = scr_server::users::NewUser {
         user_id: required(flags, "user-id")?.to_owned(),
         display_name: required(flags, "name")?.to_owned(),
@@ -201,6 +224,15 @@ fn add_user(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
     directory
         .add_user(&user, passcode.trim_end_matches(['\r', '\n']))
         .map_err(|e| e.to_string())?;
+    scr_server::audit::record(
+        &store,
+        "admin",
+        "admin-add-user",
+        None,
+        Outcome::Recorded,
+        Some(user.user_id.clone()),
+    )
+    .map_err(|e| e.to_string())?;
     println!("user {} added", user.user_id);
     Ok(ExitCode::SUCCESS)
 }
@@ -213,6 +245,15 @@ fn assign(flags: &HashMap<String, String>, add: bool) -> Result<ExitCode, String
         scr_core::NhsNumber::parse(required(flags, "nhs")?).map_err(|e| format!("--nhs: {e}"))?;
     if !add {
         let removed = scr_server::users::unassign(&store, user, nhs).map_err(|e| e.to_string())?;
+        scr_server::audit::record(
+            &store,
+            "admin",
+            "admin-unassign",
+            Some(nhs),
+            Outcome::Recorded,
+            Some(user.to_owned()),
+        )
+        .map_err(|e| e.to_string())?;
         println!(
             "{}",
             if removed {
@@ -234,7 +275,17 @@ fn assign(flags: &HashMap<String, String>, add: bool) -> Result<ExitCode, String
             _ => return Err("--kind is caseload, registration, referral or incident:ID".into()),
         },
     };
+    let detail = format!("{user} {kind:?}");
     scr_server::users::assign(&store, &directory, user, nhs, kind).map_err(|e| e.to_string())?;
+    scr_server::audit::record(
+        &store,
+        "admin",
+        "admin-assign",
+        Some(nhs),
+        Outcome::Recorded,
+        Some(detail),
+    )
+    .map_err(|e| e.to_string())?;
     println!("relationship recorded");
     Ok(ExitCode::SUCCESS)
 }
@@ -246,6 +297,15 @@ fn load_record(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
     let file = scr_server::records::parse(&json).map_err(|e| e.to_string())?;
     let (store, _) = open_server(&dir)?;
     let docs = scr_server::records::load(&store, &file, "admin").map_err(|e| e.to_string())?;
+    scr_server::audit::record(
+        &store,
+        "admin",
+        "admin-load-record",
+        Some(file.nhs_number),
+        Outcome::Recorded,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     println!("record loaded with {} entries", file.entries.len());
     for (compartment, doc_id) in docs {
         println!("  {:<16} {doc_id}", compartment.as_str());

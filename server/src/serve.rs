@@ -255,6 +255,24 @@ async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Purpose)
         match directory.enroll(key, &token, now) {
             Ok(device) => {
                 shared.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+                let detail = format!(
+                    "{} {} {}",
+                    device.organisation,
+                    device.device_class,
+                    &hex_key(key)[..16]
+                );
+                if crate::audit::record(
+                    &shared.store,
+                    "server",
+                    "device-enrolled",
+                    None,
+                    scr_core::audit::Outcome::Recorded,
+                    Some(detail),
+                )
+                .is_err()
+                {
+                    tracing::warn!("an enrollment could not be audited");
+                }
                 tracing::info!(organisation = %device.organisation, class = %device.device_class, "device enrolled");
                 true
             }

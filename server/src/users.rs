@@ -173,8 +173,24 @@ pub fn login(
     request: &LoginRequest,
     now_ms: i64,
 ) -> LoginResponse {
-    let refused = |reason: &str| LoginResponse::Refused {
-        reason: reason.to_owned(),
+    let refused = |reason: &str| {
+        // Every login attempt is audited; the reason stays on the server.
+        let audited = crate::audit::record(
+            store,
+            &request.user_id,
+            "login",
+            None,
+            scr_core::audit::Outcome::Deny {
+                reason: scr_core::access::DenyReason::NotAllowed,
+            },
+            Some(reason.to_owned()),
+        );
+        if audited.is_err() {
+            tracing::warn!("a refused login could not be audited");
+        }
+        LoginResponse::Refused {
+            reason: reason.to_owned(),
+        }
     };
     let Ok(Some((user, phc, failed))) = directory.user(&request.user_id) else {
         return refused("the user id, card or passcode is wrong");
@@ -212,6 +228,19 @@ pub fn login(
         .map(|bytes| store.put_secret(&crate::policy::grant_secret_name(device_key), &bytes));
     if !matches!(stored, Some(Ok(()))) {
         return refused("the server could not record the session");
+    }
+    let audited = crate::audit::record(
+        store,
+        &request.user_id,
+        "login",
+        None,
+        scr_core::audit::Outcome::Permit,
+        Some(format!("device {}", &hex_key(device_key)[..16])),
+    );
+    if audited.is_err() {
+        return LoginResponse::Refused {
+            reason: "the server could not audit the login".into(),
+        };
     }
     LoginResponse::Granted {
         grant_hex: to_hex(&signer.sign(&grant)),

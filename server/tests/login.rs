@@ -179,6 +179,19 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
         other => panic!("a locked account logged in: {other:?}"),
     }
     srv.shutdown().await;
+    let logins: Vec<bool> = store
+        .queued_audit_events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "login")
+        .map(|e| e.outcome == scr_core::audit::Outcome::Permit)
+        .collect();
+    assert_eq!(
+        logins.iter().filter(|ok| **ok).count(),
+        1,
+        "one successful login audited"
+    );
+    assert_eq!(logins.len(), 8, "every attempt audited: {logins:?}");
 
     // The relationship's NHS number is sealed on the server, never in clear.
     for entry in std::fs::read_dir(&server_dir).unwrap() {

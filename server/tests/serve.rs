@@ -391,4 +391,27 @@ fn admin_commands_give_a_token_or_a_clear_error() {
         "9434765919",
     ]);
     assert!(String::from_utf8_lossy(&ended.stdout).contains("relationship ended"));
+
+    // Every successful admin action left an audit event, in one chain.
+    let store = scr_core::Store::open(
+        dir.path().join("server.db"),
+        &scr_server::identity::key_provider(dir.path()).unwrap(),
+    )
+    .unwrap();
+    let actions: Vec<String> = store
+        .queued_audit_events()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "admin-enroll-token",
+            "admin-add-user",
+            "admin-assign",
+            "admin-unassign"
+        ]
+    );
+    assert_eq!(store.verify_audit_chain().unwrap(), Ok(()));
 }

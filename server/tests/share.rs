@@ -134,6 +134,12 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
         "test",
     )
     .unwrap();
+    let opted_out = load(
+        &store,
+        &record(44, scr_core::record::SharingChoice::OptOut),
+        "test",
+    )
+    .unwrap();
 
     srv.directory
         .add_user(
@@ -150,7 +156,7 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
             "jo-2468",
         )
         .unwrap();
-    for n in [41, 42] {
+    for n in [41, 42, 44] {
         assign(
             &store,
             &srv.directory,
@@ -223,6 +229,8 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
     // A core-only patient: never the additional compartment.
     assert!(received(&device, doc(&core_only, Compartment::Core)).await);
     assert!(!received(&device, doc(&core_only, Compartment::Additional)).await);
+    // A patient who opted out: nothing, even on her caseload.
+    assert!(!received(&device, doc(&opted_out, Compartment::Core)).await);
     // A patient outside her relationships: nothing.
     assert!(!received(&device, doc(&stranger, Compartment::Core)).await);
 
