@@ -4,10 +4,15 @@
 //! role may write; everything else is read-only or not shared at all.
 //!
 //! Each (document, device) pair is decided when samod first asks, and again
-//! on every reconnect; a new login or changed choice applies from then.
+//! whenever the policy's inputs may have changed (`Epoch::bump`): a login, an
+//! admin command committed by another process, or documents written by sync
+//! (a patient's new choice). Every open stream then re-decides, so a change
+//! reaches live connections without a reconnect. That is O(open streams) per
+//! change: fine for one organisation's devices, to revisit at scale.
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use samod::{DocumentId, PeerId, ShareConfig, SharePolicy};
 use scr_core::access::{Action, Decision, Principal, Relationship, Request, ViewBasis, decide};
 use scr_core::channel::{from_hex, hex_key};
@@ -22,6 +27,17 @@ use crate::directory::Directory;
 pub struct AccessPolicy {
     store: Store,
     directory: Arc<Directory>,
+    epoch: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Tells every open share-policy stream to decide again.
+#[derive(Clone)]
+pub struct Epoch(Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Epoch {
+    pub fn bump(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 /// Where the server keeps each device's current grant (sealed: it names patients).
@@ -30,8 +46,16 @@ pub fn grant_secret_name(device_key: &[u8; 32]) -> String {
 }
 
 impl AccessPolicy {
-    pub fn new(store: Store, directory: Arc<Directory>) -> Self {
-        Self { store, directory }
+    pub fn new(store: Store, directory: Arc<Directory>) -> (Self, Epoch) {
+        let (tx, epoch) = tokio::sync::watch::channel(0u64);
+        (
+            Self {
+                store,
+                directory,
+                epoch,
+            },
+            Epoch(Arc::new(tx)),
+        )
     }
 
     /// The decision for one document and one device.
@@ -87,7 +111,18 @@ impl AccessPolicy {
             .open_record(nhs)
             .ok()
             .and_then(|r| r.view_compartment(Compartment::Governance).ok());
+        // The grant's relationships as they were at login, narrowed to those
+        // that still hold now: an ended caseload stops sharing at once.
+        let still_current = match &grant.principal {
+            scr_core::grant::GrantPrincipal::Staff { user_id, .. } => {
+                crate::users::relationships(&self.store, user_id)
+                    .map(|now| now.iter().any(|r| r.nhs_number == *nhs))
+                    .unwrap_or(false)
+            }
+            scr_core::grant::GrantPrincipal::Patient { .. } => true,
+        };
         let relationship = match grant.relationship_with(nhs).map(|r| &r.kind) {
+            _ if !still_current => Relationship::None,
             Some(RelationshipKind::Registration) => Relationship::Registered,
             Some(_) => Relationship::FromGrant,
             None => Relationship::None,
@@ -123,7 +158,16 @@ impl SharePolicy for AccessPolicy {
         doc_id: DocumentId,
         peer_id: PeerId,
     ) -> impl futures::Stream<Item = ShareConfig> + Send + 'static {
-        let config = self.decide(&doc_id, &peer_id);
-        futures::stream::once(async move { config })
+        // The current decision first, then a fresh one after every bump.
+        let first = self.decide(&doc_id, &peer_id);
+        let later = futures::stream::unfold(
+            (self.clone(), self.epoch.clone(), doc_id, peer_id),
+            |(policy, mut epoch, doc_id, peer_id)| async move {
+                epoch.changed().await.ok()?;
+                let config = policy.decide(&doc_id, &peer_id);
+                Some((config, (policy, epoch, doc_id, peer_id)))
+            },
+        );
+        futures::stream::once(async move { first }).chain(later)
     }
 }

@@ -109,7 +109,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let identity = ServerIdentity::load_or_create(&store)?;
     let directory = Arc::new(Directory::open(&config.data_dir.join("directory.db"))?);
     let storage = SamodStorage::new(store.clone());
-    let policy = crate::policy::AccessPolicy::new(store.clone(), directory.clone());
+    let (policy, epoch) = crate::policy::AccessPolicy::new(store.clone(), directory.clone());
     let repo = samod::Repo::build_tokio()
         .with_storage(storage.clone())
         .with_share_policy(policy)
@@ -137,12 +137,20 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let metrics = Arc::new(Metrics::default());
     let server_key = identity.noise.public();
 
+    let watcher = tokio::spawn(watch_for_changes(
+        stopped.clone(),
+        store.clone(),
+        directory.clone(),
+        storage.clone(),
+        epoch.clone(),
+    ));
     let shared = Arc::new(Shared {
         identity,
         directory: directory.clone(),
         metrics: metrics.clone(),
         store,
         acceptor,
+        epoch,
     });
     let sync_task = tokio::spawn(accept_loop(listener, stopped.clone(), shared));
     let health_task = tokio::spawn(health::serve(
@@ -161,7 +169,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         metrics,
         repo,
         stop,
-        tasks: vec![sync_task, health_task],
+        tasks: vec![sync_task, health_task, watcher],
     })
 }
 
@@ -172,6 +180,36 @@ struct Shared {
     metrics: Arc<Metrics>,
     store: Store,
     acceptor: samod::AcceptorHandle,
+    epoch: crate::policy::Epoch,
+}
+
+/// Once a second, asks every share decision to be made again if anything it
+/// depends on changed: admin commands (another process's commits show in
+/// SQLite's `data_version`) or documents written by sync.
+async fn watch_for_changes(
+    mut stopped: watch::Receiver<bool>,
+    store: Store,
+    directory: Arc<Directory>,
+    storage: SamodStorage,
+    epoch: crate::policy::Epoch,
+) {
+    let seen = |s: &Store, d: &Directory, st: &SamodStorage| {
+        (s.data_version().ok(), d.data_version().ok(), st.writes())
+    };
+    let mut last = seen(&store, &directory, &storage);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tick.tick() => {
+                let now = seen(&store, &directory, &storage);
+                if now != last {
+                    last = now;
+                    epoch.bump();
+                }
+            }
+        }
+    }
 }
 
 async fn accept_loop(
@@ -317,6 +355,8 @@ async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String
     };
     if matches!(response, LoginResponse::Granted { .. }) {
         shared.metrics.logins.fetch_add(1, Ordering::Relaxed);
+        // The device's documents follow its new grant at once.
+        shared.epoch.bump();
     }
     let body = serde_json::to_vec(&response).map_err(|e| e.to_string())?;
     channel.send(&body).await.map_err(|e| e.to_string())

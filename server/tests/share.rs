@@ -100,6 +100,33 @@ async fn server_has_key(srv: &RunningServer, id: samod::DocumentId, key: &str) -
     })
 }
 
+async fn server_put(srv: &RunningServer, id: samod::DocumentId, key: &str) {
+    let handle = srv.repo().find(id).await.unwrap().unwrap();
+    handle.with_document(|d| {
+        let mut tx = d.transaction();
+        tx.put(automerge::ROOT, key, "x").unwrap();
+        tx.commit();
+    });
+}
+
+async fn device_sees(device: &samod::Repo, id: samod::DocumentId, key: &str, secs: u64) -> bool {
+    let handle = device.find(id).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            let seen = handle.with_document(|d| {
+                use automerge::ReadDoc;
+                d.get(automerge::ROOT, key).ok().flatten().is_some()
+            });
+            if seen {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,6 +294,28 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
     assert!(
         !server_has_key(&srv, doc(&on_caseload, Compartment::Core), "nurse-tamper").await,
         "core stayed read-only"
+    );
+
+    // Live: a server-side change reaches the connected tablet...
+    let core41 = doc(&on_caseload, Compartment::Core);
+    server_put(&srv, core41.clone(), "server-note-1").await;
+    assert!(
+        device_sees(&device, core41.clone(), "server-note-1", 5).await,
+        "control: changes flow"
+    );
+    // ...until the relationship ends while the tablet stays connected:
+    // within a couple of seconds the open share is re-decided and stops.
+    scr_server::users::unassign(&store, "555000000102", test_nhs_number(41)).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server_put(&srv, core41.clone(), "server-note-2").await;
+    assert!(
+        !device_sees(&device, core41, "server-note-2", 2).await,
+        "no more changes after the relationship ended"
+    );
+    assert!(!received(&device, doc(&on_caseload, Compartment::PatientEntered)).await);
+    assert!(
+        received(&device, doc(&core_only, Compartment::PatientEntered)).await,
+        "others still shared"
     );
 
     device.stop().await;

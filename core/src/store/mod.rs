@@ -123,6 +123,15 @@ impl Store {
         f(&conn)
     }
 
+    /// SQLite's `data_version`: changes when another connection (another
+    /// process, or another handle on the file) commits. Used to notice
+    /// admin changes made while a server runs.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()?
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
     /// Writes the WAL back into the main file and truncates it, so that
     /// crypto-shredded pages do not linger in the log.
     pub fn checkpoint(&self) -> Result<(), StoreError> {

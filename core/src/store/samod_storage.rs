@@ -18,6 +18,7 @@ use super::{Store, StoreError};
 pub struct SamodStorage {
     store: Store,
     failures: Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
 }
 
 impl SamodStorage {
@@ -25,7 +26,14 @@ impl SamodStorage {
         Self {
             store,
             failures: Arc::new(AtomicU64::new(0)),
+            writes: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Successful puts and deletes since this adapter was made (a cheap
+    /// signal that documents changed).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// Storage operations that failed since this adapter was made.
@@ -67,8 +75,11 @@ impl Storage for SamodStorage {
     }
 
     fn put(&self, key: StorageKey, data: Vec<u8>) -> impl Future<Output = ()> + Send {
-        if let Err(e) = self.store.put_chunk(&key, &data) {
-            self.failed("put", &e);
+        match self.store.put_chunk(&key, &data) {
+            Ok(()) => {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => self.failed("put", &e),
         }
         std::future::ready(())
     }

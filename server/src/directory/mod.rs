@@ -180,6 +180,13 @@ impl Directory {
         )? > 0)
     }
 
+    /// Changes when another connection commits (an admin command).
+    pub fn data_version(&self) -> Result<i64, DirectoryError> {
+        Ok(self
+            .conn()?
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
     pub fn active_device_count(&self) -> Result<i64, DirectoryError> {
         Ok(self
             .conn()?
