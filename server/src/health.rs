@@ -22,7 +22,10 @@ pub async fn serve(
         tokio::select! {
             _ = stopped.changed() => return,
             accepted = listener.accept() => {
-                let Ok((mut tcp, _)) = accepted else { continue };
+                let Ok((mut tcp, _)) = accepted else {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                };
                 let (directory, metrics, storage) = (directory.clone(), metrics.clone(), storage.clone());
                 tokio::spawn(async move {
                     let mut buf = [0u8; 1024];

@@ -9,33 +9,44 @@ use scr_core::Store;
 use scr_core::channel::StaticKeypair;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::grant::GrantSigner;
+use zeroize::Zeroizing;
 
 use crate::serve::ServeError;
 
 pub struct ServerIdentity {
     pub noise: StaticKeypair,
     pub signer: GrantSigner,
+    signer_seed: Zeroizing<[u8; 32]>,
 }
 
-/// The key-encryption key file, created (mode 0600) on first start.
+/// The key-encryption key file. Created on first start only: written to a
+/// temporary file, synced and renamed (mode 0600), so a crash never leaves a
+/// short key. If the store already exists without its key file, start fails
+/// instead of silently making a key that cannot open it.
 pub fn key_provider(data_dir: &Path) -> Result<StaticKeyProvider, ServeError> {
     let path = data_dir.join("server.key");
     let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
+        Ok(b) => Zeroizing::new(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = zeroize::Zeroizing::new([0u8; 32]);
+            if data_dir.join("server.db").exists() {
+                return Err(ServeError::MissingKeyFile);
+            }
+            let mut key = Zeroizing::new([0u8; 32]);
             getrandom::fill(key.as_mut()).map_err(|_| ServeError::Random)?;
+            let tmp = data_dir.join("server.key.tmp");
             let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
+            options.write(true).create(true).truncate(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut file = options
-                .open(&path)
+                .open(&tmp)
                 .map_err(|e| ServeError::Io("create server.key", e.kind()))?;
             file.write_all(key.as_ref())
                 .and_then(|()| file.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .and_then(|()| std::fs::File::open(data_dir).and_then(|d| d.sync_all()))
                 .map_err(|e| ServeError::Io("write server.key", e.kind()))?;
-            key.to_vec()
+            Zeroizing::new(key.to_vec())
         }
         Err(e) => return Err(ServeError::Io("read server.key", e.kind())),
     };
@@ -43,23 +54,34 @@ pub fn key_provider(data_dir: &Path) -> Result<StaticKeyProvider, ServeError> {
     Ok(StaticKeyProvider::new(key))
 }
 
-fn load_or_make(store: &Store, name: &str) -> Result<[u8; 32], ServeError> {
+fn load_or_make(store: &Store, name: &str) -> Result<Zeroizing<[u8; 32]>, ServeError> {
     if let Some(secret) = store.secret(name)? {
-        return secret
+        let arr: [u8; 32] = secret
             .as_slice()
             .try_into()
-            .map_err(|_| ServeError::BadKeyFile);
+            .map_err(|_| ServeError::BadKeyFile)?;
+        return Ok(Zeroizing::new(arr));
     }
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|_| ServeError::Random)?;
-    store.put_secret(name, &seed)?;
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut()).map_err(|_| ServeError::Random)?;
+    store.put_secret(name, seed.as_ref())?;
     Ok(seed)
 }
 
 impl ServerIdentity {
     pub fn load_or_create(store: &Store) -> Result<Self, ServeError> {
-        let noise = StaticKeypair::from_private(load_or_make(store, "server-noise-static")?);
-        let signer = GrantSigner::from_seed(load_or_make(store, "server-grant-signing")?);
-        Ok(Self { noise, signer })
+        let noise = StaticKeypair::from_private(*load_or_make(store, "server-noise-static")?);
+        let signer_seed = load_or_make(store, "server-grant-signing")?;
+        let signer = GrantSigner::from_seed(*signer_seed);
+        Ok(Self {
+            noise,
+            signer,
+            signer_seed,
+        })
+    }
+
+    /// The signing seed, for signing on a blocking thread.
+    pub(crate) fn signer_seed(&self) -> Zeroizing<[u8; 32]> {
+        self.signer_seed.clone()
     }
 }

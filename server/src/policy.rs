@@ -73,14 +73,11 @@ impl AccessPolicy {
             Ok(owner) => owner,
             Err(_) => return ShareConfig::none(),
         };
+        // A document no record on the server owns is shared with nobody:
+        // records are created on the server (`admin load-record`), so an
+        // unknown id is either stale or a probe.
         let Some((nhs, compartment)) = owner else {
-            // A document no record owns yet: only systems that originate
-            // records (GP systems) may create one.
-            return if device.device_class == "gp-system" {
-                ShareConfig::read_write()
-            } else {
-                ShareConfig::none()
-            };
+            return ShareConfig::none();
         };
         let Some(grant) = self.current_grant(&key) else {
             return ShareConfig::none();
@@ -106,11 +103,16 @@ impl AccessPolicy {
         if principal == Principal::Patient && !grant.is_patient(nhs) {
             return ShareConfig::none();
         }
-        let governance = self
+        // Without a readable governance document the patient's choices are
+        // unknown: share nothing (fail closed).
+        let Some(governance) = self
             .store
             .open_record(nhs)
             .ok()
-            .and_then(|r| r.view_compartment(Compartment::Governance).ok());
+            .and_then(|r| r.view_compartment(Compartment::Governance).ok())
+        else {
+            return ShareConfig::none();
+        };
         // The grant's relationships as they were at login, narrowed to those
         // that still hold now: an ended caseload stops sharing at once.
         let still_current = match &grant.principal {
@@ -134,7 +136,7 @@ impl AccessPolicy {
             // Replication is not viewing: permission to view is asked on the
             // device, every time, before anything is shown.
             basis: ViewBasis::PermissionRecorded,
-            choices: choices_from(governance.as_ref()),
+            choices: choices_from(Some(&governance)),
         };
         let readable = matches!(decide(&request(Action::View)), Decision::Permit { ref compartments, .. } if compartments.contains(&compartment));
         if !readable {

@@ -25,6 +25,8 @@ pub enum ServeError {
     Io(&'static str, std::io::ErrorKind),
     #[error("server.key must hold exactly 32 bytes")]
     BadKeyFile,
+    #[error("server.db exists but server.key is missing: restore the key file")]
+    MissingKeyFile,
     #[error("the system random number generator failed")]
     Random,
     #[error("server store: {0}")]
@@ -198,12 +200,16 @@ async fn watch_for_changes(
     };
     let mut last = seen(&store, &directory, &storage);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
             _ = tick.tick() => {
                 let now = seen(&store, &directory, &storage);
-                if now != last {
+                ticks += 1;
+                // Also once a minute regardless, so grants that expire on a
+                // quiet server stop sharing within a minute.
+                if now != last || ticks.is_multiple_of(60) {
                     last = now;
                     epoch.bump();
                 }
@@ -221,7 +227,11 @@ async fn accept_loop(
         tokio::select! {
             _ = stopped.changed() => return,
             accepted = listener.accept() => {
-                let Ok((tcp, peer)) = accepted else { continue };
+                let Ok((tcp, peer)) = accepted else {
+                    // Out of descriptors or similar: back off, do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                };
                 shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
                 let shared = shared.clone();
                 tokio::spawn(async move {
@@ -340,16 +350,38 @@ async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String
         .map_err(|_| "no login request".to_owned())?
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "closed before the login request".to_owned())?;
-    let response = match serde_json::from_slice::<LoginRequest>(&request) {
-        Ok(request) => crate::users::login(
-            &shared.directory,
-            &shared.store,
-            &shared.identity.signer,
-            &channel.remote_static(),
-            &request,
-            scr_core::clock::now_ms(),
-        ),
-        Err(_) => LoginResponse::Refused {
+    if request.len() > 4096 {
+        return Err("login request too large".into());
+    }
+    let parsed = serde_json::from_slice::<LoginRequest>(&request)
+        .ok()
+        .filter(|r| r.user_id.len() <= 64 && r.card_serial.len() <= 64 && r.passcode.len() <= 256);
+    let response = match parsed {
+        Some(request) => {
+            // Argon2 and SQLite: off the async runtime.
+            let (directory, store) = (shared.directory.clone(), shared.store.clone());
+            let signer_seed = shared.identity.signer_seed();
+            let device = channel.remote_static();
+            tokio::task::spawn_blocking(move || {
+                let signer = scr_core::grant::GrantSigner::from_seed(*signer_seed);
+                match directory.device(&device) {
+                    Ok(Some(d)) if !d.revoked => crate::users::login(
+                        &directory,
+                        &store,
+                        &signer,
+                        &d,
+                        &request,
+                        scr_core::clock::now_ms(),
+                    ),
+                    _ => LoginResponse::Refused {
+                        reason: "this device is not enrolled".into(),
+                    },
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
+        None => LoginResponse::Refused {
             reason: "the login request is malformed".into(),
         },
     };

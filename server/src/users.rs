@@ -11,12 +11,14 @@ use scr_core::grant::{
 };
 use scr_core::{NhsNumber, Store};
 
-use crate::directory::{Directory, DirectoryError};
+use crate::directory::{Device, Directory, DirectoryError};
+use scr_core::access::DenyReason;
+use scr_core::audit::Outcome;
 
 /// Failed logins before an account is locked (until an administrator resets it).
 pub const MAX_FAILED_LOGINS: i64 = 5;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewUser {
     pub user_id: String,
     pub display_name: String,
@@ -26,6 +28,14 @@ pub struct NewUser {
     pub activities: Vec<String>,
     pub privacy_officer: bool,
     pub card_serial: String,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,10 +123,18 @@ impl Directory {
             .optional()?)
     }
 
-    fn set_failed_logins(&self, user_id: &str, n: i64) -> Result<(), UserError> {
+    /// Takes one of the user's allowed attempts; false once they are used up.
+    fn begin_login_attempt(&self, user_id: &str) -> Result<bool, UserError> {
+        Ok(self.conn()?.execute(
+            "UPDATE users SET failed_logins = failed_logins + 1 WHERE user_id = ?1 AND failed_logins < ?2",
+            params![user_id, MAX_FAILED_LOGINS],
+        )? == 1)
+    }
+
+    fn reset_login_attempts(&self, user_id: &str) -> Result<(), UserError> {
         self.conn()?.execute(
-            "UPDATE users SET failed_logins = ?1 WHERE user_id = ?2",
-            params![n, user_id],
+            "UPDATE users SET failed_logins = 0 WHERE user_id = ?1",
+            [user_id],
         )?;
         Ok(())
     }
@@ -142,72 +160,108 @@ pub fn assign(
     if directory.user(user_id)?.is_none() {
         return Err(UserError::NoSuchUser);
     }
-    let mut list = relationships(store, user_id)?;
-    list.retain(|r| r.nhs_number != nhs);
-    list.push(GrantRelationship {
+    let added = GrantRelationship {
         nhs_number: nhs,
         kind,
-    });
-    let bytes = serde_json::to_vec(&list).map_err(|_| UserError::Invalid("relationships"))?;
-    store.put_secret(&relationships_name(user_id), &bytes)?;
+    };
+    store.update_secret(&relationships_name(user_id), |old| {
+        let mut list: Vec<GrantRelationship> = old
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        list.retain(|r| r.nhs_number != nhs);
+        list.push(added);
+        serde_json::to_vec(&list).unwrap_or_default()
+    })?;
     Ok(())
 }
 
 /// Ends a relationship (a patient leaves the caseload, an incident closes).
 pub fn unassign(store: &Store, user_id: &str, nhs: NhsNumber) -> Result<bool, UserError> {
-    let mut list = relationships(store, user_id)?;
-    let before = list.len();
-    list.retain(|r| r.nhs_number != nhs);
-    let bytes = serde_json::to_vec(&list).map_err(|_| UserError::Invalid("relationships"))?;
-    store.put_secret(&relationships_name(user_id), &bytes)?;
-    Ok(list.len() < before)
+    let mut removed = false;
+    store.update_secret(&relationships_name(user_id), |old| {
+        let mut list: Vec<GrantRelationship> = old
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        let before = list.len();
+        list.retain(|r| r.nhs_number != nhs);
+        removed = list.len() < before;
+        serde_json::to_vec(&list).unwrap_or_default()
+    })?;
+    Ok(removed)
 }
 
-/// Checks the credentials and issues a grant bound to `device_key`, valid
-/// for one shift. Every refusal says only that the login failed.
+/// Checks the credentials and issues a grant bound to `device`, valid for
+/// one shift. Every refusal reads the same, whatever failed, and costs the
+/// same Argon2 work, so neither message nor timing says which user ids exist.
 pub fn login(
     directory: &Directory,
     store: &Store,
     signer: &GrantSigner,
-    device_key: &[u8; 32],
+    device: &Device,
     request: &LoginRequest,
     now_ms: i64,
 ) -> LoginResponse {
-    let refused = |reason: &str| {
-        // Every login attempt is audited; the reason stays on the server.
-        let audited = crate::audit::record(
+    const WRONG: &str =
+        "the login failed: check the user id, card and passcode, or ask an administrator";
+    let audit = |outcome: Outcome, detail: &str| {
+        crate::audit::record(
             store,
             &request.user_id,
             "login",
             None,
-            scr_core::audit::Outcome::Deny {
-                reason: scr_core::access::DenyReason::NotAllowed,
+            outcome,
+            Some(detail.to_owned()),
+        )
+    };
+    let refuse = |detail: &str| {
+        if audit(
+            Outcome::Deny {
+                reason: DenyReason::NotAllowed,
             },
-            Some(reason.to_owned()),
-        );
-        if audited.is_err() {
+            detail,
+        )
+        .is_err()
+        {
             tracing::warn!("a refused login could not be audited");
         }
         LoginResponse::Refused {
-            reason: reason.to_owned(),
+            reason: WRONG.to_owned(),
         }
     };
-    let Ok(Some((user, phc, failed))) = directory.user(&request.user_id) else {
-        return refused("the user id, card or passcode is wrong");
+    let found = directory.user(&request.user_id).ok().flatten();
+    // Count the attempt before checking it (at most MAX_FAILED_LOGINS
+    // outstanding, atomically), so parallel guesses cannot exceed it.
+    let allowed = found.is_some()
+        && directory
+            .begin_login_attempt(&request.user_id)
+            .unwrap_or(false);
+    let dummy =
+        DUMMY_PHC.get_or_init(|| hash_passcode("scr-sync: no such user").unwrap_or_default());
+    let phc = found
+        .as_ref()
+        .map(|(_, phc, _)| phc.as_str())
+        .unwrap_or(dummy);
+    let passcode_ok = passcode_matches(&request.passcode, phc);
+    let Some((user, _, _)) = found else {
+        return refuse("unknown user");
     };
-    if failed >= MAX_FAILED_LOGINS {
-        return refused("the account is locked: ask an administrator");
+    if !allowed {
+        return refuse("account locked");
     }
-    if user.card_serial != request.card_serial || !passcode_matches(&request.passcode, &phc) {
-        let _ = directory.set_failed_logins(&user.user_id, failed + 1);
-        return refused("the user id, card or passcode is wrong");
+    if user.card_serial != request.card_serial || !passcode_ok {
+        return refuse("wrong card or passcode");
     }
-    let _ = directory.set_failed_logins(&user.user_id, 0);
+    // The device must suit the user: staff on a staff device of their own
+    // organisation (patients log in through their own phone's enrollment).
+    if device.device_class == "patient-phone" || device.organisation != user.organisation {
+        return refuse("device does not belong to the user's organisation");
+    }
+    let _ = directory.reset_login_attempts(&user.user_id);
     let Ok(relationships) = relationships(store, &user.user_id) else {
-        return refused("the server could not read the user's relationships");
+        return refuse("relationships unreadable");
     };
     let grant = RoleProfileGrant {
-        grant_id: uuid_like(now_ms, device_key),
+        grant_id: uuid_like(now_ms, &device.key),
         principal: GrantPrincipal::Staff {
             user_id: user.user_id,
             display_name: user.display_name,
@@ -217,36 +271,38 @@ pub fn login(
             activities: user.activities,
             privacy_officer: user.privacy_officer,
         },
-        device_id: hex_key(device_key),
+        device_id: hex_key(&device.key),
         issued_at_ms: now_ms,
         expires_at_ms: now_ms + MAX_GRANT_MS,
         relationships,
     };
+    // Audit first: a grant the trail does not show is never issued.
+    if audit(
+        Outcome::Permit,
+        &format!("device {}", &hex_key(&device.key)[..16]),
+    )
+    .is_err()
+    {
+        return LoginResponse::Refused {
+            reason: WRONG.to_owned(),
+        };
+    }
     // The share policy decides this device's documents from its current grant.
     let stored = serde_json::to_vec(&grant)
         .ok()
-        .map(|bytes| store.put_secret(&crate::policy::grant_secret_name(device_key), &bytes));
+        .map(|bytes| store.put_secret(&crate::policy::grant_secret_name(&device.key), &bytes));
     if !matches!(stored, Some(Ok(()))) {
-        return refused("the server could not record the session");
-    }
-    let audited = crate::audit::record(
-        store,
-        &request.user_id,
-        "login",
-        None,
-        scr_core::audit::Outcome::Permit,
-        Some(format!("device {}", &hex_key(device_key)[..16])),
-    );
-    if audited.is_err() {
-        return LoginResponse::Refused {
-            reason: "the server could not audit the login".into(),
-        };
+        return refuse("the session could not be recorded");
     }
     LoginResponse::Granted {
         grant_hex: to_hex(&signer.sign(&grant)),
         grant_key_hex: to_hex(&signer.public_key()),
     }
 }
+
+/// A verifier checked when the user id is unknown, so the work done is the
+/// same as for a real account.
+static DUMMY_PHC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn uuid_like(now_ms: i64, device_key: &[u8; 32]) -> String {
     let mut h = blake3::Hasher::new();

@@ -149,6 +149,37 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
         1
     );
 
+    // A tablet of another organisation cannot carry her session.
+    let foreign = StaticKeypair::generate().unwrap();
+    let rya = srv
+        .directory
+        .create_enrollment_token(
+            "RYA",
+            "ambulance-tablet",
+            scr_core::clock::now_ms() + 60_000,
+        )
+        .unwrap();
+    drop(
+        channel::connect(
+            ws(&srv).await,
+            &foreign,
+            &srv.server_key,
+            &Hello::new(Purpose::Sync, Some(&rya)).encode(),
+        )
+        .await
+        .unwrap(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let refused = channel::login(
+        ws(&srv).await,
+        &foreign,
+        &srv.server_key,
+        &request("jo-2468", "CARD-0001"),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(refused, LoginResponse::Refused { .. }));
+
     // Wrong card, unknown user, and five wrong passcodes lock the account.
     let login = |r: LoginRequest| {
         let (srv, tablet) = (&srv, &tablet);
@@ -174,8 +205,12 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
             LoginResponse::Refused { .. }
         ));
     }
+    // Locked now: even the right credentials are refused, with the same
+    // words as any other failure.
     match login(request("jo-2468", "CARD-0001")).await {
-        LoginResponse::Refused { reason } => assert!(reason.contains("locked"), "{reason}"),
+        LoginResponse::Refused { reason } => {
+            assert!(reason.starts_with("the login failed"), "{reason}")
+        }
         other => panic!("a locked account logged in: {other:?}"),
     }
     srv.shutdown().await;
@@ -191,7 +226,7 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
         1,
         "one successful login audited"
     );
-    assert_eq!(logins.len(), 8, "every attempt audited: {logins:?}");
+    assert_eq!(logins.len(), 9, "every attempt audited: {logins:?}");
 
     // The relationship's NHS number is sealed on the server, never in clear.
     for entry in std::fs::read_dir(&server_dir).unwrap() {

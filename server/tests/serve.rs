@@ -60,7 +60,11 @@ impl samod::Dialer for TokenDialer {
             let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/sync"))
                 .await
                 .map_err(samod::DialError::transient)?;
-            let hello = Hello::new(Purpose::Sync, Some(&token)).encode();
+            let hello = Hello::new(
+                Purpose::Sync,
+                Some(token.as_str()).filter(|t| !t.is_empty()),
+            )
+            .encode();
             let ch = channel::connect(ws, &keys, &server_key, &hello)
                 .await
                 .map_err(samod::DialError::PermanentFailure)?;
@@ -93,17 +97,93 @@ async fn read_visit(repo: &samod::Repo, id: samod::DocumentId) -> Option<String>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_enrolls_syncs_into_the_sealed_store_and_the_data_survives_restart() {
+async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server_dir = dir.path().join("server");
     let srv = server(&server_dir).await;
     let server_key = srv.server_key;
+    let store = Store::open(
+        server_dir.join("server.db"),
+        &scr_server::identity::key_provider(&server_dir).unwrap(),
+    )
+    .unwrap();
+    let nhs = scr_core::fixtures::test_nhs_number(7);
+    let docs = scr_server::records::load(
+        &store,
+        &scr_server::records::RecordFile {
+            nhs_number: nhs,
+            sharing: scr_core::record::SharingChoice::CoreAndAdditional,
+            include_sensitive: false,
+            entries: vec![],
+        },
+        "test",
+    )
+    .unwrap();
+    let care: samod::DocumentId = docs
+        .iter()
+        .find(|(c, _)| *c == scr_core::record::Compartment::CareEvents)
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    srv.directory
+        .add_user(
+            &scr_server::users::NewUser {
+                user_id: "555000000102".into(),
+                display_name: "Jo Nurse".into(),
+                organisation: "RX1".into(),
+                job_role: "R0050".into(),
+                job_role_name: "Community Nurse".into(),
+                activities: vec!["B0264".into(), "B0370".into(), "B0380".into()],
+                privacy_officer: false,
+                card_serial: "CARD-0001".into(),
+            },
+            "jo-2468",
+        )
+        .unwrap();
+    scr_server::users::assign(
+        &store,
+        &srv.directory,
+        "555000000102",
+        nhs,
+        scr_core::grant::RelationshipKind::Caseload,
+    )
+    .unwrap();
     let token = srv
         .directory
-        .create_enrollment_token("A99001", "gp-system", hour_from_now())
+        .create_enrollment_token("RX1", "nurse-tablet", hour_from_now())
         .unwrap();
 
     let device_keys = Arc::new(StaticKeypair::generate().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
+        .await
+        .unwrap();
+    drop(
+        channel::connect(
+            ws,
+            &device_keys,
+            &server_key,
+            &Hello::new(Purpose::Sync, Some(&token)).encode(),
+        )
+        .await
+        .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
+        .await
+        .unwrap();
+    let login = channel::LoginRequest {
+        user_id: "555000000102".into(),
+        card_serial: "CARD-0001".into(),
+        passcode: "jo-2468".into(),
+    };
+    assert!(matches!(
+        channel::login(ws, &device_keys, &server_key, &login)
+            .await
+            .unwrap(),
+        channel::LoginResponse::Granted { .. }
+    ));
+
     let device_store = Store::open(
         dir.path().join("device.db"),
         &StaticKeyProvider::new(SecretKey::from_bytes([3; 32])),
@@ -121,7 +201,7 @@ async fn a_device_enrolls_syncs_into_the_sealed_store_and_the_data_survives_rest
                 addr: srv.sync_addr,
                 keys: device_keys.clone(),
                 server_key,
-                token,
+                token: String::new(),
             }),
         )
         .unwrap();
@@ -129,15 +209,20 @@ async fn a_device_enrolls_syncs_into_the_sealed_store_and_the_data_survives_rest
         .await
         .unwrap()
         .unwrap();
-    let mut doc = automerge::Automerge::new();
-    let mut tx = doc.transaction();
-    tx.put(automerge::ROOT, "visit", "Quillfeather dressing changed")
+    let handle = tokio::time::timeout(Duration::from_secs(5), device.find(care.clone()))
+        .await
+        .unwrap()
+        .unwrap()
         .unwrap();
-    tx.commit();
-    let id = device.create(doc).await.unwrap().document_id().clone();
+    handle.with_document(|d| {
+        let mut tx = d.transaction();
+        tx.put(automerge::ROOT, "visit", "Quillfeather dressing changed")
+            .unwrap();
+        tx.commit();
+    });
 
     assert_eq!(
-        read_visit(srv.repo(), id.clone()).await.as_deref(),
+        read_visit(srv.repo(), care.clone()).await.as_deref(),
         Some("Quillfeather dressing changed")
     );
     assert_eq!(srv.metrics.enrollments.load(Ordering::Relaxed), 1);
@@ -151,16 +236,17 @@ async fn a_device_enrolls_syncs_into_the_sealed_store_and_the_data_survives_rest
             enrolled.organisation.as_str(),
             enrolled.device_class.as_str()
         ),
-        ("A99001", "gp-system")
+        ("RX1", "nurse-tablet")
     );
     device.stop().await;
     srv.shutdown().await;
+    drop(store);
 
-    // Restart: same identity, and the document comes back from the sealed store.
+    // Restart: same identity, and the change comes back from the sealed store.
     let srv = server(&server_dir).await;
     assert_eq!(srv.server_key, server_key);
     assert_eq!(
-        read_visit(srv.repo(), id).await.as_deref(),
+        read_visit(srv.repo(), care).await.as_deref(),
         Some("Quillfeather dressing changed")
     );
     srv.shutdown().await;
@@ -257,6 +343,22 @@ async fn health_and_metrics_answer_over_http() {
             .starts_with("HTTP/1.1 404")
     );
     srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_store_without_its_key_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    server(dir.path()).await.shutdown().await;
+    std::fs::remove_file(dir.path().join("server.key")).unwrap();
+    let err = start(ServeConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        health: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("server.key is missing"), "{err}");
 }
 
 #[test]

@@ -178,6 +178,21 @@ impl Store {
         self.write(|tx| self.put_sealed_meta_tx(tx, &format!("secret:{name}"), secret))
     }
 
+    /// Reads, changes and writes a secret in one transaction, so two
+    /// writers cannot lose each other's update.
+    pub fn update_secret(
+        &self,
+        name: &str,
+        change: impl FnOnce(Option<&[u8]>) -> Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let name = format!("secret:{name}");
+        self.write(|tx| {
+            let old = self.sealed_meta(tx, &name)?;
+            let new = change(old.as_deref());
+            self.put_sealed_meta_tx(tx, &name, &new)
+        })
+    }
+
     /// A secret stored with [`Store::put_secret`].
     pub fn secret(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
         self.read(|conn| self.sealed_meta(conn, &format!("secret:{name}")))

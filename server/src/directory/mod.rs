@@ -60,7 +60,8 @@ impl Directory {
     pub fn open(path: &Path) -> Result<Self, DirectoryError> {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL: a revocation or a used token must survive a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             let tx = conn.transaction()?;
@@ -127,6 +128,17 @@ impl Directory {
             )
             .optional()?;
         let (organisation, device_class) = row.ok_or(DirectoryError::BadToken)?;
+        // A revoked key never comes back, whatever token it presents.
+        let revoked: Option<i64> = tx
+            .query_row(
+                "SELECT revoked FROM devices WHERE key = ?1",
+                [key.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if revoked.is_some_and(|r| r != 0) {
+            return Err(DirectoryError::BadToken);
+        }
         tx.execute(
             "UPDATE enrollment_tokens SET used_by = ?1 WHERE token_hash = ?2",
             params![key.as_slice(), token_hash(token)],
@@ -135,7 +147,7 @@ impl Directory {
             "INSERT INTO devices (key, organisation, device_class, enrolled_at_ms, revoked)
              VALUES (?1, ?2, ?3, ?4, 0)
              ON CONFLICT(key) DO UPDATE SET organisation = excluded.organisation,
-                 device_class = excluded.device_class, enrolled_at_ms = excluded.enrolled_at_ms, revoked = 0",
+                 device_class = excluded.device_class, enrolled_at_ms = excluded.enrolled_at_ms",
             params![key.as_slice(), organisation, device_class, now_ms],
         )?;
         tx.commit()?;
