@@ -14,21 +14,20 @@ use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::engine::{DeviceClass, Engine, EngineConfig};
 use scr_core::fixtures::test_nhs_number;
 use scr_core::grant::{GrantPrincipal, RelationshipKind};
-use scr_server::serve::{RunningServer, ServeConfig, start};
-use scr_server::users::{NewUser, assign};
+use scr_server::serve::RunningServer;
+use scr_server::users::assign;
+
+mod common;
 
 async fn ws(
     srv: &RunningServer,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
-        .await
-        .unwrap()
-        .0
+    common::ws(srv.sync_addr).await
 }
 
 fn request(passcode: &str, card: &str) -> LoginRequest {
     LoginRequest {
-        user_id: "555000000102".into(),
+        user_id: common::NURSE_ID.into(),
         card_serial: card.into(),
         passcode: passcode.into(),
     }
@@ -38,34 +37,12 @@ fn request(passcode: &str, card: &str) -> LoginRequest {
 async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
     let dir = tempfile::tempdir().unwrap();
     let server_dir = dir.path().join("server");
-    let srv = start(ServeConfig {
-        data_dir: server_dir.clone(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        health: "127.0.0.1:0".parse().unwrap(),
-    })
-    .await
-    .unwrap();
+    let srv = common::server(&server_dir).await;
     srv.directory
-        .add_user(
-            &NewUser {
-                user_id: "555000000102".into(),
-                display_name: "Jo Nurse".into(),
-                organisation: "RX1".into(),
-                job_role: "R0050".into(),
-                job_role_name: "Community Nurse".into(),
-                activities: vec!["B0264".into(), "B0370".into(), "B0380".into()],
-                privacy_officer: false,
-                card_serial: "CARD-0001".into(),
-            },
-            "jo-2468",
-        )
+        .add_user(&common::nurse(), common::NURSE_PASSCODE)
         .unwrap();
     let patient = test_nhs_number(31);
-    let store = scr_core::Store::open(
-        server_dir.join("server.db"),
-        &scr_server::identity::key_provider(&server_dir).unwrap(),
-    )
-    .unwrap();
+    let store = common::server_store(&server_dir);
     assign(
         &store,
         &srv.directory,

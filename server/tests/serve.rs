@@ -10,68 +10,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
-use futures::future::BoxFuture;
 use scr_core::Store;
-use scr_core::channel::{self, ChannelError, Hello, Purpose, StaticKeypair, hex_key};
+use scr_core::channel::{self, Hello, Purpose, StaticKeypair, hex_key};
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::store::SamodStorage;
 use scr_server::serve::{RunningServer, ServeConfig, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn server(dir: &std::path::Path) -> RunningServer {
-    start(ServeConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        health: "127.0.0.1:0".parse().unwrap(),
-    })
-    .await
-    .unwrap()
-}
-
 fn hour_from_now() -> i64 {
     scr_core::clock::now_ms() + 3_600_000
 }
 
-struct TokenDialer {
-    addr: std::net::SocketAddr,
-    keys: Arc<StaticKeypair>,
-    server_key: [u8; 32],
-    token: String,
-}
-
-impl samod::Dialer for TokenDialer {
-    type Error = ChannelError;
-
-    fn url(&self) -> samod::Url {
-        samod::Url::parse(&format!("ws://{}/sync", self.addr)).unwrap()
-    }
-
-    fn connect(
-        &self,
-    ) -> BoxFuture<'static, Result<samod::transport::Transport, samod::DialError<ChannelError>>>
-    {
-        let (addr, keys, server_key, token) = (
-            self.addr,
-            self.keys.clone(),
-            self.server_key,
-            self.token.clone(),
-        );
-        Box::pin(async move {
-            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/sync"))
-                .await
-                .map_err(samod::DialError::transient)?;
-            let hello = Hello::new(
-                Purpose::Sync,
-                Some(token.as_str()).filter(|t| !t.is_empty()),
-            )
-            .encode();
-            let ch = channel::connect(ws, &keys, &server_key, &hello)
-                .await
-                .map_err(samod::DialError::PermanentFailure)?;
-            Ok(channel::into_samod_transport(ch))
-        })
-    }
-}
+mod common;
 
 async fn read_visit(repo: &samod::Repo, id: samod::DocumentId) -> Option<String> {
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -100,7 +50,7 @@ async fn read_visit(repo: &samod::Repo, id: samod::DocumentId) -> Option<String>
 async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server_dir = dir.path().join("server");
-    let srv = server(&server_dir).await;
+    let srv = common::server(&server_dir).await;
     let server_key = srv.server_key;
     let store = Store::open(
         server_dir.join("server.db"),
@@ -197,11 +147,11 @@ async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_surv
     let dialer = device
         .dial(
             samod::BackoffConfig::default(),
-            Arc::new(TokenDialer {
+            Arc::new(common::NoiseDialer {
                 addr: srv.sync_addr,
                 keys: device_keys.clone(),
                 server_key,
-                token: String::new(),
+                token: None,
             }),
         )
         .unwrap();
@@ -243,7 +193,7 @@ async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_surv
     drop(store);
 
     // Restart: same identity, and the change comes back from the sealed store.
-    let srv = server(&server_dir).await;
+    let srv = common::server(&server_dir).await;
     assert_eq!(srv.server_key, server_key);
     assert_eq!(
         read_visit(srv.repo(), care).await.as_deref(),
@@ -279,7 +229,7 @@ async fn admitted(srv: &RunningServer, keys: &StaticKeypair, token: &str) -> boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_reused_or_expired_tokens_and_revoked_devices_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = common::server(dir.path()).await;
     let (a, b, c) = (
         StaticKeypair::generate().unwrap(),
         StaticKeypair::generate().unwrap(),
@@ -325,7 +275,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_answer_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = common::server(dir.path()).await;
     let health = http_get(srv.health_addr, "/health").await;
     assert!(
         health.starts_with("HTTP/1.1 200 OK") && health.ends_with("ok\n"),
@@ -348,7 +298,7 @@ async fn health_and_metrics_answer_over_http() {
 #[tokio::test]
 async fn a_store_without_its_key_file_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    server(dir.path()).await.shutdown().await;
+    common::server(dir.path()).await.shutdown().await;
     std::fs::remove_file(dir.path().join("server.key")).unwrap();
     let err = start(ServeConfig {
         data_dir: dir.path().to_path_buf(),

@@ -8,47 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
-use futures::future::BoxFuture;
 use scr_core::channel::{
-    self, ChannelError, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair, hex_key,
+    self, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair, hex_key,
 };
 use scr_core::fixtures::{sample_entry, test_nhs_number};
 use scr_core::grant::RelationshipKind;
 use scr_core::record::Compartment;
 use scr_server::records::{FileEntry, RecordFile, load};
-use scr_server::serve::{RunningServer, ServeConfig, start};
-use scr_server::users::{NewUser, assign};
+use scr_server::serve::RunningServer;
+use scr_server::users::assign;
 
-struct SyncDialer {
-    addr: std::net::SocketAddr,
-    keys: Arc<StaticKeypair>,
-    server_key: [u8; 32],
-}
-
-impl samod::Dialer for SyncDialer {
-    type Error = ChannelError;
-
-    fn url(&self) -> samod::Url {
-        samod::Url::parse(&format!("ws://{}/sync", self.addr)).unwrap()
-    }
-
-    fn connect(
-        &self,
-    ) -> BoxFuture<'static, Result<samod::transport::Transport, samod::DialError<ChannelError>>>
-    {
-        let (addr, keys, server_key) = (self.addr, self.keys.clone(), self.server_key);
-        Box::pin(async move {
-            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/sync"))
-                .await
-                .map_err(samod::DialError::transient)?;
-            let hello = Hello::new(Purpose::Sync, None).encode();
-            let ch = channel::connect(ws, &keys, &server_key, &hello)
-                .await
-                .map_err(samod::DialError::PermanentFailure)?;
-            Ok(channel::into_samod_transport(ch))
-        })
-    }
-}
+mod common;
 
 fn record(n: u32, sharing: scr_core::record::SharingChoice) -> RecordFile {
     RecordFile {
@@ -131,18 +101,8 @@ async fn device_sees(device: &samod::Repo, id: samod::DocumentId, key: &str, sec
 async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core() {
     let dir = tempfile::tempdir().unwrap();
     let server_dir = dir.path().join("server");
-    let srv = start(ServeConfig {
-        data_dir: server_dir.clone(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        health: "127.0.0.1:0".parse().unwrap(),
-    })
-    .await
-    .unwrap();
-    let store = scr_core::Store::open(
-        server_dir.join("server.db"),
-        &scr_server::identity::key_provider(&server_dir).unwrap(),
-    )
-    .unwrap();
+    let srv = common::server(&server_dir).await;
+    let store = common::server_store(&server_dir);
     let on_caseload = load(
         &store,
         &record(41, scr_core::record::SharingChoice::CoreAndAdditional),
@@ -169,19 +129,7 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
     .unwrap();
 
     srv.directory
-        .add_user(
-            &NewUser {
-                user_id: "555000000102".into(),
-                display_name: "Jo Nurse".into(),
-                organisation: "RX1".into(),
-                job_role: "R0050".into(),
-                job_role_name: "Community Nurse".into(),
-                activities: vec!["B0264".into(), "B0370".into(), "B0380".into()],
-                privacy_officer: false,
-                card_serial: "CARD-0001".into(),
-            },
-            "jo-2468",
-        )
+        .add_user(&common::nurse(), common::NURSE_PASSCODE)
         .unwrap();
     for n in [41, 42, 44] {
         assign(
@@ -236,10 +184,11 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
     let dialer = device
         .dial(
             samod::BackoffConfig::default(),
-            Arc::new(SyncDialer {
+            Arc::new(common::NoiseDialer {
                 addr: srv.sync_addr,
                 keys: tablet.clone(),
                 server_key: srv.server_key,
+                token: None,
             }),
         )
         .unwrap();

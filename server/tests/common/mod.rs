@@ -1,0 +1,113 @@
+//! Shared setup for the server's socket tests: a server on loopback, the
+//! nurse account the journeys use, and a samod dialer over the channel.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use scr_core::channel::{self, ChannelError, Hello, Purpose, StaticKeypair};
+use scr_server::serve::{RunningServer, ServeConfig, start};
+use scr_server::users::NewUser;
+
+pub async fn server(dir: &std::path::Path) -> RunningServer {
+    start(ServeConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        health: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap()
+}
+
+/// A second handle on the server's store, as an admin command would open.
+pub fn server_store(dir: &std::path::Path) -> scr_core::Store {
+    scr_core::Store::open(
+        dir.join("server.db"),
+        &scr_server::identity::key_provider(dir).unwrap(),
+    )
+    .unwrap()
+}
+
+pub const NURSE_ID: &str = "555000000102";
+pub const NURSE_PASSCODE: &str = "jo-2468";
+
+/// Jo, a community nurse at RX1 who may view and write.
+pub fn nurse() -> NewUser {
+    NewUser {
+        user_id: NURSE_ID.into(),
+        display_name: "Jo Nurse".into(),
+        organisation: "RX1".into(),
+        job_role: "R0050".into(),
+        job_role_name: "Community Nurse".into(),
+        activities: vec!["B0264".into(), "B0370".into(), "B0380".into()],
+        privacy_officer: false,
+        card_serial: "CARD-0001".into(),
+    }
+}
+
+pub fn nurse_login() -> channel::LoginRequest {
+    channel::LoginRequest {
+        user_id: NURSE_ID.into(),
+        card_serial: "CARD-0001".into(),
+        passcode: NURSE_PASSCODE.into(),
+    }
+}
+
+pub async fn ws(
+    addr: std::net::SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    tokio_tungstenite::connect_async(format!("ws://{addr}/sync"))
+        .await
+        .unwrap()
+        .0
+}
+
+/// First contact: enroll `keys` with `token` (the channel is dropped at once).
+pub async fn enroll(srv: &RunningServer, keys: &StaticKeypair, token: &str) {
+    let hello = Hello::new(Purpose::Sync, Some(token)).encode();
+    drop(
+        channel::connect(ws(srv.sync_addr).await, keys, &srv.server_key, &hello)
+            .await
+            .unwrap(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
+/// The device's samod dialer: a fresh Noise channel on every (re)connect,
+/// presenting `token` if it has one.
+pub struct NoiseDialer {
+    pub addr: std::net::SocketAddr,
+    pub keys: Arc<StaticKeypair>,
+    pub server_key: [u8; 32],
+    pub token: Option<String>,
+}
+
+impl samod::Dialer for NoiseDialer {
+    type Error = ChannelError;
+
+    fn url(&self) -> samod::Url {
+        samod::Url::parse(&format!("ws://{}/sync", self.addr)).unwrap()
+    }
+
+    fn connect(
+        &self,
+    ) -> BoxFuture<'static, Result<samod::transport::Transport, samod::DialError<ChannelError>>>
+    {
+        let (addr, keys, server_key, token) = (
+            self.addr,
+            self.keys.clone(),
+            self.server_key,
+            self.token.clone(),
+        );
+        Box::pin(async move {
+            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/sync"))
+                .await
+                .map_err(samod::DialError::transient)?;
+            let hello = Hello::new(Purpose::Sync, token.as_deref()).encode();
+            let ch = channel::connect(ws, &keys, &server_key, &hello)
+                .await
+                .map_err(samod::DialError::PermanentFailure)?;
+            Ok(channel::into_samod_transport(ch))
+        })
+    }
+}
