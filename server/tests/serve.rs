@@ -77,19 +77,7 @@ async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_surv
         .parse()
         .unwrap();
     srv.directory
-        .add_user(
-            &scr_server::users::NewUser {
-                user_id: "555000000102".into(),
-                display_name: "Jo Nurse".into(),
-                organisation: "RX1".into(),
-                job_role: "R0050".into(),
-                job_role_name: "Community Nurse".into(),
-                activities: vec!["B0264".into(), "B0370".into(), "B0380".into()],
-                privacy_officer: false,
-                card_serial: "CARD-0001".into(),
-            },
-            "jo-2468",
-        )
+        .add_user(&common::nurse(), common::NURSE_PASSCODE)
         .unwrap();
     scr_server::users::assign(
         &store,
@@ -122,11 +110,7 @@ async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_surv
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
         .await
         .unwrap();
-    let login = channel::LoginRequest {
-        user_id: "555000000102".into(),
-        card_serial: "CARD-0001".into(),
-        passcode: "jo-2468".into(),
-    };
+    let login = common::nurse_login();
     assert!(matches!(
         channel::login(ws, &device_keys, &server_key, &login)
             .await
