@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use samod::{DocumentId, PeerId, ShareConfig, SharePolicy};
 use scr_core::access::{Action, Decision, Principal, Relationship, Request, ViewBasis, decide};
 use scr_core::channel::{from_hex, hex_key};
@@ -154,6 +153,17 @@ impl AccessPolicy {
     }
 }
 
+impl AccessPolicy {
+    /// [`AccessPolicy::decide`] on a blocking thread: it reads SQLite and
+    /// decrypts, which must not stall the async runtime samod runs on.
+    async fn decide_off_runtime(&self, doc_id: DocumentId, peer_id: PeerId) -> ShareConfig {
+        let policy = self.clone();
+        tokio::task::spawn_blocking(move || policy.decide(&doc_id, &peer_id))
+            .await
+            .unwrap_or_else(|_| ShareConfig::none())
+    }
+}
+
 impl SharePolicy for AccessPolicy {
     fn share(
         &self,
@@ -161,15 +171,17 @@ impl SharePolicy for AccessPolicy {
         peer_id: PeerId,
     ) -> impl futures::Stream<Item = ShareConfig> + Send + 'static {
         // The current decision first, then a fresh one after every bump.
-        let first = self.decide(&doc_id, &peer_id);
-        let later = futures::stream::unfold(
-            (self.clone(), self.epoch.clone(), doc_id, peer_id),
-            |(policy, mut epoch, doc_id, peer_id)| async move {
-                epoch.changed().await.ok()?;
-                let config = policy.decide(&doc_id, &peer_id);
-                Some((config, (policy, epoch, doc_id, peer_id)))
+        futures::stream::unfold(
+            (self.clone(), self.epoch.clone(), doc_id, peer_id, true),
+            |(policy, mut epoch, doc_id, peer_id, first)| async move {
+                if !first {
+                    epoch.changed().await.ok()?;
+                }
+                let config = policy
+                    .decide_off_runtime(doc_id.clone(), peer_id.clone())
+                    .await;
+                Some((config, (policy, epoch, doc_id, peer_id, false)))
             },
-        );
-        futures::stream::once(async move { first }).chain(later)
+        )
     }
 }
