@@ -94,15 +94,13 @@ fn add_entry(c: &mut Criterion) {
         b.iter_batched_ref(
             || CompartmentDoc::load(Compartment::Core, &core.bytes).unwrap(),
             |doc| {
-                let v = scr_core::record::EntryVersion {
-                    format: scr_core::record::VERSION_FORMAT,
-                    version_id: scr_core::record::VersionId::new(),
-                    entry_id: scr_core::record::EntryId::new(),
-                    replaces: vec![],
-                    status: scr_core::record::VersionStatus::Current,
-                    content: sample_entry(0),
-                    provenance: gp(),
-                };
+                let v = scr_core::record::EntryVersion::new(
+                    scr_core::record::EntryId::new(),
+                    vec![],
+                    scr_core::record::VersionStatus::Current,
+                    sample_entry(0),
+                    gp(),
+                );
                 doc.put_version(&v).unwrap()
             },
             BatchSize::LargeInput,

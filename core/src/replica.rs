@@ -12,7 +12,7 @@ use crate::audit::{AuditDraft, AuditEvent};
 use crate::crypto::SecretKey;
 use crate::record::{
     Compartment, CompartmentDoc, CompartmentView, EntryContent, EntryId, EntryVersion, EntryView,
-    Provenance, VERSION_FORMAT, VersionId, VersionStatus,
+    Provenance, VersionId, VersionStatus,
 };
 use crate::store::{ChunkKey, DocumentInfo, HoldReason, Holding, Store, StoreError};
 
@@ -317,15 +317,13 @@ impl PatientReplica {
         } else {
             content.home_compartment()
         };
-        let version = EntryVersion {
-            format: VERSION_FORMAT,
-            version_id: VersionId::new(),
-            entry_id: EntryId::new(),
-            replaces: Vec::new(),
-            status: VersionStatus::Current,
+        let version = EntryVersion::new(
+            EntryId::new(),
+            Vec::new(),
+            VersionStatus::Current,
             content,
             provenance,
-        };
+        );
         self.write_version(compartment, version, audit)
     }
 
@@ -373,15 +371,13 @@ impl PatientReplica {
                 "a new version must keep the entry's kind",
             ));
         }
-        let version = EntryVersion {
-            format: VERSION_FORMAT,
-            version_id: VersionId::new(),
-            entry_id: entry,
-            replaces: replaces.to_vec(),
-            status: VersionStatus::Current,
+        let version = EntryVersion::new(
+            entry,
+            replaces.to_vec(),
+            VersionStatus::Current,
             content,
             provenance,
-        };
+        );
         self.write_version(compartment, version, audit)
     }
 
@@ -419,17 +415,10 @@ impl PatientReplica {
             .max_by_key(|h| h.version_id)
             .map(|h| h.content.clone())
             .ok_or(StoreError::EntryNotFound)?;
-        let version = EntryVersion {
-            format: VERSION_FORMAT,
-            version_id: VersionId::new(),
-            entry_id: entry,
-            replaces: replaces.to_vec(),
-            status: VersionStatus::EnteredInError {
-                reason: reason.to_owned(),
-            },
-            content,
-            provenance,
+        let status = VersionStatus::EnteredInError {
+            reason: reason.to_owned(),
         };
+        let version = EntryVersion::new(entry, replaces.to_vec(), status, content, provenance);
         self.write_version(compartment, version, audit)
     }
 

@@ -122,6 +122,25 @@ pub struct EntryVersion {
 }
 
 impl EntryVersion {
+    /// A new version with a fresh id, in the current format.
+    pub fn new(
+        entry_id: EntryId,
+        replaces: Vec<VersionId>,
+        status: VersionStatus,
+        content: EntryContent,
+        provenance: Provenance,
+    ) -> Self {
+        Self {
+            format: VERSION_FORMAT,
+            version_id: VersionId::new(),
+            entry_id,
+            replaces,
+            status,
+            content,
+            provenance,
+        }
+    }
+
     pub fn is_entered_in_error(&self) -> bool {
         matches!(self.status, VersionStatus::EnteredInError { .. })
     }
