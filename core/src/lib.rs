@@ -20,6 +20,7 @@ pub mod nhs_number;
 pub mod record;
 pub mod replica;
 pub mod store;
+pub mod sync;
 
 pub use nhs_number::{NhsNumber, NhsNumberError};
 pub use replica::{CompartmentExport, PatientReplica, RecordView};

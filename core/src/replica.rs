@@ -226,8 +226,11 @@ impl Store {
             let key = self.record_key(conn, &record_ref)?;
             let mut docs = BTreeMap::new();
             for info in self.documents_of(conn, &record_ref, &key)? {
-                let held = self.load_held(conn, info, &key)?;
-                docs.insert(held.info.compartment, held);
+                // A document registered for sync whose first bytes have not
+                // arrived yet is not held yet.
+                if let Some(held) = self.load_held(conn, info, &key)? {
+                    docs.insert(held.info.compartment, held);
+                }
             }
             Ok(PatientReplica {
                 store: self.clone(),
@@ -243,13 +246,16 @@ impl Store {
         conn: &rusqlite::Connection,
         info: DocumentInfo,
         record_key: &SecretKey,
-    ) -> Result<HeldDoc, StoreError> {
+    ) -> Result<Option<HeldDoc>, StoreError> {
         let prefix = ChunkKey::from_parts([info.doc_id.as_str()])
             .map_err(|_| StoreError::BadRow { table: "documents" })?;
         let mut chunks: Vec<(ChunkKey, Vec<u8>)> = self
             .load_chunk_range_on(conn, &prefix, Some(record_key))?
             .into_iter()
             .collect();
+        if chunks.is_empty() {
+            return Ok(None);
+        }
         // Snapshots first, then incremental changes; Automerge queues any
         // change whose dependencies arrive later in the buffer.
         chunks.sort_by_key(|(k, _)| (!is_snapshot(k), k.to_string()));
@@ -262,14 +268,14 @@ impl Store {
         let saved_heads = doc.heads();
         let (snapshots, changes): (Vec<_>, Vec<_>) =
             chunks.iter().partition(|(k, _)| is_snapshot(k));
-        Ok(HeldDoc {
+        Ok(Some(HeldDoc {
             info,
             doc,
             saved_heads,
             snapshot_bytes: snapshots.iter().map(|(_, b)| b.len()).sum(),
             change_bytes: changes.iter().map(|(_, b)| b.len()).sum(),
             on_disk: chunks.into_iter().map(|(k, _)| k).collect(),
-        })
+        }))
     }
 }
 
@@ -597,10 +603,13 @@ impl PatientReplica {
 
     fn reload(&mut self, compartment: Compartment) -> Result<(), StoreError> {
         let info = self.held(compartment)?.info.clone();
-        let fresh = self
+        match self
             .store
-            .read(|conn| self.store.load_held(conn, info, &self.key))?;
-        self.docs.insert(compartment, fresh);
+            .read(|conn| self.store.load_held(conn, info, &self.key))?
+        {
+            Some(fresh) => self.docs.insert(compartment, fresh),
+            None => self.docs.remove(&compartment),
+        };
         Ok(())
     }
 

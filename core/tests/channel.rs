@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
-use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use scr_core::channel::{self, ChannelError, StaticKeypair};
 use tokio::net::{TcpListener, TcpStream};
@@ -290,37 +289,6 @@ async fn garbage_and_oversized_frames_are_refused_and_the_server_keeps_serving()
     assert_eq!(good.recv().await.unwrap().unwrap(), b"ok");
 }
 
-/// The device's samod dialer: a fresh Noise channel for every (re)connect.
-struct NoiseDialer {
-    port: u16,
-    device: Arc<StaticKeypair>,
-    server: [u8; 32],
-}
-
-impl samod::Dialer for NoiseDialer {
-    type Error = ChannelError;
-
-    fn url(&self) -> samod::Url {
-        samod::Url::parse(&format!("ws://127.0.0.1:{}/sync", self.port)).unwrap()
-    }
-
-    fn connect(
-        &self,
-    ) -> BoxFuture<'static, Result<samod::transport::Transport, samod::DialError<ChannelError>>>
-    {
-        let (port, device, server) = (self.port, self.device.clone(), self.server);
-        Box::pin(async move {
-            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/sync"))
-                .await
-                .map_err(samod::DialError::transient)?;
-            let ch = channel::connect(ws, &device, &server, &[])
-                .await
-                .map_err(samod::DialError::PermanentFailure)?;
-            Ok(channel::into_samod_transport(ch))
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_samod_repos_sync_a_document_over_the_noise_channel() {
     let k = keys();
@@ -351,11 +319,14 @@ async fn two_samod_repos_sync_a_document_over_the_noise_channel() {
     let dialer = device_repo
         .dial(
             samod::BackoffConfig::default(),
-            Arc::new(NoiseDialer {
-                port,
-                device,
-                server: k.server.public(),
-            }),
+            Arc::new(
+                scr_core::sync::NoiseDialer::new(
+                    &format!("ws://127.0.0.1:{port}/sync"),
+                    device,
+                    k.server.public(),
+                )
+                .unwrap(),
+            ),
         )
         .unwrap();
     tokio::time::timeout(Duration::from_secs(10), dialer.established())

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod demo;
 pub mod directory;
 pub mod health;
+pub mod holdings;
 pub mod identity;
 pub mod policy;
 pub mod records;

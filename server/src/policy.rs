@@ -16,8 +16,10 @@ use samod::{DocumentId, PeerId, ShareConfig, SharePolicy};
 use scr_core::access::{Action, Decision, Principal, Relationship, Request, ViewBasis, decide};
 use scr_core::channel::{from_hex, hex_key};
 use scr_core::engine::choices_from;
-use scr_core::grant::{RelationshipKind, RoleProfileGrant};
+use scr_core::grant::{GrantPrincipal, RelationshipKind, RoleProfileGrant};
 use scr_core::record::Compartment;
+use scr_core::store::{DocumentInfo, HoldReason};
+use scr_core::sync::{HeldPatient, HoldingsList};
 use scr_core::{NhsNumber, Store};
 
 use crate::directory::Directory;
@@ -36,6 +38,21 @@ pub struct Epoch(Arc<tokio::sync::watch::Sender<u64>>);
 impl Epoch {
     pub fn bump(&self) {
         self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Why a device holds a patient, from the relationship that lets it.
+/// Registration and referral hold like a caseload: for as long as the
+/// relationship lasts.
+fn hold_reason(kind: &RelationshipKind) -> HoldReason {
+    match kind {
+        RelationshipKind::Incident { incident_id } => HoldReason::Incident {
+            incident_id: incident_id.clone(),
+            closed_at_ms: None,
+        },
+        RelationshipKind::Caseload
+        | RelationshipKind::Registration
+        | RelationshipKind::Referral => HoldReason::Caseload,
     }
 }
 
@@ -68,6 +85,14 @@ impl AccessPolicy {
         if device.revoked {
             return ShareConfig::none();
         }
+        // A device's holdings list: read-only to that device, to no other.
+        if let Some(owner) = crate::holdings::owner_of(&self.store, &doc_id.to_string()) {
+            return if owner == key {
+                ShareConfig::read_only()
+            } else {
+                ShareConfig::none()
+            };
+        }
         let owner = match self.store.owner_of_document(&doc_id.to_string()) {
             Ok(owner) => owner,
             Err(_) => return ShareConfig::none(),
@@ -85,6 +110,46 @@ impl AccessPolicy {
             return ShareConfig::none();
         }
         self.for_patient(&grant, &nhs, compartment)
+    }
+
+    /// What the device should hold under its current grant: each patient
+    /// it may see, with the compartment documents it may receive. `None`
+    /// when it has no current grant (the device keeps what it holds until
+    /// its own retention rules say otherwise).
+    pub fn holdings_for(&self, key: &[u8; 32]) -> Option<HoldingsList> {
+        let grant = self.current_grant(key)?;
+        if scr_core::clock::now_ms() >= grant.expires_at_ms {
+            return None;
+        }
+        let candidates: Vec<(NhsNumber, HoldReason)> = match &grant.principal {
+            GrantPrincipal::Patient { nhs_number } => vec![(*nhs_number, HoldReason::OwnRecord)],
+            GrantPrincipal::Staff { .. } => grant
+                .relationships
+                .iter()
+                .map(|r| (r.nhs_number, hold_reason(&r.kind)))
+                .collect(),
+        };
+        let mut patients = Vec::new();
+        for (nhs, reason) in candidates {
+            let Ok(docs) = self.store.documents_of_record(&nhs) else {
+                continue;
+            };
+            let documents: Vec<DocumentInfo> = docs
+                .into_iter()
+                .filter(|d| self.for_patient(&grant, &nhs, d.compartment) != ShareConfig::none())
+                .collect();
+            if !documents.is_empty() {
+                patients.push(HeldPatient {
+                    nhs_number: nhs,
+                    reason,
+                    documents,
+                });
+            }
+        }
+        Some(HoldingsList {
+            grant_id: grant.grant_id.clone(),
+            patients,
+        })
     }
 
     fn current_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {
@@ -115,12 +180,12 @@ impl AccessPolicy {
         // The grant's relationships as they were at login, narrowed to those
         // that still hold now: an ended caseload stops sharing at once.
         let still_current = match &grant.principal {
-            scr_core::grant::GrantPrincipal::Staff { user_id, .. } => {
+            GrantPrincipal::Staff { user_id, .. } => {
                 crate::users::relationships(&self.store, user_id)
                     .map(|now| now.iter().any(|r| r.nhs_number == *nhs))
                     .unwrap_or(false)
             }
-            scr_core::grant::GrantPrincipal::Patient { .. } => true,
+            GrantPrincipal::Patient { .. } => true,
         };
         let relationship = match grant.relationship_with(nhs).map(|r| &r.kind) {
             _ if !still_current => Relationship::None,
@@ -141,10 +206,14 @@ impl AccessPolicy {
         if !readable {
             return ShareConfig::none();
         }
-        let writable = matches!(
-            decide(&request(Action::AddEntry(compartment))),
-            Decision::Permit { .. }
-        );
+        let permits = |action| matches!(decide(&request(action)), Decision::Permit { .. });
+        // Staff who ask permission to view record the answer in the
+        // governance document, so it is writable for them. samod decides
+        // per document, not per entry: checking each incoming entry against
+        // the rules is the server's next step (a Sharing entry from staff
+        // should be refused there).
+        let writable = permits(Action::AddEntry(compartment))
+            || (compartment == Compartment::Governance && permits(Action::RecordPermissionToView));
         if writable {
             ShareConfig::read_write()
         } else {

@@ -112,9 +112,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let directory = Arc::new(Directory::open(&config.data_dir.join("directory.db"))?);
     let storage = SamodStorage::new(store.clone());
     let (policy, epoch) = crate::policy::AccessPolicy::new(store.clone(), directory.clone());
+    let policy_handle = policy.clone();
     let repo = samod::Repo::build_tokio()
         .with_storage(storage.clone())
-        .with_share_policy(policy)
+        .with_share_policy(policy.clone())
         .with_peer_id(samod::PeerId::from(hex_key(&identity.noise.public())))
         .load()
         .await;
@@ -139,12 +140,19 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let metrics = Arc::new(Metrics::default());
     let server_key = identity.noise.public();
 
+    let holdings = crate::holdings::HoldingsWriter::new(
+        repo.clone(),
+        store.clone(),
+        policy_handle,
+        directory.clone(),
+    );
     let watcher = tokio::spawn(watch_for_changes(
         stopped.clone(),
         store.clone(),
         directory.clone(),
         storage.clone(),
         epoch.clone(),
+        holdings.clone(),
     ));
     let shared = Arc::new(Shared {
         identity,
@@ -153,6 +161,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         store,
         acceptor,
         epoch,
+        holdings,
     });
     let sync_task = tokio::spawn(accept_loop(listener, stopped.clone(), shared));
     let health_task = tokio::spawn(health::serve(
@@ -183,6 +192,7 @@ struct Shared {
     store: Store,
     acceptor: samod::AcceptorHandle,
     epoch: crate::policy::Epoch,
+    holdings: crate::holdings::HoldingsWriter,
 }
 
 /// Once a second, asks every share decision to be made again if anything it
@@ -194,6 +204,7 @@ async fn watch_for_changes(
     directory: Arc<Directory>,
     storage: SamodStorage,
     epoch: crate::policy::Epoch,
+    holdings: crate::holdings::HoldingsWriter,
 ) {
     let seen = |s: &Store, d: &Directory, st: &SamodStorage| {
         (s.data_version().ok(), d.data_version().ok(), st.writes())
@@ -210,8 +221,11 @@ async fn watch_for_changes(
                 // Also once a minute regardless, so grants that expire on a
                 // quiet server stop sharing within a minute.
                 if now != last || ticks.is_multiple_of(60) {
-                    last = now;
                     epoch.bump();
+                    // Rewrites only lists that changed, so this settles:
+                    // the next tick sees no new writes.
+                    holdings.refresh_all().await;
+                    last = seen(&store, &directory, &storage);
                 }
             }
         }
@@ -385,10 +399,16 @@ async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String
             reason: "the login request is malformed".into(),
         },
     };
-    if matches!(response, LoginResponse::Granted { .. }) {
+    let mut response = response;
+    if let LoginResponse::Granted { holdings_doc, .. } = &mut response {
         shared.metrics.logins.fetch_add(1, Ordering::Relaxed);
-        // The device's documents follow its new grant at once.
+        // The device's documents follow its new grant at once, and its
+        // holdings list names them.
         shared.epoch.bump();
+        match shared.holdings.ensure(channel.remote_static()).await {
+            Ok(id) => *holdings_doc = Some(id),
+            Err(e) => tracing::warn!(error = %e, "no holdings list for a device"),
+        }
     }
     let body = serde_json::to_vec(&response).map_err(|e| e.to_string())?;
     channel.send(&body).await.map_err(|e| e.to_string())

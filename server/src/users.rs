@@ -297,6 +297,7 @@ pub fn login(
     LoginResponse::Granted {
         grant_hex: to_hex(&signer.sign(&grant)),
         grant_key_hex: to_hex(&signer.public_key()),
+        holdings_doc: None,
     }
 }
 

@@ -86,6 +86,7 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
     let LoginResponse::Granted {
         grant_hex,
         grant_key_hex,
+        ..
     } = response
     else {
         panic!("refused: {response:?}");

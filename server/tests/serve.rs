@@ -131,12 +131,7 @@ async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_surv
     let dialer = device
         .dial(
             samod::BackoffConfig::default(),
-            Arc::new(common::NoiseDialer {
-                addr: srv.sync_addr,
-                keys: device_keys.clone(),
-                server_key,
-                token: None,
-            }),
+            common::dialer(&srv, device_keys.clone()),
         )
         .unwrap();
     tokio::time::timeout(Duration::from_secs(10), dialer.established())

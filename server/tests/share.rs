@@ -184,12 +184,7 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
     let dialer = device
         .dial(
             samod::BackoffConfig::default(),
-            Arc::new(common::NoiseDialer {
-                addr: srv.sync_addr,
-                keys: tablet.clone(),
-                server_key: srv.server_key,
-                token: None,
-            }),
+            common::dialer(&srv, tablet.clone()),
         )
         .unwrap();
     tokio::time::timeout(Duration::from_secs(10), dialer.established())

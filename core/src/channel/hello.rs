@@ -71,6 +71,10 @@ pub enum LoginResponse {
     Granted {
         grant_hex: String,
         grant_key_hex: String,
+        /// The device's holdings document (what it should hold and why),
+        /// which the server keeps up to date for the device to sync.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holdings_doc: Option<String>,
     },
     Refused {
         reason: String,

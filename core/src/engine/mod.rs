@@ -7,6 +7,7 @@ mod governance;
 mod records;
 mod retention;
 mod session;
+mod sync_support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +25,7 @@ pub use error::EngineError;
 pub use governance::{choices_from, permission_from};
 pub use records::{AccessRequest, ReleasedView, RequestedBasis};
 pub use retention::{DeviceClass, ForgetReason, RetentionPolicy, due_for_forgetting};
+pub use sync_support::HoldingsOutcome;
 
 /// How this device is set up at enrollment.
 #[derive(Clone, Debug)]
@@ -79,6 +81,7 @@ pub struct Engine {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    local_changes: sync_support::LocalChanges,
 }
 
 impl Engine {
@@ -100,6 +103,7 @@ impl Engine {
                 records: HashMap::new(),
                 clock_high_water,
             }),
+            local_changes: sync_support::LocalChanges::default(),
         })
     }
 
@@ -127,6 +131,11 @@ impl Engine {
     /// The server has stored every event up to `seq`: release them.
     pub fn acknowledge_audit(&self, seq: u64) -> Result<usize, EngineError> {
         Ok(self.store.release_audit_through(seq)?)
+    }
+
+    /// The store, for the sync layer's storage adapter.
+    pub(crate) fn store_handle(&self) -> Store {
+        self.store.clone()
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -91,7 +91,7 @@ fn basis_label(req: &Request) -> Option<String> {
 }
 
 impl Engine {
-    fn replica<'s>(
+    pub(super) fn replica<'s>(
         &self,
         state: &'s mut State,
         nhs: &NhsNumber,
@@ -290,10 +290,14 @@ impl Engine {
     fn written(
         &self,
         state: &mut State,
+        nhs: &NhsNumber,
         result: Result<(crate::record::EntryVersion, Option<AuditEvent>), StoreError>,
         now: i64,
     ) -> Result<crate::record::EntryVersion, EngineError> {
         let (version, _) = result?;
+        // Sync picks the change up from here (and keeps the record until
+        // the server has it).
+        self.local_changes.mark(nhs);
         self.persist_clock(state, now)?;
         Ok(version)
     }
@@ -317,7 +321,7 @@ impl Engine {
         let provenance = self.provenance(&grant, now);
         let replica = self.replica(&mut state, nhs)?;
         let result = replica.add_entry_audited(content, sensitive, provenance, Some(&spec));
-        self.written(&mut state, result, now)
+        self.written(&mut state, nhs, result, now)
     }
 
     /// A new version of an entry, replacing the versions the user saw.
@@ -346,7 +350,7 @@ impl Engine {
             provenance,
             Some(&spec),
         );
-        self.written(&mut state, result, now)
+        self.written(&mut state, nhs, result, now)
     }
 
     /// Marks an entry entered-in-error with a reason (the author's
@@ -376,7 +380,7 @@ impl Engine {
             provenance,
             Some(&spec),
         );
-        self.written(&mut state, result, now)
+        self.written(&mut state, nhs, result, now)
     }
 
     /// The entry's compartment, and the organisation that decides who may
@@ -446,7 +450,7 @@ impl Engine {
         let provenance = self.provenance(&grant, now);
         let replica = self.replica(&mut state, nhs)?;
         let result = replica.add_entry_audited(content, false, provenance, Some(&spec));
-        self.written(&mut state, result, now).map(|_| ())
+        self.written(&mut state, nhs, result, now).map(|_| ())
     }
 
     /// The patient (or the GP for them) changes what is shared. Opting out
@@ -528,7 +532,7 @@ impl Engine {
             ),
             None => replica.add_entry_audited(content, false, provenance, Some(&spec)),
         };
-        self.written(&mut state, result, now).map(|_| ())
+        self.written(&mut state, nhs, result, now).map(|_| ())
     }
 
     /// The audit events this device still holds for the patient (the

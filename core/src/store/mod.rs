@@ -12,6 +12,7 @@
 //!          └─ record data key (seals that patient's documents and chunks)
 //! ```
 
+mod arrivals;
 mod audit;
 mod chunks;
 mod error;
@@ -28,6 +29,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
 
 use crate::crypto::{self, KeyProvider, LookupKey, Ref, SecretKey};
 
+pub use arrivals::Arrival;
 pub use audit::ChainPoint;
 pub use chunks::ChunkKey;
 pub use error::StoreError;

@@ -24,7 +24,7 @@ pub(crate) type RecordRef = Ref;
 
 const DOCS_PLACE: &[u8] = b"records.sealed_docs";
 
-fn seal_docs(
+pub(super) fn seal_docs(
     record_key: &SecretKey,
     record_ref: &RecordRef,
     docs: &[DocumentInfo],

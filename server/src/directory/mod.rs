@@ -199,6 +199,19 @@ impl Directory {
             .pragma_query_value(None, "data_version", |r| r.get(0))?)
     }
 
+    /// The keys of every enrolled device not revoked.
+    pub fn active_device_keys(&self) -> Result<Vec<[u8; 32]>, DirectoryError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT key FROM devices WHERE revoked = 0")?;
+        let keys = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+            .collect())
+    }
+
     pub fn active_device_count(&self) -> Result<i64, DirectoryError> {
         Ok(self
             .conn()?

@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use scr_core::channel::{self, ChannelError, Hello, Purpose, StaticKeypair};
+use scr_core::channel::{self, Hello, Purpose, StaticKeypair};
 use scr_server::serve::{RunningServer, ServeConfig, start};
 use scr_server::users::NewUser;
 
@@ -73,41 +72,14 @@ pub async fn enroll(srv: &RunningServer, keys: &StaticKeypair, token: &str) {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
-/// The device's samod dialer: a fresh Noise channel on every (re)connect,
-/// presenting `token` if it has one.
-pub struct NoiseDialer {
-    pub addr: std::net::SocketAddr,
-    pub keys: Arc<StaticKeypair>,
-    pub server_key: [u8; 32],
-    pub token: Option<String>,
-}
-
-impl samod::Dialer for NoiseDialer {
-    type Error = ChannelError;
-
-    fn url(&self) -> samod::Url {
-        samod::Url::parse(&format!("ws://{}/sync", self.addr)).unwrap()
-    }
-
-    fn connect(
-        &self,
-    ) -> BoxFuture<'static, Result<samod::transport::Transport, samod::DialError<ChannelError>>>
-    {
-        let (addr, keys, server_key, token) = (
-            self.addr,
-            self.keys.clone(),
-            self.server_key,
-            self.token.clone(),
-        );
-        Box::pin(async move {
-            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/sync"))
-                .await
-                .map_err(samod::DialError::transient)?;
-            let hello = Hello::new(Purpose::Sync, token.as_deref()).encode();
-            let ch = channel::connect(ws, &keys, &server_key, &hello)
-                .await
-                .map_err(samod::DialError::PermanentFailure)?;
-            Ok(channel::into_samod_transport(ch))
-        })
-    }
+/// The device's samod dialer (the one the sync driver uses).
+pub fn dialer(srv: &RunningServer, keys: Arc<StaticKeypair>) -> Arc<scr_core::sync::NoiseDialer> {
+    Arc::new(
+        scr_core::sync::NoiseDialer::new(
+            &format!("ws://{}/sync", srv.sync_addr),
+            keys,
+            srv.server_key,
+        )
+        .unwrap(),
+    )
 }

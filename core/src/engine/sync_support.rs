@@ -1,0 +1,279 @@
+//! What the background sync driver needs from the engine: the documents to
+//! keep in step, the server's holdings list applied (register what arrives,
+//! forget what is no longer shared), and which records changed locally
+//! since the driver last looked. Needs no unlocked session: sync runs in the
+//! background, and everything here is audited as a device event.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use super::{Engine, EngineError, State};
+use crate::NhsNumber;
+use crate::audit::AuditDraft;
+use crate::store::{DocumentInfo, HoldReason};
+use crate::sync::HoldingsList;
+
+const HOLDINGS_DOC: &str = "sync-holdings-document";
+
+/// What applying a holdings list changed on the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HoldingsOutcome {
+    /// Patients the device did not hold before.
+    pub received: usize,
+    /// Patients forgotten (crypto-shredded) because the list no longer has them.
+    pub forgotten: usize,
+    /// Compartments forgotten while the rest of the record stays.
+    pub compartments_forgotten: usize,
+    /// Patients no longer listed but kept because this device has changes to
+    /// them the server has not confirmed (forgotten once confirmed).
+    pub kept_unsent: usize,
+}
+
+/// Records written on this device: `dirty` until the driver has handed the
+/// change to sync, `unsent` until the server has confirmed it. In memory:
+/// after a restart the driver pushes every held document once anyway.
+#[derive(Default)]
+pub(crate) struct LocalChanges {
+    dirty: Mutex<BTreeSet<NhsNumber>>,
+    unsent: Mutex<BTreeSet<NhsNumber>>,
+    pub(crate) notify: tokio::sync::Notify,
+}
+
+impl LocalChanges {
+    pub(crate) fn mark(&self, nhs: &NhsNumber) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(*nhs);
+        }
+        if let Ok(mut u) = self.unsent.lock() {
+            u.insert(*nhs);
+        }
+        self.notify.notify_one();
+    }
+}
+
+fn reason_label(reason: &HoldReason) -> &'static str {
+    match reason {
+        HoldReason::Caseload => "caseload",
+        HoldReason::Incident { .. } => "incident",
+        HoldReason::OwnRecord => "own-record",
+        HoldReason::Origin => "origin",
+        HoldReason::Unspecified => "unspecified",
+    }
+}
+
+impl Engine {
+    /// The id of this device's holdings document, learnt at login.
+    pub fn holdings_document(&self) -> Result<Option<String>, EngineError> {
+        Ok(self
+            .store
+            .secret(HOLDINGS_DOC)?
+            .and_then(|b| String::from_utf8(b.to_vec()).ok()))
+    }
+
+    pub fn set_holdings_document(&self, doc_id: &str) -> Result<(), EngineError> {
+        self.store.put_secret(HOLDINGS_DOC, doc_id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every compartment document of every record the device holds.
+    pub fn held_documents(&self) -> Result<Vec<(NhsNumber, DocumentInfo)>, EngineError> {
+        let mut out = Vec::new();
+        for h in self.store.holdings()? {
+            for d in self.store.documents_of_record(&h.nhs_number)? {
+                out.push((h.nhs_number, d));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records changed locally since the last call (for the driver to hand
+    /// to sync).
+    pub(crate) fn take_local_changes(&self) -> BTreeSet<NhsNumber> {
+        self.local_changes
+            .dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+
+    /// The server has every change this device made to the record.
+    pub(crate) fn confirm_sent(&self, nhs: &NhsNumber) {
+        if let Ok(mut u) = self.local_changes.unsent.lock() {
+            u.remove(nhs);
+        }
+    }
+
+    fn is_unsent(&self, nhs: &NhsNumber) -> bool {
+        self.local_changes
+            .unsent
+            .lock()
+            .map(|u| u.contains(nhs))
+            .unwrap_or(true)
+    }
+
+    /// The document as the engine holds it (saved bytes), for sync to merge
+    /// in a change made since sync loaded it. Not a view: nothing is shown.
+    pub(crate) fn document_bytes(
+        &self,
+        nhs: &NhsNumber,
+        doc_id: &str,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let mut state = self.state()?;
+        let replica = match self.replica(&mut state, nhs) {
+            Ok(r) => r,
+            Err(EngineError::NotHeld) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(replica
+            .export()
+            .into_iter()
+            .find(|e| e.doc_id == doc_id)
+            .map(|e| e.bytes))
+    }
+
+    /// Applies the server's holdings list: registers listed patients and
+    /// documents (before any of their bytes arrive, so sync seals them with
+    /// the record's key), forgets compartments and patients no longer
+    /// listed. A record this device originated is never forgotten here.
+    pub fn apply_holdings(&self, list: &HoldingsList) -> Result<HoldingsOutcome, EngineError> {
+        let mut state = self.state()?;
+        let now = self.clock.now_ms();
+        let mut outcome = HoldingsOutcome::default();
+        let mut listed = HashMap::new();
+        for patient in &list.patients {
+            listed.insert(patient.nhs_number, patient);
+            if self.receive_listed(&mut state, patient, now)? {
+                outcome.received += 1;
+            }
+            outcome.compartments_forgotten +=
+                self.drop_unlisted_documents(&mut state, patient, now)?;
+        }
+        for holding in self.store.holdings()? {
+            let nhs = holding.nhs_number;
+            if listed.contains_key(&nhs) || holding.reason == HoldReason::Origin {
+                continue;
+            }
+            if self.is_unsent(&nhs) {
+                outcome.kept_unsent += 1;
+                continue;
+            }
+            if self.forget_locked(&mut state, &nhs, "no-longer-shared", now)? {
+                outcome.forgotten += 1;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Registers one listed patient's documents; audited when anything is
+    /// new. Returns whether the patient is new to the device.
+    fn receive_listed(
+        &self,
+        state: &mut State,
+        patient: &crate::sync::HeldPatient,
+        now: i64,
+    ) -> Result<bool, EngineError> {
+        let nhs = patient.nhs_number;
+        let draft = AuditDraft {
+            compartments: patient.documents.iter().map(|d| d.compartment).collect(),
+            ..self.device_draft(
+                "receive",
+                Some(nhs),
+                Some(reason_label(&patient.reason).to_owned()),
+            )
+        };
+        let device = self.config.device_id.clone();
+        let hw = state.clock_high_water.max(now);
+        let arrival = self.store.hold_arriving_with(
+            &nhs,
+            &patient.documents,
+            patient.reason.clone(),
+            |tx, arrival| {
+                if arrival.new_record || arrival.new_documents > 0 {
+                    self.store.append_audit_tx(tx, draft, &device, now)?;
+                    super::session::set_clock_high_water(&self.store, tx, hw)?;
+                }
+                Ok(())
+            },
+        )?;
+        if arrival.new_record || arrival.new_documents > 0 {
+            state.clock_high_water = hw;
+            state.records.remove(&nhs);
+        }
+        Ok(arrival.new_record)
+    }
+
+    /// Forgets the patient's compartments the list no longer names.
+    fn drop_unlisted_documents(
+        &self,
+        state: &mut State,
+        patient: &crate::sync::HeldPatient,
+        now: i64,
+    ) -> Result<usize, EngineError> {
+        let nhs = patient.nhs_number;
+        let mut dropped = 0;
+        for held in self.store.documents_of_record(&nhs)? {
+            if patient.documents.iter().any(|d| d.doc_id == held.doc_id) {
+                continue;
+            }
+            let draft = AuditDraft {
+                compartments: vec![held.compartment],
+                ..self.device_draft("forget", Some(nhs), Some("no-longer-shared".into()))
+            };
+            state.records.remove(&nhs);
+            self.commit_audited(state, draft, now, |tx| {
+                self.store
+                    .forget_document_tx(tx, &nhs, &held.doc_id)
+                    .map(|_| ())
+            })?;
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.store.checkpoint().map_err(EngineError::Store)?;
+        }
+        Ok(dropped)
+    }
+}
+
+impl Engine {
+    /// Merges what sync received for one of the patient's registered
+    /// documents into the engine's copy (and so onto disk under the
+    /// engine's own write path). A document the device no longer holds is
+    /// ignored: the record may have been forgotten meanwhile.
+    pub(crate) fn merge_synced(
+        &self,
+        nhs: &NhsNumber,
+        export: &crate::CompartmentExport,
+    ) -> Result<bool, EngineError> {
+        let registered = match self.store.documents_of_record(nhs) {
+            Ok(docs) => docs
+                .iter()
+                .any(|d| d.doc_id == export.doc_id && d.compartment == export.compartment),
+            Err(crate::store::StoreError::RecordNotFound) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !registered {
+            return Ok(false);
+        }
+        let mut state = self.state()?;
+        self.replica(&mut state, nhs)?.merge(export)?;
+        Ok(true)
+    }
+
+    /// Like [`Engine::confirm_sent`], unless the record changed again since
+    /// the driver took its changes.
+    pub(crate) fn confirm_sent_unless_dirty(&self, nhs: &NhsNumber) {
+        let dirty = self
+            .local_changes
+            .dirty
+            .lock()
+            .map(|d| d.contains(nhs))
+            .unwrap_or(true);
+        if !dirty {
+            self.confirm_sent(nhs);
+        }
+    }
+
+    pub(crate) fn local_change_signal(&self) -> &tokio::sync::Notify {
+        &self.local_changes.notify
+    }
+}

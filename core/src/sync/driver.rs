@@ -1,0 +1,327 @@
+//! The driver loop: wait for a connection, run a pass, idle until a local
+//! change, a new holdings list, a timer or the app asks for another.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use samod::{ConnectionId, DialerEvent, DocHandle, DocumentId};
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::{DeviceStorage, HoldingsList, PassSummary, SyncConfig, SyncError, SyncState};
+use crate::NhsNumber;
+use crate::channel::ChannelError;
+use crate::engine::{Engine, EngineError};
+use crate::record::Compartment;
+
+pub(super) struct Driver {
+    pub engine: Arc<Engine>,
+    pub repo: samod::Repo,
+    pub dial: samod::DialerHandle<ChannelError>,
+    pub last_error: Arc<Mutex<Option<String>>>,
+    pub storage: DeviceStorage,
+    pub config: SyncConfig,
+    pub state: watch::Sender<SyncState>,
+    pub wake: Arc<Notify>,
+    pub started: Arc<AtomicU64>,
+}
+
+/// Runs blocking engine work (SQLite, decryption) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    engine: &Arc<Engine>,
+    f: impl FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, SyncError> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || f(&engine))
+        .await
+        .map_err(|_| SyncError::Stopped)?
+        .map_err(SyncError::Engine)
+}
+
+/// A delay in [d/2, d) from the system RNG, so devices that lost the
+/// server together do not come back together.
+fn jittered(d: Duration) -> Duration {
+    let mut b = [0u8; 4];
+    let r = getrandom::fill(&mut b)
+        .map(|_| u32::from_le_bytes(b))
+        .unwrap_or(0);
+    let frac = 0.5 + f64::from(r) / f64::from(u32::MAX) / 2.0;
+    d.mul_f64(frac)
+}
+
+impl Driver {
+    pub(super) async fn run(self, mut stopped: watch::Receiver<bool>) {
+        let mut events = self.dial.events();
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
+        let watched = Arc::new(Mutex::new(HashSet::<String>::new()));
+        let mut attempt = 0u32;
+        let mut failures = 0u32;
+        loop {
+            // Connected?
+            let conn = loop {
+                if let (true, Some(conn)) = (self.dial.is_connected(), self.dial.connection_id()) {
+                    break conn;
+                }
+                let last_error = self.last_error.lock().ok().and_then(|e| e.clone());
+                self.state.send_replace(SyncState::Connecting {
+                    attempt,
+                    last_error,
+                });
+                tokio::select! {
+                    _ = stopped.changed() => return self.offline(),
+                    ev = events.next() => match ev {
+                        Some(DialerEvent::Reconnecting { attempt: a }) => attempt = a,
+                        Some(_) => {}
+                        None => return self.offline(),
+                    },
+                }
+            };
+            attempt = 0;
+
+            let pass = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+            let retry_in = match self.pass(conn, &watched, &changed_tx).await {
+                Ok(summary) => {
+                    failures = 0;
+                    self.state.send_replace(SyncState::Idle {
+                        pass,
+                        last_synced_ms: crate::clock::now_ms(),
+                        summary,
+                    });
+                    self.config.refresh
+                }
+                Err(SyncError::Stopped) => return self.offline(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sync pass failed");
+                    failures = failures.saturating_add(1);
+                    self.state.send_replace(SyncState::Error {
+                        pass,
+                        cause: e.to_string(),
+                    });
+                    let backoff =
+                        self.config.backoff.initial_delay * 2u32.saturating_pow(failures.min(16));
+                    jittered(backoff.min(self.config.backoff.max_delay))
+                }
+            };
+
+            tokio::select! {
+                _ = stopped.changed() => return self.offline(),
+                _ = self.wake.notified() => {}
+                _ = self.engine.local_change_signal().notified() => {}
+                _ = changed_rx.recv() => {}
+                ev = events.next() => if ev.is_none() { return self.offline() },
+                _ = tokio::time::sleep(retry_in) => {}
+            }
+            // Let a burst of edits or sync messages settle into one pass.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn offline(&self) {
+        self.state.send_replace(SyncState::Offline);
+    }
+
+    /// One pass: the holdings list first (what to hold), then every held
+    /// document brought in step both ways.
+    async fn pass(
+        &self,
+        conn: ConnectionId,
+        watched: &Arc<Mutex<HashSet<String>>>,
+        changed_tx: &mpsc::UnboundedSender<()>,
+    ) -> Result<PassSummary, SyncError> {
+        let mut summary = PassSummary::default();
+        if let Some(id) = blocking(&self.engine, |e| e.holdings_document()).await? {
+            summary.holdings = self.apply_holdings(conn, &id, watched, changed_tx).await?;
+        }
+        let docs = blocking(&self.engine, |e| e.held_documents()).await?;
+        let dirty = self.engine.take_local_changes();
+        summary.documents = docs.len();
+        self.state.send_replace(SyncState::Syncing {
+            done: 0,
+            total: docs.len(),
+        });
+        let mut waits = FuturesUnordered::new();
+        for (nhs, info) in docs {
+            let Ok(doc_id) = info.doc_id.parse::<DocumentId>() else {
+                continue;
+            };
+            waits.push(self.sync_document(
+                conn,
+                nhs,
+                info.compartment,
+                doc_id,
+                dirty.contains(&nhs),
+                watched.clone(),
+            ));
+        }
+        let mut all_in_step: HashMap<NhsNumber, bool> = HashMap::new();
+        let mut done = 0;
+        while let Some((nhs, in_step)) = waits.next().await {
+            done += 1;
+            if in_step {
+                summary.in_step += 1;
+            }
+            *all_in_step.entry(nhs).or_insert(true) &= in_step;
+            self.state.send_replace(SyncState::Syncing {
+                done,
+                total: summary.documents,
+            });
+        }
+        for (nhs, ok) in all_in_step {
+            if ok {
+                self.engine.confirm_sent_unless_dirty(&nhs);
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn apply_holdings(
+        &self,
+        conn: ConnectionId,
+        id: &str,
+        watched: &Arc<Mutex<HashSet<String>>>,
+        changed_tx: &mpsc::UnboundedSender<()>,
+    ) -> Result<crate::engine::HoldingsOutcome, SyncError> {
+        self.storage.allow_holdings_document(id);
+        let doc_id: DocumentId = id
+            .parse()
+            .map_err(|_| SyncError::Holdings(super::HoldingsError::Malformed))?;
+        let wait = self.config.pass_wait;
+        let handle = match tokio::time::timeout(wait, self.repo.find(doc_id)).await {
+            Ok(Ok(Some(h))) => h,
+            Ok(Err(_)) => return Err(SyncError::Stopped),
+            // Not there yet (or not shared): hold what is held.
+            Ok(Ok(None)) | Err(_) => return Ok(Default::default()),
+        };
+        let _ = tokio::time::timeout(wait, handle.we_have_their_changes(conn)).await;
+        if watched
+            .lock()
+            .map(|mut w| w.insert(id.to_owned()))
+            .unwrap_or(false)
+        {
+            let mut changes = handle.changes();
+            let tx = changed_tx.clone();
+            tokio::spawn(async move {
+                while changes.next().await.is_some() {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let list = handle
+            .with_document_async(|d| HoldingsList::read_from(d))
+            .await
+            .map_err(|_| SyncError::Stopped)??;
+        match list {
+            Some(list) => blocking(&self.engine, move |e| e.apply_holdings(&list)).await,
+            None => Ok(Default::default()),
+        }
+    }
+
+    /// Finds one document (loading it from the store, or from the server if
+    /// it is new), hands it any local change, and waits until both sides
+    /// have each other's changes. Returns whether that happened in time.
+    fn sync_document(
+        &self,
+        conn: ConnectionId,
+        nhs: NhsNumber,
+        compartment: Compartment,
+        doc_id: DocumentId,
+        dirty: bool,
+        watched: Arc<Mutex<HashSet<String>>>,
+    ) -> impl Future<Output = (NhsNumber, bool)> + use<> {
+        let (engine, repo, wait) = (
+            self.engine.clone(),
+            self.repo.clone(),
+            self.config.pass_wait,
+        );
+        async move {
+            let handle = match tokio::time::timeout(wait, repo.find(doc_id.clone())).await {
+                Ok(Ok(Some(h))) => h,
+                _ => return (nhs, false),
+            };
+            let id = doc_id.to_string();
+            if dirty {
+                let doc = id.clone();
+                if let Ok(Some(bytes)) =
+                    blocking(&engine, move |e| e.document_bytes(&nhs, &doc)).await
+                {
+                    let _ = handle
+                        .with_document_async(move |d| d.load_incremental(&bytes).map(|_| ()))
+                        .await;
+                }
+            }
+            if watched
+                .lock()
+                .map(|mut w| w.insert(id.clone()))
+                .unwrap_or(false)
+            {
+                tokio::spawn(merge_into_engine(
+                    engine.clone(),
+                    handle.clone(),
+                    nhs,
+                    compartment,
+                ));
+                // What arrived before the listener started.
+                merge_now(&engine, &handle, nhs, compartment).await;
+            }
+            let both = futures::future::join(
+                handle.we_have_their_changes(conn),
+                handle.they_have_our_changes(conn),
+            );
+            let in_step = tokio::time::timeout(wait, both).await.is_ok();
+            if in_step {
+                merge_now(&engine, &handle, nhs, compartment).await;
+            }
+            (nhs, in_step)
+        }
+    }
+}
+
+/// Hands the document as samod holds it to the engine.
+async fn merge_now(
+    engine: &Arc<Engine>,
+    handle: &DocHandle,
+    nhs: NhsNumber,
+    compartment: Compartment,
+) {
+    let Ok(bytes) = handle.with_document_async(|d| d.save()).await else {
+        return;
+    };
+    let export = crate::CompartmentExport {
+        compartment,
+        doc_id: handle.document_id().to_string(),
+        bytes,
+    };
+    if let Err(e) = blocking(engine, move |e| e.merge_synced(&nhs, &export)).await {
+        tracing::warn!(error = %e, "a synced document could not be merged");
+    }
+}
+
+/// Merges every change samod receives for the document into the engine,
+/// coalescing bursts, until the repo stops.
+async fn merge_into_engine(
+    engine: Arc<Engine>,
+    handle: DocHandle,
+    nhs: NhsNumber,
+    compartment: Compartment,
+) {
+    let mut changes = handle.changes();
+    while changes.next().await.is_some() {
+        while let Some(Some(_)) = changes.next().now_or_never_ready() {}
+        merge_now(&engine, &handle, nhs, compartment).await;
+    }
+}
+
+trait NowOrNever: Future + Sized {
+    fn now_or_never_ready(self) -> Option<Self::Output>;
+}
+
+impl<F: Future> NowOrNever for F {
+    fn now_or_never_ready(self) -> Option<F::Output> {
+        futures::FutureExt::now_or_never(self)
+    }
+}

@@ -1,0 +1,220 @@
+//! Background sync between this device and the server: a samod repo over
+//! the engine's encrypted store, dialling the server over the Noise channel
+//! with backoff and jitter, keeping every held document in step, applying
+//! the server's holdings list (receive what is listed, forget what is not),
+//! and reporting an observable [`SyncState`] to the app.
+//!
+//! The engine stays the only writer of records the user edits: its writes
+//! are handed to samod after they commit, and what samod receives is merged
+//! back through the engine's own write path, so the two copies agree.
+
+mod dialer;
+mod driver;
+mod holdings;
+mod storage;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::channel::{StaticKeypair, hex_key};
+use crate::engine::{Engine, EngineError, HoldingsOutcome};
+
+pub use dialer::NoiseDialer;
+pub use holdings::{HOLDINGS_FORMAT, HeldPatient, HoldingsError, HoldingsList};
+pub use storage::DeviceStorage;
+
+/// What the app shows about sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    /// Stopped.
+    Offline,
+    /// Trying to reach the server: failures since the last connection, and
+    /// why the last attempt failed.
+    Connecting {
+        attempt: u32,
+        last_error: Option<String>,
+    },
+    /// A pass is running: documents in step so far of the total.
+    Syncing { done: usize, total: usize },
+    /// The last pass finished.
+    Idle {
+        pass: u64,
+        last_synced_ms: i64,
+        summary: PassSummary,
+    },
+    /// The last pass failed; it is retried with backoff.
+    Error { pass: u64, cause: String },
+}
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassSummary {
+    pub documents: usize,
+    /// Documents confirmed in step both ways within the pass.
+    pub in_step: usize,
+    pub holdings: HoldingsOutcome,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("the server address must be a ws:// or wss:// URL")]
+    BadServerUrl,
+    #[error("sync has stopped")]
+    Stopped,
+    #[error("the holdings list: {0}")]
+    Holdings(#[from] HoldingsError),
+    #[error("the engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("sync did not finish a pass in time (last state: {0:?})")]
+    Timeout(Box<SyncState>),
+}
+
+#[derive(Clone)]
+pub struct SyncConfig {
+    /// `ws://host:port/sync`.
+    pub server_url: String,
+    /// The server's static key, pinned at enrollment.
+    pub server_key: [u8; 32],
+    /// The device's static key, made at enrollment.
+    pub keys: Arc<StaticKeypair>,
+    pub backoff: samod::BackoffConfig,
+    /// How long a pass waits for the server to bring documents in step.
+    pub pass_wait: Duration,
+    /// A pass runs at least this often while connected.
+    pub refresh: Duration,
+}
+
+impl SyncConfig {
+    pub fn new(server_url: &str, server_key: [u8; 32], keys: Arc<StaticKeypair>) -> Self {
+        Self {
+            server_url: server_url.to_owned(),
+            server_key,
+            keys,
+            backoff: samod::BackoffConfig {
+                initial_delay: Duration::from_millis(500),
+                max_delay: Duration::from_secs(300),
+                max_retries: None,
+            },
+            pass_wait: Duration::from_secs(10),
+            refresh: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The running sync of one device. Stop it with [`DeviceSync::stop`].
+pub struct DeviceSync {
+    repo: samod::Repo,
+    state: watch::Receiver<SyncState>,
+    wake: Arc<Notify>,
+    started: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    storage: DeviceStorage,
+}
+
+impl DeviceSync {
+    /// Starts syncing `engine`'s store with the server in the background.
+    pub async fn start(engine: Arc<Engine>, config: SyncConfig) -> Result<Self, SyncError> {
+        let dialer = NoiseDialer::new(&config.server_url, config.keys.clone(), config.server_key)?;
+        let last_error = dialer.last_error();
+        let storage = DeviceStorage::new(engine.store_handle());
+        // The server may announce the list as soon as the channel opens.
+        if let Some(id) = engine.holdings_document()? {
+            storage.allow_holdings_document(&id);
+        }
+        let repo = samod::Repo::build_tokio()
+            .with_storage(storage.clone())
+            .with_peer_id(samod::PeerId::from(hex_key(&config.keys.public())))
+            .load()
+            .await;
+        let dial = repo
+            .dial(config.backoff.clone(), Arc::new(dialer))
+            .map_err(|_| SyncError::Stopped)?;
+        let (state_tx, state) = watch::channel(SyncState::Connecting {
+            attempt: 0,
+            last_error: None,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let started = Arc::new(AtomicU64::new(0));
+        let driver = driver::Driver {
+            engine,
+            repo: repo.clone(),
+            dial,
+            last_error,
+            storage: storage.clone(),
+            config,
+            state: state_tx,
+            wake: wake.clone(),
+            started: started.clone(),
+        };
+        let task = tokio::spawn(driver.run(stopped));
+        Ok(Self {
+            repo,
+            state,
+            wake,
+            started,
+            stop,
+            task,
+            storage,
+        })
+    }
+
+    pub fn state(&self) -> SyncState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver the app can await for every change of state.
+    pub fn watch(&self) -> watch::Receiver<SyncState> {
+        self.state.clone()
+    }
+
+    /// Asks for a pass now (after the one running, if any).
+    pub fn sync_now(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs a pass that starts after this call and waits for it to end.
+    pub async fn sync_once(&self, timeout: Duration) -> Result<PassSummary, SyncError> {
+        let want = self.started.load(Ordering::SeqCst) + 1;
+        self.sync_now();
+        let mut rx = self.state.clone();
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                match &*rx.borrow_and_update() {
+                    SyncState::Idle { pass, summary, .. } if *pass >= want => {
+                        return Ok(*summary);
+                    }
+                    SyncState::Error { pass, cause } if *pass >= want => {
+                        return Err(cause.clone());
+                    }
+                    _ => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err("sync stopped".to_owned());
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(_)) | Err(_) => Err(SyncError::Timeout(Box::new(self.state()))),
+        }
+    }
+
+    /// Writes samod refused because no registered record owns the document.
+    pub fn refused_writes(&self) -> u64 {
+        self.storage.refused()
+    }
+
+    /// Stops the driver and the repo (pending writes are flushed).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.repo.stop().await;
+    }
+}

@@ -1,0 +1,130 @@
+//! Each device's holdings list, kept by the server: one Automerge document
+//! per device, shared read-only with that device alone, naming the patients
+//! and compartment documents its user's current grant lets it hold. The
+//! server rewrites it whenever its inputs may have changed (a login, an
+//! assignment, a patient's choice), so an ended caseload or a core-only
+//! choice reaches the device on its next sync and the device forgets.
+
+use std::sync::Arc;
+
+use samod::{DocumentId, Repo};
+use scr_core::Store;
+use scr_core::channel::hex_key;
+
+use crate::directory::Directory;
+use crate::policy::AccessPolicy;
+
+fn doc_name(device: &[u8; 32]) -> String {
+    format!("holdings-doc:{}", hex_key(device))
+}
+
+fn owner_name(doc_id: &str) -> String {
+    format!("holdings-owner:{doc_id}")
+}
+
+/// The device whose holdings list `doc_id` is, if it is one.
+pub fn owner_of(store: &Store, doc_id: &str) -> Option<[u8; 32]> {
+    let bytes = store.secret(&owner_name(doc_id)).ok()??;
+    bytes.as_slice().try_into().ok()
+}
+
+fn doc_of(store: &Store, device: &[u8; 32]) -> Option<DocumentId> {
+    let bytes = store.secret(&doc_name(device)).ok()??;
+    std::str::from_utf8(&bytes).ok()?.parse().ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HoldingsError {
+    #[error("the sync repo stopped")]
+    Stopped,
+    #[error("store: {0}")]
+    Store(#[from] scr_core::StoreError),
+}
+
+#[derive(Clone)]
+pub struct HoldingsWriter {
+    repo: Repo,
+    store: Store,
+    policy: AccessPolicy,
+    directory: Arc<Directory>,
+}
+
+impl HoldingsWriter {
+    pub fn new(repo: Repo, store: Store, policy: AccessPolicy, directory: Arc<Directory>) -> Self {
+        Self {
+            repo,
+            store,
+            policy,
+            directory,
+        }
+    }
+
+    /// The device's holdings document id, creating the document on first
+    /// use, with its list brought up to date.
+    pub async fn ensure(&self, device: [u8; 32]) -> Result<String, HoldingsError> {
+        let handle = match doc_of(&self.store, &device) {
+            Some(id) => self
+                .repo
+                .find(id)
+                .await
+                .map_err(|_| HoldingsError::Stopped)?,
+            None => None,
+        };
+        let handle = match handle {
+            Some(h) => h,
+            None => {
+                let h = self
+                    .repo
+                    .create(automerge::Automerge::new())
+                    .await
+                    .map_err(|_| HoldingsError::Stopped)?;
+                let id = h.document_id().to_string();
+                // Owner first, so the share policy knows the document is
+                // this device's before anyone can learn its id.
+                self.store.put_secret(&owner_name(&id), &device)?;
+                self.store.put_secret(&doc_name(&device), id.as_bytes())?;
+                h
+            }
+        };
+        self.write(device, &handle).await;
+        Ok(handle.document_id().to_string())
+    }
+
+    /// Recomputes one device's list, if it has a holdings document.
+    pub async fn refresh(&self, device: [u8; 32]) {
+        let Some(id) = doc_of(&self.store, &device) else {
+            return;
+        };
+        if let Ok(Some(handle)) = self.repo.find(id).await {
+            self.write(device, &handle).await;
+        }
+    }
+
+    /// Recomputes every active device's list (one organisation's devices:
+    /// cheap; at scale this wants to touch only the affected devices).
+    pub async fn refresh_all(&self) {
+        let directory = self.directory.clone();
+        let keys = tokio::task::spawn_blocking(move || directory.active_device_keys())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        for key in keys {
+            self.refresh(key).await;
+        }
+    }
+
+    async fn write(&self, device: [u8; 32], handle: &samod::DocHandle) {
+        let policy = self.policy.clone();
+        let list = tokio::task::spawn_blocking(move || policy.holdings_for(&device))
+            .await
+            .ok()
+            .flatten();
+        if let Some(list) = list {
+            let written = handle.with_document_async(move |d| list.write_to(d)).await;
+            if !matches!(written, Ok(Ok(_))) {
+                tracing::warn!("a holdings list could not be written");
+            }
+        }
+    }
+}

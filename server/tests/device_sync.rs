@@ -1,0 +1,400 @@
+//! Devices syncing through the engine's background driver, over real
+//! sockets: a nurse's and a paramedic's tablets edit one patient offline and
+//! converge in either order with both contributions kept; a device learns
+//! from its holdings list what to hold, never receives what it may not see,
+//! and forgets a patient who leaves its caseload.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scr_core::channel::{self, LoginRequest, LoginResponse, StaticKeypair, from_hex, hex_key};
+use scr_core::clock::SystemClock;
+use scr_core::crypto::{SecretKey, StaticKeyProvider};
+use scr_core::engine::{AccessRequest, DeviceClass, Engine, EngineConfig};
+use scr_core::fixtures::{sample_entry, test_nhs_number};
+use scr_core::grant::RelationshipKind;
+use scr_core::record::{Compartment, EntryContent, SharingChoice};
+use scr_core::sync::{DeviceSync, SyncConfig, SyncState};
+use scr_core::{NhsNumber, Store};
+use scr_server::records::{FileEntry, RecordFile, load};
+use scr_server::serve::RunningServer;
+use scr_server::users::{NewUser, assign, unassign};
+
+mod common;
+
+const PARAMEDIC_ID: &str = "555000000203";
+
+fn paramedic() -> NewUser {
+    NewUser {
+        user_id: PARAMEDIC_ID.into(),
+        display_name: "Sam Paramedic".into(),
+        organisation: "RYA".into(),
+        job_role: "R1290".into(),
+        job_role_name: "Paramedic".into(),
+        activities: vec![
+            "B0264".into(),
+            "B0370".into(),
+            "B0168".into(),
+            "B0380".into(),
+        ],
+        privacy_officer: false,
+        card_serial: "CARD-0203".into(),
+    }
+}
+
+fn record(n: u32, sharing: SharingChoice) -> RecordFile {
+    RecordFile {
+        nhs_number: test_nhs_number(n),
+        sharing,
+        include_sensitive: false,
+        entries: [0, 1, 3, 7]
+            .into_iter()
+            .map(|i| FileEntry {
+                sensitive: false,
+                content: sample_entry(i),
+            })
+            .collect(),
+    }
+}
+
+struct Device {
+    engine: Arc<Engine>,
+    keys: Arc<StaticKeypair>,
+    url: String,
+    server_key: [u8; 32],
+    sync: Option<DeviceSync>,
+}
+
+impl Device {
+    /// Enrolls a device, logs its user in online, and opens its engine.
+    async fn enroll(
+        srv: &RunningServer,
+        dir: &std::path::Path,
+        name: &str,
+        (organisation, class, device_class): (&str, &str, DeviceClass),
+        login: LoginRequest,
+    ) -> Self {
+        let keys = Arc::new(StaticKeypair::generate().unwrap());
+        let token = srv
+            .directory
+            .create_enrollment_token(organisation, class, scr_core::clock::now_ms() + 60_000)
+            .unwrap();
+        common::enroll(srv, &keys, &token).await;
+        let response = channel::login(
+            common::ws(srv.sync_addr).await,
+            &keys,
+            &srv.server_key,
+            &login,
+        )
+        .await
+        .unwrap();
+        let LoginResponse::Granted {
+            grant_hex,
+            grant_key_hex,
+            holdings_doc,
+        } = response
+        else {
+            panic!("login refused: {response:?}");
+        };
+        let grant_key: [u8; 32] = from_hex(&grant_key_hex).unwrap().try_into().unwrap();
+        let engine = Engine::open(
+            dir.join(format!("{name}.db")),
+            &StaticKeyProvider::new(SecretKey::from_bytes([name.len() as u8; 32])),
+            EngineConfig::new(&hex_key(&keys.public()), device_class, grant_key),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        engine
+            .login_online(&from_hex(&grant_hex).unwrap(), "tablet-1357")
+            .unwrap();
+        engine
+            .set_holdings_document(&holdings_doc.expect("a holdings document"))
+            .unwrap();
+        Self {
+            engine: Arc::new(engine),
+            keys,
+            url: format!("ws://{}/sync", srv.sync_addr),
+            server_key: srv.server_key,
+            sync: None,
+        }
+    }
+
+    async fn online(&mut self) {
+        let mut config = SyncConfig::new(&self.url, self.server_key, self.keys.clone());
+        config.pass_wait = Duration::from_secs(5);
+        self.sync = Some(
+            DeviceSync::start(self.engine.clone(), config)
+                .await
+                .unwrap(),
+        );
+    }
+
+    async fn offline(&mut self) {
+        if let Some(s) = self.sync.take() {
+            s.stop().await;
+        }
+    }
+
+    /// One full pass, started now.
+    async fn sync(&self) -> scr_core::sync::PassSummary {
+        self.sync
+            .as_ref()
+            .unwrap()
+            .sync_once(Duration::from_secs(20))
+            .await
+            .unwrap()
+    }
+
+    fn compartments(&self, nhs: &NhsNumber) -> Vec<Compartment> {
+        let mut c: Vec<_> = self
+            .engine
+            .held_documents()
+            .unwrap()
+            .into_iter()
+            .filter(|(n, _)| n == nhs)
+            .map(|(_, d)| d.compartment)
+            .collect();
+        c.sort();
+        c
+    }
+
+    fn notes(&self, nhs: &NhsNumber, access: AccessRequest) -> Vec<String> {
+        let released = self.engine.view(nhs, access).unwrap();
+        let mut notes: Vec<String> = released
+            .view
+            .compartment(Compartment::CareEvents)
+            .map(|c| {
+                c.entries
+                    .iter()
+                    .flat_map(|e| e.heads())
+                    .filter_map(|v| match &v.content {
+                        EntryContent::EncounterSummary { note, .. } => Some(note.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        notes.sort();
+        notes
+    }
+}
+
+fn visit(note: &str) -> EntryContent {
+    EntryContent::EncounterSummary {
+        setting: "home".into(),
+        occurred_at: "2026-11-27T09:00:00Z".into(),
+        note: note.into(),
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    srv: RunningServer,
+    store: Store,
+    nurse: Device,
+    paramedic: Device,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let srv = common::server(&server_dir).await;
+    let store = common::server_store(&server_dir);
+    load(
+        &store,
+        &record(61, SharingChoice::CoreAndAdditional),
+        "test",
+    )
+    .unwrap();
+    load(&store, &record(62, SharingChoice::CoreOnly), "test").unwrap();
+    load(
+        &store,
+        &record(63, SharingChoice::CoreAndAdditional),
+        "test",
+    )
+    .unwrap();
+    srv.directory
+        .add_user(&common::nurse(), common::NURSE_PASSCODE)
+        .unwrap();
+    srv.directory.add_user(&paramedic(), "sam-1357").unwrap();
+    for n in [61, 62] {
+        assign(
+            &store,
+            &srv.directory,
+            common::NURSE_ID,
+            test_nhs_number(n),
+            RelationshipKind::Caseload,
+        )
+        .unwrap();
+    }
+    assign(
+        &store,
+        &srv.directory,
+        PARAMEDIC_ID,
+        test_nhs_number(61),
+        RelationshipKind::Incident {
+            incident_id: "INC-77".into(),
+        },
+    )
+    .unwrap();
+    let nurse = Device::enroll(
+        &srv,
+        dir.path(),
+        "nurse",
+        ("RX1", "nurse-tablet", DeviceClass::NurseTablet),
+        common::nurse_login(),
+    )
+    .await;
+    let paramedic = Device::enroll(
+        &srv,
+        dir.path(),
+        "paramedic",
+        ("RYA", "ambulance-tablet", DeviceClass::AmbulanceTablet),
+        LoginRequest {
+            user_id: PARAMEDIC_ID.into(),
+            card_serial: "CARD-0203".into(),
+            passcode: "sam-1357".into(),
+        },
+    )
+    .await;
+    World {
+        _dir: dir,
+        srv,
+        store,
+        nurse,
+        paramedic,
+    }
+}
+
+async fn offline_edits_converge(nurse_first: bool) {
+    let mut w = world().await;
+    let patient = test_nhs_number(61);
+    w.nurse.online().await;
+    w.paramedic.online().await;
+    let first = w.nurse.sync().await;
+    assert_eq!(first.holdings.received, 2, "two caseload patients arrive");
+    w.paramedic.sync().await;
+    assert!(w.nurse.engine.holds(&patient).unwrap());
+    assert!(w.paramedic.engine.holds(&patient).unwrap());
+
+    // Both lose signal and write a visit summary for the same patient.
+    w.nurse.offline().await;
+    w.paramedic.offline().await;
+    w.nurse
+        .engine
+        .record_permission(&patient, true, true)
+        .unwrap();
+    w.nurse
+        .engine
+        .add_entry(&patient, visit("nurse: dressing changed"), false, None)
+        .unwrap();
+    w.paramedic
+        .engine
+        .add_entry(&patient, visit("paramedic: fall, no injury"), false, None)
+        .unwrap();
+
+    // Back online one after the other, in the order given.
+    let (a, b) = if nurse_first {
+        (&mut w.nurse, &mut w.paramedic)
+    } else {
+        (&mut w.paramedic, &mut w.nurse)
+    };
+    a.online().await;
+    a.sync().await;
+    b.online().await;
+    b.sync().await;
+    let last = a.sync().await;
+    assert_eq!(last.in_step, last.documents, "every document in step");
+
+    let both = vec![
+        "Visit 7: leg ulcer dressing changed, healing well.".to_owned(),
+        "nurse: dressing changed".to_owned(),
+        "paramedic: fall, no injury".to_owned(),
+    ];
+    assert_eq!(
+        w.nurse.notes(&patient, AccessRequest::with_permission()),
+        both
+    );
+    assert_eq!(
+        w.paramedic.notes(&patient, AccessRequest::emergency()),
+        both
+    );
+    w.nurse.offline().await;
+    w.paramedic.offline().await;
+    w.srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_edits_converge_when_the_nurse_reconnects_first() {
+    offline_edits_converge(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_edits_converge_when_the_paramedic_reconnects_first() {
+    offline_edits_converge(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_holds_what_its_list_names_and_forgets_a_patient_who_leaves() {
+    let mut w = world().await;
+    let (on_list, core_only, stranger) = (
+        test_nhs_number(61),
+        test_nhs_number(62),
+        test_nhs_number(63),
+    );
+    w.nurse.online().await;
+    let summary = w.nurse.sync().await;
+    assert_eq!(summary.holdings.received, 2);
+    assert_eq!(summary.in_step, summary.documents, "every document in step");
+    assert!(matches!(
+        w.nurse.sync.as_ref().unwrap().state(),
+        SyncState::Idle { .. }
+    ));
+
+    // Core + additional, not sensitive; core only: no additional; a
+    // patient outside her relationships: nothing at all.
+    use Compartment::*;
+    assert_eq!(
+        w.nurse.compartments(&on_list),
+        vec![Core, Additional, CareEvents, PatientEntered, Governance]
+    );
+    assert_eq!(
+        w.nurse.compartments(&core_only),
+        vec![Core, PatientEntered, Governance]
+    );
+    assert!(!w.nurse.engine.holds(&stranger).unwrap());
+    // What arrived is readable through the engine, gated and audited.
+    w.nurse
+        .engine
+        .record_permission(&on_list, true, true)
+        .unwrap();
+    let notes = w.nurse.notes(&on_list, AccessRequest::with_permission());
+    assert_eq!(notes.len(), 1);
+
+    // The patient leaves her caseload: on the next sync the tablet forgets
+    // them (crypto-shred) and says so in its audit queue.
+    w.nurse.sync().await;
+    unassign(&w.store, common::NURSE_ID, on_list).unwrap();
+    // (A pass the new list itself triggers may be the one that forgets.)
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while w.nurse.engine.holds(&on_list).unwrap() {
+            w.nurse.sync().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the tablet forgot the patient");
+    assert!(w.nurse.engine.holds(&core_only).unwrap(), "others stay");
+    let forget_events = w
+        .nurse
+        .engine
+        .audit_queue()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "forget" && e.patient == Some(on_list))
+        .count();
+    assert_eq!(forget_events, 1);
+    w.nurse.offline().await;
+    w.srv.shutdown().await;
+}
