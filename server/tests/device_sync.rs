@@ -398,3 +398,39 @@ async fn a_device_holds_what_its_list_names_and_forgets_a_patient_who_leaves() {
     w.nurse.offline().await;
     w.srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_shows_why_it_cannot_sync_and_keeps_retrying() {
+    let mut w = world().await;
+    w.nurse.online().await;
+    w.nurse.sync().await;
+    w.nurse.offline().await;
+    assert!(w.srv.directory.revoke(&w.nurse.keys.public()).unwrap());
+
+    w.nurse.online().await;
+    let mut state = w.nurse.sync.as_ref().unwrap().watch();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let SyncState::Connecting {
+                attempt,
+                last_error: Some(cause),
+            } = &*state.borrow_and_update()
+                && *attempt >= 1
+            {
+                return cause.clone();
+            }
+            state.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the state names the refusal");
+    assert!(seen.contains("refused"), "{seen}");
+    // What it held stays (the server's remote wipe is the next issue's).
+    assert!(w.nurse.engine.holds(&test_nhs_number(61)).unwrap());
+    w.nurse.offline().await;
+    assert!(
+        w.nurse.engine.holds(&test_nhs_number(61)).unwrap(),
+        "stopping sync loses nothing"
+    );
+    w.srv.shutdown().await;
+}

@@ -8,6 +8,8 @@ pub enum ChannelError {
     ServerKeyMismatch,
     #[error("the device key is not enrolled")]
     UnknownPeer,
+    #[error("the server did not admit this device (not enrolled, or revoked)")]
+    NotAdmitted,
     #[error("a frame failed to decrypt (tampered, replayed or out of order)")]
     Decrypt,
     #[error("a message is larger than the limit of {limit} bytes")]

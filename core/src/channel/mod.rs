@@ -107,8 +107,22 @@ pub async fn connect<S: WebSocket>(
         .write_message(payload, &mut buf)
         .map_err(|_| ChannelError::Handshake("write s, se"))?;
     send_frame(&mut ws, &buf[..n]).await?;
-    finish(ws, hs)
+    // In XX the device finishes first; only the server's first transport
+    // message says it admitted the key, so a refusal is told apart from a
+    // network drop.
+    let mut channel = finish(ws, hs)?;
+    match channel.recv().await {
+        Ok(Some(m)) if m == ADMITTED => Ok(channel),
+        Ok(Some(_)) => Err(ChannelError::Malformed("admission")),
+        Ok(None) | Err(ChannelError::Closed) | Err(ChannelError::Io(_)) => {
+            Err(ChannelError::NotAdmitted)
+        }
+        Err(e) => Err(e),
+    }
 }
+
+/// The server's first transport message: the device is admitted.
+const ADMITTED: &[u8] = b"admitted";
 
 /// The server side: runs the handshake and admits the device only if
 /// `admit(device key, handshake payload)` says so (an enrolled key, or a
@@ -136,7 +150,9 @@ pub async fn accept<S: WebSocket>(
     if !admit(&remote_static(&hs)?, &buf[..n]) {
         return Err(ChannelError::UnknownPeer);
     }
-    finish(ws, hs)
+    let mut channel = finish(ws, hs)?;
+    channel.send(ADMITTED).await?;
+    Ok(channel)
 }
 
 /// Logs in online over a fresh channel: one request, one response.
