@@ -434,3 +434,45 @@ async fn a_revoked_device_shows_why_it_cannot_sync_and_keeps_retrying() {
     );
     w.srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_unsent_changes_is_kept_when_it_leaves_the_list() {
+    let mut w = world().await;
+    let patient = test_nhs_number(61);
+    w.nurse.online().await;
+    w.nurse.sync().await;
+    w.nurse.offline().await;
+    // Offline, she writes a visit summary; meanwhile the patient leaves her
+    // caseload.
+    w.nurse
+        .engine
+        .add_entry(&patient, visit("nurse: late visit"), false, None)
+        .unwrap();
+    unassign(&w.store, common::NURSE_ID, patient).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    w.nurse.online().await;
+    let mut kept = 0;
+    for _ in 0..3 {
+        kept = kept.max(w.nurse.sync().await.holdings.kept_unsent);
+    }
+    assert_eq!(
+        kept, 1,
+        "the list no longer names her, but her note is unsent"
+    );
+    assert!(
+        w.nurse.engine.holds(&patient).unwrap(),
+        "nothing she wrote is lost"
+    );
+    w.nurse
+        .engine
+        .record_permission(&patient, false, true)
+        .unwrap();
+    assert!(
+        w.nurse
+            .notes(&patient, AccessRequest::with_permission())
+            .contains(&"nurse: late visit".to_owned())
+    );
+    w.nurse.offline().await;
+    w.srv.shutdown().await;
+}

@@ -1,0 +1,252 @@
+//! A community nurse's caseload refresh: 150 patients (20 entries each)
+//! synced to a fresh tablet through the engine's sync driver, then a pass
+//! with nothing new, then a pass carrying one visit summary, each with no
+//! added latency and with 100 ms round trips (a loopback proxy delaying
+//! each direction by 50 ms). Prints the times.
+//!
+//! Run: `cargo bench -p scr-server --bench caseload_sync`
+//! (under `cargo test` it runs a quick mode: 5 patients.)
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scr_core::channel::{self, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair};
+use scr_core::channel::{from_hex, hex_key};
+use scr_core::clock::SystemClock;
+use scr_core::crypto::{SecretKey, StaticKeyProvider};
+use scr_core::engine::{DeviceClass, Engine, EngineConfig};
+use scr_core::fixtures::{sample_entry, test_nhs_number};
+use scr_core::grant::RelationshipKind;
+use scr_core::record::{EntryContent, SharingChoice};
+use scr_core::sync::{DeviceSync, SyncConfig};
+use scr_server::records::{FileEntry, RecordFile, load};
+use scr_server::serve::{ServeConfig, start};
+use scr_server::users::{NewUser, assign};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const NURSE: &str = "555000000102";
+
+/// Forwards loopback TCP to `upstream`, delaying every chunk by `one_way`
+/// in each direction (order kept, throughput not limited).
+async fn delaying_proxy(upstream: std::net::SocketAddr, one_way: Duration) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(upstream).await.unwrap();
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pipe(cr, sw, one_way));
+            tokio::spawn(pipe(sr, cw, one_way));
+        }
+    });
+    addr
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due.into()).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx
+                    .send((Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn run(patients: u32, one_way: Duration, rounds: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(ServeConfig {
+        data_dir: dir.path().join("server"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        health: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap();
+    let store = scr_core::Store::open(
+        dir.path().join("server/server.db"),
+        &scr_server::identity::key_provider(&dir.path().join("server")).unwrap(),
+    )
+    .unwrap();
+    srv.directory
+        .add_user(
+            &NewUser {
+                user_id: NURSE.into(),
+                display_name: "Jo Nurse".into(),
+                organisation: "RX1".into(),
+                job_role: "R0050".into(),
+                job_role_name: "Community Nurse".into(),
+                activities: vec!["B0264".into(), "B0370".into(), "B0380".into()],
+                privacy_officer: false,
+                card_serial: "CARD-0001".into(),
+            },
+            "jo-2468",
+        )
+        .unwrap();
+    for n in 0..patients {
+        let file = RecordFile {
+            nhs_number: test_nhs_number(1000 + n),
+            sharing: SharingChoice::CoreAndAdditional,
+            include_sensitive: false,
+            entries: (0..20)
+                .filter(|i| i % 10 != 9)
+                .map(|i| FileEntry {
+                    sensitive: false,
+                    content: sample_entry(i),
+                })
+                .collect(),
+        };
+        load(&store, &file, "bench").unwrap();
+        assign(
+            &store,
+            &srv.directory,
+            NURSE,
+            file.nhs_number,
+            RelationshipKind::Caseload,
+        )
+        .unwrap();
+    }
+
+    let keys = Arc::new(StaticKeypair::generate().unwrap());
+    let token = srv
+        .directory
+        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 60_000)
+        .unwrap();
+    let ws = || async {
+        tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
+            .await
+            .unwrap()
+            .0
+    };
+    let hello = Hello::new(Purpose::Sync, Some(&token)).encode();
+    drop(
+        channel::connect(ws().await, &keys, &srv.server_key, &hello)
+            .await
+            .unwrap(),
+    );
+    let login = LoginRequest {
+        user_id: NURSE.into(),
+        card_serial: "CARD-0001".into(),
+        passcode: "jo-2468".into(),
+    };
+    let LoginResponse::Granted {
+        grant_hex,
+        grant_key_hex,
+        holdings_doc,
+    } = channel::login(ws().await, &keys, &srv.server_key, &login)
+        .await
+        .unwrap()
+    else {
+        panic!("login refused");
+    };
+    let engine = Arc::new(
+        Engine::open(
+            dir.path().join("tablet.db"),
+            &StaticKeyProvider::new(SecretKey::from_bytes([9; 32])),
+            EngineConfig::new(
+                &hex_key(&keys.public()),
+                DeviceClass::NurseTablet,
+                from_hex(&grant_key_hex).unwrap().try_into().unwrap(),
+            ),
+            Arc::new(SystemClock),
+        )
+        .unwrap(),
+    );
+    engine
+        .login_online(&from_hex(&grant_hex).unwrap(), "tablet-1357")
+        .unwrap();
+    engine
+        .set_holdings_document(&holdings_doc.unwrap())
+        .unwrap();
+
+    let addr = delaying_proxy(srv.sync_addr, one_way).await;
+    let mut config = SyncConfig::new(&format!("ws://{addr}/sync"), srv.server_key, keys.clone());
+    config.pass_wait = Duration::from_secs(120);
+    let t = Instant::now();
+    let sync = DeviceSync::start(engine.clone(), config).await.unwrap();
+    let cold = sync.sync_once(Duration::from_secs(600)).await.unwrap();
+    let cold_time = t.elapsed();
+    assert_eq!(cold.holdings.received, patients as usize);
+    assert_eq!(cold.in_step, cold.documents, "every document in step");
+
+    let mut idle = Vec::new();
+    let mut edited = Vec::new();
+    for r in 0..rounds {
+        let t = Instant::now();
+        sync.sync_once(Duration::from_secs(120)).await.unwrap();
+        idle.push(t.elapsed());
+        engine
+            .add_entry(
+                &test_nhs_number(1000 + (r as u32 % patients)),
+                EntryContent::EncounterSummary {
+                    setting: "home".into(),
+                    occurred_at: "2026-11-27T09:00:00Z".into(),
+                    note: format!("bench visit {r}"),
+                },
+                false,
+                None,
+            )
+            .unwrap();
+        let t = Instant::now();
+        let s = sync.sync_once(Duration::from_secs(120)).await.unwrap();
+        edited.push(t.elapsed());
+        assert_eq!(s.in_step, s.documents);
+    }
+    let rtt = one_way.as_millis() * 2;
+    println!(
+        "caseload {patients} patients ({} documents), RTT {rtt} ms: cold sync {:.0} ms; \
+         pass with nothing new p50 {:.0} ms; pass with one visit summary p50 {:.0} ms; \
+         device store (db + WAL) {:.1} MB",
+        cold.documents,
+        cold_time.as_secs_f64() * 1000.0,
+        median(idle).as_secs_f64() * 1000.0,
+        median(edited).as_secs_f64() * 1000.0,
+        ["tablet.db", "tablet.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+            .map(|m| m.len())
+            .sum::<u64>() as f64
+            / 1e6,
+    );
+    sync.stop().await;
+    srv.shutdown().await;
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (patients, rounds) = if quick { (5, 2) } else { (150, 7) };
+    for one_way in [Duration::ZERO, Duration::from_millis(50)] {
+        rt.block_on(run(patients, one_way, rounds));
+    }
+}
