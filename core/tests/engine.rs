@@ -856,3 +856,38 @@ fn asking_who_is_signed_in_does_not_keep_a_session_alive_and_locked_out_tries_ar
         .count();
     assert_eq!(refused, 1);
 }
+
+#[test]
+fn a_record_with_unsent_edits_survives_a_restart_and_an_empty_holdings_list() {
+    let w = World::new();
+    let (a, ea) = w.patient(12);
+    let (b, eb) = w.patient(13);
+    let path = w.dir.path().join("nurse-6.db");
+    let tablet = w.engine_at(&path, "nurse-6", DeviceClass::NurseTablet);
+    tablet
+        .receive_patient(&a, &ea, HoldReason::Caseload)
+        .unwrap();
+    tablet
+        .receive_patient(&b, &eb, HoldReason::Caseload)
+        .unwrap();
+    let both = [
+        (a, RelationshipKind::Caseload),
+        (b, RelationshipKind::Caseload),
+    ];
+    tablet
+        .login_online(&w.grant("nurse-6", nurse(), &both), "1357")
+        .unwrap();
+    tablet.add_entry(&a, sample_entry(7), false, None).unwrap();
+    drop(tablet);
+
+    // After a restart the server's list no longer names either patient:
+    // the one with an unsent visit note is kept, the other forgotten.
+    let tablet = w.engine_at(&path, "nurse-6", DeviceClass::NurseTablet);
+    let outcome = tablet
+        .apply_holdings(&scr_core::sync::HoldingsList::default())
+        .unwrap();
+    assert_eq!(outcome.kept_unsent, 1);
+    assert_eq!(outcome.forgotten, 1);
+    assert!(tablet.holds(&a).unwrap());
+    assert!(!tablet.holds(&b).unwrap());
+}

@@ -28,7 +28,8 @@ pub use transport::into_samod_transport;
 
 pub const NOISE_PATTERN: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake: a peer speaking another version fails it.
-pub const PROLOGUE: &[u8] = b"scr-sync channel v1";
+/// v2: the server confirms admission in its first transport message.
+pub const PROLOGUE: &[u8] = b"scr-sync channel v2";
 /// The largest reassembled message either side accepts.
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Noise's limit on one message, and the plaintext that fits in it.

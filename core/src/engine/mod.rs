@@ -93,6 +93,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, EngineError> {
         let store = Store::open(path, keys)?;
+        let store_for_changes = store.clone();
         let clock_high_water = store.read(|conn| session::clock_high_water(&store, conn))?;
         Ok(Self {
             store,
@@ -103,7 +104,7 @@ impl Engine {
                 records: HashMap::new(),
                 clock_high_water,
             }),
-            local_changes: sync_support::LocalChanges::default(),
+            local_changes: sync_support::LocalChanges::load(&store_for_changes)?,
         })
     }
 

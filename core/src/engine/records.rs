@@ -279,6 +279,9 @@ impl Engine {
             self.audit(state, draft, now)?;
             return Err(EngineError::Denied(reason));
         }
+        // Before the write: a record with local changes is never forgotten
+        // until the server has them, even across a crash or restart.
+        self.mark_unsent_durably(nhs)?;
         let spec = AuditSpec {
             draft,
             device: self.config.device_id.clone(),

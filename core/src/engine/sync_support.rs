@@ -29,9 +29,13 @@ pub struct HoldingsOutcome {
     pub kept_unsent: usize,
 }
 
+/// Where the unsent set is persisted (sealed), so a restart cannot turn an
+/// unsent record into a forgettable one.
+const UNSENT: &str = "sync-unsent";
+
 /// Records written on this device: `dirty` until the driver has handed the
-/// change to sync, `unsent` until the server has confirmed it. In memory:
-/// after a restart the driver pushes every held document once anyway.
+/// change to sync, `unsent` until the server has confirmed it. `unsent` is
+/// also persisted, before the write it covers.
 #[derive(Default)]
 pub(crate) struct LocalChanges {
     dirty: Mutex<BTreeSet<NhsNumber>>,
@@ -40,6 +44,15 @@ pub(crate) struct LocalChanges {
 }
 
 impl LocalChanges {
+    /// The unsent set as persisted by an earlier run.
+    pub(crate) fn load(store: &crate::Store) -> Result<Self, crate::StoreError> {
+        let unsent = store.read(|conn| read_unsent(store, conn))?;
+        Ok(Self {
+            unsent: Mutex::new(unsent),
+            ..Self::default()
+        })
+    }
+
     pub(crate) fn mark(&self, nhs: &NhsNumber) {
         if let Ok(mut d) = self.dirty.lock() {
             d.insert(*nhs);
@@ -49,6 +62,40 @@ impl LocalChanges {
         }
         self.notify.notify_one();
     }
+}
+
+fn read_unsent(
+    store: &crate::Store,
+    conn: &rusqlite::Connection,
+) -> Result<BTreeSet<NhsNumber>, crate::StoreError> {
+    match store.sealed_meta(conn, UNSENT)? {
+        Some(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|_| crate::StoreError::BadRow { table: "meta" })
+        }
+        None => Ok(BTreeSet::new()),
+    }
+}
+
+/// Adds or removes one record in the persisted unsent set.
+fn update_unsent(
+    store: &crate::Store,
+    nhs: &NhsNumber,
+    unsent: bool,
+) -> Result<(), crate::StoreError> {
+    store.write(|tx| {
+        let mut set = read_unsent(store, tx)?;
+        let changed = if unsent {
+            set.insert(*nhs)
+        } else {
+            set.remove(nhs)
+        };
+        if changed {
+            let json = serde_json::to_vec(&set)
+                .map_err(|_| crate::StoreError::BadRow { table: "meta" })?;
+            store.put_sealed_meta_tx(tx, UNSENT, &json)?;
+        }
+        Ok(())
+    })
 }
 
 fn reason_label(reason: &HoldReason) -> &'static str {
@@ -96,11 +143,26 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// Persists that the record is about to change locally (called before
+    /// the write, so a crash in between errs on the side of keeping it).
+    pub(crate) fn mark_unsent_durably(&self, nhs: &NhsNumber) -> Result<(), EngineError> {
+        if self.is_unsent(nhs) {
+            return Ok(());
+        }
+        update_unsent(&self.store, nhs, true)?;
+        if let Ok(mut u) = self.local_changes.unsent.lock() {
+            u.insert(*nhs);
+        }
+        Ok(())
+    }
+
     /// The server has every change this device made to the record.
-    pub(crate) fn confirm_sent(&self, nhs: &NhsNumber) {
+    pub(crate) fn confirm_sent(&self, nhs: &NhsNumber) -> Result<(), EngineError> {
+        update_unsent(&self.store, nhs, false)?;
         if let Ok(mut u) = self.local_changes.unsent.lock() {
             u.remove(nhs);
         }
+        Ok(())
     }
 
     fn is_unsent(&self, nhs: &NhsNumber) -> bool {
@@ -144,6 +206,11 @@ impl Engine {
             listed.insert(patient.nhs_number, patient);
             if self.receive_listed(&mut state, patient, now)? {
                 outcome.received += 1;
+            }
+            if self.is_unsent(&patient.nhs_number) {
+                // A compartment no longer listed may hold unsent edits:
+                // keep it until the server has them.
+                continue;
             }
             outcome.compartments_forgotten +=
                 self.drop_unlisted_documents(&mut state, patient, now)?;
@@ -261,15 +328,23 @@ impl Engine {
 
     /// Like [`Engine::confirm_sent`], unless the record changed again since
     /// the driver took its changes.
-    pub(crate) fn confirm_sent_unless_dirty(&self, nhs: &NhsNumber) {
+    pub(crate) fn confirm_sent_unless_dirty(&self, nhs: &NhsNumber) -> Result<(), EngineError> {
         let dirty = self
             .local_changes
             .dirty
             .lock()
             .map(|d| d.contains(nhs))
             .unwrap_or(true);
-        if !dirty {
-            self.confirm_sent(nhs);
+        if dirty {
+            return Ok(());
+        }
+        self.confirm_sent(nhs)
+    }
+
+    /// Hands a record back to the next pass (its push failed).
+    pub(crate) fn mark_dirty_again(&self, nhs: &NhsNumber) {
+        if let Ok(mut d) = self.local_changes.dirty.lock() {
+            d.insert(*nhs);
         }
     }
 

@@ -76,27 +76,53 @@ impl samod::Dialer for NoiseDialer {
             self.last_error.clone(),
         );
         Box::pin(async move {
-            let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
-                Ok((ws, _)) => ws,
-                Err(e) => {
-                    note(&last_error, Some("the server cannot be reached".into()));
-                    return Err(samod::DialError::transient(e));
-                }
-            };
-            let hello = Hello::new(Purpose::Sync, token.as_deref()).encode();
-            match channel::connect(ws, &keys, &server_key, &hello).await {
-                Ok(ch) => {
-                    note(&last_error, None);
-                    Ok(channel::into_samod_transport(ch))
-                }
-                Err(e) => {
-                    note(
-                        &last_error,
-                        Some(format!("the server refused the connection: {e}")),
-                    );
-                    Err(samod::DialError::transient(e))
+            // samod puts no deadline on a dial: a stalled server must not
+            // leave the device connecting forever.
+            let slot = last_error.clone();
+            match tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                dial(url, keys, server_key, token, last_error),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    note(&slot, Some("the server did not answer in time".into()));
+                    Err(samod::DialError::transient(ChannelError::Closed))
                 }
             }
         })
+    }
+}
+
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+async fn dial(
+    url: String,
+    keys: Arc<StaticKeypair>,
+    server_key: [u8; 32],
+    token: Option<String>,
+    last_error: Arc<Mutex<Option<String>>>,
+) -> Result<samod::transport::Transport, samod::DialError<ChannelError>> {
+    let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok((ws, _)) => ws,
+        Err(e) => {
+            note(&last_error, Some("the server cannot be reached".into()));
+            return Err(samod::DialError::transient(e));
+        }
+    };
+    let hello = Hello::new(Purpose::Sync, token.as_deref()).encode();
+    match channel::connect(ws, &keys, &server_key, &hello).await {
+        Ok(ch) => {
+            note(&last_error, None);
+            Ok(channel::into_samod_transport(ch))
+        }
+        Err(e) => {
+            note(
+                &last_error,
+                Some(format!("the server refused the connection: {e}")),
+            );
+            Err(samod::DialError::transient(e))
+        }
     }
 }

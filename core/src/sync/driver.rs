@@ -133,7 +133,13 @@ impl Driver {
     ) -> Result<PassSummary, SyncError> {
         let mut summary = PassSummary::default();
         if let Some(id) = blocking(&self.engine, |e| e.holdings_document()).await? {
-            summary.holdings = self.apply_holdings(conn, &id, watched, changed_tx).await?;
+            // A bad list must not stop the record sync: log it, forget
+            // nothing, and still bring held documents in step.
+            match self.apply_holdings(conn, &id, watched, changed_tx).await {
+                Ok(outcome) => summary.holdings = outcome,
+                Err(SyncError::Stopped) => return Err(SyncError::Stopped),
+                Err(e) => tracing::warn!(error = %e, "the holdings list was not applied"),
+            }
         }
         let docs = blocking(&self.engine, |e| e.held_documents()).await?;
         let dirty = self.engine.take_local_changes();
@@ -171,7 +177,7 @@ impl Driver {
         }
         for (nhs, ok) in all_in_step {
             if ok {
-                self.engine.confirm_sent_unless_dirty(&nhs);
+                blocking(&self.engine, move |e| e.confirm_sent_unless_dirty(&nhs)).await?;
             }
         }
         Ok(summary)
@@ -246,12 +252,20 @@ impl Driver {
             let id = doc_id.to_string();
             if dirty {
                 let doc = id.clone();
-                if let Ok(Some(bytes)) =
-                    blocking(&engine, move |e| e.document_bytes(&nhs, &doc)).await
-                {
-                    let _ = handle
-                        .with_document_async(move |d| d.load_incremental(&bytes).map(|_| ()))
-                        .await;
+                let pushed = match blocking(&engine, move |e| e.document_bytes(&nhs, &doc)).await {
+                    Ok(Some(bytes)) => matches!(
+                        handle
+                            .with_document_async(move |d| d.load_incremental(&bytes).map(|_| ()))
+                            .await,
+                        Ok(Ok(()))
+                    ),
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+                if !pushed {
+                    // Retried next pass; the record stays unsent meanwhile.
+                    engine.mark_dirty_again(&nhs);
+                    return (nhs, false);
                 }
             }
             if watched
