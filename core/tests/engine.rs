@@ -621,6 +621,15 @@ fn a_nurse_tablet_forgets_patients_who_leave_the_caseload_and_keeps_the_trail() 
     tablet.view(&a, AccessRequest::with_permission()).unwrap();
     assert!(tablet.holds(&a).unwrap());
 
+    // Her permission record has not reached the server: the patient is
+    // kept though no longer on her caseload...
+    w.clock.advance(HOUR);
+    tablet
+        .login_online(&w.grant("nurse-5", nurse(), &both[1..]), "1357")
+        .unwrap();
+    assert!(tablet.holds(&a).unwrap(), "unsent changes keep the record");
+    // ...until the server has it (sync confirms), then the next login forgets.
+    tablet.confirm_sent(&a).unwrap();
     w.clock.advance(HOUR);
     tablet
         .login_online(&w.grant("nurse-5", nurse(), &both[1..]), "1357")

@@ -173,7 +173,14 @@ fn sync(from: &Engine, to: &Engine, nhs: &NhsNumber) -> Result<(), DemoError> {
         .export_for_sync(nhs)
         .map_err(|e| fail("sync export")(&e))?;
     to.merge_from_sync(nhs, &exports)
-        .map_err(|e| fail("sync merge")(&e))
+        .map_err(|e| fail("sync merge")(&e))?;
+    // The practice is the demo's hub (the server's stand-in) and holds every
+    // compartment: once it has a device's changes, they count as sent.
+    if to.config().device_class == DeviceClass::GpSystem {
+        from.confirm_sent(nhs)
+            .map_err(|e| fail("sync confirm")(&e))?;
+    }
+    Ok(())
 }
 
 fn released(view: &ReleasedView) -> Vec<Compartment> {

@@ -121,18 +121,32 @@ impl AccessPolicy {
         if scr_core::clock::now_ms() >= grant.expires_at_ms {
             return None;
         }
-        let candidates: Vec<(NhsNumber, HoldReason)> = match &grant.principal {
-            GrantPrincipal::Patient { nhs_number } => vec![(*nhs_number, HoldReason::OwnRecord)],
-            GrantPrincipal::Staff { .. } => grant
-                .relationships
-                .iter()
-                .map(|r| (r.nhs_number, hold_reason(&r.kind)))
-                .collect(),
-        };
+        // One entry per patient: a caseload outlasts an incident, so it wins.
+        let mut candidates: std::collections::BTreeMap<NhsNumber, HoldReason> =
+            std::collections::BTreeMap::new();
+        match &grant.principal {
+            GrantPrincipal::Patient { nhs_number } => {
+                candidates.insert(*nhs_number, HoldReason::OwnRecord);
+            }
+            GrantPrincipal::Staff { .. } => {
+                for r in &grant.relationships {
+                    let reason = hold_reason(&r.kind);
+                    let held = candidates.entry(r.nhs_number).or_insert(reason.clone());
+                    if reason == HoldReason::Caseload {
+                        *held = reason;
+                    }
+                }
+            }
+        }
         let mut patients = Vec::new();
         for (nhs, reason) in candidates {
-            let Ok(docs) = self.store.documents_of_record(&nhs) else {
-                continue;
+            // A record the server does not hold is not listed; any other
+            // failure to read leaves the device's list as it was (a shorter
+            // list would make the device forget).
+            let docs = match self.store.documents_of_record(&nhs) {
+                Ok(docs) => docs,
+                Err(scr_core::StoreError::RecordNotFound) => continue,
+                Err(_) => return None,
             };
             let documents: Vec<DocumentInfo> = docs
                 .into_iter()

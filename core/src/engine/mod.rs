@@ -514,10 +514,17 @@ impl Engine {
             locked_out,
             now,
         );
+        let mut forgotten = 0;
         for (nhs, reason) in &due {
+            // A record with edits the server does not have yet waits for
+            // sync (lock-out is about a device in the wrong hands: it does not).
+            if *reason != ForgetReason::LockedOut && self.is_unsent(nhs) {
+                continue;
+            }
             self.forget_locked(state, nhs, reason.code(), now)?;
+            forgotten += 1;
         }
-        Ok(due.len())
+        Ok(forgotten)
     }
 
     /// Crypto-shreds the patient's record and deletes its rows, with the

@@ -156,8 +156,9 @@ impl Engine {
         Ok(())
     }
 
-    /// The server has every change this device made to the record.
-    pub(crate) fn confirm_sent(&self, nhs: &NhsNumber) -> Result<(), EngineError> {
+    /// The server has every change this device made to the record (the
+    /// sync driver calls this; public for apps with their own transport).
+    pub fn confirm_sent(&self, nhs: &NhsNumber) -> Result<(), EngineError> {
         update_unsent(&self.store, nhs, false)?;
         if let Ok(mut u) = self.local_changes.unsent.lock() {
             u.remove(nhs);
@@ -165,7 +166,7 @@ impl Engine {
         Ok(())
     }
 
-    fn is_unsent(&self, nhs: &NhsNumber) -> bool {
+    pub(super) fn is_unsent(&self, nhs: &NhsNumber) -> bool {
         self.local_changes
             .unsent
             .lock()
@@ -181,13 +182,21 @@ impl Engine {
         doc_id: &str,
     ) -> Result<Option<Vec<u8>>, EngineError> {
         let mut state = self.state()?;
-        let replica = match self.replica(&mut state, nhs) {
-            Ok(r) => r,
-            Err(EngineError::NotHeld) => return Ok(None),
-            Err(e) => return Err(e),
+        let exports = if state.active.is_some() {
+            match self.replica(&mut state, nhs) {
+                Ok(r) => r.export(),
+                Err(EngineError::NotHeld) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        } else {
+            // Locked: read through a replica dropped at once.
+            match self.store.open_record(nhs) {
+                Ok(mut r) => r.export(),
+                Err(crate::store::StoreError::RecordNotFound) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
         };
-        Ok(replica
-            .export()
+        Ok(exports
             .into_iter()
             .find(|e| e.doc_id == doc_id)
             .map(|e| e.bytes))
@@ -311,6 +320,9 @@ impl Engine {
         nhs: &NhsNumber,
         export: &crate::CompartmentExport,
     ) -> Result<bool, EngineError> {
+        // Under the engine lock, which `apply_holdings` holds while it drops
+        // documents: a compartment withdrawn meanwhile is not taken back on.
+        let mut state = self.state()?;
         let registered = match self.store.documents_of_record(nhs) {
             Ok(docs) => docs
                 .iter()
@@ -321,8 +333,14 @@ impl Engine {
         if !registered {
             return Ok(false);
         }
-        let mut state = self.state()?;
-        self.replica(&mut state, nhs)?.merge(export)?;
+        if state.active.is_some() {
+            self.replica(&mut state, nhs)?.merge(export)?;
+        } else {
+            // A locked engine keeps no decrypted record: merge through a
+            // replica dropped at once.
+            state.records.remove(nhs);
+            self.store.open_record(nhs)?.merge(export)?;
+        }
         Ok(true)
     }
 

@@ -48,7 +48,17 @@ impl Store {
             } else {
                 self.create_record_tx(tx, &record_ref)?
             };
-            let keep = matches!(&existing, Some(h) if h.reason == HoldReason::Origin || h.reason == reason);
+            // The same incident closed on this device stays closed (its
+            // retention window has started); an originated record stays so.
+            let same = |held: &HoldReason| match (held, &reason) {
+                (
+                    HoldReason::Incident { incident_id: a, .. },
+                    HoldReason::Incident { incident_id: b, .. },
+                ) => a == b,
+                (held, reason) => held == reason,
+            };
+            let keep =
+                matches!(&existing, Some(h) if h.reason == HoldReason::Origin || same(&h.reason));
             if !keep {
                 self.set_holding_tx(
                     tx,
@@ -91,6 +101,29 @@ impl Store {
     pub fn is_registered_document(&self, doc_id: &str) -> Result<bool, StoreError> {
         let doc_ref = self.doc_ref_of(doc_id);
         self.read(|conn| Ok(self.record_of_doc(conn, &doc_ref)?.is_some()))
+    }
+
+    /// Writes a chunk only if its document belongs to a registered record
+    /// (or is `unowned_ok`, the device's holdings list), checked in the same
+    /// transaction as the write so a record forgotten meanwhile cannot get
+    /// a chunk back. Returns whether it was written.
+    pub fn put_chunk_if_registered(
+        &self,
+        key: &super::ChunkKey,
+        data: &[u8],
+        unowned_ok: bool,
+    ) -> Result<bool, StoreError> {
+        let Some(doc_id) = key.into_iter().next() else {
+            return Ok(false);
+        };
+        let doc_ref = self.doc_ref_of(doc_id.as_ref());
+        self.write(|tx| {
+            if !unowned_ok && self.record_of_doc(tx, &doc_ref)?.is_none() {
+                return Ok(false);
+            }
+            self.put_chunk_tx(tx, key, data)?;
+            Ok(true)
+        })
     }
 
     /// Deletes one compartment document of a record (its chunks and its

@@ -36,6 +36,7 @@ pub use error::StoreError;
 pub use holdings::{HoldReason, Holding};
 pub use records::DocumentInfo;
 pub use samod_storage::SamodStorage;
+pub(crate) use samod_storage::off_runtime;
 pub use schema::SCHEMA_VERSION;
 
 const STORE_KEY_ROW: &str = "store-key";

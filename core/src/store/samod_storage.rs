@@ -47,47 +47,81 @@ impl SamodStorage {
     }
 }
 
+/// Runs store work on tokio's blocking pool when called on a runtime
+/// (SQLite and decryption must not stall the runtime samod's I/O loop runs
+/// on), inline otherwise.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt.spawn_blocking(f).await.ok(),
+        Err(_) => Some(f()),
+    }
+}
+
 impl Storage for SamodStorage {
     fn load(&self, key: StorageKey) -> impl Future<Output = Option<Vec<u8>>> + Send {
-        let result = self.store.load_chunk(&key);
-        let out = match result {
-            Ok(v) => v,
-            Err(e) => {
-                self.failed("load", &e);
-                None
+        let this = self.clone();
+        async move {
+            let store = this.store.clone();
+            match off_runtime(move || store.load_chunk(&key)).await {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    this.failed("load", &e);
+                    None
+                }
+                None => {
+                    this.failed("load", &StoreError::Poisoned);
+                    None
+                }
             }
-        };
-        std::future::ready(out)
+        }
     }
 
     fn load_range(
         &self,
         prefix: StorageKey,
     ) -> impl Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
-        let out = match self.store.load_chunk_range(&prefix) {
-            Ok(v) => v,
-            Err(e) => {
-                self.failed("load_range", &e);
-                HashMap::new()
+        let this = self.clone();
+        async move {
+            let store = this.store.clone();
+            match off_runtime(move || store.load_chunk_range(&prefix)).await {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    this.failed("load_range", &e);
+                    HashMap::new()
+                }
+                None => {
+                    this.failed("load_range", &StoreError::Poisoned);
+                    HashMap::new()
+                }
             }
-        };
-        std::future::ready(out)
+        }
     }
 
     fn put(&self, key: StorageKey, data: Vec<u8>) -> impl Future<Output = ()> + Send {
-        match self.store.put_chunk(&key, &data) {
-            Ok(()) => {
-                self.writes.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        async move {
+            let store = this.store.clone();
+            match off_runtime(move || store.put_chunk(&key, &data)).await {
+                Some(Ok(())) => {
+                    this.writes.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Err(e)) => this.failed("put", &e),
+                None => this.failed("put", &StoreError::Poisoned),
             }
-            Err(e) => self.failed("put", &e),
         }
-        std::future::ready(())
     }
 
     fn delete(&self, key: StorageKey) -> impl Future<Output = ()> + Send {
-        if let Err(e) = self.store.delete_chunk(&key) {
-            self.failed("delete", &e);
+        let this = self.clone();
+        async move {
+            let store = this.store.clone();
+            match off_runtime(move || store.delete_chunk(&key)).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => this.failed("delete", &e),
+                None => this.failed("delete", &StoreError::Poisoned),
+            }
         }
-        std::future::ready(())
     }
 }

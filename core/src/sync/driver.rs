@@ -35,9 +35,11 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
 ) -> Result<T, SyncError> {
     let engine = engine.clone();
+    // A panic in engine work is a failed pass (retried with backoff), not
+    // the end of sync.
     tokio::task::spawn_blocking(move || f(&engine))
         .await
-        .map_err(|_| SyncError::Stopped)?
+        .map_err(|_| SyncError::Internal)?
         .map_err(SyncError::Engine)
 }
 

@@ -65,6 +65,8 @@ pub enum SyncError {
     BadServerUrl,
     #[error("sync has stopped")]
     Stopped,
+    #[error("an internal fault interrupted the pass")]
+    Internal,
     #[error("the holdings list: {0}")]
     Holdings(#[from] HoldingsError),
     #[error("the engine: {0}")]

@@ -3,30 +3,43 @@
 //! compartments) and its own holdings list. Anything else a peer offers is
 //! never written, so a forgotten record cannot come back to disk through a
 //! late sync message, and nothing lands sealed under the wrong key.
+//!
+//! samod's trait has no error channel and samod deletes the chunks a
+//! compaction supersedes once it believes the compaction was written. So a
+//! document whose write failed or was refused keeps every chunk: deletes
+//! for it are ignored until the app restarts (the engine compacts anyway).
+//! Every call runs on tokio's blocking pool (`off_runtime`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use samod::storage::{Storage, StorageKey};
 
-use crate::store::{SamodStorage, Store};
+use crate::store::{Store, off_runtime};
 
 #[derive(Clone)]
 pub struct DeviceStorage {
-    inner: SamodStorage,
     store: Store,
     holdings_doc: Arc<Mutex<Option<String>>>,
+    /// Documents with a failed or refused write: their chunks are kept.
+    keep_all: Arc<Mutex<HashSet<String>>>,
     refused: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
+}
+
+fn doc_of(key: &StorageKey) -> Option<String> {
+    key.into_iter().next().map(|p| p.to_string())
 }
 
 impl DeviceStorage {
     pub fn new(store: Store) -> Self {
         Self {
-            inner: SamodStorage::new(store.clone()),
             store,
             holdings_doc: Arc::new(Mutex::new(None)),
+            keep_all: Arc::new(Mutex::new(HashSet::new())),
             refused: Arc::new(AtomicU64::new(0)),
+            failures: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -44,54 +57,108 @@ impl DeviceStorage {
 
     /// Store operations that failed (samod's trait cannot report them).
     pub fn failures(&self) -> u64 {
-        self.inner.failures()
+        self.failures.load(Ordering::Relaxed)
     }
 
-    fn may_store(&self, key: &StorageKey) -> bool {
-        let Some(doc_id) = key.into_iter().next() else {
-            return false;
-        };
-        let doc_id: &str = doc_id.as_ref();
-        if self
-            .holdings_doc
+    fn is_holdings(&self, doc: &str) -> bool {
+        self.holdings_doc
             .lock()
-            .map(|h| h.as_deref() == Some(doc_id))
+            .map(|h| h.as_deref() == Some(doc))
             .unwrap_or(false)
-        {
-            return true;
+    }
+
+    fn keep_everything_of(&self, doc: String) {
+        if let Ok(mut k) = self.keep_all.lock() {
+            k.insert(doc);
         }
-        self.store.is_registered_document(doc_id).unwrap_or(false)
+    }
+
+    fn keeps_everything_of(&self, doc: &str) -> bool {
+        self.keep_all
+            .lock()
+            .map(|k| k.contains(doc))
+            .unwrap_or(true)
     }
 }
 
 impl Storage for DeviceStorage {
     fn load(&self, key: StorageKey) -> impl Future<Output = Option<Vec<u8>>> + Send {
-        self.inner.load(key)
+        let this = self.clone();
+        async move {
+            let store = this.store.clone();
+            match off_runtime(move || store.load_chunk(&key)).await {
+                Some(Ok(v)) => v,
+                _ => {
+                    this.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("a sync chunk could not be read");
+                    None
+                }
+            }
+        }
     }
 
     fn load_range(
         &self,
         prefix: StorageKey,
     ) -> impl Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
-        self.inner.load_range(prefix)
+        let this = self.clone();
+        async move {
+            let store = this.store.clone();
+            match off_runtime(move || store.load_chunk_range(&prefix)).await {
+                Some(Ok(v)) => v,
+                _ => {
+                    this.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("sync chunks could not be read");
+                    HashMap::new()
+                }
+            }
+        }
     }
 
     fn put(&self, key: StorageKey, data: Vec<u8>) -> impl Future<Output = ()> + Send {
-        let allowed = self.may_store(&key);
-        let put = allowed.then(|| self.inner.put(key, data));
-        if !allowed {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("sync offered a document this device does not hold; not stored");
-        }
+        let this = self.clone();
         async move {
-            if let Some(put) = put {
-                put.await;
+            let Some(doc) = doc_of(&key) else {
+                return;
+            };
+            let unowned_ok = this.is_holdings(&doc);
+            let store = this.store.clone();
+            let written =
+                off_runtime(move || store.put_chunk_if_registered(&key, &data, unowned_ok)).await;
+            match written {
+                Some(Ok(true)) => {}
+                Some(Ok(false)) => {
+                    this.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("sync offered a document this device does not hold; not stored");
+                    this.keep_everything_of(doc);
+                }
+                _ => {
+                    this.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("a sync chunk could not be written");
+                    this.keep_everything_of(doc);
+                }
             }
         }
     }
 
     fn delete(&self, key: StorageKey) -> impl Future<Output = ()> + Send {
-        self.inner.delete(key)
+        let this = self.clone();
+        async move {
+            let Some(doc) = doc_of(&key) else {
+                return;
+            };
+            if this.keeps_everything_of(&doc) {
+                return;
+            }
+            let store = this.store.clone();
+            if !matches!(
+                off_runtime(move || store.delete_chunk(&key)).await,
+                Some(Ok(()))
+            ) {
+                this.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("a sync chunk could not be deleted");
+            }
+        }
     }
 }
 
@@ -107,7 +174,7 @@ mod tests {
         StorageKey::from_parts([doc, "incremental", "abc"]).unwrap()
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn only_registered_documents_and_the_holdings_list_are_stored() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
@@ -138,5 +205,31 @@ mod tests {
         storage.put(key("core-doc"), b"c".to_vec()).await;
         assert_eq!(storage.load(key("core-doc")).await, Some(b"c".to_vec()));
         assert_eq!(storage.refused(), 1);
+
+        // samod deletes what a compaction superseded; after a refused write
+        // to a document, its chunks are kept instead.
+        storage.delete(key("core-doc")).await;
+        assert_eq!(storage.load(key("core-doc")).await, None);
+        storage.put(key("core-doc"), b"c".to_vec()).await;
+        store.forget_record(&test_nhs_number(3)).unwrap();
+        storage.put(key("core-doc"), b"late".to_vec()).await;
+        assert_eq!(storage.refused(), 2, "a forgotten record takes no chunk");
+
+        // Registered again (the patient is back on the list): after that
+        // refusal, samod's deletes for the document are ignored.
+        store
+            .hold_arriving_with(
+                &test_nhs_number(3),
+                &[DocumentInfo {
+                    doc_id: "core-doc".into(),
+                    compartment: Compartment::Core,
+                }],
+                HoldReason::Caseload,
+                |_, _| Ok(()),
+            )
+            .unwrap();
+        storage.put(key("core-doc"), b"again".to_vec()).await;
+        storage.delete(key("core-doc")).await;
+        assert_eq!(storage.load(key("core-doc")).await, Some(b"again".to_vec()));
     }
 }
