@@ -104,9 +104,9 @@ impl Store {
     }
 
     /// Writes a chunk only if its document belongs to a registered record
-    /// (or is `unowned_ok`, the device's holdings list), checked in the same
-    /// transaction as the write so a record forgotten meanwhile cannot get
-    /// a chunk back. Returns whether it was written.
+    /// (or `unowned_ok`), checked in the same transaction as the write so a
+    /// record forgotten meanwhile cannot get a chunk back. Returns whether
+    /// it was written.
     pub fn put_chunk_if_registered(
         &self,
         key: &super::ChunkKey,

@@ -192,7 +192,7 @@ impl Driver {
         watched: &Arc<Mutex<HashSet<String>>>,
         changed_tx: &mpsc::UnboundedSender<()>,
     ) -> Result<crate::engine::HoldingsOutcome, SyncError> {
-        self.storage.allow_holdings_document(id);
+        self.storage.keep_in_memory_only(id);
         let doc_id: DocumentId = id
             .parse()
             .map_err(|_| SyncError::Holdings(super::HoldingsError::Malformed))?;

@@ -126,7 +126,7 @@ impl DeviceSync {
         let storage = DeviceStorage::new(engine.store_handle());
         // The server may announce the list as soon as the channel opens.
         if let Some(id) = engine.holdings_document()? {
-            storage.allow_holdings_document(&id);
+            storage.keep_in_memory_only(&id);
         }
         let repo = samod::Repo::build_tokio()
             .with_storage(storage.clone())

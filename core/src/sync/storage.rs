@@ -1,8 +1,11 @@
 //! The device's sync storage: samod persists into the engine's encrypted
 //! store, but only documents the device has registered (a listed patient's
-//! compartments) and its own holdings list. Anything else a peer offers is
-//! never written, so a forgotten record cannot come back to disk through a
-//! late sync message, and nothing lands sealed under the wrong key.
+//! compartments). Anything else a peer offers is never written, so a
+//! forgotten record cannot come back to disk through a late sync message,
+//! and nothing lands sealed under the wrong key. The holdings list stays in
+//! memory: its Automerge history names every patient it ever listed, which
+//! must not outlive their forgetting on disk; it is fetched again on the
+//! next connection.
 //!
 //! samod's trait has no error channel and samod deletes the chunks a
 //! compaction supersedes once it believes the compaction was written. So a
@@ -43,8 +46,8 @@ impl DeviceStorage {
         }
     }
 
-    /// The holdings document may be stored although no record owns it.
-    pub fn allow_holdings_document(&self, doc_id: &str) {
+    /// The device's holdings document: synced, never written to disk.
+    pub fn keep_in_memory_only(&self, doc_id: &str) {
         if let Ok(mut h) = self.holdings_doc.lock() {
             *h = Some(doc_id.to_owned());
         }
@@ -121,10 +124,12 @@ impl Storage for DeviceStorage {
             let Some(doc) = doc_of(&key) else {
                 return;
             };
-            let unowned_ok = this.is_holdings(&doc);
+            if this.is_holdings(&doc) {
+                return;
+            }
             let store = this.store.clone();
             let written =
-                off_runtime(move || store.put_chunk_if_registered(&key, &data, unowned_ok)).await;
+                off_runtime(move || store.put_chunk_if_registered(&key, &data, false)).await;
             match written {
                 Some(Ok(true)) => {}
                 Some(Ok(false)) => {
@@ -175,7 +180,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn only_registered_documents_and_the_holdings_list_are_stored() {
+    async fn only_registered_documents_are_stored() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
             dir.path().join("d.db"),
@@ -187,9 +192,11 @@ mod tests {
         assert_eq!(storage.load(key("stranger")).await, None);
         assert_eq!(storage.refused(), 1);
 
-        storage.allow_holdings_document("list");
+        // The holdings list is never written (and is not a refusal).
+        storage.keep_in_memory_only("list");
         storage.put(key("list"), b"l".to_vec()).await;
-        assert_eq!(storage.load(key("list")).await, Some(b"l".to_vec()));
+        assert_eq!(storage.load(key("list")).await, None);
+        assert_eq!(storage.refused(), 1);
 
         store
             .hold_arriving_with(
