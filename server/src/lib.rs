@@ -8,6 +8,7 @@ pub mod directory;
 pub mod health;
 pub mod holdings;
 pub mod identity;
+pub mod outside_writes;
 pub mod policy;
 pub mod records;
 pub mod serve;

@@ -24,6 +24,8 @@ const USAGE: &str = "usage:
   scr-server admin assign --data-dir DIR --user-id SDS --nhs NUMBER --kind caseload|registration|referral|incident:ID
   scr-server admin unassign --data-dir DIR --user-id SDS --nhs NUMBER
   scr-server admin load-record --data-dir DIR --file PATIENT.json
+  scr-server admin set-choice --data-dir DIR --nhs NUMBER --choice core-only|core-and-additional|opt-out
+                              [--include-sensitive yes] [--hidden yes]
 classes: patient-phone, ambulance-tablet, nurse-tablet, gp-system";
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         "admin assign" => assign(&flags, true),
         "admin unassign" => assign(&flags, false),
         "admin load-record" => load_record(&flags),
+        "admin set-choice" => set_choice(&flags),
         _ => return usage("unknown command"),
     };
     match result {
@@ -310,6 +313,46 @@ fn load_record(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
     for (compartment, doc_id) in docs {
         println!("  {:<16} {doc_id}", compartment.as_str());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set_choice(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
+    use scr_core::record::SharingChoice;
+    let dir = PathBuf::from(required(flags, "data-dir")?);
+    let nhs =
+        scr_core::NhsNumber::parse(required(flags, "nhs")?).map_err(|e| format!("--nhs: {e}"))?;
+    let choice = match required(flags, "choice")? {
+        "core-only" => SharingChoice::CoreOnly,
+        "core-and-additional" => SharingChoice::CoreAndAdditional,
+        "opt-out" => SharingChoice::OptOut,
+        _ => return Err("--choice is core-only, core-and-additional or opt-out".into()),
+    };
+    let yes = |name: &str| flags.get(name).is_some_and(|v| v == "yes");
+    let (store, _) = open_server(&dir)?;
+    scr_server::records::set_choice(
+        &store,
+        &nhs,
+        choice,
+        yes("include-sensitive"),
+        yes("hidden"),
+        "admin",
+    )
+    .map_err(|e| match e {
+        scr_server::records::LoadError::Store(scr_core::StoreError::RecordNotFound) => {
+            "the server holds no record for that NHS number".to_owned()
+        }
+        other => other.to_string(),
+    })?;
+    scr_server::audit::record(
+        &store,
+        "admin",
+        "admin-set-choice",
+        Some(nhs),
+        Outcome::Recorded,
+        Some(format!("{choice:?}")),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("choice recorded; connected devices follow within seconds");
     Ok(ExitCode::SUCCESS)
 }
 

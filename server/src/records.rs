@@ -82,3 +82,40 @@ pub fn load(
         .map(|e| (e.compartment, e.doc_id))
         .collect())
 }
+
+/// The patient's choices as an operator records them on the patient's
+/// behalf (the GP, on the patient's written request): a new version of
+/// the sharing entry, so earlier choices stay in the record's history.
+/// Opting out hides the record; `hidden` hides it without opting out.
+pub fn set_choice(
+    store: &Store,
+    nhs: &NhsNumber,
+    choice: SharingChoice,
+    include_sensitive: bool,
+    hidden: bool,
+    recorded_by: &str,
+) -> Result<(), LoadError> {
+    let mut record = store.open_record(nhs)?;
+    let governance = record.view_compartment(Compartment::Governance)?;
+    let content = EntryContent::Sharing {
+        choice,
+        include_sensitive,
+        hidden: hidden || choice == SharingChoice::OptOut,
+    };
+    let provenance = Provenance {
+        author_id: recorded_by.to_owned(),
+        role: "operator".into(),
+        organisation: "server".into(),
+        device: "scr-server".into(),
+        recorded_at_ms: now_ms(),
+    };
+    match scr_core::engine::sharing_entry(&governance) {
+        Some((entry, heads)) => {
+            record.supersede(Compartment::Governance, entry, &heads, content, provenance)?;
+        }
+        None => {
+            record.add_entry(content, false, provenance)?;
+        }
+    }
+    Ok(())
+}

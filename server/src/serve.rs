@@ -153,6 +153,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         storage.clone(),
         epoch.clone(),
         holdings.clone(),
+        repo.clone(),
     ));
     let shared = Arc::new(Shared {
         identity,
@@ -205,6 +206,7 @@ async fn watch_for_changes(
     storage: SamodStorage,
     epoch: crate::policy::Epoch,
     holdings: crate::holdings::HoldingsWriter,
+    repo: samod::Repo,
 ) {
     let seen = |s: &Store, d: &Directory, st: &SamodStorage| {
         (s.data_version().ok(), d.data_version().ok(), st.writes())
@@ -221,6 +223,14 @@ async fn watch_for_changes(
                 // Also once a minute regardless, so grants that expire on a
                 // quiet server stop sharing within a minute.
                 if now != last || ticks.is_multiple_of(60) {
+                    // Another process (an admin command) wrote documents:
+                    // samod's copies in memory must learn of it first.
+                    if now.0 != last.0 {
+                        let n = crate::outside_writes::refresh_from_store(&repo, &store, &storage).await;
+                        if n > 0 {
+                            tracing::info!(documents = n, "documents refreshed from the store");
+                        }
+                    }
                     last = now;
                     epoch.bump();
                     // Rewrites only lists that changed, so this settles: the

@@ -478,3 +478,77 @@ async fn a_record_with_unsent_changes_is_kept_when_it_leaves_the_list() {
     w.nurse.offline().await;
     w.srv.shutdown().await;
 }
+
+/// Syncs until the tablet holds exactly `want` of the patient's compartments.
+async fn until_compartments(device: &Device, nhs: &NhsNumber, want: &[Compartment]) {
+    tokio::time::timeout(Duration::from_secs(45), async {
+        while device.compartments(nhs) != want {
+            device.sync().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still holding {:?}", device.compartments(nhs)));
+    // A pass registers documents before it brings them in step: finish one.
+    device.sync().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sets_core_only_and_back_and_the_tablet_follows() {
+    use Compartment::*;
+    let mut w = world().await;
+    let patient = test_nhs_number(61);
+    w.nurse.online().await;
+    w.nurse.sync().await;
+    let everything = [Core, Additional, CareEvents, PatientEntered, Governance];
+    assert_eq!(w.nurse.compartments(&patient), everything);
+
+    // `admin set-choice` (another connection to the server's store, as the
+    // CLI is) while the server runs and the tablet is connected.
+    scr_server::records::set_choice(
+        &w.store,
+        &patient,
+        SharingChoice::CoreOnly,
+        false,
+        false,
+        "test",
+    )
+    .unwrap();
+    until_compartments(&w.nurse, &patient, &[Core, PatientEntered, Governance]).await;
+    let forgotten: Vec<Compartment> = w
+        .nurse
+        .engine
+        .audit_queue()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "forget" && e.patient == Some(patient))
+        .flat_map(|e| e.compartments)
+        .collect();
+    assert_eq!(forgotten.len(), 2, "{forgotten:?}");
+    assert!(forgotten.contains(&Additional) && forgotten.contains(&CareEvents));
+
+    // The patient changes their mind back: the tablet receives them again.
+    scr_server::records::set_choice(
+        &w.store,
+        &patient,
+        SharingChoice::CoreAndAdditional,
+        false,
+        false,
+        "test",
+    )
+    .unwrap();
+    until_compartments(&w.nurse, &patient, &everything).await;
+    w.nurse
+        .engine
+        .record_permission(&patient, true, true)
+        .unwrap();
+    assert_eq!(
+        w.nurse
+            .notes(&patient, AccessRequest::with_permission())
+            .len(),
+        1,
+        "the care events came back whole"
+    );
+    w.nurse.offline().await;
+    w.srv.shutdown().await;
+}

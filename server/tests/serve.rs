@@ -422,6 +422,23 @@ fn admin_commands_give_a_token_or_a_clear_error() {
         "9434765919",
     ]);
     assert!(String::from_utf8_lossy(&ended.stdout).contains("relationship ended"));
+    let set = |choice: &str| {
+        run(&[
+            "admin",
+            "set-choice",
+            "--data-dir",
+            d,
+            "--nhs",
+            "9434765919",
+            "--choice",
+            choice,
+        ])
+    };
+    assert!(String::from_utf8_lossy(&set("maybe").stderr).contains("--choice is core-only"));
+    assert!(
+        String::from_utf8_lossy(&set("core-only").stderr).contains("holds no record"),
+        "a choice for a patient the server does not hold is refused"
+    );
 
     // Every successful admin action left an audit event, in one chain.
     let store = scr_core::Store::open(

@@ -22,7 +22,7 @@ use crate::replica::PatientReplica;
 use crate::store::{HoldReason, Store};
 
 pub use error::EngineError;
-pub use governance::{choices_from, permission_from};
+pub use governance::{choices_from, permission_from, sharing_entry};
 pub use records::{AccessRequest, ReleasedView, RequestedBasis};
 pub use retention::{DeviceClass, ForgetReason, RetentionPolicy, due_for_forgetting};
 pub use sync_support::HoldingsOutcome;

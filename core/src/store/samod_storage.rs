@@ -19,6 +19,8 @@ pub struct SamodStorage {
     store: Store,
     failures: Arc<AtomicU64>,
     writes: Arc<AtomicU64>,
+    /// Documents samod has loaded or written in this process.
+    seen: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl SamodStorage {
@@ -27,6 +29,22 @@ impl SamodStorage {
             store,
             failures: Arc::new(AtomicU64::new(0)),
             writes: Arc::new(AtomicU64::new(0)),
+            seen: Arc::default(),
+        }
+    }
+
+    /// Documents samod has loaded or written through this adapter: the
+    /// ones its memory may hold, to refresh when another process writes.
+    pub fn documents_seen(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn saw(&self, key: &StorageKey) {
+        if let (Some(doc), Ok(mut seen)) = (key.into_iter().next(), self.seen.lock()) {
+            seen.insert(doc.to_string());
         }
     }
 
@@ -82,6 +100,7 @@ impl Storage for SamodStorage {
         &self,
         prefix: StorageKey,
     ) -> impl Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
+        self.saw(&prefix);
         let this = self.clone();
         async move {
             let store = this.store.clone();
@@ -100,6 +119,7 @@ impl Storage for SamodStorage {
     }
 
     fn put(&self, key: StorageKey, data: Vec<u8>) -> impl Future<Output = ()> + Send {
+        self.saw(&key);
         let this = self.clone();
         async move {
             let store = this.store.clone();
