@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::directory::Directory;
-use crate::serve::Metrics;
+use crate::serve::{Gauges, Metrics};
 
 pub async fn serve(
     listener: TcpListener,
@@ -17,6 +17,7 @@ pub async fn serve(
     directory: Arc<Directory>,
     metrics: Arc<Metrics>,
     storage: SamodStorage,
+    store: scr_core::Store,
 ) {
     loop {
         tokio::select! {
@@ -26,7 +27,8 @@ pub async fn serve(
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 };
-                let (directory, metrics, storage) = (directory.clone(), metrics.clone(), storage.clone());
+                let (directory, metrics, storage, store) =
+                    (directory.clone(), metrics.clone(), storage.clone(), store.clone());
                 tokio::spawn(async move {
                     let mut buf = [0u8; 1024];
                     let n = match tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf)).await {
@@ -37,10 +39,19 @@ pub async fn serve(
                     let path = request.split_whitespace().nth(1).unwrap_or("");
                     let (status, body) = match (request.starts_with("GET "), path) {
                         (true, "/health") => ("200 OK", "ok\n".to_owned()),
-                        (true, "/metrics") => (
-                            "200 OK",
-                            metrics.render(directory.active_device_count().unwrap_or(-1), storage.failures()),
-                        ),
+                        (true, "/metrics") => {
+                            // SQLite reads: off the runtime.
+                            let gauges = tokio::task::spawn_blocking(move || Gauges {
+                                devices: directory.active_device_count().unwrap_or(-1),
+                                storage_failures: storage.failures(),
+                                audit_backlog: store.audit_queue_len().unwrap_or(0),
+                            })
+                            .await;
+                            match gauges {
+                                Ok(g) => ("200 OK", metrics.render(&g)),
+                                Err(_) => ("500 Internal Server Error", "metrics failed\n".to_owned()),
+                            }
+                        }
                         _ => ("404 Not Found", "not found\n".to_owned()),
                     };
                     let response = format!(

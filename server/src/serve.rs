@@ -44,6 +44,10 @@ pub struct ServeConfig {
     pub health: SocketAddr,
 }
 
+/// A device may hold this many sync sessions at once; more are refused
+/// (a client looping on reconnects must not exhaust the server).
+pub const MAX_SESSIONS_PER_DEVICE: usize = 4;
+
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
@@ -52,10 +56,40 @@ pub struct Metrics {
     pub handshakes_refused: AtomicU64,
     pub enrollments: AtomicU64,
     pub logins: AtomicU64,
+    pub sync_sessions: AtomicU64,
+    pub sessions_refused: AtomicU64,
+    pub traffic: Arc<channel::Traffic>,
+    open: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
+}
+
+/// What `/metrics` reads from elsewhere.
+pub struct Gauges {
+    pub devices: i64,
+    pub storage_failures: u64,
+    pub audit_backlog: u64,
 }
 
 impl Metrics {
-    pub fn render(&self, devices: i64, storage_failures: u64) -> String {
+    pub fn open_sessions(&self) -> usize {
+        self.open.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+
+    /// Counts a new sync session for `device`, or refuses it at the cap.
+    fn open_session(self: &Arc<Self>, device: [u8; 32]) -> Option<SessionGuard> {
+        let mut open = self.open.lock().ok()?;
+        let n = open.entry(device).or_insert(0);
+        if *n >= MAX_SESSIONS_PER_DEVICE {
+            return None;
+        }
+        *n += 1;
+        self.sync_sessions.fetch_add(1, Ordering::Relaxed);
+        Some(SessionGuard {
+            metrics: self.clone(),
+            device,
+        })
+    }
+
+    pub fn render(&self, gauges: &Gauges) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
             "# TYPE scr_connections_total counter\nscr_connections_total {}\n\
@@ -63,14 +97,48 @@ impl Metrics {
              # TYPE scr_handshakes_refused_total counter\nscr_handshakes_refused_total {}\n\
              # TYPE scr_enrollments_total counter\nscr_enrollments_total {}\n\
              # TYPE scr_logins_total counter\nscr_logins_total {}\n\
-             # TYPE scr_enrolled_devices gauge\nscr_enrolled_devices {devices}\n\
-             # TYPE scr_storage_failures_total counter\nscr_storage_failures_total {storage_failures}\n",
+             # TYPE scr_sync_sessions_total counter\nscr_sync_sessions_total {}\n\
+             # TYPE scr_sync_sessions_open gauge\nscr_sync_sessions_open {}\n\
+             # TYPE scr_sync_sessions_refused_total counter\nscr_sync_sessions_refused_total {}\n\
+             # TYPE scr_sync_bytes_received_total counter\nscr_sync_bytes_received_total {}\n\
+             # TYPE scr_sync_bytes_sent_total counter\nscr_sync_bytes_sent_total {}\n\
+             # TYPE scr_enrolled_devices gauge\nscr_enrolled_devices {}\n\
+             # TYPE scr_storage_failures_total counter\nscr_storage_failures_total {}\n\
+             # TYPE scr_audit_backlog gauge\nscr_audit_backlog {}\n",
             g(&self.connections),
             g(&self.handshakes_ok),
             g(&self.handshakes_refused),
             g(&self.enrollments),
             g(&self.logins),
+            g(&self.sync_sessions),
+            self.open_sessions(),
+            g(&self.sessions_refused),
+            g(&self.traffic.received),
+            g(&self.traffic.sent),
+            gauges.devices,
+            gauges.storage_failures,
+            gauges.audit_backlog,
         )
+    }
+}
+
+/// Held by a sync session's transport: the session counts as open (and
+/// against its device's cap) until samod drops it.
+struct SessionGuard {
+    metrics: Arc<Metrics>,
+    device: [u8; 32],
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.metrics.open.lock()
+            && let Some(n) = open.get_mut(&self.device)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.device);
+            }
+        }
     }
 }
 
@@ -155,6 +223,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         holdings.clone(),
         repo.clone(),
     ));
+    let audit_store = store.clone();
     let shared = Arc::new(Shared {
         identity,
         directory: directory.clone(),
@@ -171,6 +240,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         directory.clone(),
         metrics.clone(),
         storage,
+        audit_store,
     ));
     tracing::info!(%sync_addr, %health_addr, server_key = %hex_key(&server_key), "serving");
     Ok(RunningServer {
@@ -262,7 +332,17 @@ async fn accept_loop(
                     match handshake(tcp, &shared).await {
                         Ok((channel, Purpose::Sync)) => {
                             shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
-                            if shared.acceptor.accept(channel::into_samod_transport(channel)).is_err() {
+                            let Some(guard) = shared.metrics.open_session(channel.remote_static()) else {
+                                shared.metrics.sessions_refused.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(%peer, "too many sync sessions for one device; refused");
+                                return;
+                            };
+                            let transport = channel::into_counted_transport(
+                                channel,
+                                shared.metrics.traffic.clone(),
+                                Box::new(guard),
+                            );
+                            if shared.acceptor.accept(transport).is_err() {
                                 tracing::warn!("sync repo stopped; connection dropped");
                             }
                         }

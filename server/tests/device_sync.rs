@@ -364,6 +364,9 @@ async fn a_device_holds_what_its_list_names_and_forgets_a_patient_who_leaves() {
         vec![Core, PatientEntered, Governance]
     );
     assert!(!w.nurse.engine.holds(&stranger).unwrap());
+    let traffic = &w.srv.metrics.traffic;
+    assert!(traffic.sent.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(traffic.received.load(std::sync::atomic::Ordering::Relaxed) > 0);
     // What arrived is readable through the engine, gated and audited.
     w.nurse
         .engine

@@ -271,6 +271,57 @@ async fn health_and_metrics_answer_over_http() {
             .await
             .starts_with("HTTP/1.1 404")
     );
+
+    // A device's sync sessions are counted; a fifth at once is refused.
+    let keys = StaticKeypair::generate().unwrap();
+    let token = srv
+        .directory
+        .create_enrollment_token("RX1", "nurse-tablet", hour_from_now())
+        .unwrap();
+    common::enroll(&srv, &keys, &token).await;
+    let hello = channel::Hello::new(channel::Purpose::Sync, None).encode();
+    let mut sessions = Vec::new();
+    for _ in 0..scr_server::serve::MAX_SESSIONS_PER_DEVICE {
+        let ch = channel::connect(
+            common::ws(srv.sync_addr).await,
+            &keys,
+            &srv.server_key,
+            &hello,
+        )
+        .await
+        .unwrap();
+        sessions.push(ch);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = http_get(srv.health_addr, "/metrics").await;
+    // (The enrollment's own connection was a session too, now closed.)
+    assert!(metrics.contains("scr_sync_sessions_total 5"), "{metrics}");
+    assert!(metrics.contains("scr_sync_sessions_open 4"), "{metrics}");
+    assert!(metrics.contains("scr_sync_bytes_sent_total"), "{metrics}");
+    assert!(
+        metrics.contains("scr_audit_backlog 1"),
+        "the enrollment: {metrics}"
+    );
+    let extra = channel::connect(
+        common::ws(srv.sync_addr).await,
+        &keys,
+        &srv.server_key,
+        &hello,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = http_get(srv.health_addr, "/metrics").await;
+    assert!(
+        metrics.contains("scr_sync_sessions_refused_total 1"),
+        "{metrics}"
+    );
+    if let Ok(mut extra) = extra {
+        assert!(
+            !matches!(extra.recv().await, Ok(Some(_))),
+            "the fifth session carries nothing"
+        );
+    }
+    drop(sessions);
     srv.shutdown().await;
 }
 

@@ -1,6 +1,7 @@
 //! The channel as a samod `Transport`: a stream of whole incoming messages
 //! and a sink of outgoing ones, bound to the peer the handshake proved.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
@@ -12,38 +13,72 @@ use super::{
     Assembler, ChannelError, NoiseChannel, WebSocket, encrypt_message, hex_key, recv_frame,
 };
 
+/// Bytes carried by sync sessions (message payloads, before encryption),
+/// for the server's metrics.
+#[derive(Default)]
+pub struct Traffic {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+}
+
 /// Hands the channel to samod. The transport only accepts samod messages
 /// from the peer whose static key the handshake proved (`with_expected_peer_id`),
 /// so a device cannot speak as another.
 pub fn into_samod_transport<S: WebSocket>(channel: NoiseChannel<S>) -> Transport {
+    into_counted_transport(channel, Arc::default(), Box::new(()))
+}
+
+/// [`into_samod_transport`], counting bytes into `traffic` and holding
+/// `session` until the connection ends (its `Drop` is how the caller
+/// learns that: an open-sessions gauge, a per-device cap).
+pub fn into_counted_transport<S: WebSocket>(
+    channel: NoiseChannel<S>,
+    traffic: Arc<Traffic>,
+    session: Box<dyn Send + Sync>,
+) -> Transport {
     let (ws, noise, remote) = channel.into_parts();
     let (sink, stream) = ws.split();
     let noise = Arc::new(Mutex::new(noise));
 
     let reader_noise = noise.clone();
+    let writer_traffic = traffic.clone();
     let incoming = futures::stream::unfold(
-        (stream, reader_noise, Assembler::default()),
-        |(mut stream, noise, mut assembler)| async move {
+        (
+            stream,
+            reader_noise,
+            Assembler::default(),
+            (traffic, session),
+        ),
+        |(mut stream, noise, mut assembler, counted)| async move {
             loop {
                 let frame = match recv_frame(&mut stream).await {
                     Ok(Some(frame)) => frame,
                     Ok(None) => return None,
-                    Err(e) => return Some((Err(e), (stream, noise, assembler))),
+                    Err(e) => return Some((Err(e), (stream, noise, assembler, counted))),
                 };
                 let pushed = match noise.lock() {
                     Ok(mut n) => assembler.push(&mut n, &frame),
                     Err(_) => Err(ChannelError::Malformed("poisoned")),
                 };
                 match pushed {
-                    Ok(Some(message)) => return Some((Ok(message), (stream, noise, assembler))),
+                    Ok(Some(message)) => {
+                        counted
+                            .0
+                            .received
+                            .fetch_add(message.len() as u64, Ordering::Relaxed);
+                        return Some((Ok(message), (stream, noise, assembler, counted)));
+                    }
                     Ok(None) => continue,
-                    Err(e) => return Some((Err(e), (stream, noise, assembler))),
+                    Err(e) => return Some((Err(e), (stream, noise, assembler, counted))),
                 }
             }
         },
     );
 
     let outgoing = sink.with_flat_map(move |message: Vec<u8>| {
+        writer_traffic
+            .sent
+            .fetch_add(message.len() as u64, Ordering::Relaxed);
         let frames = match noise.lock() {
             Ok(mut n) => encrypt_message(&mut n, &message),
             Err(_) => Err(ChannelError::Malformed("poisoned")),

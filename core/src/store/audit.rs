@@ -105,6 +105,14 @@ impl Store {
         self.write(|tx| self.append_audit_tx(tx, draft, device, now_ms))
     }
 
+    /// How many events wait for acknowledgement (without decrypting them).
+    pub fn audit_queue_len(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM audit_queue", [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
     /// Every queued (unacknowledged) event, oldest first.
     pub fn queued_audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
         self.read(|conn| {
