@@ -21,11 +21,12 @@ const USAGE: &str = "usage:
   scr-server admin add-user --data-dir DIR --user-id SDS --name NAME --org ODS --job-role R0050
                             --role-name NAME --activities B0264,B0370 --card-serial SERIAL
                             [--privacy-officer yes]   (reads the passcode from standard input)
-  scr-server admin assign --data-dir DIR --user-id SDS --nhs NUMBER --kind caseload|registration|referral|incident:ID
-  scr-server admin unassign --data-dir DIR --user-id SDS --nhs NUMBER
+  scr-server admin assign --data-dir DIR --user-id SDS [--nhs NUMBER] --kind caseload|registration|referral|incident:ID
+  scr-server admin unassign --data-dir DIR --user-id SDS [--nhs NUMBER]
   scr-server admin load-record --data-dir DIR --file PATIENT.json
-  scr-server admin set-choice --data-dir DIR --nhs NUMBER --choice core-only|core-and-additional|opt-out
+  scr-server admin set-choice --data-dir DIR [--nhs NUMBER] --choice core-only|core-and-additional|opt-out
                               [--include-sensitive yes] [--hidden yes]
+without --nhs, the NHS number is read from standard input (it then shows in no process list)
 classes: patient-phone, ambulance-tablet, nurse-tablet, gp-system";
 
 fn main() -> ExitCode {
@@ -244,8 +245,7 @@ fn assign(flags: &HashMap<String, String>, add: bool) -> Result<ExitCode, String
     let dir = PathBuf::from(required(flags, "data-dir")?);
     let (store, directory) = open_server(&dir)?;
     let user = required(flags, "user-id")?;
-    let nhs =
-        scr_core::NhsNumber::parse(required(flags, "nhs")?).map_err(|e| format!("--nhs: {e}"))?;
+    let nhs = nhs_number(flags)?;
     if !add {
         let removed = scr_server::users::unassign(&store, user, nhs).map_err(|e| e.to_string())?;
         scr_server::audit::record(
@@ -319,8 +319,7 @@ fn load_record(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
 fn set_choice(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
     use scr_core::record::SharingChoice;
     let dir = PathBuf::from(required(flags, "data-dir")?);
-    let nhs =
-        scr_core::NhsNumber::parse(required(flags, "nhs")?).map_err(|e| format!("--nhs: {e}"))?;
+    let nhs = nhs_number(flags)?;
     let choice = match required(flags, "choice")? {
         "core-only" => SharingChoice::CoreOnly,
         "core-and-additional" => SharingChoice::CoreAndAdditional,
@@ -354,6 +353,22 @@ fn set_choice(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
     .map_err(|e| e.to_string())?;
     println!("choice recorded; connected devices follow within seconds");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The patient's NHS number: from `--nhs`, or (better: it then appears in
+/// no process list or shell history) the first line of standard input.
+fn nhs_number(flags: &HashMap<String, String>) -> Result<scr_core::NhsNumber, String> {
+    let text = match flags.get("nhs") {
+        Some(n) => n.clone(),
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    scr_core::NhsNumber::parse(&text).map_err(|e| format!("NHS number: {e}"))
 }
 
 fn parse_hex_key(hex: &str) -> Option<[u8; 32]> {

@@ -381,59 +381,29 @@ async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Purpose)
     .map_err(|_| "websocket upgrade timed out".to_owned())?
     .map_err(|e| format!("websocket upgrade: {e}"))?;
     let now = scr_core::clock::now_ms();
-    let purpose = std::sync::Mutex::new(None);
-    let admit = |key: &[u8; 32], payload: &[u8]| {
-        let Some(hello) = Hello::decode(payload) else {
-            return false;
-        };
-        if let Ok(mut p) = purpose.lock() {
-            *p = Some(hello.purpose);
-        }
-        let directory = &shared.directory;
-        if directory.is_active(key) {
-            return true;
-        }
-        let Some(token) = hello.enrollment_token.filter(|t| !t.is_empty()) else {
-            return false;
-        };
-        if directory
-            .device(key)
-            .ok()
-            .flatten()
-            .is_some_and(|d| d.revoked)
-        {
-            return false;
-        }
-        match directory.enroll(key, &token, now) {
-            Ok(device) => {
-                shared.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
-                let detail = format!(
-                    "{} {} {}",
-                    device.organisation,
-                    device.device_class,
-                    &hex_key(key)[..16]
-                );
-                if crate::audit::record(
-                    &shared.store,
-                    "server",
-                    "device-enrolled",
-                    None,
-                    scr_core::audit::Outcome::Recorded,
-                    Some(detail),
-                )
-                .is_err()
-                {
-                    tracing::warn!("an enrollment could not be audited");
-                }
-                tracing::info!(organisation = %device.organisation, class = %device.device_class, "device enrolled");
-                true
+    let purpose = Arc::new(std::sync::Mutex::new(None));
+    let (directory, store, metrics) = (
+        shared.directory.clone(),
+        shared.store.clone(),
+        shared.metrics.clone(),
+    );
+    let seen_purpose = purpose.clone();
+    // SQLite and hashing: off the async runtime.
+    let admit = move |key: [u8; 32], payload: Vec<u8>| async move {
+        tokio::task::spawn_blocking(move || {
+            let (admitted, hello_purpose) =
+                admit(&directory, &store, &metrics, &key, &payload, now);
+            if let Ok(mut p) = seen_purpose.lock() {
+                *p = hello_purpose;
             }
-            Err(_) => false,
-        }
+            admitted
+        })
+        .await
+        .unwrap_or(false)
     };
     let channel = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        channel::accept(ws, &shared.identity.noise, admit),
+        channel::accept_with(ws, &shared.identity.noise, admit),
     )
     .await
     .map_err(|_| "handshake timed out".to_owned())?
@@ -444,6 +414,64 @@ async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Purpose)
         .and_then(|p| *p)
         .unwrap_or(Purpose::Sync);
     Ok((channel, purpose))
+}
+
+/// Whether the handshake's key may connect: an enrolled, unrevoked device,
+/// or a new one presenting a valid enrollment token in its hello. An
+/// enrollment counts only once audited: if the audit cannot be written, the
+/// new device is revoked again and refused (fail closed; the directory and
+/// the audit trail are two databases).
+fn admit(
+    directory: &Directory,
+    store: &Store,
+    metrics: &Metrics,
+    key: &[u8; 32],
+    payload: &[u8],
+    now: i64,
+) -> (bool, Option<Purpose>) {
+    let Some(hello) = Hello::decode(payload) else {
+        return (false, None);
+    };
+    let purpose = Some(hello.purpose);
+    if directory.is_active(key) {
+        return (true, purpose);
+    }
+    let Some(token) = hello.enrollment_token.filter(|t| !t.is_empty()) else {
+        return (false, purpose);
+    };
+    if directory
+        .device(key)
+        .ok()
+        .flatten()
+        .is_some_and(|d| d.revoked)
+    {
+        return (false, purpose);
+    }
+    let Ok(device) = directory.enroll(key, &token, now) else {
+        return (false, purpose);
+    };
+    let detail = format!(
+        "{} {} {}",
+        device.organisation,
+        device.device_class,
+        &hex_key(key)[..16]
+    );
+    let audited = crate::audit::record(
+        store,
+        "server",
+        "device-enrolled",
+        None,
+        scr_core::audit::Outcome::Recorded,
+        Some(detail),
+    );
+    if audited.is_err() {
+        tracing::error!("an enrollment could not be audited; the device is refused");
+        let _ = directory.revoke(key);
+        return (false, purpose);
+    }
+    metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(organisation = %device.organisation, class = %device.device_class, "device enrolled");
+    (true, purpose)
 }
 
 /// One login exchange on an authenticated channel: the grant is bound to

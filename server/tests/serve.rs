@@ -449,6 +449,29 @@ fn admin_commands_give_a_token_or_a_clear_error() {
         "caseload",
     ]);
     assert!(String::from_utf8_lossy(&bad_nhs.stderr).contains("check digit"));
+    // Without --nhs the number comes on standard input.
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_scr-server"))
+        .args([
+            "admin",
+            "assign",
+            "--data-dir",
+            d,
+            "--user-id",
+            "555000000102",
+            "--kind",
+            "referral",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    piped
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"943 476 5919\n")
+        .unwrap();
+    assert!(piped.wait_with_output().unwrap().status.success());
     let nobody = run(&[
         "admin",
         "assign",
@@ -508,6 +531,7 @@ fn admin_commands_give_a_token_or_a_clear_error() {
         [
             "admin-enroll-token",
             "admin-add-user",
+            "admin-assign",
             "admin-assign",
             "admin-unassign"
         ]

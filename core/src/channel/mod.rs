@@ -129,9 +129,22 @@ const ADMITTED: &[u8] = b"admitted";
 /// `admit(device key, handshake payload)` says so (an enrolled key, or a
 /// valid enrollment token for a new one).
 pub async fn accept<S: WebSocket>(
-    mut ws: S,
+    ws: S,
     local: &StaticKeypair,
     admit: impl FnOnce(&[u8; 32], &[u8]) -> bool,
+) -> Result<NoiseChannel<S>, ChannelError> {
+    accept_with(ws, local, |key, payload| {
+        std::future::ready(admit(&key, &payload))
+    })
+    .await
+}
+
+/// [`accept`] with an asynchronous admission check (a server looking the
+/// key up in its database off the async runtime).
+pub async fn accept_with<S: WebSocket, F: Future<Output = bool>>(
+    mut ws: S,
+    local: &StaticKeypair,
+    admit: impl FnOnce([u8; 32], Vec<u8>) -> F,
 ) -> Result<NoiseChannel<S>, ChannelError> {
     let mut hs = builder(local)?
         .build_responder()
@@ -148,7 +161,7 @@ pub async fn accept<S: WebSocket>(
     let n = hs
         .read_message(&frame, &mut buf)
         .map_err(|_| ChannelError::Handshake("read s, se"))?;
-    if !admit(&remote_static(&hs)?, &buf[..n]) {
+    if !admit(remote_static(&hs)?, buf[..n].to_vec()).await {
         return Err(ChannelError::UnknownPeer);
     }
     let mut channel = finish(ws, hs)?;
