@@ -241,6 +241,27 @@ impl Store {
         })
     }
 
+    /// One compartment of a held record, without loading the others (the
+    /// server's share policy reads governance for every decision).
+    pub fn view_of_compartment(
+        &self,
+        nhs: &NhsNumber,
+        compartment: Compartment,
+    ) -> Result<Option<CompartmentView>, StoreError> {
+        let record_ref = self.record_ref(nhs);
+        self.read(|conn| {
+            let key = self.record_key(conn, &record_ref)?;
+            let Some(info) = self
+                .documents_of(conn, &record_ref, &key)?
+                .into_iter()
+                .find(|d| d.compartment == compartment)
+            else {
+                return Ok(None);
+            };
+            Ok(self.load_held(conn, info, &key)?.map(|h| h.doc.view()))
+        })
+    }
+
     fn load_held(
         &self,
         conn: &rusqlite::Connection,

@@ -183,11 +183,7 @@ impl AccessPolicy {
         }
         // Without a readable governance document the patient's choices are
         // unknown: share nothing (fail closed).
-        let Some(governance) = self
-            .store
-            .open_record(nhs)
-            .ok()
-            .and_then(|r| r.view_compartment(Compartment::Governance).ok())
+        let Ok(Some(governance)) = self.store.view_of_compartment(nhs, Compartment::Governance)
         else {
             return ShareConfig::none();
         };

@@ -1,0 +1,339 @@
+//! Our server against the reference automerge-repo sync server (Node.js,
+//! `js-compare/server.mjs`), each in its own process, serving the same
+//! documents (150 patients' compartments, 20 entries each) to a fresh
+//! client: how long the client takes to fetch them all, and each server's
+//! resident memory after serving them. Ours also decides every document
+//! against the access rules, seals at rest and runs Noise; the reference
+//! server does none of these, so the gap is the price of those.
+//!
+//! Run: `scripts/bench-vs-js` (installs the npm packages, then
+//! `cargo bench -p scr-server --bench vs_js_server`). Under `cargo test`
+//! it does nothing: it needs Node.js and the packages.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::{SinkExt, StreamExt};
+use scr_core::channel::{
+    self, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair, hex_key,
+};
+use scr_core::fixtures::{sample_entry, test_nhs_number};
+use scr_core::grant::RelationshipKind;
+use scr_core::record::SharingChoice;
+use scr_server::directory::Directory;
+use scr_server::identity::{ServerIdentity, key_provider};
+use scr_server::records::{FileEntry, RecordFile, load};
+use scr_server::users::{NewUser, assign};
+use tokio_tungstenite::tungstenite::Message;
+
+const NURSE: &str = "555000000102";
+const PATIENTS: u32 = 150;
+
+/// A plain WebSocket dialer, as automerge-repo's own clients use.
+struct PlainWs(String);
+
+impl samod::Dialer for PlainWs {
+    type Error = std::io::Error;
+
+    fn url(&self) -> samod::Url {
+        samod::Url::parse(&self.0).unwrap()
+    }
+
+    fn connect(
+        &self,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<samod::transport::Transport, samod::DialError<std::io::Error>>,
+    > {
+        let url = self.0.clone();
+        Box::pin(async move {
+            let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .map_err(samod::DialError::transient)?;
+            let (sink, stream) = ws.split();
+            let incoming = stream.filter_map(|m| async move {
+                match m {
+                    Ok(Message::Binary(b)) => Some(Ok(b.to_vec())),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            });
+            let outgoing = sink.with(|b: Vec<u8>| async move {
+                Ok::<_, tokio_tungstenite::tungstenite::Error>(Message::binary(b))
+            });
+            Ok(samod::transport::Transport::new(
+                Box::pin(incoming),
+                Box::pin(outgoing),
+            ))
+        })
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Resident and peak resident memory of a process, in MB.
+fn memory_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |field: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server on port {port} did not start");
+}
+
+/// Finds every document from a fresh in-memory client; returns the time.
+async fn fetch_all(
+    dialer: Arc<dyn samod::Dialer<Error = impl std::error::Error + Send + Sync + 'static>>,
+    peer: &str,
+    ids: &[samod::DocumentId],
+) -> Duration {
+    let client = samod::Repo::build_tokio()
+        .with_peer_id(samod::PeerId::from(peer.to_owned()))
+        .load()
+        .await;
+    let t = Instant::now();
+    let dial = client
+        .dial(samod::BackoffConfig::default(), dialer)
+        .unwrap();
+    dial.established().await.unwrap();
+    let mut finds: FuturesUnordered<_> = ids.iter().map(|id| client.find(id.clone())).collect();
+    let mut found = 0;
+    while let Some(r) = finds.next().await {
+        if matches!(r, Ok(Some(_))) {
+            found += 1;
+        }
+    }
+    let elapsed = t.elapsed();
+    assert_eq!(found, ids.len(), "every document fetched");
+    client.stop().await;
+    elapsed
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    ids: Vec<samod::DocumentId>,
+    exports: Vec<Vec<u8>>,
+    server_key: [u8; 32],
+    token: String,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ours");
+    std::fs::create_dir_all(&data).unwrap();
+    let store =
+        scr_core::Store::open(data.join("server.db"), &key_provider(&data).unwrap()).unwrap();
+    let identity = ServerIdentity::load_or_create(&store).unwrap();
+    let directory = Directory::open(&data.join("directory.db")).unwrap();
+    directory
+        .add_user(
+            &NewUser {
+                user_id: NURSE.into(),
+                display_name: "Jo Nurse".into(),
+                organisation: "RX1".into(),
+                job_role: "R0050".into(),
+                job_role_name: "Community Nurse".into(),
+                activities: vec!["B0264".into(), "B0370".into(), "B0380".into()],
+                privacy_officer: false,
+                card_serial: "CARD-0001".into(),
+            },
+            "jo-2468",
+        )
+        .unwrap();
+    let (mut ids, mut exports) = (Vec::new(), Vec::new());
+    for n in 0..PATIENTS {
+        let file = RecordFile {
+            nhs_number: test_nhs_number(2000 + n),
+            sharing: SharingChoice::CoreAndAdditional,
+            include_sensitive: false,
+            entries: (0..20)
+                .filter(|i| i % 10 != 9)
+                .map(|i| FileEntry {
+                    sensitive: false,
+                    content: sample_entry(i),
+                })
+                .collect(),
+        };
+        load(&store, &file, "bench").unwrap();
+        assign(
+            &store,
+            &directory,
+            NURSE,
+            file.nhs_number,
+            RelationshipKind::Caseload,
+        )
+        .unwrap();
+        // The documents a nurse may receive (not sensitive: she may not).
+        for e in store.open_record(&file.nhs_number).unwrap().export() {
+            if e.compartment != scr_core::record::Compartment::Sensitive {
+                ids.push(e.doc_id.parse().unwrap());
+                exports.push(e.bytes);
+            }
+        }
+    }
+    let token = directory
+        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 600_000)
+        .unwrap();
+    Setup {
+        server_key: identity.noise.public(),
+        dir,
+        ids,
+        exports,
+        token,
+    }
+}
+
+async fn ours(s: &Setup) -> (Duration, (f64, f64)) {
+    let (port, health) = (free_port(), free_port());
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_scr-server"))
+        .args(["serve", "--data-dir"])
+        .arg(s.dir.path().join("ours"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--health", &format!("127.0.0.1:{health}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port).await;
+    let url = format!("ws://127.0.0.1:{port}/sync");
+    let keys = Arc::new(StaticKeypair::generate().unwrap());
+    let ws = || async {
+        tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap()
+            .0
+    };
+    let hello = Hello::new(Purpose::Sync, Some(&s.token)).encode();
+    drop(
+        channel::connect(ws().await, &keys, &s.server_key, &hello)
+            .await
+            .unwrap(),
+    );
+    let login = LoginRequest {
+        user_id: NURSE.into(),
+        card_serial: "CARD-0001".into(),
+        passcode: "jo-2468".into(),
+    };
+    let response = channel::login(ws().await, &keys, &s.server_key, &login)
+        .await
+        .unwrap();
+    assert!(matches!(response, LoginResponse::Granted { .. }));
+    let dialer =
+        Arc::new(scr_core::sync::NoiseDialer::new(&url, keys.clone(), s.server_key).unwrap());
+    let took = fetch_all(dialer, &hex_key(&keys.public()), &s.ids).await;
+    let memory = memory_mb(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    (took, memory)
+}
+
+async fn reference(s: &Setup) -> Option<(Duration, (f64, f64))> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/js-compare/server.mjs");
+    if !script.with_file_name("node_modules").exists() {
+        return None;
+    }
+    let port = free_port();
+    let data = s.dir.path().join("js");
+    let mut child = Command::new("node")
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .ok()?;
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take()?)
+        .read_line(&mut ready)
+        .ok()?;
+    let url = format!("ws://127.0.0.1:{port}");
+
+    // Upload the same documents (new ids: a client creates them).
+    let uploader = samod::Repo::build_tokio()
+        .with_peer_id(samod::PeerId::from("uploader".to_owned()))
+        .load()
+        .await;
+    let dial = uploader
+        .dial(
+            samod::BackoffConfig::default(),
+            Arc::new(PlainWs(url.clone())),
+        )
+        .unwrap();
+    dial.established().await.unwrap();
+    let conn = dial.connection_id().unwrap();
+    let mut ids = Vec::new();
+    let mut uploads = FuturesUnordered::new();
+    for bytes in &s.exports {
+        let handle = uploader
+            .create(automerge::Automerge::load(bytes).unwrap())
+            .await
+            .unwrap();
+        ids.push(handle.document_id().clone());
+        uploads.push(async move { handle.they_have_our_changes(conn).await });
+    }
+    while uploads.next().await.is_some() {}
+    uploader.stop().await;
+
+    let took = fetch_all(Arc::new(PlainWs(url)), "fresh-client", &ids).await;
+    let memory = memory_mb(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    Some((took, memory))
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("vs_js_server: run with `scripts/bench-vs-js` (needs Node.js and npm packages)");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = setup();
+    let n = s.ids.len();
+    let report = |name: &str, (took, (rss, peak)): (Duration, (f64, f64))| {
+        println!(
+            "{name:<40} {n} documents to a fresh client in {:>6.0} ms ({:>5.0} docs/s); server RSS {rss:.0} MB (peak {peak:.0} MB)",
+            took.as_secs_f64() * 1000.0,
+            n as f64 / took.as_secs_f64(),
+        );
+    };
+    report(
+        "scr-server (Noise, access rules, sealed)",
+        rt.block_on(ours(&s)),
+    );
+    match rt.block_on(reference(&s)) {
+        Some(r) => report("automerge-repo sync server (Node.js)", r),
+        None => println!("reference server skipped: run `npm ci` in server/benches/js-compare"),
+    }
+}
