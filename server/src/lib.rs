@@ -10,6 +10,7 @@ pub mod holdings;
 pub mod identity;
 pub mod outside_writes;
 pub mod policy;
+pub mod pushes;
 pub mod records;
 pub mod serve;
 pub mod users;

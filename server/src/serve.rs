@@ -58,6 +58,8 @@ pub struct Metrics {
     pub logins: AtomicU64,
     pub sync_sessions: AtomicU64,
     pub sessions_refused: AtomicU64,
+    /// Pushes to documents the device may not write (not merged).
+    pub pushes_refused: Arc<AtomicU64>,
     pub traffic: Arc<channel::Traffic>,
     open: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
 }
@@ -100,6 +102,7 @@ impl Metrics {
              # TYPE scr_sync_sessions_total counter\nscr_sync_sessions_total {}\n\
              # TYPE scr_sync_sessions_open gauge\nscr_sync_sessions_open {}\n\
              # TYPE scr_sync_sessions_refused_total counter\nscr_sync_sessions_refused_total {}\n\
+             # TYPE scr_sync_pushes_refused_total counter\nscr_sync_pushes_refused_total {}\n\
              # TYPE scr_sync_bytes_received_total counter\nscr_sync_bytes_received_total {}\n\
              # TYPE scr_sync_bytes_sent_total counter\nscr_sync_bytes_sent_total {}\n\
              # TYPE scr_enrolled_devices gauge\nscr_enrolled_devices {}\n\
@@ -113,6 +116,7 @@ impl Metrics {
             g(&self.sync_sessions),
             self.open_sessions(),
             g(&self.sessions_refused),
+            g(&self.pushes_refused),
             g(&self.traffic.received),
             g(&self.traffic.sent),
             gauges.devices,
@@ -181,6 +185,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let storage = SamodStorage::new(store.clone());
     let (policy, epoch) = crate::policy::AccessPolicy::new(store.clone(), directory.clone());
     let policy_handle = policy.clone();
+    let push_policy = policy.clone();
     let repo = samod::Repo::build_tokio()
         .with_storage(storage.clone())
         .with_share_policy(policy.clone())
@@ -232,6 +237,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         acceptor,
         epoch,
         holdings,
+        policy: push_policy,
     });
     let sync_task = tokio::spawn(accept_loop(listener, stopped.clone(), shared));
     let health_task = tokio::spawn(health::serve(
@@ -264,6 +270,7 @@ struct Shared {
     acceptor: samod::AcceptorHandle,
     epoch: crate::policy::Epoch,
     holdings: crate::holdings::HoldingsWriter,
+    policy: crate::policy::AccessPolicy,
 }
 
 /// Once a second, asks every share decision to be made again if anything it
@@ -337,10 +344,17 @@ async fn accept_loop(
                                 tracing::info!(%peer, "too many sync sessions for one device; refused");
                                 return;
                             };
+                            let inspect = crate::pushes::watch(
+                                shared.policy.clone(),
+                                shared.store.clone(),
+                                channel.remote_static(),
+                                shared.metrics.pushes_refused.clone(),
+                            );
                             let transport = channel::into_counted_transport(
                                 channel,
                                 shared.metrics.traffic.clone(),
                                 Box::new(guard),
+                                inspect,
                             );
                             if shared.acceptor.accept(transport).is_err() {
                                 tracing::warn!("sync repo stopped; connection dropped");

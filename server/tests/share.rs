@@ -239,6 +239,8 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
         !server_has_key(&srv, doc(&on_caseload, Compartment::Core), "nurse-tamper").await,
         "core stayed read-only"
     );
+    // (samod itself stops offering changes to a peer that never answers
+    // them; a client that pushes anyway is tests/hostile_push.rs.)
 
     // Live: a server-side change reaches the connected tablet...
     let core41 = doc(&on_caseload, Compartment::Core);

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 pub use error::ChannelError;
 pub use hello::{Hello, LoginRequest, LoginResponse, Purpose, from_hex, to_hex};
 pub use keys::{StaticKeypair, hex_key};
-pub use transport::{Traffic, into_counted_transport, into_samod_transport};
+pub use transport::{Inspector, Traffic, into_counted_transport, into_samod_transport};
 
 pub const NOISE_PATTERN: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake: a peer speaking another version fails it.

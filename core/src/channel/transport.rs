@@ -21,20 +21,25 @@ pub struct Traffic {
     pub sent: AtomicU64,
 }
 
+/// Sees every incoming message (the server's push check).
+pub type Inspector = Box<dyn Fn(&[u8]) + Send + Sync>;
+
 /// Hands the channel to samod. The transport only accepts samod messages
 /// from the peer whose static key the handshake proved (`with_expected_peer_id`),
 /// so a device cannot speak as another.
 pub fn into_samod_transport<S: WebSocket>(channel: NoiseChannel<S>) -> Transport {
-    into_counted_transport(channel, Arc::default(), Box::new(()))
+    into_counted_transport(channel, Arc::default(), Box::new(()), Box::new(|_| {}))
 }
 
-/// [`into_samod_transport`], counting bytes into `traffic` and holding
-/// `session` until the connection ends (its `Drop` is how the caller
-/// learns that: an open-sessions gauge, a per-device cap).
+/// [`into_samod_transport`], counting bytes into `traffic`, showing every
+/// incoming message to `inspect` (the server flags pushes it will not
+/// merge), and holding `session` until the connection ends (its `Drop` is
+/// how the caller learns that: an open-sessions gauge, a per-device cap).
 pub fn into_counted_transport<S: WebSocket>(
     channel: NoiseChannel<S>,
     traffic: Arc<Traffic>,
     session: Box<dyn Send + Sync>,
+    inspect: Inspector,
 ) -> Transport {
     let (ws, noise, remote) = channel.into_parts();
     let (sink, stream) = ws.split();
@@ -47,7 +52,7 @@ pub fn into_counted_transport<S: WebSocket>(
             stream,
             reader_noise,
             Assembler::default(),
-            (traffic, session),
+            (traffic, session, inspect),
         ),
         |(mut stream, noise, mut assembler, counted)| async move {
             loop {
@@ -66,6 +71,7 @@ pub fn into_counted_transport<S: WebSocket>(
                             .0
                             .received
                             .fetch_add(message.len() as u64, Ordering::Relaxed);
+                        (counted.2)(&message);
                         return Some((Ok(message), (stream, noise, assembler, counted)));
                     }
                     Ok(None) => continue,

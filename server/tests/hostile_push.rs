@@ -1,0 +1,182 @@
+//! A client that pushes changes to a document its user may only read,
+//! speaking the sync protocol directly (samod's own client stops offering
+//! changes a peer never answers): the server does not merge them, and
+//! flags the attempt (counted, audited with the patient and compartment),
+//! while a push to a document the user may write is merged.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use automerge::transaction::Transactable;
+use automerge::{ROOT, ReadDoc};
+use scr_core::channel::{self, Hello, Purpose, StaticKeypair, hex_key};
+use scr_core::fixtures::{sample_entry, test_nhs_number};
+use scr_core::grant::RelationshipKind;
+use scr_core::record::{Compartment, SharingChoice};
+use scr_server::records::{FileEntry, RecordFile, load};
+use scr_server::users::assign;
+
+mod common;
+
+fn wire(kind: &str, fields: &[(&str, &str)], data: Option<&[u8]>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut e = minicbor::Encoder::new(&mut buf);
+    let n = 1 + fields.len() as u64 + u64::from(data.is_some()) + u64::from(kind == "join");
+    e.map(n).unwrap();
+    e.str("type").unwrap().str(kind).unwrap();
+    for (k, v) in fields {
+        e.str(k).unwrap().str(v).unwrap();
+    }
+    if kind == "join" {
+        e.str("supportedProtocolVersions").unwrap();
+        e.array(1).unwrap().str("1").unwrap();
+    }
+    if let Some(d) = data {
+        e.str("data").unwrap().bytes(d).unwrap();
+    }
+    buf
+}
+
+/// A sync message carrying one change made on top of `bytes`.
+fn push(bytes: &[u8], key: &str) -> Vec<u8> {
+    let mut doc = automerge::Automerge::load(bytes).unwrap();
+    let mut tx = doc.transaction();
+    tx.put(ROOT, key, "x").unwrap();
+    tx.commit();
+    let change = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+    automerge::sync::Message {
+        heads: doc.get_heads(),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![change].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    }
+    .encode()
+}
+
+async fn server_has(srv: &scr_server::serve::RunningServer, id: &str, key: &str) -> bool {
+    let handle = srv.repo().find(id.parse().unwrap()).await.unwrap().unwrap();
+    handle.with_document(|d| d.get(ROOT, key).ok().flatten().is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_read_only_document_is_refused_and_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = common::server(dir.path()).await;
+    let store = common::server_store(dir.path());
+    let nhs = test_nhs_number(71);
+    let docs = load(
+        &store,
+        &RecordFile {
+            nhs_number: nhs,
+            sharing: SharingChoice::CoreAndAdditional,
+            include_sensitive: false,
+            entries: vec![FileEntry {
+                sensitive: false,
+                content: sample_entry(0),
+            }],
+        },
+        "test",
+    )
+    .unwrap();
+    srv.directory
+        .add_user(&common::nurse(), common::NURSE_PASSCODE)
+        .unwrap();
+    assign(
+        &store,
+        &srv.directory,
+        common::NURSE_ID,
+        nhs,
+        RelationshipKind::Caseload,
+    )
+    .unwrap();
+    let keys = Arc::new(StaticKeypair::generate().unwrap());
+    let token = srv
+        .directory
+        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 60_000)
+        .unwrap();
+    common::enroll(&srv, &keys, &token).await;
+    channel::login(
+        common::ws(srv.sync_addr).await,
+        &keys,
+        &srv.server_key,
+        &common::nurse_login(),
+    )
+    .await
+    .unwrap();
+
+    let exports = store.open_record(&nhs).unwrap().export();
+    let doc_of = |c: Compartment| docs.iter().find(|(k, _)| *k == c).unwrap().1.clone();
+    let bytes_of = |c: Compartment| {
+        exports
+            .iter()
+            .find(|e| e.compartment == c)
+            .unwrap()
+            .bytes
+            .clone()
+    };
+    let (me, server) = (hex_key(&keys.public()), hex_key(&srv.server_key));
+    let hello = Hello::new(Purpose::Sync, None).encode();
+    let mut ch = channel::connect(
+        common::ws(srv.sync_addr).await,
+        &keys,
+        &srv.server_key,
+        &hello,
+    )
+    .await
+    .unwrap();
+    ch.send(&wire("join", &[("senderId", &me)], None))
+        .await
+        .unwrap();
+    let peer = ch.recv().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&peer).contains("peer"));
+
+    // A nurse may write care events, not core.
+    for (c, key) in [
+        (Compartment::Core, "tamper"),
+        (Compartment::CareEvents, "visit"),
+    ] {
+        let msg = wire(
+            "sync",
+            &[
+                ("documentId", &doc_of(c)),
+                ("senderId", &me),
+                ("targetId", &server),
+            ],
+            Some(&push(&bytes_of(c), key)),
+        );
+        ch.send(&msg).await.unwrap();
+    }
+    let merged = tokio::time::timeout(Duration::from_secs(10), async {
+        while !server_has(&srv, &doc_of(Compartment::CareEvents), "visit").await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(merged.is_ok(), "the care-event push is merged");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !server_has(&srv, &doc_of(Compartment::Core), "tamper").await,
+        "the core push is not merged"
+    );
+    assert_eq!(srv.metrics.pushes_refused.load(Ordering::Relaxed), 1);
+    let flagged: Vec<_> = store
+        .queued_audit_events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "push-refused")
+        .collect();
+    assert_eq!(flagged.len(), 1, "audited once");
+    assert_eq!(flagged[0].patient, Some(nhs));
+    assert!(
+        flagged[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .ends_with("pushed to core")
+    );
+    srv.shutdown().await;
+}
