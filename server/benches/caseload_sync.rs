@@ -234,6 +234,30 @@ async fn run(patients: u32, one_way: Duration, rounds: usize) {
             .sum::<u64>() as f64
             / 1e6,
     );
+    // Reconnect: a new connection (fresh Automerge sync state per
+    // document, as samod keeps none between connections) and one pass with
+    // nothing new: what resuming costs, in time and bytes.
+    sync.stop().await;
+    let traffic = srv.metrics.traffic.clone();
+    let bytes = || {
+        traffic.received.load(std::sync::atomic::Ordering::Relaxed)
+            + traffic.sent.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = bytes();
+    let mut config = SyncConfig::new(&format!("ws://{addr}/sync"), srv.server_key, keys.clone());
+    config.pass_wait = Duration::from_secs(120);
+    let t = Instant::now();
+    let sync = DeviceSync::start(engine.clone(), config).await.unwrap();
+    let resumed = sync.sync_once(Duration::from_secs(600)).await.unwrap();
+    let resume_time = t.elapsed();
+    assert_eq!(resumed.in_step, resumed.documents);
+    println!(
+        "  reconnect and resume ({} documents, nothing new): {:.0} ms, {:.1} KB both ways ({:.0} B per document)",
+        resumed.documents,
+        resume_time.as_secs_f64() * 1000.0,
+        (bytes() - before) as f64 / 1024.0,
+        (bytes() - before) as f64 / resumed.documents as f64,
+    );
     sync.stop().await;
     srv.shutdown().await;
 }

@@ -334,6 +334,7 @@ async fn accept_loop(
                     continue;
                 };
                 shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                keep_alive(&tcp);
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     match handshake(tcp, &shared).await {
@@ -375,6 +376,22 @@ async fn accept_loop(
                 });
             }
         }
+    }
+}
+
+/// TCP keepalive, so a device that vanished without closing (a tablet out
+/// of signal) frees its session within about 90 seconds instead of holding
+/// one of its few session slots until the kernel gives up hours later.
+fn keep_alive(tcp: &TcpStream) {
+    let params = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(3);
+    if socket2::SockRef::from(tcp)
+        .set_tcp_keepalive(&params)
+        .is_err()
+    {
+        tracing::warn!("could not set TCP keepalive on a connection");
     }
 }
 
