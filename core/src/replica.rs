@@ -496,6 +496,15 @@ impl PatientReplica {
         Ok((version, event))
     }
 
+    /// The heads of one held document (cheap: sync compares them before
+    /// saving and merging a whole document).
+    pub fn heads_of(&mut self, doc_id: &str) -> Option<Vec<ChangeHash>> {
+        self.docs
+            .values_mut()
+            .find(|h| h.info.doc_id == doc_id)
+            .map(|h| h.doc.heads())
+    }
+
     /// Every held compartment as a full save, to hand to another replica.
     pub fn export(&mut self) -> Vec<CompartmentExport> {
         self.docs

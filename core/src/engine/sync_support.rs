@@ -202,6 +202,28 @@ impl Engine {
             .map(|e| e.bytes))
     }
 
+    /// The heads of one document as the engine holds it (`None` if it
+    /// holds no bytes of it yet).
+    pub(crate) fn document_heads(
+        &self,
+        nhs: &NhsNumber,
+        doc_id: &str,
+    ) -> Result<Option<Vec<automerge::ChangeHash>>, EngineError> {
+        let mut state = self.state()?;
+        if state.active.is_some() {
+            return match self.replica(&mut state, nhs) {
+                Ok(r) => Ok(r.heads_of(doc_id)),
+                Err(EngineError::NotHeld) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        match self.store.open_record(nhs) {
+            Ok(mut r) => Ok(r.heads_of(doc_id)),
+            Err(crate::store::StoreError::RecordNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Applies the server's holdings list: registers listed patients and
     /// documents (before any of their bytes arrive, so sync seals them with
     /// the record's key), forgets compartments and patients no longer

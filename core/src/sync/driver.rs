@@ -304,6 +304,19 @@ async fn merge_now(
     nhs: NhsNumber,
     compartment: Compartment,
 ) {
+    // Same heads, same document: nothing to save or merge (most documents,
+    // most passes).
+    let Ok(mut theirs) = handle.with_document_async(|d| d.get_heads()).await else {
+        return;
+    };
+    let doc_id = handle.document_id().to_string();
+    if let Ok(Some(mut ours)) = blocking(engine, move |e| e.document_heads(&nhs, &doc_id)).await {
+        ours.sort();
+        theirs.sort();
+        if ours == theirs {
+            return;
+        }
+    }
     let Ok(bytes) = handle.with_document_async(|d| d.save()).await else {
         return;
     };
