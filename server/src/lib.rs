@@ -14,3 +14,4 @@ pub mod pushes;
 pub mod records;
 pub mod serve;
 pub mod users;
+pub mod wire;

@@ -17,24 +17,19 @@ use crate::policy::AccessPolicy;
 
 /// The document an incoming wire message carries changes for, if any (a
 /// `sync` or `request` message whose Automerge sync message has changes).
-pub fn document_with_changes(message: &[u8]) -> Option<String> {
-    let mut d = minicbor::Decoder::new(message);
-    let entries = d.map().ok()??;
-    let (mut kind, mut doc, mut data) = (None, None, None);
-    for _ in 0..entries {
-        match d.str().ok()? {
-            "type" => kind = Some(d.str().ok()?.to_owned()),
-            "documentId" => doc = Some(d.str().ok()?.to_owned()),
-            "data" => data = Some(d.bytes().ok()?.to_vec()),
-            _ => d.skip().ok()?,
-        }
-    }
-    if !matches!(kind.as_deref(), Some("sync" | "request")) {
+pub fn document_with_changes(incoming: &crate::wire::Incoming) -> Option<String> {
+    if !matches!(incoming.kind.as_str(), "sync" | "request") {
         return None;
     }
-    let sync = automerge::sync::Message::decode(&data?).ok()?;
-    (!sync.changes.is_empty()).then_some(doc?)
+    let sync = automerge::sync::Message::decode(incoming.data.as_deref()?).ok()?;
+    (!sync.changes.is_empty())
+        .then(|| incoming.document_id.clone())
+        .flatten()
 }
+
+/// Documents checked per session; past this a device flooding pushes to
+/// made-up ids is checked no further (each check reads the store).
+const MAX_CHECKED: usize = 1024;
 
 /// Starts the checker for one session; returns the inspector its
 /// transport calls with every incoming message.
@@ -44,14 +39,12 @@ pub fn watch(
     device: [u8; 32],
     refused: Arc<std::sync::atomic::AtomicU64>,
 ) -> scr_core::channel::Inspector {
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    // Bounded: a device cannot queue unbounded work; pushes past the
+    // bound are still refused by samod, just not flagged.
+    let (tx, mut rx) = mpsc::channel::<String>(64);
     tokio::spawn(async move {
         let peer = PeerId::from(scr_core::channel::hex_key(&device));
-        let mut flagged = HashSet::new();
         while let Some(doc) = rx.recv().await {
-            if flagged.contains(&doc) {
-                continue;
-            }
             let Ok(doc_id) = doc.parse::<DocumentId>() else {
                 continue;
             };
@@ -60,7 +53,14 @@ pub fn watch(
                 if policy.decide(&doc_id, &peer) == ShareConfig::read_write() {
                     return false;
                 }
-                let owner = store.owner_of_document(&doc_id.to_string()).ok().flatten();
+                // A document no record owns is a probe or stale: counted,
+                // not audited (an audit row per made-up id would let a
+                // device fill the trail).
+                let Some(owner) = store.owner_of_document(&doc_id.to_string()).ok().flatten()
+                else {
+                    return true;
+                };
+                let owner = Some(owner);
                 let detail = format!(
                     "device {} pushed to {}",
                     &scr_core::channel::hex_key(&device)[..16],
@@ -89,13 +89,26 @@ pub fn watch(
                 tracing::warn!(
                     "a device pushed changes to a document it may not write; not merged"
                 );
-                flagged.insert(doc);
             }
         }
     });
+    let checked = std::sync::Mutex::new(HashSet::new());
     Box::new(move |message: &[u8]| {
-        if let Some(doc) = document_with_changes(message) {
-            let _ = tx.send(doc);
+        let Some(incoming) = crate::wire::parse(message) else {
+            // Not a map samod could read either: let samod refuse it.
+            return true;
+        };
+        if !crate::wire::acceptable(&incoming) {
+            tracing::warn!(kind = %incoming.kind, "an incoming sync message was dropped by the guard");
+            return false;
         }
+        if let Some(doc) = document_with_changes(&incoming)
+            && let Ok(mut checked) = checked.lock()
+            && checked.len() < MAX_CHECKED
+            && checked.insert(doc.clone())
+        {
+            let _ = tx.try_send(doc);
+        }
+        true
     })
 }

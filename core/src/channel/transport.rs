@@ -21,19 +21,19 @@ pub struct Traffic {
     pub sent: AtomicU64,
 }
 
-/// Sees every incoming message (the server's push check).
-pub type Inspector = Box<dyn Fn(&[u8]) + Send + Sync>;
+/// Sees every incoming message before samod does, and says whether to pass
+/// it on (the server's guard and push check).
+pub type Inspector = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// Hands the channel to samod. The transport only accepts samod messages
 /// from the peer whose static key the handshake proved (`with_expected_peer_id`),
 /// so a device cannot speak as another.
 pub fn into_samod_transport<S: WebSocket>(channel: NoiseChannel<S>) -> Transport {
-    into_counted_transport(channel, Arc::default(), Box::new(()), Box::new(|_| {}))
+    into_counted_transport(channel, Arc::default(), Box::new(()), Box::new(|_| true))
 }
 
 /// [`into_samod_transport`], counting bytes into `traffic`, showing every
-/// incoming message to `inspect` (the server flags pushes it will not
-/// merge), and holding `session` until the connection ends (its `Drop` is
+/// incoming message to `inspect` (which may drop it), and holding `session` until the connection ends (its `Drop` is
 /// how the caller learns that: an open-sessions gauge, a per-device cap).
 pub fn into_counted_transport<S: WebSocket>(
     channel: NoiseChannel<S>,
@@ -71,7 +71,9 @@ pub fn into_counted_transport<S: WebSocket>(
                             .0
                             .received
                             .fetch_add(message.len() as u64, Ordering::Relaxed);
-                        (counted.2)(&message);
+                        if !(counted.2)(&message) {
+                            continue;
+                        }
                         return Some((Ok(message), (stream, noise, assembler, counted)));
                     }
                     Ok(None) => continue,

@@ -1,0 +1,129 @@
+//! Reading samod's wire messages (CBOR maps) just far enough to guard the
+//! server: which kind of message, which document, and the Automerge sync
+//! message inside. samod decodes them fully afterwards.
+
+use automerge::sync::Message;
+
+pub struct Incoming {
+    pub kind: String,
+    pub document_id: Option<String>,
+    pub data: Option<Vec<u8>>,
+}
+
+/// `None` when the message is not a CBOR map of the expected shape (samod
+/// then refuses it itself).
+pub fn parse(message: &[u8]) -> Option<Incoming> {
+    let mut d = minicbor::Decoder::new(message);
+    let entries = d.map().ok()??;
+    let (mut kind, mut document_id, mut data) = (None, None, None);
+    for _ in 0..entries {
+        match d.str().ok()? {
+            "type" => kind = Some(d.str().ok()?.to_owned()),
+            // samod accepts a document id as text or as bytes.
+            "documentId" => {
+                document_id = Some(match d.datatype().ok()? {
+                    minicbor::data::Type::Bytes => bs58_of(d.bytes().ok()?),
+                    _ => d.str().ok()?.to_owned(),
+                })
+            }
+            "data" => data = Some(d.bytes().ok()?.to_vec()),
+            _ => d.skip().ok()?,
+        }
+    }
+    Some(Incoming {
+        kind: kind?,
+        document_id,
+        data,
+    })
+}
+
+/// A document id given as bytes, in the text form samod uses elsewhere.
+fn bs58_of(bytes: &[u8]) -> String {
+    samod::DocumentId::try_from(bytes.to_vec())
+        .map(|id| id.to_string())
+        .unwrap_or_default()
+}
+
+/// Whether the server passes the message on to samod. Refused:
+/// - `ephemeral` messages: unused by SCR Sync, and samod keeps every
+///   session id a peer sends for as long as it runs;
+/// - sync messages whose Bloom filter would make automerge divide by zero
+///   (no bits) or allocate without bound (a huge probe count) when it
+///   answers them.
+pub fn acceptable(incoming: &Incoming) -> bool {
+    match incoming.kind.as_str() {
+        "ephemeral" => false,
+        "sync" | "request" => match incoming.data.as_deref().map(Message::decode) {
+            Some(Ok(message)) => message
+                .have
+                .iter()
+                .all(|have| sane_bloom(&have.bloom.to_bytes())),
+            Some(Err(_)) => false,
+            None => true,
+        },
+        _ => true,
+    }
+}
+
+/// The encoded filter is `num_entries`, `bits_per_entry`, `probes` (LEB128)
+/// then the bits; empty means no entries. automerge itself writes 10 bits
+/// per entry and 7 probes.
+fn sane_bloom(encoded: &[u8]) -> bool {
+    let mut rest = encoded;
+    let mut next = || leb128_u64(&mut rest);
+    match (next(), next(), next()) {
+        _ if encoded.is_empty() => true,
+        (Some(0), _, _) => true,
+        (Some(_), Some(bits), Some(probes)) => {
+            (1..=32).contains(&bits) && (1..=16).contains(&probes)
+        }
+        _ => false,
+    }
+}
+
+fn leb128_u64(input: &mut &[u8]) -> Option<u64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn bloom(entries: u8, bits: u8, probes: u8) -> Vec<u8> {
+        vec![entries, bits, probes, 0xff]
+    }
+
+    #[test]
+    fn filters_automerge_writes_pass_and_degenerate_ones_do_not() {
+        assert!(sane_bloom(&[]));
+        assert!(sane_bloom(&bloom(1, 10, 7)));
+        assert!(sane_bloom(&bloom(0, 0, 0)));
+        assert!(!sane_bloom(&bloom(1, 0, 7)), "no bits: divide by zero");
+        assert!(!sane_bloom(&bloom(1, 10, 0)));
+        assert!(
+            !sane_bloom(&[1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+            "u32::MAX probes"
+        );
+        assert!(!sane_bloom(&[1, 10]), "truncated");
+    }
+
+    #[test]
+    fn ephemeral_messages_are_refused() {
+        let incoming = Incoming {
+            kind: "ephemeral".into(),
+            document_id: None,
+            data: None,
+        };
+        assert!(!acceptable(&incoming));
+    }
+}
