@@ -1,9 +1,11 @@
-//! Each device's holdings list, kept by the server: one Automerge document
-//! per device, shared read-only with that device alone, naming the patients
-//! and compartment documents its user's current grant lets it hold. The
-//! server rewrites it whenever its inputs may have changed (a login, an
-//! assignment, a patient's choice), so an ended caseload or a core-only
-//! choice reaches the device on its next sync and the device forgets.
+//! Each device's holdings notice: one Automerge document per device, shared
+//! read-only with that device alone, holding a counter the server bumps
+//! whenever the device's holdings list (the patients and documents its
+//! user's current grant lets it hold) changes: a login, an assignment, a
+//! patient's choice. The device then asks for the list itself over the
+//! channel (`Purpose::Holdings`) and forgets what it no longer names. The
+//! list never goes into a document, whose history would keep every patient
+//! it ever named.
 
 use std::sync::Arc;
 
@@ -47,6 +49,9 @@ pub struct HoldingsWriter {
     store: Store,
     policy: AccessPolicy,
     directory: Arc<Directory>,
+    /// A hash of each device's last list, to bump its notice only on a
+    /// change (after a restart every notice is bumped once).
+    last: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], [u8; 32]>>>,
 }
 
 impl HoldingsWriter {
@@ -56,6 +61,7 @@ impl HoldingsWriter {
             store,
             policy,
             directory,
+            last: Arc::default(),
         }
     }
 
@@ -120,10 +126,24 @@ impl HoldingsWriter {
             .await
             .ok()
             .flatten();
-        if let Some(list) = list {
-            let written = handle.with_document_async(move |d| list.write_to(d)).await;
-            if !matches!(written, Ok(Ok(_))) {
-                tracing::warn!("a holdings list could not be written");
+        let Some(list) = list else {
+            return;
+        };
+        let Ok(json) = serde_json::to_vec(&list) else {
+            return;
+        };
+        let hash = *blake3::hash(&json).as_bytes();
+        let changed = self
+            .last
+            .lock()
+            .map(|mut last| last.insert(device, hash) != Some(hash))
+            .unwrap_or(true);
+        if changed {
+            let bumped = handle
+                .with_document_async(scr_core::sync::bump_notice)
+                .await;
+            if !matches!(bumped, Ok(Ok(_))) {
+                tracing::warn!("a holdings notice could not be written");
             }
         }
     }

@@ -361,6 +361,12 @@ async fn accept_loop(
                                 tracing::warn!("sync repo stopped; connection dropped");
                             }
                         }
+                        Ok((channel, Purpose::Holdings)) => {
+                            shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+                            if let Err(reason) = serve_holdings(channel, &shared).await {
+                                tracing::info!(%peer, %reason, "holdings request failed");
+                            }
+                        }
                         Ok((channel, Purpose::Login)) => {
                             shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
                             if let Err(reason) = serve_login(channel, &shared).await {
@@ -503,6 +509,19 @@ fn admit(
     metrics.enrollments.fetch_add(1, Ordering::Relaxed);
     tracing::info!(organisation = %device.organisation, class = %device.device_class, "device enrolled");
     (true, purpose)
+}
+
+/// One holdings request: the device's current list (what its grant lets it
+/// hold now), computed from the same decisions as the share policy.
+async fn serve_holdings(mut channel: Channel, shared: &Shared) -> Result<(), String> {
+    let policy = shared.policy.clone();
+    let device = channel.remote_static();
+    let list = tokio::task::spawn_blocking(move || policy.holdings_for(&device))
+        .await
+        .map_err(|e| e.to_string())?;
+    let body =
+        serde_json::to_vec(&scr_core::sync::HoldingsReply { list }).map_err(|e| e.to_string())?;
+    channel.send(&body).await.map_err(|e| e.to_string())
 }
 
 /// One login exchange on an authenticated channel: the grant is bound to

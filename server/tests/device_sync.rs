@@ -400,6 +400,30 @@ async fn a_device_holds_what_its_list_names_and_forgets_a_patient_who_leaves() {
         .filter(|e| e.action == "forget" && e.patient == Some(on_list))
         .count();
     assert_eq!(forget_events, 1);
+    // What the tablet syncs to learn of list changes is a counter: no
+    // patient it ever listed is in that document's history.
+    let notice = w.nurse.engine.holdings_document().unwrap().unwrap();
+    let handle = w
+        .srv
+        .repo()
+        .find(notice.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let history = handle.with_document(|d| d.save_nocompress());
+    for nhs in [on_list, core_only] {
+        let digits = nhs.digits();
+        assert!(
+            !history
+                .windows(digits.len())
+                .any(|w| w == digits.as_bytes()),
+            "an NHS number in the notice's history"
+        );
+    }
+    assert!(
+        handle.with_document(|d| scr_core::sync::read_notice(d).unwrap().unwrap()) >= 2,
+        "the notice was bumped when the list changed"
+    );
     w.nurse.offline().await;
     w.srv.shutdown().await;
 }

@@ -12,6 +12,8 @@ pub enum Purpose {
     Sync,
     /// One login exchange, then close.
     Login,
+    /// The device's current holdings list, then close.
+    Holdings,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use futures::stream::FuturesUnordered;
 use samod::{ConnectionId, DialerEvent, DocHandle, DocumentId};
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::{DeviceStorage, HoldingsList, PassSummary, SyncConfig, SyncError, SyncState};
+use super::{DeviceStorage, PassSummary, SyncConfig, SyncError, SyncState};
 use crate::NhsNumber;
 use crate::channel::ChannelError;
 use crate::engine::{Engine, EngineError};
@@ -197,13 +197,45 @@ impl Driver {
             .parse()
             .map_err(|_| SyncError::Holdings(super::HoldingsError::Malformed))?;
         let wait = self.config.pass_wait;
+        // The notice document only signals that the list changed; follow it.
         let handle = match tokio::time::timeout(wait, self.repo.find(doc_id)).await {
-            Ok(Ok(Some(h))) => h,
+            Ok(Ok(handle)) => handle,
             Ok(Err(_)) => return Err(SyncError::Stopped),
-            // Not there yet (or not shared): hold what is held.
-            Ok(Ok(None)) | Err(_) => return Ok(Default::default()),
+            Err(_) => None,
         };
-        let _ = tokio::time::timeout(wait, handle.we_have_their_changes(conn)).await;
+        if let Some(handle) = handle {
+            let _ = tokio::time::timeout(wait, handle.we_have_their_changes(conn)).await;
+            self.follow_notice(id, &handle, watched, changed_tx);
+        }
+        let list = tokio::time::timeout(
+            wait,
+            super::fetch_holdings(
+                &self.config.server_url,
+                &self.config.keys,
+                &self.config.server_key,
+            ),
+        )
+        .await
+        .map_err(|_| {
+            SyncError::Holdings(super::HoldingsError::Channel(
+                crate::channel::ChannelError::Closed,
+            ))
+        })??;
+        match list {
+            Some(list) => blocking(&self.engine, move |e| e.apply_holdings(&list)).await,
+            // No current grant: hold what is held.
+            None => Ok(Default::default()),
+        }
+    }
+
+    /// Starts a pass whenever the device's holdings notice changes.
+    fn follow_notice(
+        &self,
+        id: &str,
+        handle: &DocHandle,
+        watched: &Arc<Mutex<HashSet<String>>>,
+        changed_tx: &mpsc::UnboundedSender<()>,
+    ) {
         if watched
             .lock()
             .map(|mut w| w.insert(id.to_owned()))
@@ -218,14 +250,6 @@ impl Driver {
                     }
                 }
             });
-        }
-        let list = handle
-            .with_document_async(|d| HoldingsList::read_from(d))
-            .await
-            .map_err(|_| SyncError::Stopped)??;
-        match list {
-            Some(list) => blocking(&self.engine, move |e| e.apply_holdings(&list)).await,
-            None => Ok(Default::default()),
         }
     }
 

@@ -1,22 +1,26 @@
-//! The holdings list: one Automerge document per device, written only by the
-//! server and shared read-only with that device, saying which patients'
-//! documents the device should hold and why. The device registers what it
-//! lists, syncs it, and forgets what it no longer lists, so a patient
-//! leaving a caseload, an incident closing or a patient going core-only
-//! reaches the device on its next sync.
+//! What a device should hold and why. The list itself travels over a
+//! one-shot request on the channel (`Purpose::Holdings`), never in an
+//! Automerge document: a document keeps every value it ever had, so a list
+//! kept in one would carry, for ever, every patient it ever named (ended
+//! caseloads, opted-out patients, a shared tablet's previous user).
 //!
-//! Format 1: `{"format": 1, "holdings": "<JSON of HoldingsList>"}`. The list
-//! is one string because only the server writes it (no concurrent edits to
-//! merge) and the device needs it whole.
+//! What the device syncs instead is its *notice* document, shared read-only
+//! with that device alone, holding only a counter (format 2:
+//! `{"format": 2, "version": n}`) that the server increments whenever the
+//! device's list changes. A change to it starts a pass, which fetches the
+//! list, registers what it names and forgets what it no longer names.
+
+use std::sync::Arc;
 
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT, ReadDoc, ScalarValue, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::NhsNumber;
+use crate::channel::{self, ChannelError, Hello, Purpose, StaticKeypair};
 use crate::store::{DocumentInfo, HoldReason};
 
-pub const HOLDINGS_FORMAT: u64 = 1;
+pub const NOTICE_FORMAT: u64 = 2;
 
 /// One patient the device should hold: why, and which compartment documents.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,104 +37,96 @@ pub struct HoldingsList {
     pub patients: Vec<HeldPatient>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum HoldingsError {
-    #[error("the holdings list has format {0}, newer than this app understands")]
-    NewerFormat(u64),
-    #[error("the holdings document is malformed")]
-    Malformed,
+/// The server's answer to a holdings request: no list when the device has
+/// no current grant (it then keeps what it holds, under its own retention).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldingsReply {
+    pub list: Option<HoldingsList>,
 }
 
-impl HoldingsList {
-    /// Writes the list into `doc` if it differs from what is there; returns
-    /// whether it changed.
-    pub fn write_to(&self, doc: &mut Automerge) -> Result<bool, HoldingsError> {
-        if Self::read_from(doc).ok().flatten().as_ref() == Some(self) {
-            return Ok(false);
-        }
-        let json = serde_json::to_string(self).map_err(|_| HoldingsError::Malformed)?;
-        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
-            tx.put(ROOT, "format", HOLDINGS_FORMAT)?;
-            tx.put(ROOT, "holdings", json)?;
-            Ok(())
-        })
-        .map_err(|_| HoldingsError::Malformed)?;
-        Ok(true)
-    }
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HoldingsError {
+    #[error("the holdings notice has format {0}, newer than this app understands")]
+    NewerFormat(u64),
+    #[error("the holdings reply or notice is malformed")]
+    Malformed,
+    #[error("the holdings request failed: {0}")]
+    Channel(#[from] ChannelError),
+}
 
-    /// The list in `doc`; `None` while the document is still empty (not yet
-    /// received from the server).
-    pub fn read_from<D: ReadDoc>(doc: &D) -> Result<Option<Self>, HoldingsError> {
-        let format = match doc.get(ROOT, "format") {
-            Ok(None) => return Ok(None),
-            Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-                ScalarValue::Uint(n) => *n,
-                ScalarValue::Int(n) => u64::try_from(*n).map_err(|_| HoldingsError::Malformed)?,
-                _ => return Err(HoldingsError::Malformed),
-            },
-            _ => return Err(HoldingsError::Malformed),
-        };
-        if format > HOLDINGS_FORMAT {
-            return Err(HoldingsError::NewerFormat(format));
-        }
-        let json = match doc.get(ROOT, "holdings") {
-            Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-                ScalarValue::Str(j) => j.to_string(),
-                _ => return Err(HoldingsError::Malformed),
-            },
-            _ => return Err(HoldingsError::Malformed),
-        };
-        serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|_| HoldingsError::Malformed)
+/// Increments the notice's version (the server, when a list changed).
+pub fn bump_notice(doc: &mut Automerge) -> Result<u64, HoldingsError> {
+    let next = read_notice(doc)?.unwrap_or(0) + 1;
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(ROOT, "format", NOTICE_FORMAT)?;
+        tx.put(ROOT, "version", next)?;
+        Ok(())
+    })
+    .map_err(|_| HoldingsError::Malformed)?;
+    Ok(next)
+}
+
+/// The notice's version; `None` while the document is still empty.
+pub fn read_notice<D: ReadDoc>(doc: &D) -> Result<Option<u64>, HoldingsError> {
+    let uint = |key: &str| match doc.get(ROOT, key) {
+        Ok(None) => Ok(None),
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Uint(n) => Ok(Some(*n)),
+            ScalarValue::Int(n) => u64::try_from(*n)
+                .map(Some)
+                .map_err(|_| HoldingsError::Malformed),
+            _ => Err(HoldingsError::Malformed),
+        },
+        _ => Err(HoldingsError::Malformed),
+    };
+    match uint("format")? {
+        None => Ok(None),
+        Some(f) if f > NOTICE_FORMAT => Err(HoldingsError::NewerFormat(f)),
+        Some(_) => uint("version"),
     }
+}
+
+/// Asks the server for this device's current list over a fresh channel.
+pub async fn fetch_holdings(
+    url: &str,
+    keys: &Arc<StaticKeypair>,
+    server_key: &[u8; 32],
+) -> Result<Option<HoldingsList>, HoldingsError> {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| ChannelError::Io(e.to_string()))?;
+    let hello = Hello::new(Purpose::Holdings, None).encode();
+    let mut ch = channel::connect(ws, keys, server_key, &hello).await?;
+    let reply = ch.recv().await?.ok_or(ChannelError::Closed)?;
+    let reply: HoldingsReply =
+        serde_json::from_slice(&reply).map_err(|_| HoldingsError::Malformed)?;
+    Ok(reply.list)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::test_nhs_number;
-    use crate::record::Compartment;
-
-    fn list() -> HoldingsList {
-        HoldingsList {
-            grant_id: "g1".into(),
-            patients: vec![HeldPatient {
-                nhs_number: test_nhs_number(1),
-                reason: HoldReason::Caseload,
-                documents: vec![DocumentInfo {
-                    doc_id: "doc-a".into(),
-                    compartment: Compartment::Core,
-                }],
-            }],
-        }
-    }
 
     #[test]
-    fn a_list_round_trips_and_rewriting_it_unchanged_makes_no_change() {
+    fn the_notice_counts_up_and_holds_nothing_else() {
         let mut doc = Automerge::new();
-        assert_eq!(HoldingsList::read_from(&doc), Ok(None));
-        assert_eq!(list().write_to(&mut doc), Ok(true));
-        assert_eq!(HoldingsList::read_from(&doc), Ok(Some(list())));
-        let heads = doc.get_heads();
-        assert_eq!(list().write_to(&mut doc), Ok(false));
-        assert_eq!(doc.get_heads(), heads);
+        assert_eq!(read_notice(&doc), Ok(None));
+        assert_eq!(bump_notice(&mut doc), Ok(1));
+        assert_eq!(bump_notice(&mut doc), Ok(2));
+        assert_eq!(read_notice(&doc), Ok(Some(2)));
+        let keys: Vec<String> = doc.keys(ROOT).collect();
+        assert_eq!(keys, ["format", "version"]);
     }
 
     #[test]
     fn a_newer_format_or_garbage_is_a_typed_error() {
         let mut doc = automerge::AutoCommit::new();
-        doc.put(ROOT, "format", 2u64).unwrap();
-        assert_eq!(
-            HoldingsList::read_from(&doc),
-            Err(HoldingsError::NewerFormat(2))
-        );
+        doc.put(ROOT, "format", 3u64).unwrap();
+        assert_eq!(read_notice(&doc), Err(HoldingsError::NewerFormat(3)));
         let mut doc = automerge::AutoCommit::new();
-        doc.put(ROOT, "format", 1u64).unwrap();
-        doc.put(ROOT, "holdings", "{not json").unwrap();
-        assert_eq!(HoldingsList::read_from(&doc), Err(HoldingsError::Malformed));
-        let mut doc = automerge::AutoCommit::new();
-        doc.put(ROOT, "format", "one").unwrap();
-        assert_eq!(HoldingsList::read_from(&doc), Err(HoldingsError::Malformed));
+        doc.put(ROOT, "format", "two").unwrap();
+        assert_eq!(read_notice(&doc), Err(HoldingsError::Malformed));
+        let reply: Result<HoldingsReply, _> = serde_json::from_slice(b"{\"list\": 7}");
+        assert!(reply.is_err());
     }
 }

@@ -24,7 +24,10 @@ use crate::channel::{StaticKeypair, hex_key};
 use crate::engine::{Engine, EngineError, HoldingsOutcome};
 
 pub use dialer::NoiseDialer;
-pub use holdings::{HOLDINGS_FORMAT, HeldPatient, HoldingsError, HoldingsList};
+pub use holdings::{
+    HeldPatient, HoldingsError, HoldingsList, HoldingsReply, NOTICE_FORMAT, bump_notice,
+    fetch_holdings, read_notice,
+};
 pub use storage::DeviceStorage;
 
 /// What the app shows about sync.
