@@ -300,16 +300,20 @@ async fn watch_for_changes(
                 // Also once a minute regardless, so grants that expire on a
                 // quiet server stop sharing within a minute.
                 if now != last || ticks.is_multiple_of(60) {
-                    // Another process (an admin command) wrote documents:
-                    // samod's copies in memory must learn of it first.
+                    // Decide again at once (a revocation must not wait for
+                    // the refresh below)...
+                    epoch.bump();
+                    // ...then, if another process (an admin command) wrote
+                    // documents, merge them into samod's copies in memory
+                    // and decide again with them.
                     if now.0 != last.0 {
                         let n = crate::outside_writes::refresh_from_store(&repo, &store, &storage).await;
                         if n > 0 {
                             tracing::info!(documents = n, "documents refreshed from the store");
+                            epoch.bump();
                         }
                     }
                     last = now;
-                    epoch.bump();
                     // Rewrites only lists that changed, so this settles: the
                     // tick after a rewrite finds nothing new to write.
                     holdings.refresh_all().await;
@@ -385,17 +389,22 @@ async fn accept_loop(
     }
 }
 
-/// TCP keepalive, so a device that vanished without closing (a tablet out
-/// of signal) frees its session within about 90 seconds instead of holding
-/// one of its few session slots until the kernel gives up hours later.
+/// TCP keepalive and a user timeout, so a device that vanished without
+/// closing (a tablet out of signal) frees its session within about 90
+/// seconds instead of holding one of its few session slots for minutes or
+/// hours.
 fn keep_alive(tcp: &TcpStream) {
     let params = socket2::TcpKeepalive::new()
         .with_time(std::time::Duration::from_secs(60))
         .with_interval(std::time::Duration::from_secs(10))
         .with_retries(3);
-    if socket2::SockRef::from(tcp)
-        .set_tcp_keepalive(&params)
-        .is_err()
+    let socket = socket2::SockRef::from(tcp);
+    // Keepalive covers an idle connection; a user timeout covers one that
+    // vanished with data unacknowledged (otherwise ~15 minutes of retries).
+    if socket.set_tcp_keepalive(&params).is_err()
+        || socket
+            .set_tcp_user_timeout(Some(std::time::Duration::from_secs(90)))
+            .is_err()
     {
         tracing::warn!("could not set TCP keepalive on a connection");
     }
@@ -455,9 +464,9 @@ async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Purpose)
 
 /// Whether the handshake's key may connect: an enrolled, unrevoked device,
 /// or a new one presenting a valid enrollment token in its hello. An
-/// enrollment counts only once audited: if the audit cannot be written, the
-/// new device is revoked again and refused (fail closed; the directory and
-/// the audit trail are two databases).
+/// enrollment commits only after its audit event is written (the directory
+/// and the audit trail are two databases: at worst an audit event names an
+/// enrollment whose commit then failed).
 fn admit(
     directory: &Directory,
     store: &Store,
@@ -484,28 +493,33 @@ fn admit(
     {
         return (false, purpose);
     }
-    let Ok(device) = directory.enroll(key, &token, now) else {
-        return (false, purpose);
+    // The audit event is written inside the enrollment's transaction: no
+    // audit, no enrollment (and nothing to undo).
+    let audit = |device: &crate::directory::Device| {
+        let detail = format!(
+            "{} {} {}",
+            device.organisation,
+            device.device_class,
+            &hex_key(key)[..16]
+        );
+        crate::audit::record(
+            store,
+            "server",
+            "device-enrolled",
+            None,
+            scr_core::audit::Outcome::Recorded,
+            Some(detail),
+        )
+        .is_ok()
     };
-    let detail = format!(
-        "{} {} {}",
-        device.organisation,
-        device.device_class,
-        &hex_key(key)[..16]
-    );
-    let audited = crate::audit::record(
-        store,
-        "server",
-        "device-enrolled",
-        None,
-        scr_core::audit::Outcome::Recorded,
-        Some(detail),
-    );
-    if audited.is_err() {
-        tracing::error!("an enrollment could not be audited; the device is refused");
-        let _ = directory.revoke(key);
-        return (false, purpose);
-    }
+    let device = match directory.enroll(key, &token, now, audit) {
+        Ok(device) => device,
+        Err(crate::directory::DirectoryError::NotAudited) => {
+            tracing::error!("an enrollment could not be audited; the device is refused");
+            return (false, purpose);
+        }
+        Err(_) => return (false, purpose),
+    };
     metrics.enrollments.fetch_add(1, Ordering::Relaxed);
     tracing::info!(organisation = %device.organisation, class = %device.device_class, "device enrolled");
     (true, purpose)

@@ -33,6 +33,8 @@ pub enum DirectoryError {
     BadOrganisation,
     #[error("the enrollment token is unknown, used or expired")]
     BadToken,
+    #[error("the enrollment could not be audited, so it was not made")]
+    NotAudited,
     #[error("directory database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the directory lock was poisoned")]
@@ -110,12 +112,15 @@ impl Directory {
         Ok(token)
     }
 
-    /// Enrolls `key` with a token, atomically using the token up.
+    /// Enrolls `key` with a token, atomically using the token up. `audit`
+    /// runs before the commit: if it cannot record the enrollment, nothing
+    /// commits (the token stays unused, the device unenrolled).
     pub fn enroll(
         &self,
         key: &[u8; 32],
         token: &str,
         now_ms: i64,
+        audit: impl FnOnce(&Device) -> bool,
     ) -> Result<Device, DirectoryError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -150,14 +155,18 @@ impl Directory {
                  device_class = excluded.device_class, enrolled_at_ms = excluded.enrolled_at_ms",
             params![key.as_slice(), organisation, device_class, now_ms],
         )?;
-        tx.commit()?;
-        Ok(Device {
+        let device = Device {
             key: *key,
             organisation,
             device_class,
             enrolled_at_ms: now_ms,
             revoked: false,
-        })
+        };
+        if !audit(&device) {
+            return Err(DirectoryError::NotAudited);
+        }
+        tx.commit()?;
+        Ok(device)
     }
 
     pub fn device(&self, key: &[u8; 32]) -> Result<Option<Device>, DirectoryError> {
@@ -218,5 +227,41 @@ impl Directory {
             .query_row("SELECT COUNT(*) FROM devices WHERE revoked = 0", [], |r| {
                 r.get(0)
             })?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_enrollment_that_cannot_be_audited_is_not_made_and_the_token_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = Directory::open(&dir.path().join("d.db")).unwrap();
+        let now = 1_000;
+        let token = directory
+            .create_enrollment_token("RX1", "nurse-tablet", now + 60_000)
+            .unwrap();
+        let key = [7u8; 32];
+        assert!(matches!(
+            directory.enroll(&key, &token, now, |_| false),
+            Err(DirectoryError::NotAudited)
+        ));
+        assert!(!directory.is_active(&key), "not enrolled");
+        let mut audited = None;
+        let device = directory
+            .enroll(&key, &token, now, |d| {
+                audited = Some(d.organisation.clone());
+                true
+            })
+            .unwrap();
+        assert_eq!(audited.as_deref(), Some("RX1"));
+        assert_eq!(device.device_class, "nurse-tablet");
+        assert!(directory.is_active(&key));
+        assert!(matches!(
+            directory.enroll(&[8u8; 32], &token, now, |_| true),
+            Err(DirectoryError::BadToken)
+        ));
     }
 }
