@@ -25,7 +25,7 @@ const USAGE: &str = "usage:
   scr-server admin unassign --data-dir DIR --user-id SDS [--nhs NUMBER]
   scr-server admin load-record --data-dir DIR --file PATIENT.json
   scr-server admin set-choice --data-dir DIR [--nhs NUMBER] --choice core-only|core-and-additional|opt-out
-                              [--include-sensitive yes] [--hidden yes]
+                              [--include-sensitive yes|no] [--hidden yes|no]   (omitted: unchanged)
 without --nhs, the NHS number is read from standard input (it then shows in no process list)
 classes: patient-phone, ambulance-tablet, nurse-tablet, gp-system";
 
@@ -326,31 +326,33 @@ fn set_choice(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
         "opt-out" => SharingChoice::OptOut,
         _ => return Err("--choice is core-only, core-and-additional or opt-out".into()),
     };
-    let yes = |name: &str| flags.get(name).is_some_and(|v| v == "yes");
+    let flag = |name: &str| match flags.get(name).map(String::as_str) {
+        None => Ok(None),
+        Some("yes") => Ok(Some(true)),
+        Some("no") => Ok(Some(false)),
+        Some(_) => Err(format!("--{name} is yes or no")),
+    };
+    let (include_sensitive, hidden) = (flag("include-sensitive")?, flag("hidden")?);
     let (store, _) = open_server(&dir)?;
-    scr_server::records::set_choice(
-        &store,
-        &nhs,
-        choice,
-        yes("include-sensitive"),
-        yes("hidden"),
-        "admin",
-    )
-    .map_err(|e| match e {
-        scr_server::records::LoadError::Store(scr_core::StoreError::RecordNotFound) => {
-            "the server holds no record for that NHS number".to_owned()
-        }
-        other => other.to_string(),
-    })?;
-    scr_server::audit::record(
-        &store,
-        "admin",
-        "admin-set-choice",
-        Some(nhs),
-        Outcome::Recorded,
-        Some(format!("{choice:?}")),
-    )
-    .map_err(|e| e.to_string())?;
+    // The choice and its audit event commit together.
+    let now =
+        scr_server::records::set_choice(&store, &nhs, choice, include_sensitive, hidden, "admin")
+            .map_err(|e| match e {
+            scr_server::records::LoadError::Store(scr_core::StoreError::RecordNotFound) => {
+                "the server holds no record for that NHS number".to_owned()
+            }
+            other => other.to_string(),
+        })?;
+    println!(
+        "now: {:?}, sensitive items {}, {}",
+        now.sharing,
+        if now.include_sensitive {
+            "included"
+        } else {
+            "withheld"
+        },
+        if now.hidden { "hidden" } else { "not hidden" }
+    );
     println!("choice recorded; connected devices follow within seconds");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,11 @@
 //! Loading a patient's record onto the server from a JSON file (what a GP
 //! system's feed or an operator provides), with the patient's choices.
 
+use scr_core::access::PatientChoices;
+use scr_core::audit::{AuditDraft, Outcome};
 use scr_core::fixtures::now_ms;
 use scr_core::record::{Compartment, EntryContent, Provenance, SharingChoice};
+use scr_core::replica::AuditSpec;
 use scr_core::{NhsNumber, Store};
 use serde::Deserialize;
 
@@ -84,38 +87,125 @@ pub fn load(
 }
 
 /// The patient's choices as an operator records them on the patient's
-/// behalf (the GP, on the patient's written request): a new version of
-/// the sharing entry, so earlier choices stay in the record's history.
-/// Opting out hides the record; `hidden` hides it without opting out.
+/// behalf (the GP, on the patient's written request): a new version of the
+/// sharing entry, so earlier choices stay in the record's history, written
+/// in one transaction with its audit event. A flag not given keeps its
+/// current value, except that choosing to share again after opting out
+/// unhides (the patient opting back in); opting out always hides. Returns
+/// the choices now in force.
 pub fn set_choice(
     store: &Store,
     nhs: &NhsNumber,
     choice: SharingChoice,
-    include_sensitive: bool,
-    hidden: bool,
+    include_sensitive: Option<bool>,
+    hidden: Option<bool>,
     recorded_by: &str,
-) -> Result<(), LoadError> {
+) -> Result<PatientChoices, LoadError> {
     let mut record = store.open_record(nhs)?;
     let governance = record.view_compartment(Compartment::Governance)?;
-    let content = EntryContent::Sharing {
-        choice,
-        include_sensitive,
-        hidden: hidden || choice == SharingChoice::OptOut,
+    let current = scr_core::engine::choices_from(Some(&governance));
+    let next = PatientChoices {
+        sharing: choice,
+        include_sensitive: include_sensitive.unwrap_or(current.include_sensitive),
+        hidden: choice == SharingChoice::OptOut
+            || hidden.unwrap_or(current.hidden && current.sharing != SharingChoice::OptOut),
     };
+    let content = EntryContent::Sharing {
+        choice: next.sharing,
+        include_sensitive: next.include_sensitive,
+        hidden: next.hidden,
+    };
+    let now = now_ms();
     let provenance = Provenance {
         author_id: recorded_by.to_owned(),
         role: "operator".into(),
         organisation: "server".into(),
         device: "scr-server".into(),
-        recorded_at_ms: now_ms(),
+        recorded_at_ms: now,
+    };
+    let audit = AuditSpec {
+        draft: AuditDraft {
+            user: recorded_by.to_owned(),
+            role: String::new(),
+            organisation: String::new(),
+            patient: Some(*nhs),
+            action: "admin-set-choice".into(),
+            compartments: vec![Compartment::Governance],
+            entries: Vec::new(),
+            outcome: Outcome::Recorded,
+            basis: None,
+            alerts: Vec::new(),
+            detail: Some(format!(
+                "{:?} include-sensitive={} hidden={}",
+                next.sharing, next.include_sensitive, next.hidden
+            )),
+        },
+        device: "scr-server".into(),
+        now_ms: now,
     };
     match scr_core::engine::sharing_entry(&governance) {
         Some((entry, heads)) => {
-            record.supersede(Compartment::Governance, entry, &heads, content, provenance)?;
+            record.supersede_audited(
+                Compartment::Governance,
+                entry,
+                &heads,
+                content,
+                provenance,
+                Some(&audit),
+            )?;
         }
         None => {
-            record.add_entry(content, false, provenance)?;
+            record.add_entry_audited(content, false, provenance, Some(&audit))?;
         }
     }
-    Ok(())
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use scr_core::crypto::{SecretKey, StaticKeyProvider};
+    use scr_core::fixtures::test_nhs_number;
+
+    #[test]
+    fn omitted_flags_keep_their_values_and_each_choice_is_audited_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path().join("s.db"),
+            &StaticKeyProvider::new(SecretKey::from_bytes([2; 32])),
+        )
+        .unwrap();
+        let nhs = test_nhs_number(5);
+        let file = RecordFile {
+            nhs_number: nhs,
+            sharing: SharingChoice::OptOut,
+            include_sensitive: false,
+            entries: Vec::new(),
+        };
+        load(&store, &file, "test").unwrap();
+        let set = |choice, sensitive, hidden| {
+            set_choice(&store, &nhs, choice, sensitive, hidden, "test").unwrap()
+        };
+        // Opting back in unhides; hiding explicitly hides.
+        assert!(!set(SharingChoice::CoreOnly, None, None).hidden);
+        assert!(set(SharingChoice::CoreOnly, None, Some(true)).hidden);
+        // Adjusting another flag leaves a hidden record hidden.
+        let now = set(SharingChoice::CoreAndAdditional, Some(true), None);
+        assert!(now.hidden && now.include_sensitive);
+        // Opting out always hides.
+        assert!(set(SharingChoice::OptOut, None, Some(false)).hidden);
+        let details: Vec<String> = store
+            .queued_audit_events()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "admin-set-choice" && e.patient == Some(nhs))
+            .filter_map(|e| e.detail)
+            .collect();
+        assert_eq!(details.len(), 4);
+        assert_eq!(
+            details[2],
+            "CoreAndAdditional include-sensitive=true hidden=true"
+        );
+    }
 }

@@ -535,15 +535,16 @@ async fn an_operator_sets_core_only_and_back_and_the_tablet_follows() {
 
     // `admin set-choice` (another connection to the server's store, as the
     // CLI is) while the server runs and the tablet is connected.
-    scr_server::records::set_choice(
+    let now = scr_server::records::set_choice(
         &w.store,
         &patient,
         SharingChoice::CoreOnly,
-        false,
-        false,
+        None,
+        None,
         "test",
     )
     .unwrap();
+    assert!(!now.hidden && !now.include_sensitive);
     until_compartments(&w.nurse, &patient, &[Core, PatientEntered, Governance]).await;
     let forgotten: Vec<Compartment> = w
         .nurse
@@ -562,8 +563,8 @@ async fn an_operator_sets_core_only_and_back_and_the_tablet_follows() {
         &w.store,
         &patient,
         SharingChoice::CoreAndAdditional,
-        false,
-        false,
+        None,
+        None,
         "test",
     )
     .unwrap();
