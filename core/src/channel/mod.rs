@@ -109,21 +109,20 @@ pub async fn connect<S: WebSocket>(
         .map_err(|_| ChannelError::Handshake("write s, se"))?;
     send_frame(&mut ws, &buf[..n]).await?;
     // In XX the device finishes first; only the server's first transport
-    // message says it admitted the key, so a refusal is told apart from a
-    // network drop.
+    // message says whether it admitted the key, so a refusal is told apart
+    // from a network drop.
     let mut channel = finish(ws, hs)?;
-    match channel.recv().await {
-        Ok(Some(m)) if m == ADMITTED => Ok(channel),
-        Ok(Some(_)) => Err(ChannelError::Malformed("admission")),
-        Ok(None) | Err(ChannelError::Closed) | Err(ChannelError::Io(_)) => {
-            Err(ChannelError::NotAdmitted)
-        }
-        Err(e) => Err(e),
+    match channel.recv().await? {
+        Some(m) if m == ADMITTED => Ok(channel),
+        Some(m) if m == REFUSED => Err(ChannelError::NotAdmitted),
+        Some(_) => Err(ChannelError::Malformed("admission")),
+        None => Err(ChannelError::Closed),
     }
 }
 
-/// The server's first transport message: the device is admitted.
+/// The server's first transport message: the device is admitted, or not.
 const ADMITTED: &[u8] = b"admitted";
+const REFUSED: &[u8] = b"refused";
 
 /// The server side: runs the handshake and admits the device only if
 /// `admit(device key, handshake payload)` says so (an enrolled key, or a
@@ -162,6 +161,11 @@ pub async fn accept_with<S: WebSocket, F: Future<Output = bool>>(
         .read_message(&frame, &mut buf)
         .map_err(|_| ChannelError::Handshake("read s, se"))?;
     if !admit(remote_static(&hs)?, buf[..n].to_vec()).await {
+        // Said inside the channel (bound to this handshake), so the device
+        // knows it was refused rather than cut off.
+        if let Ok(mut refused) = finish(ws, hs) {
+            let _ = refused.send(REFUSED).await;
+        }
         return Err(ChannelError::UnknownPeer);
     }
     let mut channel = finish(ws, hs)?;
