@@ -573,12 +573,26 @@ async fn an_operator_sets_core_only_and_back_and_the_tablet_follows() {
         .engine
         .record_permission(&patient, true, true)
         .unwrap();
+    // Registered first, then brought in step as the server shares them
+    // again (its decisions are remade within a second or so).
+    let back = tokio::time::timeout(Duration::from_secs(45), async {
+        while w
+            .nurse
+            .notes(&patient, AccessRequest::with_permission())
+            .is_empty()
+        {
+            w.nurse.sync().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the care events came back");
     assert_eq!(
         w.nurse
             .notes(&patient, AccessRequest::with_permission())
             .len(),
         1,
-        "the care events came back whole"
+        "whole: the note the record had before"
     );
     w.nurse.offline().await;
     w.srv.shutdown().await;
