@@ -68,7 +68,7 @@ impl HoldingsWriter {
     /// The device's holdings document id, creating the document on first
     /// use, with its list brought up to date.
     pub async fn ensure(&self, device: [u8; 32]) -> Result<String, HoldingsError> {
-        let handle = match doc_of(&self.store, &device) {
+        let handle = match self.notice_of(device).await {
             Some(id) => self
                 .repo
                 .find(id)
@@ -87,8 +87,13 @@ impl HoldingsWriter {
                 let id = h.document_id().to_string();
                 // Owner first, so the share policy knows the document is
                 // this device's before anyone can learn its id.
-                self.store.put_secret(&owner_name(&id), &device)?;
-                self.store.put_secret(&doc_name(&device), id.as_bytes())?;
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.put_secret(&owner_name(&id), &device)?;
+                    store.put_secret(&doc_name(&device), id.as_bytes())
+                })
+                .await
+                .map_err(|_| HoldingsError::Stopped)??;
                 h
             }
         };
@@ -98,12 +103,21 @@ impl HoldingsWriter {
 
     /// Recomputes one device's list, if it has a holdings document.
     pub async fn refresh(&self, device: [u8; 32]) {
-        let Some(id) = doc_of(&self.store, &device) else {
+        let Some(id) = self.notice_of(device).await else {
             return;
         };
         if let Ok(Some(handle)) = self.repo.find(id).await {
             self.write(device, &handle).await;
         }
+    }
+
+    /// The device's notice document id (a sealed read: off the runtime).
+    async fn notice_of(&self, device: [u8; 32]) -> Option<DocumentId> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || doc_of(&store, &device))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Recomputes every active device's list (one organisation's devices:

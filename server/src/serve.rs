@@ -285,17 +285,25 @@ async fn watch_for_changes(
     holdings: crate::holdings::HoldingsWriter,
     repo: samod::Repo,
 ) {
-    let seen = |s: &Store, d: &Directory, st: &SamodStorage| {
-        (s.data_version().ok(), d.data_version().ok(), st.writes())
+    // SQLite reads behind the store's lock: off the runtime.
+    let seen = |s: &Store, d: &Arc<Directory>, st: &SamodStorage| {
+        let (s, d, st) = (s.clone(), d.clone(), st.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                (s.data_version().ok(), d.data_version().ok(), st.writes())
+            })
+            .await
+            .unwrap_or((None, None, 0))
+        }
     };
-    let mut last = seen(&store, &directory, &storage);
+    let mut last = seen(&store, &directory, &storage).await;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
             _ = tick.tick() => {
-                let now = seen(&store, &directory, &storage);
+                let now = seen(&store, &directory, &storage).await;
                 ticks += 1;
                 // Also once a minute regardless, so grants that expire on a
                 // quiet server stop sharing within a minute.
