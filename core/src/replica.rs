@@ -505,6 +505,14 @@ impl PatientReplica {
             .map(|h| h.doc.heads())
     }
 
+    /// One held document as a full save (sync hands it to samod).
+    pub fn save_of(&mut self, doc_id: &str) -> Option<Vec<u8>> {
+        self.docs
+            .values_mut()
+            .find(|h| h.info.doc_id == doc_id)
+            .map(|h| h.doc.save())
+    }
+
     /// Every held compartment as a full save, to hand to another replica.
     pub fn export(&mut self) -> Vec<CompartmentExport> {
         self.docs

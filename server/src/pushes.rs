@@ -18,10 +18,9 @@ use crate::policy::AccessPolicy;
 /// The document an incoming wire message carries changes for, if any (a
 /// `sync` or `request` message whose Automerge sync message has changes).
 pub fn document_with_changes(incoming: &crate::wire::Incoming) -> Option<String> {
-    if !matches!(incoming.kind.as_str(), "sync" | "request") {
+    let Some(Ok(sync)) = &incoming.sync else {
         return None;
-    }
-    let sync = automerge::sync::Message::decode(incoming.data.as_deref()?).ok()?;
+    };
     (!sync.changes.is_empty())
         .then(|| incoming.document_id.clone())
         .flatten()

@@ -7,7 +7,10 @@ use automerge::sync::Message;
 pub struct Incoming {
     pub kind: String,
     pub document_id: Option<String>,
-    pub data: Option<Vec<u8>>,
+    /// The Automerge sync message of a `sync` or `request`, decoded once
+    /// here for both the guard and the push check (`Err` if it does not
+    /// decode).
+    pub sync: Option<Result<Message, ()>>,
 }
 
 /// `None` when the message is not a CBOR map of the expected shape (samod
@@ -26,14 +29,19 @@ pub fn parse(message: &[u8]) -> Option<Incoming> {
                     _ => d.str().ok()?.to_owned(),
                 })
             }
-            "data" => data = Some(d.bytes().ok()?.to_vec()),
+            "data" => data = Some(d.bytes().ok()?),
             _ => d.skip().ok()?,
         }
     }
+    let kind: String = kind?;
+    let sync = match kind.as_str() {
+        "sync" | "request" => data.map(|b| Message::decode(b).map_err(|_| ())),
+        _ => None,
+    };
     Some(Incoming {
-        kind: kind?,
+        kind,
         document_id,
-        data,
+        sync,
     })
 }
 
@@ -53,15 +61,14 @@ fn bs58_of(bytes: &[u8]) -> String {
 pub fn acceptable(incoming: &Incoming) -> bool {
     match incoming.kind.as_str() {
         "ephemeral" => false,
-        "sync" | "request" => match incoming.data.as_deref().map(Message::decode) {
+        _ => match &incoming.sync {
             Some(Ok(message)) => message
                 .have
                 .iter()
                 .all(|have| sane_bloom(&have.bloom.to_bytes())),
-            Some(Err(_)) => false,
+            Some(Err(())) => false,
             None => true,
         },
-        _ => true,
     }
 }
 
@@ -122,7 +129,7 @@ mod tests {
         let incoming = Incoming {
             kind: "ephemeral".into(),
             document_id: None,
-            data: None,
+            sync: None,
         };
         assert!(!acceptable(&incoming));
     }

@@ -174,6 +174,30 @@ impl Engine {
             .unwrap_or(true)
     }
 
+    /// Runs `f` on the patient's replica: the cached one while a session
+    /// is unlocked, else one opened for the call and dropped (a locked
+    /// engine keeps no decrypted record). `None` if the device does not hold
+    /// the record.
+    fn with_sync_replica<T>(
+        &self,
+        state: &mut State,
+        nhs: &NhsNumber,
+        f: impl FnOnce(&mut crate::PatientReplica) -> Result<T, crate::StoreError>,
+    ) -> Result<Option<T>, EngineError> {
+        if state.active.is_some() {
+            return match self.replica(state, nhs) {
+                Ok(r) => Ok(Some(f(r)?)),
+                Err(EngineError::NotHeld) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        match self.store.open_record(nhs) {
+            Ok(mut r) => Ok(Some(f(&mut r)?)),
+            Err(crate::store::StoreError::RecordNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The document as the engine holds it (saved bytes), for sync to merge
     /// in a change made since sync loaded it. Not a view: nothing is shown.
     pub(crate) fn document_bytes(
@@ -182,24 +206,9 @@ impl Engine {
         doc_id: &str,
     ) -> Result<Option<Vec<u8>>, EngineError> {
         let mut state = self.state()?;
-        let exports = if state.active.is_some() {
-            match self.replica(&mut state, nhs) {
-                Ok(r) => r.export(),
-                Err(EngineError::NotHeld) => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        } else {
-            // Locked: read through a replica dropped at once.
-            match self.store.open_record(nhs) {
-                Ok(mut r) => r.export(),
-                Err(crate::store::StoreError::RecordNotFound) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-        };
-        Ok(exports
-            .into_iter()
-            .find(|e| e.doc_id == doc_id)
-            .map(|e| e.bytes))
+        Ok(self
+            .with_sync_replica(&mut state, nhs, |r| Ok(r.save_of(doc_id)))?
+            .flatten())
     }
 
     /// The heads of one document as the engine holds it (`None` if it
@@ -210,18 +219,9 @@ impl Engine {
         doc_id: &str,
     ) -> Result<Option<Vec<automerge::ChangeHash>>, EngineError> {
         let mut state = self.state()?;
-        if state.active.is_some() {
-            return match self.replica(&mut state, nhs) {
-                Ok(r) => Ok(r.heads_of(doc_id)),
-                Err(EngineError::NotHeld) => Ok(None),
-                Err(e) => Err(e),
-            };
-        }
-        match self.store.open_record(nhs) {
-            Ok(mut r) => Ok(r.heads_of(doc_id)),
-            Err(crate::store::StoreError::RecordNotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self
+            .with_sync_replica(&mut state, nhs, |r| Ok(r.heads_of(doc_id)))?
+            .flatten())
     }
 
     /// Applies the server's holdings list: registers listed patients and
@@ -355,15 +355,9 @@ impl Engine {
         if !registered {
             return Ok(false);
         }
-        if state.active.is_some() {
-            self.replica(&mut state, nhs)?.merge(export)?;
-        } else {
-            // A locked engine keeps no decrypted record: merge through a
-            // replica dropped at once.
-            state.records.remove(nhs);
-            self.store.open_record(nhs)?.merge(export)?;
-        }
-        Ok(true)
+        Ok(self
+            .with_sync_replica(&mut state, nhs, |r| r.merge(export))?
+            .is_some())
     }
 
     /// Like [`Engine::confirm_sent`], unless the record changed again since
