@@ -303,8 +303,20 @@ async fn two_samod_repos_sync_a_document_over_the_noise_channel() {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-            if let Ok(ch) = channel::accept(ws, &server_keys, |key, _| *key == enrolled).await {
-                let _ = acceptor.accept(channel::into_samod_transport(ch));
+            // The server's half of a sync session (ADR 0005), as scr-server runs it.
+            if let Ok(mut ch) = channel::accept(ws, &server_keys, |key, _| *key == enrolled).await {
+                let reply = channel::SessionReply::Opened {
+                    id: "00".repeat(16),
+                };
+                ch.send(&reply.encode()).await.unwrap();
+                let (session, transport) = channel::Session::open(
+                    ch.remote_static(),
+                    Arc::default(),
+                    Box::new(()),
+                    Box::new(|_| true),
+                );
+                let _ = acceptor.accept(transport);
+                tokio::spawn(async move { session.attach(ch, 0).await });
             }
         }
     });

@@ -28,21 +28,30 @@ use tokio::net::{TcpListener, TcpStream};
 
 const NURSE: &str = "555000000102";
 
+type Pipes = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
 /// Forwards loopback TCP to `upstream`, delaying every chunk by `one_way`
-/// in each direction (order kept, throughput not limited).
-async fn delaying_proxy(upstream: std::net::SocketAddr, one_way: Duration) -> std::net::SocketAddr {
+/// in each direction (order kept, throughput not limited). Aborting the
+/// returned pipes cuts every connection (signal lost).
+async fn delaying_proxy(
+    upstream: std::net::SocketAddr,
+    one_way: Duration,
+) -> (std::net::SocketAddr, Pipes) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let pipes = Pipes::default();
+    let held = pipes.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let server = TcpStream::connect(upstream).await.unwrap();
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
-            tokio::spawn(pipe(cr, sw, one_way));
-            tokio::spawn(pipe(sr, cw, one_way));
+            let mut held = held.lock().unwrap();
+            held.push(tokio::spawn(pipe(cr, sw, one_way)));
+            held.push(tokio::spawn(pipe(sr, cw, one_way)));
         }
     });
-    addr
+    (addr, pipes)
 }
 
 async fn pipe(
@@ -51,28 +60,32 @@ async fn pipe(
     delay: Duration,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    tokio::spawn(async move {
+    let writer = async move {
         while let Some((due, bytes)) = rx.recv().await {
             tokio::time::sleep_until(due.into()).await;
             if to.write_all(&bytes).await.is_err() {
                 return;
             }
         }
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if tx
-                    .send((Instant::now() + delay, buf[..n].to_vec()))
-                    .is_err()
-                {
-                    return;
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
             }
         }
-    }
+    };
+    // One task for both halves, so aborting it drops both sockets at once.
+    futures::join!(reader, writer);
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -185,7 +198,7 @@ async fn run(patients: u32, one_way: Duration, rounds: usize) {
         .set_holdings_document(&holdings_doc.unwrap())
         .unwrap();
 
-    let addr = delaying_proxy(srv.sync_addr, one_way).await;
+    let (addr, pipes) = delaying_proxy(srv.sync_addr, one_way).await;
     let mut config = SyncConfig::new(&format!("ws://{addr}/sync"), srv.server_key, keys.clone());
     config.pass_wait = Duration::from_secs(120);
     let t = Instant::now();
@@ -234,15 +247,37 @@ async fn run(patients: u32, one_way: Duration, rounds: usize) {
             .sum::<u64>() as f64
             / 1e6,
     );
-    // Reconnect: a new connection (fresh Automerge sync state per
-    // document, as samod keeps none between connections) and one pass with
-    // nothing new: what resuming costs, in time and bytes.
-    sync.stop().await;
     let traffic = srv.metrics.traffic.clone();
     let bytes = || {
         traffic.received.load(std::sync::atomic::Ordering::Relaxed)
             + traffic.sent.load(std::sync::atomic::Ordering::Relaxed)
     };
+    // Signal lost: every connection cut. The session resumes on a new
+    // connection (ADR 0005) and a pass with nothing new follows.
+    let before = bytes();
+    let t = Instant::now();
+    for p in pipes.lock().unwrap().drain(..) {
+        p.abort();
+    }
+    let resumed = sync.sync_once(Duration::from_secs(600)).await.unwrap();
+    let resume_time = t.elapsed();
+    assert_eq!(resumed.in_step, resumed.documents);
+    assert!(
+        srv.metrics
+            .sessions_resumed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    println!(
+        "  connection cut, session resumed, pass with nothing new ({} documents): {:.0} ms, {:.1} KB both ways",
+        resumed.documents,
+        resume_time.as_secs_f64() * 1000.0,
+        (bytes() - before) as f64 / 1024.0,
+    );
+    // App restart: a fresh session (a new Automerge sync state for every
+    // document, as samod keeps none across restarts) and one pass with
+    // nothing new.
+    sync.stop().await;
     let before = bytes();
     let mut config = SyncConfig::new(&format!("ws://{addr}/sync"), srv.server_key, keys.clone());
     config.pass_wait = Duration::from_secs(120);
@@ -252,7 +287,7 @@ async fn run(patients: u32, one_way: Duration, rounds: usize) {
     let resume_time = t.elapsed();
     assert_eq!(resumed.in_step, resumed.documents);
     println!(
-        "  reconnect and resume ({} documents, nothing new): {:.0} ms, {:.1} KB both ways ({:.0} B per document)",
+        "  app restarted, fresh session, pass with nothing new ({} documents): {:.0} ms, {:.1} KB both ways ({:.0} B per document)",
         resumed.documents,
         resume_time.as_secs_f64() * 1000.0,
         (bytes() - before) as f64 / 1024.0,

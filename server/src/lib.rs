@@ -13,5 +13,6 @@ pub mod policy;
 pub mod pushes;
 pub mod records;
 pub mod serve;
+pub mod sessions;
 pub mod users;
 pub mod wire;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use scr_core::Store;
-use scr_core::channel::{self, Hello, LoginRequest, LoginResponse, Purpose, hex_key};
+use scr_core::channel::{
+    self, Hello, LoginRequest, LoginResponse, Purpose, from_hex, hex_key, to_hex,
+};
 use scr_core::store::{SamodStorage, StoreError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -58,6 +60,8 @@ pub struct Metrics {
     pub logins: AtomicU64,
     pub sync_sessions: AtomicU64,
     pub sessions_refused: AtomicU64,
+    /// Sync sessions a device resumed over a new connection (ADR 0005).
+    pub sessions_resumed: AtomicU64,
     /// Pushes to documents the device may not write (not merged).
     pub pushes_refused: Arc<AtomicU64>,
     pub traffic: Arc<channel::Traffic>,
@@ -102,6 +106,7 @@ impl Metrics {
              # TYPE scr_sync_sessions_total counter\nscr_sync_sessions_total {}\n\
              # TYPE scr_sync_sessions_open gauge\nscr_sync_sessions_open {}\n\
              # TYPE scr_sync_sessions_refused_total counter\nscr_sync_sessions_refused_total {}\n\
+             # TYPE scr_sync_sessions_resumed_total counter\nscr_sync_sessions_resumed_total {}\n\
              # TYPE scr_sync_pushes_refused_total counter\nscr_sync_pushes_refused_total {}\n\
              # TYPE scr_sync_bytes_received_total counter\nscr_sync_bytes_received_total {}\n\
              # TYPE scr_sync_bytes_sent_total counter\nscr_sync_bytes_sent_total {}\n\
@@ -116,6 +121,7 @@ impl Metrics {
             g(&self.sync_sessions),
             self.open_sessions(),
             g(&self.sessions_refused),
+            g(&self.sessions_resumed),
             g(&self.pushes_refused),
             g(&self.traffic.received),
             g(&self.traffic.sent),
@@ -238,6 +244,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         epoch,
         holdings,
         policy: push_policy,
+        sessions: Arc::default(),
     });
     let sync_task = tokio::spawn(accept_loop(listener, stopped.clone(), shared));
     let health_task = tokio::spawn(health::serve(
@@ -271,6 +278,7 @@ struct Shared {
     epoch: crate::policy::Epoch,
     holdings: crate::holdings::HoldingsWriter,
     policy: crate::policy::AccessPolicy,
+    sessions: Arc<crate::sessions::Sessions>,
 }
 
 /// Once a second, asks every share decision to be made again if anything it
@@ -350,36 +358,20 @@ async fn accept_loop(
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     match handshake(tcp, &shared).await {
-                        Ok((channel, Purpose::Sync)) => {
+                        Ok((channel, Hello { purpose: Purpose::Sync, resume, .. })) => {
                             shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
-                            let Some(guard) = shared.metrics.open_session(channel.remote_static()) else {
-                                shared.metrics.sessions_refused.fetch_add(1, Ordering::Relaxed);
-                                tracing::info!(%peer, "too many sync sessions for one device; refused");
-                                return;
-                            };
-                            let inspect = crate::pushes::watch(
-                                shared.policy.clone(),
-                                shared.store.clone(),
-                                channel.remote_static(),
-                                shared.metrics.pushes_refused.clone(),
-                            );
-                            let transport = channel::into_counted_transport(
-                                channel,
-                                shared.metrics.traffic.clone(),
-                                Box::new(guard),
-                                inspect,
-                            );
-                            if shared.acceptor.accept(transport).is_err() {
-                                tracing::warn!("sync repo stopped; connection dropped");
+                            match resume {
+                                None => open_sync_session(channel, &shared, peer).await,
+                                Some(resume) => resume_sync_session(channel, &shared, &resume).await,
                             }
                         }
-                        Ok((channel, Purpose::Holdings)) => {
+                        Ok((channel, Hello { purpose: Purpose::Holdings, .. })) => {
                             shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
                             if let Err(reason) = serve_holdings(channel, &shared).await {
                                 tracing::info!(%peer, %reason, "holdings request failed");
                             }
                         }
-                        Ok((channel, Purpose::Login)) => {
+                        Ok((channel, Hello { purpose: Purpose::Login, .. })) => {
                             shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
                             if let Err(reason) = serve_login(channel, &shared).await {
                                 tracing::info!(%peer, %reason, "login exchange failed");
@@ -423,7 +415,7 @@ type Channel = channel::NoiseChannel<tokio_tungstenite::WebSocketStream<TcpStrea
 /// WebSocket upgrade (frames bounded to one Noise message), then the Noise
 /// handshake admitting enrolled devices or enrolling a new one with the
 /// token in its hello.
-async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Purpose), String> {
+async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Hello), String> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(70 * 1024))
         .max_frame_size(Some(70 * 1024));
@@ -435,20 +427,19 @@ async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Purpose)
     .map_err(|_| "websocket upgrade timed out".to_owned())?
     .map_err(|e| format!("websocket upgrade: {e}"))?;
     let now = scr_core::clock::now_ms();
-    let purpose = Arc::new(std::sync::Mutex::new(None));
+    let hello = Arc::new(std::sync::Mutex::new(None));
     let (directory, store, metrics) = (
         shared.directory.clone(),
         shared.store.clone(),
         shared.metrics.clone(),
     );
-    let seen_purpose = purpose.clone();
+    let seen_hello = hello.clone();
     // SQLite and hashing: off the async runtime.
     let admit = move |key: [u8; 32], payload: Vec<u8>| async move {
         tokio::task::spawn_blocking(move || {
-            let (admitted, hello_purpose) =
-                admit(&directory, &store, &metrics, &key, &payload, now);
-            if let Ok(mut p) = seen_purpose.lock() {
-                *p = hello_purpose;
+            let (admitted, hello) = admit(&directory, &store, &metrics, &key, &payload, now);
+            if let Ok(mut h) = seen_hello.lock() {
+                *h = hello;
             }
             admitted
         })
@@ -462,12 +453,12 @@ async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Purpose)
     .await
     .map_err(|_| "handshake timed out".to_owned())?
     .map_err(|e| e.to_string())?;
-    let purpose = purpose
+    let hello = hello
         .lock()
         .ok()
-        .and_then(|p| *p)
-        .unwrap_or(Purpose::Sync);
-    Ok((channel, purpose))
+        .and_then(|mut h| h.take())
+        .ok_or_else(|| "no hello".to_owned())?;
+    Ok((channel, hello))
 }
 
 /// Whether the handshake's key may connect: an enrolled, unrevoked device,
@@ -482,15 +473,16 @@ fn admit(
     key: &[u8; 32],
     payload: &[u8],
     now: i64,
-) -> (bool, Option<Purpose>) {
-    let Some(hello) = Hello::decode(payload) else {
+) -> (bool, Option<Hello>) {
+    let Some(mut hello) = Hello::decode(payload) else {
         return (false, None);
     };
-    let purpose = Some(hello.purpose);
+    let token = hello.enrollment_token.take();
     if directory.is_active(key) {
-        return (true, purpose);
+        return (true, Some(hello));
     }
-    let Some(token) = hello.enrollment_token.filter(|t| !t.is_empty()) else {
+    let purpose = Some(hello);
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
         return (false, purpose);
     };
     if directory
@@ -531,6 +523,72 @@ fn admit(
     metrics.enrollments.fetch_add(1, Ordering::Relaxed);
     tracing::info!(organisation = %device.organisation, class = %device.device_class, "device enrolled");
     (true, purpose)
+}
+
+/// A new sync session for the device: counted against its cap, told its
+/// id, handed to samod, and carried over this connection and any it
+/// resumes on.
+async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: SocketAddr) {
+    let device = channel.remote_static();
+    shared.sessions.end_detached_of(&device);
+    let Some(guard) = shared.metrics.open_session(device) else {
+        shared
+            .metrics
+            .sessions_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%peer, "too many sync sessions for one device; refused");
+        return;
+    };
+    let inspect = crate::pushes::watch(
+        shared.policy.clone(),
+        shared.store.clone(),
+        device,
+        shared.metrics.pushes_refused.clone(),
+    );
+    let (session, transport) = channel::Session::open(
+        device,
+        shared.metrics.traffic.clone(),
+        Box::new(guard),
+        inspect,
+    );
+    let Some(id) = shared.sessions.insert(device, session.clone()) else {
+        session.end();
+        return;
+    };
+    let reply = channel::SessionReply::Opened { id: to_hex(&id) };
+    if channel.send(&reply.encode()).await.is_err() {
+        session.end();
+        return;
+    }
+    if shared.acceptor.accept(transport).is_err() {
+        tracing::warn!("sync repo stopped; connection dropped");
+        session.end();
+        return;
+    }
+    crate::sessions::carry(session, channel, 0).await;
+}
+
+/// A device back on a new connection: its session goes on if it is still
+/// open and was opened by this device key; otherwise the device is told to
+/// open a new one.
+async fn resume_sync_session(mut channel: Channel, shared: &Arc<Shared>, resume: &channel::Resume) {
+    let device = channel.remote_static();
+    let found = from_hex(&resume.session).and_then(|id| shared.sessions.find(&id, &device));
+    let Some(session) = found else {
+        let _ = channel.send(&channel::SessionReply::Unknown.encode()).await;
+        return;
+    };
+    let reply = channel::SessionReply::Resumed {
+        received: session.received(),
+    };
+    if channel.send(&reply.encode()).await.is_err() {
+        return;
+    }
+    shared
+        .metrics
+        .sessions_resumed
+        .fetch_add(1, Ordering::Relaxed);
+    crate::sessions::carry(session, channel, resume.received).await;
 }
 
 /// One holdings request: the device's current list (what its grant lets it

@@ -120,11 +120,15 @@ async fn a_push_to_a_read_only_document_is_refused_and_flagged() {
     };
     let (me, server) = (hex_key(&keys.public()), hex_key(&srv.server_key));
     let hello = Hello::new(Purpose::Sync, None).encode();
-    let mut ch = channel::connect(
-        common::ws(srv.sync_addr).await,
-        &keys,
-        &srv.server_key,
-        &hello,
+    let mut ch = channel::PlainSession::open(
+        channel::connect(
+            common::ws(srv.sync_addr).await,
+            &keys,
+            &srv.server_key,
+            &hello,
+        )
+        .await
+        .unwrap(),
     )
     .await
     .unwrap();

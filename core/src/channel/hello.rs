@@ -24,6 +24,18 @@ pub struct Hello {
     /// A one-time enrollment token, on a device's first contact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrollment_token: Option<String>,
+    /// A sync session to resume (ADR 0005), on a reconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+/// Which session to go on with, and how many of the server's messages the
+/// device already has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// Hex of the session id the server gave.
+    pub session: String,
+    pub received: u64,
 }
 
 impl Hello {
@@ -32,6 +44,18 @@ impl Hello {
             version: 1,
             purpose,
             enrollment_token: enrollment_token.map(str::to_owned),
+            resume: None,
+        }
+    }
+
+    /// A hello resuming a sync session.
+    pub fn resuming(session: &[u8], received: u64) -> Self {
+        Self {
+            resume: Some(Resume {
+                session: to_hex(session),
+                received,
+            }),
+            ..Self::new(Purpose::Sync, None)
         }
     }
 
@@ -107,6 +131,8 @@ mod tests {
         assert_eq!(Hello::decode(&h.encode()), Some(h));
         assert_eq!(Hello::decode(b""), Some(Hello::new(Purpose::Sync, None)));
         assert_eq!(Hello::decode(b"not json"), None);
+        let r = Hello::resuming(&[1, 2], 5);
+        assert_eq!(Hello::decode(&r.encode()), Some(r));
         assert_eq!(Hello::decode(br#"{"v":2,"purpose":"sync"}"#), None);
     }
 

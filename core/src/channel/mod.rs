@@ -15,6 +15,7 @@
 mod error;
 mod hello;
 mod keys;
+mod session;
 mod transport;
 
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -22,14 +23,16 @@ use snow::{HandshakeState, TransportState};
 use tokio_tungstenite::tungstenite::Message;
 
 pub use error::ChannelError;
-pub use hello::{Hello, LoginRequest, LoginResponse, Purpose, from_hex, to_hex};
+pub use hello::{Hello, LoginRequest, LoginResponse, Purpose, Resume, from_hex, to_hex};
 pub use keys::{StaticKeypair, hex_key};
+pub use session::{Detached, PlainSession, RESUME_WINDOW, Session, SessionId, SessionReply};
 pub use transport::{Inspector, Traffic, into_counted_transport, into_samod_transport};
 
 pub const NOISE_PATTERN: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake: a peer speaking another version fails it.
 /// v2: the server confirms admission in its first transport message.
-pub const PROLOGUE: &[u8] = b"scr-sync channel v2";
+/// v3: sync runs in resumable sessions (ADR 0005).
+pub const PROLOGUE: &[u8] = b"scr-sync channel v3";
 /// The largest reassembled message either side accepts.
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Noise's limit on one message, and the plaintext that fits in it.

@@ -1,13 +1,29 @@
-//! How the device reaches the server: a fresh WebSocket and Noise handshake
-//! on every (re)connect, pinned to the server's key. samod's dialer retries
-//! with exponential backoff and jitter; every failure here is transient
-//! (a revoked device keeps retrying at the capped delay and shows why).
+//! How the device reaches the server: a WebSocket and a Noise handshake
+//! pinned to the server's key, carrying a sync session that outlives the
+//! connection (ADR 0005). samod's dialer opens sessions, with exponential
+//! backoff and jitter; when a connection drops, the session's keeper dials
+//! again and resumes it, so samod keeps every document's sync state. Every
+//! failure is transient to samod (a revoked device keeps retrying at the
+//! capped delay and shows why).
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use tokio::sync::watch;
 
-use crate::channel::{self, ChannelError, Hello, Purpose, StaticKeypair};
+use crate::channel::{
+    self, ChannelError, Detached, Hello, Purpose, RESUME_WINDOW, Session, SessionReply,
+    StaticKeypair,
+};
+
+/// Whether a session is carried by a live connection now, and how many
+/// times its keeper has tried to resume it since the last one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub attached: bool,
+    pub attempt: u32,
+}
 
 pub struct NoiseDialer {
     url: samod::Url,
@@ -17,8 +33,8 @@ pub struct NoiseDialer {
     token: Option<String>,
     /// Why the last attempt failed, for the app's sync state.
     last_error: Arc<Mutex<Option<String>>>,
+    link: Arc<watch::Sender<Link>>,
 }
-
 impl NoiseDialer {
     /// `url`: the server's sync endpoint, `ws://host:port/sync`.
     pub fn new(
@@ -36,6 +52,7 @@ impl NoiseDialer {
             server_key,
             token: None,
             last_error: Arc::new(Mutex::new(None)),
+            link: Arc::new(watch::channel(Link::default()).0),
         })
     }
 
@@ -48,6 +65,11 @@ impl NoiseDialer {
     /// Shared view of the last failure (cleared on success).
     pub fn last_error(&self) -> Arc<Mutex<Option<String>>> {
         self.last_error.clone()
+    }
+
+    /// Whether the current session has a live connection.
+    pub fn link(&self) -> watch::Receiver<Link> {
+        self.link.subscribe()
     }
 }
 
@@ -68,61 +90,172 @@ impl samod::Dialer for NoiseDialer {
         &self,
     ) -> BoxFuture<'static, Result<samod::transport::Transport, samod::DialError<ChannelError>>>
     {
-        let (url, keys, server_key, token, last_error) = (
-            self.url.to_string(),
-            self.keys.clone(),
-            self.server_key,
-            self.token.clone(),
-            self.last_error.clone(),
-        );
+        let dial = Dial {
+            url: self.url.to_string(),
+            keys: self.keys.clone(),
+            server_key: self.server_key,
+            last_error: self.last_error.clone(),
+        };
+        let (token, link) = (self.token.clone(), self.link.clone());
         Box::pin(async move {
             // samod puts no deadline on a dial: a stalled server must not
             // leave the device connecting forever.
-            let slot = last_error.clone();
-            match tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                dial(url, keys, server_key, token, last_error),
-            )
-            .await
-            {
-                Ok(result) => result,
-                Err(_) => {
-                    note(&slot, Some("the server did not answer in time".into()));
-                    Err(samod::DialError::transient(ChannelError::Closed))
-                }
-            }
+            let hello = Hello::new(Purpose::Sync, token.as_deref());
+            let (channel, reply) = dial
+                .connect(&hello)
+                .await
+                .map_err(samod::DialError::transient)?;
+            let SessionReply::Opened { id } = reply else {
+                dial.failed("the server did not open a session");
+                return Err(samod::DialError::transient(ChannelError::Malformed(
+                    "session reply",
+                )));
+            };
+            let Some(id) = channel::from_hex(&id) else {
+                return Err(samod::DialError::transient(ChannelError::Malformed(
+                    "session id",
+                )));
+            };
+            let (session, transport) = Session::open(
+                channel.remote_static(),
+                Arc::default(),
+                Box::new(()),
+                Box::new(|_| true),
+            );
+            set(
+                &link,
+                Link {
+                    attached: true,
+                    attempt: 0,
+                },
+            );
+            tokio::spawn(keep(session, channel, id, dial, link));
+            Ok(transport)
         })
     }
 }
 
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-async fn dial(
+type Channel = channel::NoiseChannel<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+>;
+
+/// What it takes to dial the server.
+struct Dial {
     url: String,
     keys: Arc<StaticKeypair>,
     server_key: [u8; 32],
-    token: Option<String>,
     last_error: Arc<Mutex<Option<String>>>,
-) -> Result<samod::transport::Transport, samod::DialError<ChannelError>> {
-    let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
-        Ok((ws, _)) => ws,
-        Err(e) => {
-            note(&last_error, Some("the server cannot be reached".into()));
-            return Err(samod::DialError::transient(e));
-        }
-    };
-    let hello = Hello::new(Purpose::Sync, token.as_deref()).encode();
-    match channel::connect(ws, &keys, &server_key, &hello).await {
-        Ok(ch) => {
-            note(&last_error, None);
-            Ok(channel::into_samod_transport(ch))
-        }
-        Err(e) => {
-            note(
-                &last_error,
-                Some(format!("the server refused the connection: {e}")),
-            );
-            Err(samod::DialError::transient(e))
+}
+
+impl Dial {
+    fn failed(&self, why: &str) {
+        note(&self.last_error, Some(why.to_owned()));
+    }
+
+    /// WebSocket, handshake with `hello`, and the server's session reply,
+    /// within [`CONNECT_TIMEOUT`] (samod puts no deadline on a dial).
+    async fn connect(&self, hello: &Hello) -> Result<(Channel, SessionReply), ChannelError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connect_now(hello)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.failed("the server did not answer in time");
+                Err(ChannelError::Closed)
+            }
         }
     }
+
+    async fn connect_now(&self, hello: &Hello) -> Result<(Channel, SessionReply), ChannelError> {
+        let ws = match tokio_tungstenite::connect_async(self.url.as_str()).await {
+            Ok((ws, _)) => ws,
+            Err(e) => {
+                self.failed("the server cannot be reached");
+                return Err(ChannelError::Io(e.to_string()));
+            }
+        };
+        let mut channel =
+            match channel::connect(ws, &self.keys, &self.server_key, &hello.encode()).await {
+                Ok(ch) => ch,
+                Err(e) => {
+                    self.failed(&format!("the server refused the connection: {e}"));
+                    return Err(e);
+                }
+            };
+        let reply = channel.recv().await?.ok_or(ChannelError::Closed)?;
+        let reply = SessionReply::decode(&reply)?;
+        note(&self.last_error, None);
+        Ok((channel, reply))
+    }
+}
+
+/// Keeps a session connected: runs it over the current connection, and
+/// when that drops dials again (jittered backoff) and resumes it. Ends the
+/// session, so samod opens a fresh one, when the server no longer knows it,
+/// refuses the device, or the resume window passes.
+async fn keep(
+    session: Arc<Session>,
+    mut channel: Channel,
+    id: Vec<u8>,
+    dial: Dial,
+    link: Arc<watch::Sender<Link>>,
+) {
+    let mut peer_received = 0;
+    loop {
+        set(
+            &link,
+            Link {
+                attached: true,
+                attempt: 0,
+            },
+        );
+        if let Detached::Ended = session.attach(channel, peer_received).await {
+            break;
+        }
+        let lost_at = Instant::now();
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 0;
+        let resumed = loop {
+            set(
+                &link,
+                Link {
+                    attached: false,
+                    attempt,
+                },
+            );
+            if session.is_ended() || lost_at.elapsed() > RESUME_WINDOW {
+                break None;
+            }
+            let hello = Hello::resuming(&id, session.received());
+            match dial.connect(&hello).await {
+                Ok((ch, SessionReply::Resumed { received })) => break Some((ch, received)),
+                Ok(_) | Err(ChannelError::NotAdmitted) => break None,
+                Err(_) => {}
+            }
+            attempt += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(super::driver::jittered(delay)) => {}
+                _ = session.ended() => break None,
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        };
+        match resumed {
+            Some((ch, received)) => {
+                channel = ch;
+                peer_received = received;
+            }
+            None => break,
+        }
+    }
+    session.end();
+    set(&link, Link::default());
+}
+
+/// Publishes a change of link, and only a change (each wakes the driver).
+fn set(link: &watch::Sender<Link>, value: Link) {
+    link.send_if_modified(|l| {
+        let changed = *l != value;
+        *l = value;
+        changed
+    });
 }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -22,12 +22,21 @@ pub(super) struct Driver {
     pub repo: samod::Repo,
     pub dial: samod::DialerHandle<ChannelError>,
     pub last_error: Arc<Mutex<Option<String>>>,
+    /// Whether the sync session has a live connection (it outlives drops).
+    pub link: watch::Receiver<super::Link>,
     pub storage: DeviceStorage,
     pub config: SyncConfig,
     pub state: watch::Sender<SyncState>,
     pub wake: Arc<Notify>,
     pub started: Arc<AtomicU64>,
+    /// The notice version whose list was last applied, and when: the list
+    /// is fetched again only when the notice moves (or it grows old).
+    pub applied_notice: Mutex<Option<(u64, Instant)>>,
 }
+
+/// A holdings list is fetched at least this often even if the notice
+/// never moved (a missed bump costs at most this long).
+const HOLDINGS_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Runs blocking engine work (SQLite, decryption) off the async runtime.
 async fn blocking<T: Send + 'static>(
@@ -45,7 +54,7 @@ async fn blocking<T: Send + 'static>(
 
 /// A delay in [d/2, d) from the system RNG, so devices that lost the
 /// server together do not come back together.
-fn jittered(d: Duration) -> Duration {
+pub(super) fn jittered(d: Duration) -> Duration {
     let mut b = [0u8; 4];
     let r = getrandom::fill(&mut b)
         .map(|_| u32::from_le_bytes(b))
@@ -59,21 +68,28 @@ impl Driver {
         let mut events = self.dial.events();
         let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
         let watched = Arc::new(Mutex::new(HashSet::<String>::new()));
+        let mut link = self.link.clone();
         let mut attempt = 0u32;
         let mut failures = 0u32;
         loop {
-            // Connected?
+            // Connected? (A session waiting to resume is not.)
             let conn = loop {
-                if let (true, Some(conn)) = (self.dial.is_connected(), self.dial.connection_id()) {
+                let resuming = *link.borrow_and_update();
+                if let (true, true, Some(conn)) = (
+                    self.dial.is_connected(),
+                    resuming.attached,
+                    self.dial.connection_id(),
+                ) {
                     break conn;
                 }
                 let last_error = self.last_error.lock().ok().and_then(|e| e.clone());
                 self.state.send_replace(SyncState::Connecting {
-                    attempt,
+                    attempt: attempt.max(resuming.attempt),
                     last_error,
                 });
                 tokio::select! {
                     _ = stopped.changed() => return self.offline(),
+                    _ = link.changed() => {}
                     ev = events.next() => match ev {
                         Some(DialerEvent::Reconnecting { attempt: a }) => attempt = a,
                         Some(_) => {}
@@ -113,6 +129,7 @@ impl Driver {
                 _ = self.wake.notified() => {}
                 _ = self.engine.local_change_signal().notified() => {}
                 _ = changed_rx.recv() => {}
+                _ = link.changed() => {}
                 ev = events.next() => if ev.is_none() { return self.offline() },
                 _ = tokio::time::sleep(retry_in) => {}
             }
@@ -203,9 +220,24 @@ impl Driver {
             Ok(Err(_)) => return Err(SyncError::Stopped),
             Err(_) => None,
         };
+        let mut notice = None;
         if let Some(handle) = handle {
             let _ = tokio::time::timeout(wait, handle.we_have_their_changes(conn)).await;
             self.follow_notice(id, &handle, watched, changed_tx);
+            notice = handle
+                .with_document_async(|d| super::read_notice(d).ok().flatten())
+                .await
+                .ok()
+                .flatten();
+        }
+        let unchanged = self
+            .applied_notice
+            .lock()
+            .ok()
+            .and_then(|a| *a)
+            .is_some_and(|(v, at)| Some(v) == notice && at.elapsed() < HOLDINGS_MAX_AGE);
+        if unchanged {
+            return Ok(Default::default());
         }
         let list = tokio::time::timeout(
             wait,
@@ -221,11 +253,17 @@ impl Driver {
                 crate::channel::ChannelError::Closed,
             ))
         })??;
-        match list {
-            Some(list) => blocking(&self.engine, move |e| e.apply_holdings(&list)).await,
+        let outcome = match list {
+            Some(list) => blocking(&self.engine, move |e| e.apply_holdings(&list)).await?,
             // No current grant: hold what is held.
-            None => Ok(Default::default()),
+            None => Default::default(),
+        };
+        // (Read before the fetch: a list newer than the version recorded
+        // only means one more fetch next pass.)
+        if let (Some(v), Ok(mut applied)) = (notice, self.applied_notice.lock()) {
+            *applied = Some((v, Instant::now()));
         }
+        Ok(outcome)
     }
 
     /// Starts a pass whenever the device's holdings notice changes.

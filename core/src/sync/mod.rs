@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use crate::channel::{StaticKeypair, hex_key};
 use crate::engine::{Engine, EngineError, HoldingsOutcome};
 
-pub use dialer::NoiseDialer;
+pub use dialer::{Link, NoiseDialer};
 pub use holdings::{
     HeldPatient, HoldingsError, HoldingsList, HoldingsReply, NOTICE_FORMAT, bump_notice,
     fetch_holdings, read_notice,
@@ -126,6 +126,7 @@ impl DeviceSync {
     pub async fn start(engine: Arc<Engine>, config: SyncConfig) -> Result<Self, SyncError> {
         let dialer = NoiseDialer::new(&config.server_url, config.keys.clone(), config.server_key)?;
         let last_error = dialer.last_error();
+        let link = dialer.link();
         let storage = DeviceStorage::new(engine.store_handle());
         // The server may announce the list as soon as the channel opens.
         if let Some(id) = engine.holdings_document()? {
@@ -151,11 +152,13 @@ impl DeviceSync {
             repo: repo.clone(),
             dial,
             last_error,
+            link,
             storage: storage.clone(),
             config,
             state: state_tx,
             wake: wake.clone(),
             started: started.clone(),
+            applied_notice: Default::default(),
         };
         let task = tokio::spawn(driver.run(stopped));
         Ok(Self {

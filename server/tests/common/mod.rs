@@ -2,6 +2,9 @@
 //! nurse account the journeys use, and a samod dialer over the channel.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod device;
+pub mod proxy;
+
 use std::sync::Arc;
 
 use scr_core::channel::{self, Hello, Purpose, StaticKeypair};

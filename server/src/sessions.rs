@@ -1,0 +1,93 @@
+//! Sync sessions that outlive a connection (ADR 0005), on the server: the
+//! open sessions by id, and how a connection carries one.
+//!
+//! A session belongs to the device key that opened it; only a handshake
+//! proving that key (and a device still enrolled, checked at admission) may
+//! resume it. A session nobody resumes within [`RESUME_WINDOW`] ends, and
+//! samod forgets its sync states.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use scr_core::channel::{self, Detached, RESUME_WINDOW, Session, SessionId, WebSocket};
+
+struct Open {
+    device: [u8; 32],
+    session: Arc<Session>,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<SessionId, Open>>,
+}
+
+impl Sessions {
+    /// Registers a new session of `device` under a fresh random id, removed
+    /// again when the session ends.
+    pub fn insert(self: &Arc<Self>, device: [u8; 32], session: Arc<Session>) -> Option<SessionId> {
+        let mut id = SessionId::default();
+        getrandom::fill(&mut id).ok()?;
+        self.open.lock().ok()?.insert(
+            id,
+            Open {
+                device,
+                session: session.clone(),
+            },
+        );
+        let sessions = self.clone();
+        tokio::spawn(async move {
+            session.ended().await;
+            if let Ok(mut open) = sessions.open.lock() {
+                open.remove(&id);
+            }
+        });
+        Some(id)
+    }
+
+    /// The session `id` if `device` opened it and it has not ended.
+    pub fn find(&self, id: &[u8], device: &[u8; 32]) -> Option<Arc<Session>> {
+        let id: SessionId = id.try_into().ok()?;
+        let open = self.open.lock().ok()?;
+        open.get(&id)
+            .filter(|o| o.device == *device && !o.session.is_ended())
+            .map(|o| o.session.clone())
+    }
+
+    /// Ends `device`'s sessions that wait for a resume: a device dialling
+    /// afresh has given them up (it resumes only its current session).
+    pub fn end_detached_of(&self, device: &[u8; 32]) {
+        if let Ok(open) = self.open.lock() {
+            for o in open.values() {
+                if o.device == *device && !o.session.is_attached() {
+                    o.session.end();
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.lock().map(|o| o.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Carries `session` over `channel` until the connection drops, then gives
+/// the device [`RESUME_WINDOW`] to come back before the session ends.
+pub async fn carry<S: WebSocket>(
+    session: Arc<Session>,
+    channel: channel::NoiseChannel<S>,
+    peer_received: u64,
+) {
+    match session.attach(channel, peer_received).await {
+        Detached::Ended => {}
+        Detached::Lost { generation, cause } => {
+            tracing::debug!(%cause, "a sync connection dropped; its session waits to resume");
+            session
+                .expire_unless_resumed(generation, RESUME_WINDOW)
+                .await;
+        }
+    }
+}

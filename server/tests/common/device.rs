@@ -1,0 +1,212 @@
+//! A device in a socket test: enrolled, logged in online, its engine open,
+//! and its background sync started and stopped at will.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scr_core::NhsNumber;
+use scr_core::channel::{self, LoginRequest, LoginResponse, StaticKeypair, from_hex, hex_key};
+use scr_core::clock::SystemClock;
+use scr_core::crypto::{SecretKey, StaticKeyProvider};
+use scr_core::engine::{AccessRequest, DeviceClass, Engine, EngineConfig};
+use scr_core::fixtures::{sample_entry, test_nhs_number};
+use scr_core::record::{Compartment, EntryContent, SharingChoice};
+use scr_core::sync::{DeviceSync, SyncConfig};
+use scr_server::records::{FileEntry, RecordFile};
+use scr_server::serve::RunningServer;
+use scr_server::users::NewUser;
+
+pub const PARAMEDIC_ID: &str = "555000000203";
+
+pub fn paramedic() -> NewUser {
+    NewUser {
+        user_id: PARAMEDIC_ID.into(),
+        display_name: "Sam Paramedic".into(),
+        organisation: "RYA".into(),
+        job_role: "R1290".into(),
+        job_role_name: "Paramedic".into(),
+        activities: vec![
+            "B0264".into(),
+            "B0370".into(),
+            "B0168".into(),
+            "B0380".into(),
+        ],
+        privacy_officer: false,
+        card_serial: "CARD-0203".into(),
+    }
+}
+
+pub fn record(n: u32, sharing: SharingChoice) -> RecordFile {
+    RecordFile {
+        nhs_number: test_nhs_number(n),
+        sharing,
+        include_sensitive: false,
+        entries: [0, 1, 3, 7]
+            .into_iter()
+            .map(|i| FileEntry {
+                sensitive: false,
+                content: sample_entry(i),
+            })
+            .collect(),
+    }
+}
+
+pub struct Device {
+    pub engine: Arc<Engine>,
+    pub keys: Arc<StaticKeypair>,
+    pub url: String,
+    pub server_key: [u8; 32],
+    pub sync: Option<DeviceSync>,
+}
+
+impl Device {
+    /// Enrolls a device, logs its user in online, and opens its engine.
+    pub async fn enroll(
+        srv: &RunningServer,
+        dir: &std::path::Path,
+        name: &str,
+        (organisation, class, device_class): (&str, &str, DeviceClass),
+        login: LoginRequest,
+    ) -> Self {
+        let keys = Arc::new(StaticKeypair::generate().unwrap());
+        let token = srv
+            .directory
+            .create_enrollment_token(organisation, class, scr_core::clock::now_ms() + 60_000)
+            .unwrap();
+        super::enroll(srv, &keys, &token).await;
+        let response = channel::login(
+            super::ws(srv.sync_addr).await,
+            &keys,
+            &srv.server_key,
+            &login,
+        )
+        .await
+        .unwrap();
+        let LoginResponse::Granted {
+            grant_hex,
+            grant_key_hex,
+            holdings_doc,
+        } = response
+        else {
+            panic!("login refused: {response:?}");
+        };
+        let grant_key: [u8; 32] = from_hex(&grant_key_hex).unwrap().try_into().unwrap();
+        let engine = Engine::open(
+            dir.join(format!("{name}.db")),
+            &StaticKeyProvider::new(SecretKey::from_bytes([name.len() as u8; 32])),
+            EngineConfig::new(&hex_key(&keys.public()), device_class, grant_key),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        engine
+            .login_online(&from_hex(&grant_hex).unwrap(), "tablet-1357")
+            .unwrap();
+        engine
+            .set_holdings_document(&holdings_doc.expect("a holdings document"))
+            .unwrap();
+        Self {
+            engine: Arc::new(engine),
+            keys,
+            url: format!("ws://{}/sync", srv.sync_addr),
+            server_key: srv.server_key,
+            sync: None,
+        }
+    }
+
+    /// The nurse's tablet (the user must exist on the server).
+    pub async fn nurse(srv: &RunningServer, dir: &std::path::Path) -> Self {
+        Self::enroll(
+            srv,
+            dir,
+            "nurse",
+            ("RX1", "nurse-tablet", DeviceClass::NurseTablet),
+            super::nurse_login(),
+        )
+        .await
+    }
+
+    /// The paramedic's ambulance tablet (user: [`paramedic`], passcode
+    /// `sam-1357`).
+    pub async fn paramedic(srv: &RunningServer, dir: &std::path::Path) -> Self {
+        Self::enroll(
+            srv,
+            dir,
+            "paramedic",
+            ("RYA", "ambulance-tablet", DeviceClass::AmbulanceTablet),
+            LoginRequest {
+                user_id: PARAMEDIC_ID.into(),
+                card_serial: "CARD-0203".into(),
+                passcode: "sam-1357".into(),
+            },
+        )
+        .await
+    }
+
+    pub async fn online(&mut self) {
+        let mut config = SyncConfig::new(&self.url, self.server_key, self.keys.clone());
+        config.pass_wait = Duration::from_secs(5);
+        self.sync = Some(
+            DeviceSync::start(self.engine.clone(), config)
+                .await
+                .unwrap(),
+        );
+    }
+
+    pub async fn offline(&mut self) {
+        if let Some(s) = self.sync.take() {
+            s.stop().await;
+        }
+    }
+
+    /// One full pass, started now.
+    pub async fn sync(&self) -> scr_core::sync::PassSummary {
+        self.sync
+            .as_ref()
+            .unwrap()
+            .sync_once(Duration::from_secs(20))
+            .await
+            .unwrap()
+    }
+
+    pub fn compartments(&self, nhs: &NhsNumber) -> Vec<Compartment> {
+        let mut c: Vec<_> = self
+            .engine
+            .held_documents()
+            .unwrap()
+            .into_iter()
+            .filter(|(n, _)| n == nhs)
+            .map(|(_, d)| d.compartment)
+            .collect();
+        c.sort();
+        c
+    }
+
+    pub fn notes(&self, nhs: &NhsNumber, access: AccessRequest) -> Vec<String> {
+        let released = self.engine.view(nhs, access).unwrap();
+        let mut notes: Vec<String> = released
+            .view
+            .compartment(Compartment::CareEvents)
+            .map(|c| {
+                c.entries
+                    .iter()
+                    .flat_map(|e| e.heads())
+                    .filter_map(|v| match &v.content {
+                        EntryContent::EncounterSummary { note, .. } => Some(note.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        notes.sort();
+        notes
+    }
+}
+
+pub fn visit(note: &str) -> EntryContent {
+    EntryContent::EncounterSummary {
+        setting: "home".into(),
+        occurred_at: "2026-11-27T09:00:00Z".into(),
+        note: note.into(),
+    }
+}
