@@ -237,6 +237,14 @@ async fn strangers_reused_or_expired_tokens_and_revoked_devices_are_refused() {
         !admitted(&srv, &a, &fresh).await,
         "a revoked key cannot re-enroll"
     );
+    // The server counts a refusal after the device has seen it: wait for it.
+    let counted = tokio::time::timeout(Duration::from_secs(5), async {
+        while srv.metrics.handshakes_refused.load(Ordering::Relaxed) < 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok());
     assert_eq!(srv.metrics.handshakes_refused.load(Ordering::Relaxed), 5);
     srv.shutdown().await;
 }
