@@ -95,13 +95,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 async fn run(patients: u32, one_way: Duration, rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let srv = start(ServeConfig {
-        data_dir: dir.path().join("server"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        health: "127.0.0.1:0".parse().unwrap(),
-    })
-    .await
-    .unwrap();
+    let srv = start(ServeConfig::on_loopback(dir.path().join("server")))
+        .await
+        .unwrap();
     let store = scr_core::Store::open(
         dir.path().join("server/server.db"),
         &scr_server::identity::key_provider(&dir.path().join("server")).unwrap(),

@@ -11,14 +11,35 @@ use tokio::sync::watch;
 use crate::directory::Directory;
 use crate::serve::{Gauges, Metrics};
 
-pub async fn serve(
-    listener: TcpListener,
-    mut stopped: watch::Receiver<bool>,
-    directory: Arc<Directory>,
-    metrics: Arc<Metrics>,
-    storage: SamodStorage,
-    store: scr_core::Store,
-) {
+/// Where the metrics' gauges are read from.
+#[derive(Clone)]
+pub struct Sources {
+    pub directory: Arc<Directory>,
+    pub metrics: Arc<Metrics>,
+    pub storage: SamodStorage,
+    pub store: scr_core::Store,
+    pub archive: Arc<crate::archive::Archive>,
+    /// A device's audit backlog older than this counts as overdue.
+    pub overdue_after: std::time::Duration,
+}
+
+impl Sources {
+    /// SQLite reads: call off the async runtime.
+    fn gauges(&self) -> Gauges {
+        let overdue_ms = i64::try_from(self.overdue_after.as_millis()).unwrap_or(i64::MAX);
+        Gauges {
+            devices: self.directory.active_device_count().unwrap_or(-1),
+            storage_failures: self.storage.failures(),
+            audit_backlog: self.store.audit_queue_len().unwrap_or(0),
+            audit_devices_overdue: self
+                .archive
+                .overdue_devices(scr_core::clock::now_ms().saturating_sub(overdue_ms))
+                .unwrap_or(0),
+        }
+    }
+}
+
+pub async fn serve(listener: TcpListener, mut stopped: watch::Receiver<bool>, sources: Sources) {
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
@@ -27,8 +48,7 @@ pub async fn serve(
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 };
-                let (directory, metrics, storage, store) =
-                    (directory.clone(), metrics.clone(), storage.clone(), store.clone());
+                let sources = sources.clone();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 1024];
                     let n = match tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf)).await {
@@ -41,12 +61,8 @@ pub async fn serve(
                         (true, "/health") => ("200 OK", "ok\n".to_owned()),
                         (true, "/metrics") => {
                             // SQLite reads: off the runtime.
-                            let gauges = tokio::task::spawn_blocking(move || Gauges {
-                                devices: directory.active_device_count().unwrap_or(-1),
-                                storage_failures: storage.failures(),
-                                audit_backlog: store.audit_queue_len().unwrap_or(0),
-                            })
-                            .await;
+                            let metrics = sources.metrics.clone();
+                            let gauges = tokio::task::spawn_blocking(move || sources.gauges()).await;
                             match gauges {
                                 Ok(g) => ("200 OK", metrics.render(&g)),
                                 Err(_) => ("500 Internal Server Error", "metrics failed\n".to_owned()),

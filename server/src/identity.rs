@@ -68,6 +68,15 @@ fn load_or_make(store: &Store, name: &str) -> Result<Zeroizing<[u8; 32]>, ServeE
     Ok(seed)
 }
 
+/// The root key of the audit archive (its sealing and lookup keys derive
+/// from it), sealed in the server store like the identity keys.
+pub fn archive_root(store: &Store) -> Result<SecretKey, ServeError> {
+    Ok(SecretKey::from_bytes(*load_or_make(
+        store,
+        "audit-archive-root",
+    )?))
+}
+
 impl ServerIdentity {
     pub fn load_or_create(store: &Store) -> Result<Self, ServeError> {
         let noise = StaticKeypair::from_private(*load_or_make(store, "server-noise-static")?);

@@ -2,6 +2,7 @@
 //! Noise channel, a directory of enrolled devices, health and metrics, and
 //! the end-to-end demo.
 
+pub mod archive;
 pub mod audit;
 pub mod demo;
 pub mod directory;

@@ -16,6 +16,7 @@ use scr_server::serve::{ServeConfig, start};
 const USAGE: &str = "usage:
   scr-server demo [--data-dir DIR]
   scr-server serve --data-dir DIR [--listen 127.0.0.1:7420] [--health 127.0.0.1:7421]
+                   [--audit-overdue-hours 24]
   scr-server admin enroll-token --data-dir DIR --org ODS --class CLASS [--ttl-minutes 60]
   scr-server admin revoke-device --data-dir DIR --key HEX
   scr-server admin add-user --data-dir DIR --user-id SDS --name NAME --org ODS --job-role R0050
@@ -114,6 +115,15 @@ fn serve(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
         data_dir: PathBuf::from(required(flags, "data-dir")?),
         listen: addr(flags, "listen", "127.0.0.1:7420")?,
         health: addr(flags, "health", "127.0.0.1:7421")?,
+        audit_overdue_after: match flags.get("audit-overdue-hours") {
+            None => ServeConfig::DEFAULT_AUDIT_OVERDUE,
+            Some(h) => h
+                .parse::<u64>()
+                .ok()
+                .filter(|h| *h > 0)
+                .map(|h| std::time::Duration::from_secs(h * 3600))
+                .ok_or("--audit-overdue-hours is a whole number of hours")?,
+        },
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {

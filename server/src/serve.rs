@@ -35,6 +35,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("directory: {0}")]
     Directory(#[from] DirectoryError),
+    #[error("audit archive: {0}")]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error("the sync repo stopped")]
     Stopped,
 }
@@ -44,6 +46,24 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub health: SocketAddr,
+    /// A device whose oldest unsent audit event is older than this counts
+    /// as overdue in the metrics.
+    pub audit_overdue_after: std::time::Duration,
+}
+
+impl ServeConfig {
+    pub const DEFAULT_AUDIT_OVERDUE: std::time::Duration =
+        std::time::Duration::from_secs(24 * 3600);
+
+    /// Both ports chosen by the OS on loopback (tests, benches, the demo).
+    pub fn on_loopback(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            health: SocketAddr::from(([127, 0, 0, 1], 0)),
+            audit_overdue_after: Self::DEFAULT_AUDIT_OVERDUE,
+        }
+    }
 }
 
 /// A device may hold this many sync sessions at once; more are refused
@@ -62,6 +82,10 @@ pub struct Metrics {
     pub sessions_refused: AtomicU64,
     /// Sync sessions a device resumed over a new connection (ADR 0005).
     pub sessions_resumed: AtomicU64,
+    /// Audit events devices uploaded and the archive stored (duplicates
+    /// not counted), and those stored flagged.
+    pub audit_archived: AtomicU64,
+    pub audit_flagged: AtomicU64,
     /// Pushes to documents the device may not write (not merged).
     pub pushes_refused: Arc<AtomicU64>,
     pub traffic: Arc<channel::Traffic>,
@@ -73,6 +97,8 @@ pub struct Gauges {
     pub devices: i64,
     pub storage_failures: u64,
     pub audit_backlog: u64,
+    /// Devices whose last upload left an event older than the threshold.
+    pub audit_devices_overdue: u64,
 }
 
 impl Metrics {
@@ -112,7 +138,10 @@ impl Metrics {
              # TYPE scr_sync_bytes_sent_total counter\nscr_sync_bytes_sent_total {}\n\
              # TYPE scr_enrolled_devices gauge\nscr_enrolled_devices {}\n\
              # TYPE scr_storage_failures_total counter\nscr_storage_failures_total {}\n\
-             # TYPE scr_audit_backlog gauge\nscr_audit_backlog {}\n",
+             # TYPE scr_audit_backlog gauge\nscr_audit_backlog {}\n\
+             # TYPE scr_audit_events_archived_total counter\nscr_audit_events_archived_total {}\n\
+             # TYPE scr_audit_events_flagged_total counter\nscr_audit_events_flagged_total {}\n\
+             # TYPE scr_audit_devices_overdue gauge\nscr_audit_devices_overdue {}\n",
             g(&self.connections),
             g(&self.handshakes_ok),
             g(&self.handshakes_refused),
@@ -128,6 +157,9 @@ impl Metrics {
             gauges.devices,
             gauges.storage_failures,
             gauges.audit_backlog,
+            g(&self.audit_archived),
+            g(&self.audit_flagged),
+            gauges.audit_devices_overdue,
         )
     }
 }
@@ -160,6 +192,8 @@ pub struct RunningServer {
     pub server_key: [u8; 32],
     pub directory: Arc<Directory>,
     pub metrics: Arc<Metrics>,
+    /// Audit events uploaded by devices, and privacy officers' alerts.
+    pub archive: Arc<crate::archive::Archive>,
     repo: samod::Repo,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -187,6 +221,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let keys = key_provider(&config.data_dir)?;
     let store = Store::open(config.data_dir.join("server.db"), &keys)?;
     let identity = ServerIdentity::load_or_create(&store)?;
+    let archive = Arc::new(crate::archive::Archive::open(
+        &config.data_dir.join("audit.db"),
+        &crate::identity::archive_root(&store)?,
+    )?);
     let directory = Arc::new(Directory::open(&config.data_dir.join("directory.db"))?);
     let storage = SamodStorage::new(store.clone());
     let (policy, epoch) = crate::policy::AccessPolicy::new(store.clone(), directory.clone());
@@ -245,15 +283,20 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         holdings,
         policy: push_policy,
         sessions: Arc::default(),
+        archive: archive.clone(),
     });
     let sync_task = tokio::spawn(accept_loop(listener, stopped.clone(), shared));
     let health_task = tokio::spawn(health::serve(
         health_listener,
         stopped,
-        directory.clone(),
-        metrics.clone(),
-        storage,
-        audit_store,
+        health::Sources {
+            directory: directory.clone(),
+            metrics: metrics.clone(),
+            storage,
+            store: audit_store,
+            archive: archive.clone(),
+            overdue_after: config.audit_overdue_after,
+        },
     ));
     tracing::info!(%sync_addr, %health_addr, server_key = %hex_key(&server_key), "serving");
     Ok(RunningServer {
@@ -262,6 +305,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         server_key,
         directory,
         metrics,
+        archive,
         repo,
         stop,
         tasks: vec![sync_task, health_task, watcher],
@@ -279,6 +323,7 @@ struct Shared {
     holdings: crate::holdings::HoldingsWriter,
     policy: crate::policy::AccessPolicy,
     sessions: Arc<crate::sessions::Sessions>,
+    archive: Arc<crate::archive::Archive>,
 }
 
 /// Once a second, asks every share decision to be made again if anything it
@@ -369,6 +414,19 @@ async fn accept_loop(
                             shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
                             if let Err(reason) = serve_holdings(channel, &shared).await {
                                 tracing::info!(%peer, %reason, "holdings request failed");
+                            }
+                        }
+                        Ok((channel, Hello { purpose: Purpose::Audit, .. })) => {
+                            shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+                            match crate::archive::serve_upload(channel, shared.archive.clone()).await {
+                                Ok(ack) => {
+                                    shared.metrics.audit_archived.fetch_add(u64::from(ack.stored), Ordering::Relaxed);
+                                    shared.metrics.audit_flagged.fetch_add(u64::from(ack.flagged), Ordering::Relaxed);
+                                    if ack.flagged > 0 {
+                                        tracing::warn!(%peer, flagged = ack.flagged, "uploaded audit events stored flagged for review");
+                                    }
+                                }
+                                Err(reason) => tracing::info!(%peer, %reason, "audit upload failed"),
                             }
                         }
                         Ok((channel, Hello { purpose: Purpose::Login, .. })) => {
@@ -480,6 +538,11 @@ fn admit(
     let token = hello.enrollment_token.take();
     if directory.is_active(key) {
         return (true, Some(hello));
+    }
+    // A revoked device may still hand over its audit trail, and nothing else.
+    if hello.purpose == Purpose::Audit {
+        let known = directory.device(key).ok().flatten().is_some();
+        return (known, Some(hello));
     }
     let purpose = Some(hello);
     let Some(token) = token.filter(|t| !t.is_empty()) else {

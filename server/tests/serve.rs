@@ -10,12 +10,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
+use common::http_get;
 use scr_core::Store;
 use scr_core::channel::{self, Hello, Purpose, StaticKeypair, hex_key};
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::store::SamodStorage;
 use scr_server::serve::{RunningServer, ServeConfig, start};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn hour_from_now() -> i64 {
     scr_core::clock::now_ms() + 3_600_000
@@ -249,16 +249,6 @@ async fn strangers_reused_or_expired_tokens_and_revoked_devices_are_refused() {
     srv.shutdown().await;
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_answer_over_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -338,14 +328,10 @@ async fn a_store_without_its_key_file_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     common::server(dir.path()).await.shutdown().await;
     std::fs::remove_file(dir.path().join("server.key")).unwrap();
-    let err = start(ServeConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        health: "127.0.0.1:0".parse().unwrap(),
-    })
-    .await
-    .err()
-    .unwrap();
+    let err = start(ServeConfig::on_loopback(dir.path()))
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("server.key is missing"), "{err}");
 }
 

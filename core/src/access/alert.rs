@@ -55,11 +55,27 @@ impl AlertReason {
     }
 }
 
-/// An allowed (type, reason) pair.
+/// An allowed (type, reason) pair. Decoding goes through [`Alert::new`]
+/// too, so an event from outside cannot carry any other pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "AlertParts")]
 pub struct Alert {
     alert_type: AlertType,
     reason: AlertReason,
+}
+
+#[derive(Deserialize)]
+struct AlertParts {
+    alert_type: AlertType,
+    reason: AlertReason,
+}
+
+impl TryFrom<AlertParts> for Alert {
+    type Error = &'static str;
+
+    fn try_from(p: AlertParts) -> Result<Self, Self::Error> {
+        Alert::new(p.alert_type, p.reason).ok_or("this alert type and reason may not go together")
+    }
 }
 
 impl Alert {
@@ -92,6 +108,16 @@ impl Alert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disallowed_pair_does_not_decode() {
+        let ok = Alert::new(AlertType::AccessAlert, AlertReason::Emergency).unwrap();
+        let json = serde_json::to_string(&ok).unwrap();
+        assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), ok);
+        let bad = json.replace("\"emergency\"", "\"self-claim-emergency\"");
+        assert_ne!(bad, json);
+        assert!(serde_json::from_str::<Alert>(&bad).is_err());
+    }
 
     #[test]
     fn only_the_allowed_pairs_exist() {

@@ -14,6 +14,9 @@ pub enum Purpose {
     Login,
     /// The device's current holdings list, then close.
     Holdings,
+    /// One batch of the device's audit queue and its acknowledgement, then
+    /// close. Admitted for a revoked device too: its trail is still owed.
+    Audit,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

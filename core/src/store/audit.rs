@@ -115,11 +115,19 @@ impl Store {
 
     /// Every queued (unacknowledged) event, oldest first.
     pub fn queued_audit_events(&self) -> Result<Vec<AuditEvent>, StoreError> {
+        self.oldest_audit_events(None)
+    }
+
+    /// The oldest `limit` queued events (all of them for `None`).
+    pub fn oldest_audit_events(&self, limit: Option<usize>) -> Result<Vec<AuditEvent>, StoreError> {
+        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         self.read(|conn| {
             let mut stmt =
-                conn.prepare_cached("SELECT seq, sealed FROM audit_queue ORDER BY seq")?;
+                conn.prepare_cached("SELECT seq, sealed FROM audit_queue ORDER BY seq LIMIT ?1")?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+                .query_map([limit], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             rows.into_iter()
                 .map(|(seq, sealed)| {

@@ -32,6 +32,8 @@ pub(super) struct Driver {
     /// The notice version whose list was last applied, and when: the list
     /// is fetched again only when the notice moves (or it grows old).
     pub applied_notice: Mutex<Option<(u64, Instant)>>,
+    /// The server has heard this device's audit queue is empty.
+    pub audit_reported_empty: std::sync::atomic::AtomicBool,
 }
 
 /// A holdings list is fetched at least this often even if the notice
@@ -151,6 +153,29 @@ impl Driver {
         changed_tx: &mpsc::UnboundedSender<()>,
     ) -> Result<PassSummary, SyncError> {
         let mut summary = PassSummary::default();
+        // The audit trail first: a device about to be told to forget still
+        // owes it, and a failure here must not hold back the records. An
+        // empty queue is reported once, not on every pass.
+        let queued = blocking(&self.engine, |e| e.audit_queue_len()).await?;
+        if queued > 0 || !self.audit_reported_empty.load(Ordering::SeqCst) {
+            match super::upload_audit_queue(
+                &self.engine,
+                &self.config.server_url,
+                &self.config.keys,
+                &self.config.server_key,
+            )
+            .await
+            {
+                Ok(outcome) => {
+                    summary.audit = outcome;
+                    self.audit_reported_empty.store(true, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the audit queue was not uploaded");
+                    summary.audit_failed = true;
+                }
+            }
+        }
         if let Some(id) = blocking(&self.engine, |e| e.holdings_document()).await? {
             // A bad list must not stop the record sync: log it, forget
             // nothing, and still bring held documents in step.

@@ -8,6 +8,7 @@
 //! are handed to samod after they commit, and what samod receives is merged
 //! back through the engine's own write path, so the two copies agree.
 
+mod audit_upload;
 mod dialer;
 mod driver;
 mod holdings;
@@ -23,6 +24,10 @@ use tokio::task::JoinHandle;
 use crate::channel::{StaticKeypair, hex_key};
 use crate::engine::{Engine, EngineError, HoldingsOutcome};
 
+pub use audit_upload::{
+    AUDIT_UPLOAD_FORMAT, AuditAck, AuditReply, AuditUpload, AuditUploadError, AuditUploadOutcome,
+    Backlog, MAX_AUDIT_BATCH, next_audit_batch, send_audit_batch, upload_audit_queue,
+};
 pub use dialer::{Link, NoiseDialer};
 pub use holdings::{
     HeldPatient, HoldingsError, HoldingsList, HoldingsReply, NOTICE_FORMAT, bump_notice,
@@ -60,6 +65,10 @@ pub struct PassSummary {
     /// Documents confirmed in step both ways within the pass.
     pub in_step: usize,
     pub holdings: HoldingsOutcome,
+    /// The audit queue's upload this pass.
+    pub audit: AuditUploadOutcome,
+    /// The upload failed (retried next pass; nothing was released).
+    pub audit_failed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +100,8 @@ pub struct SyncConfig {
     pub pass_wait: Duration,
     /// A pass runs at least this often while connected.
     pub refresh: Duration,
+    /// An audit event unsent for longer makes the backlog overdue.
+    pub audit_overdue_after: Duration,
 }
 
 impl SyncConfig {
@@ -106,6 +117,7 @@ impl SyncConfig {
             },
             pass_wait: Duration::from_secs(10),
             refresh: Duration::from_secs(60),
+            audit_overdue_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -119,6 +131,8 @@ pub struct DeviceSync {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     storage: DeviceStorage,
+    engine: Arc<Engine>,
+    audit_overdue_after: Duration,
 }
 
 impl DeviceSync {
@@ -147,8 +161,9 @@ impl DeviceSync {
         let (stop, stopped) = watch::channel(false);
         let wake = Arc::new(Notify::new());
         let started = Arc::new(AtomicU64::new(0));
+        let audit_overdue_after = config.audit_overdue_after;
         let driver = driver::Driver {
-            engine,
+            engine: engine.clone(),
             repo: repo.clone(),
             dial,
             last_error,
@@ -159,6 +174,7 @@ impl DeviceSync {
             wake: wake.clone(),
             started: started.clone(),
             applied_notice: Default::default(),
+            audit_reported_empty: Default::default(),
         };
         let task = tokio::spawn(driver.run(stopped));
         Ok(Self {
@@ -169,6 +185,8 @@ impl DeviceSync {
             stop,
             task,
             storage,
+            engine,
+            audit_overdue_after,
         })
     }
 
@@ -212,6 +230,12 @@ impl DeviceSync {
             Ok(Ok(summary)) => Ok(summary),
             Ok(Err(_)) | Err(_) => Err(SyncError::Timeout(Box::new(self.state()))),
         }
+    }
+
+    /// The audit events waiting for upload, and whether they are overdue.
+    pub fn audit_backlog(&self) -> Result<crate::engine::AuditBacklog, SyncError> {
+        let after = i64::try_from(self.audit_overdue_after.as_millis()).unwrap_or(i64::MAX);
+        Ok(self.engine.audit_backlog(after)?)
     }
 
     /// Writes samod refused because no registered record owns the document.

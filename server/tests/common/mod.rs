@@ -12,13 +12,7 @@ use scr_server::serve::{RunningServer, ServeConfig, start};
 use scr_server::users::NewUser;
 
 pub async fn server(dir: &std::path::Path) -> RunningServer {
-    start(ServeConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        health: "127.0.0.1:0".parse().unwrap(),
-    })
-    .await
-    .unwrap()
+    start(ServeConfig::on_loopback(dir)).await.unwrap()
 }
 
 /// A second handle on the server's store, as an admin command would open.
@@ -85,4 +79,16 @@ pub fn dialer(srv: &RunningServer, keys: Arc<StaticKeypair>) -> Arc<scr_core::sy
         )
         .unwrap(),
     )
+}
+
+/// One plain HTTP GET to the health port; the whole response.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out
 }

@@ -1,0 +1,44 @@
+//! One audit upload request on an authenticated channel: the batch is
+//! stored before the acknowledgement goes out, so a device never releases
+//! an event the server does not hold.
+
+use std::sync::Arc;
+
+use scr_core::channel::{NoiseChannel, WebSocket};
+use scr_core::sync::{AuditAck, AuditReply, AuditUpload};
+
+use super::Archive;
+
+/// Reads one upload, archives it off the async runtime, acknowledges it.
+/// A malformed or refused upload is answered with the reason (no event
+/// content in it) and stores nothing.
+pub async fn serve_upload<S: WebSocket>(
+    mut channel: NoiseChannel<S>,
+    archive: Arc<Archive>,
+) -> Result<AuditAck, String> {
+    let request = tokio::time::timeout(std::time::Duration::from_secs(30), channel.recv())
+        .await
+        .map_err(|_| "no audit upload arrived".to_owned())?
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "closed before the audit upload".to_owned())?;
+    let device = channel.remote_static();
+    let result = match serde_json::from_slice::<AuditUpload>(&request) {
+        Err(_) => Err("the audit upload is malformed".to_owned()),
+        Ok(upload) => {
+            let now = scr_core::clock::now_ms();
+            tokio::task::spawn_blocking(move || archive.accept(&device, &upload, now))
+                .await
+                .map_err(|_| "the archive task failed".to_owned())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+        }
+    };
+    let reply = match &result {
+        Ok(ack) => AuditReply::Acknowledged(*ack),
+        Err(reason) => AuditReply::Refused {
+            reason: reason.clone(),
+        },
+    };
+    let body = serde_json::to_vec(&reply).map_err(|e| e.to_string())?;
+    channel.send(&body).await.map_err(|e| e.to_string())?;
+    result
+}
