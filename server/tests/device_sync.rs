@@ -208,9 +208,7 @@ async fn a_device_holds_what_its_list_names_and_forgets_a_patient_who_leaves() {
     assert!(w.nurse.engine.holds(&core_only).unwrap(), "others stay");
     let forget_events = w
         .nurse
-        .engine
-        .audit_queue()
-        .unwrap()
+        .trail(&w.srv, &on_list)
         .into_iter()
         .filter(|e| e.action == "forget" && e.patient == Some(on_list))
         .count();
@@ -363,9 +361,7 @@ async fn an_operator_sets_core_only_and_back_and_the_tablet_follows() {
     until_compartments(&w.nurse, &patient, &[Core, PatientEntered, Governance]).await;
     let forgotten: Vec<Compartment> = w
         .nurse
-        .engine
-        .audit_queue()
-        .unwrap()
+        .trail(&w.srv, &patient)
         .into_iter()
         .filter(|e| e.action == "forget" && e.patient == Some(patient))
         .flat_map(|e| e.compartments)

@@ -159,6 +159,27 @@ impl Device {
         }
     }
 
+    /// This device's audit events about `nhs`: those the server's archive
+    /// holds and those still queued here, once each, oldest first.
+    pub fn trail(&self, srv: &RunningServer, nhs: &NhsNumber) -> Vec<scr_core::audit::AuditEvent> {
+        let me = hex_key(&self.keys.public());
+        let mut events: Vec<_> = srv
+            .archive
+            .events_about(nhs)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.event)
+            .filter(|e| e.device == me)
+            .collect();
+        for e in self.engine.audit_queue().unwrap() {
+            if e.patient.as_ref() == Some(nhs) && !events.iter().any(|a| a.id == e.id) {
+                events.push(e);
+            }
+        }
+        events.sort_by_key(|e| e.seq);
+        events
+    }
+
     /// One full pass, started now.
     pub async fn sync(&self) -> scr_core::sync::PassSummary {
         self.sync
