@@ -180,7 +180,7 @@ impl AuditEvent {
 
 /// RFC 3339 UTC from Unix milliseconds, without a date library: days to a
 /// civil date by Howard Hinnant's algorithm.
-fn chrono_like_rfc3339(ms: i64) -> String {
+pub fn chrono_like_rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);

@@ -111,6 +111,17 @@ impl HoldingsWriter {
         }
     }
 
+    /// The current version of the device's notice, if it has one.
+    pub async fn notice_version(&self, device: [u8; 32]) -> Option<u64> {
+        let id = self.notice_of(device).await?;
+        let handle = self.repo.find(id).await.ok()??;
+        handle
+            .with_document_async(|d| scr_core::sync::read_notice(d).ok().flatten())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The device's notice document id (a sealed read: off the runtime).
     async fn notice_of(&self, device: [u8; 32]) -> Option<DocumentId> {
         let store = self.store.clone();

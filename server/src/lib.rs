@@ -2,6 +2,7 @@
 //! Noise channel, a directory of enrolled devices, health and metrics, and
 //! the end-to-end demo.
 
+pub mod access_log;
 pub mod archive;
 pub mod audit;
 pub mod demo;
@@ -10,7 +11,9 @@ pub mod health;
 pub mod holdings;
 pub mod identity;
 pub mod outside_writes;
+pub mod patients;
 pub mod policy;
+pub mod privacy;
 pub mod pushes;
 pub mod records;
 pub mod serve;

@@ -1,5 +1,7 @@
 //! `scr-server`: `serve`, `admin` and `demo`.
 
+mod governance_commands;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,11 @@ const USAGE: &str = "usage:
   scr-server admin load-record --data-dir DIR --file PATIENT.json
   scr-server admin set-choice --data-dir DIR [--nhs NUMBER] --choice core-only|core-and-additional|opt-out
                               [--include-sensitive yes|no] [--hidden yes|no]   (omitted: unchanged)
+  scr-server admin patient-token --data-dir DIR --org GP_ODS [--nhs NUMBER] [--ttl-minutes 60]
+                                (reads the patient's chosen passcode from standard input)
+  scr-server admin alerts --data-dir DIR --officer SDS [--all yes]
+  scr-server admin close-alert --data-dir DIR --officer SDS --id N --outcome justified|referred
+  scr-server admin unhide --data-dir DIR --officer SDS [--nhs NUMBER] --request-ref REF --investigation-ref REF
 without --nhs, the NHS number is read from standard input (it then shows in no process list)
 classes: patient-phone, ambulance-tablet, nurse-tablet, gp-system";
 
@@ -54,6 +61,10 @@ fn main() -> ExitCode {
         "admin unassign" => assign(&flags, false),
         "admin load-record" => load_record(&flags),
         "admin set-choice" => set_choice(&flags),
+        "admin patient-token" => governance_commands::patient_token(&flags),
+        "admin alerts" => governance_commands::alerts(&flags),
+        "admin close-alert" => governance_commands::close_alert(&flags),
+        "admin unhide" => governance_commands::unhide(&flags),
         _ => return usage("unknown command"),
     };
     match result {

@@ -139,6 +139,7 @@ impl AccessPolicy {
             }
         }
         let mut patients = Vec::new();
+        let mut withdrawn = Vec::new();
         for (nhs, reason) in candidates {
             // A record the server does not hold is not listed; any other
             // failure to read leaves the device's list as it was (a shorter
@@ -152,21 +153,37 @@ impl AccessPolicy {
                 .into_iter()
                 .filter(|d| self.for_patient(&grant, &nhs, d.compartment) != ShareConfig::none())
                 .collect();
-            if !documents.is_empty() {
-                patients.push(HeldPatient {
-                    nhs_number: nhs,
-                    reason,
-                    documents,
-                });
+            if documents.is_empty() {
+                if self.withdrawn_by_patient(&nhs) {
+                    withdrawn.push(nhs);
+                }
+                continue;
             }
+            patients.push(HeldPatient {
+                nhs_number: nhs,
+                reason,
+                documents,
+            });
         }
         Some(HoldingsList {
             grant_id: grant.grant_id.clone(),
             patients,
+            withdrawn,
         })
     }
 
-    fn current_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {
+    /// The patient hid the record or opted out.
+    fn withdrawn_by_patient(&self, nhs: &NhsNumber) -> bool {
+        let Ok(Some(governance)) = self.store.view_of_compartment(nhs, Compartment::Governance)
+        else {
+            return false;
+        };
+        let choices = choices_from(Some(&governance));
+        choices.hidden || choices.sharing == scr_core::record::SharingChoice::OptOut
+    }
+
+    /// The grant the server last issued to this device (sealed at login).
+    pub(crate) fn current_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {
         let bytes = self.store.secret(&grant_secret_name(key)).ok()??;
         serde_json::from_slice(&bytes).ok()
     }

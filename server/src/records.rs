@@ -101,15 +101,70 @@ pub fn set_choice(
     hidden: Option<bool>,
     recorded_by: &str,
 ) -> Result<PatientChoices, LoadError> {
+    let by = ChoiceAuthor {
+        user: recorded_by,
+        role: "operator",
+        organisation: "server",
+    };
+    write_choices(store, nhs, &by, "admin-set-choice", None, |current| {
+        PatientChoices {
+            sharing: choice,
+            include_sensitive: include_sensitive.unwrap_or(current.include_sensitive),
+            hidden: choice == SharingChoice::OptOut
+                || hidden.unwrap_or(current.hidden && current.sharing != SharingChoice::OptOut),
+        }
+    })
+}
+
+/// A privacy officer unhides a hidden record after a written request and an
+/// investigation, both cited in the audit event; its choices otherwise stay,
+/// and it is shared again by the normal rules.
+pub fn unhide(
+    store: &Store,
+    nhs: &NhsNumber,
+    officer: &ChoiceAuthor<'_>,
+    request_ref: &str,
+    investigation_ref: &str,
+) -> Result<PatientChoices, LoadError> {
+    let refs_ok = |r: &str| {
+        (1..=64).contains(&r.len())
+            && r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_/.".contains(c))
+    };
+    if !refs_ok(request_ref) || !refs_ok(investigation_ref) {
+        return Err(LoadError::Parse(
+            "references are 1 to 64 letters, digits and - _ / .".into(),
+        ));
+    }
+    let detail = format!("request {request_ref} investigation {investigation_ref}");
+    write_choices(store, nhs, officer, "unhide", Some(detail), |current| {
+        PatientChoices {
+            hidden: false,
+            ..current
+        }
+    })
+}
+
+/// Who records a change of choices.
+pub struct ChoiceAuthor<'a> {
+    pub user: &'a str,
+    pub role: &'a str,
+    pub organisation: &'a str,
+}
+
+/// Writes the choices `next` makes of the current ones as a new version of
+/// the sharing entry, in one transaction with its audit event.
+fn write_choices(
+    store: &Store,
+    nhs: &NhsNumber,
+    by: &ChoiceAuthor<'_>,
+    action: &str,
+    detail: Option<String>,
+    next: impl FnOnce(PatientChoices) -> PatientChoices,
+) -> Result<PatientChoices, LoadError> {
     let mut record = store.open_record(nhs)?;
     let governance = record.view_compartment(Compartment::Governance)?;
-    let current = scr_core::engine::choices_from(Some(&governance));
-    let next = PatientChoices {
-        sharing: choice,
-        include_sensitive: include_sensitive.unwrap_or(current.include_sensitive),
-        hidden: choice == SharingChoice::OptOut
-            || hidden.unwrap_or(current.hidden && current.sharing != SharingChoice::OptOut),
-    };
+    let next = next(scr_core::engine::choices_from(Some(&governance)));
     let content = EntryContent::Sharing {
         choice: next.sharing,
         include_sensitive: next.include_sensitive,
@@ -117,28 +172,32 @@ pub fn set_choice(
     };
     let now = now_ms();
     let provenance = Provenance {
-        author_id: recorded_by.to_owned(),
-        role: "operator".into(),
-        organisation: "server".into(),
+        author_id: by.user.to_owned(),
+        role: by.role.to_owned(),
+        organisation: by.organisation.to_owned(),
         device: "scr-server".into(),
         recorded_at_ms: now,
     };
+    let choices = format!(
+        "{:?} include-sensitive={} hidden={}",
+        next.sharing, next.include_sensitive, next.hidden
+    );
     let audit = AuditSpec {
         draft: AuditDraft {
-            user: recorded_by.to_owned(),
-            role: String::new(),
-            organisation: String::new(),
+            user: by.user.to_owned(),
+            role: by.role.to_owned(),
+            organisation: by.organisation.to_owned(),
             patient: Some(*nhs),
-            action: "admin-set-choice".into(),
+            action: action.to_owned(),
             compartments: vec![Compartment::Governance],
             entries: Vec::new(),
             outcome: Outcome::Recorded,
             basis: None,
             alerts: Vec::new(),
-            detail: Some(format!(
-                "{:?} include-sensitive={} hidden={}",
-                next.sharing, next.include_sensitive, next.hidden
-            )),
+            detail: Some(match detail {
+                Some(d) => format!("{d}; {choices}"),
+                None => choices,
+            }),
         },
         device: "scr-server".into(),
         now_ms: now,

@@ -66,8 +66,9 @@ impl ServeConfig {
     }
 }
 
-/// A device may hold this many sync sessions at once; more are refused
-/// (a client looping on reconnects must not exhaust the server).
+/// A device may hold this many sync sessions at once; more are refused.
+/// A new session ends the device's older ones (see `Sessions::end_all_of`),
+/// so this is a backstop against races, not the usual limit.
 pub const MAX_SESSIONS_PER_DEVICE: usize = 4;
 
 /// Counters for `/metrics`.
@@ -429,6 +430,18 @@ async fn accept_loop(
                                 Err(reason) => tracing::info!(%peer, %reason, "audit upload failed"),
                             }
                         }
+                        Ok((channel, Hello { purpose: Purpose::AccessLog, .. })) => {
+                            shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+                            let sources = crate::access_log::AccessLogSources {
+                                policy: shared.policy.clone(),
+                                archive: shared.archive.clone(),
+                                store: shared.store.clone(),
+                                directory: shared.directory.clone(),
+                            };
+                            if let Err(reason) = crate::access_log::serve_access_log(channel, sources).await {
+                                tracing::info!(%peer, %reason, "access log request failed");
+                            }
+                        }
                         Ok((channel, Hello { purpose: Purpose::Login, .. })) => {
                             shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
                             if let Err(reason) = serve_login(channel, &shared).await {
@@ -593,7 +606,8 @@ fn admit(
 /// resumes on.
 async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: SocketAddr) {
     let device = channel.remote_static();
-    shared.sessions.end_detached_of(&device);
+    shared.sessions.end_all_of(&device);
+    shared.sessions.released(&device).await;
     let Some(guard) = shared.metrics.open_session(device) else {
         shared
             .metrics
@@ -659,11 +673,16 @@ async fn resume_sync_session(mut channel: Channel, shared: &Arc<Shared>, resume:
 async fn serve_holdings(mut channel: Channel, shared: &Shared) -> Result<(), String> {
     let policy = shared.policy.clone();
     let device = channel.remote_static();
+    // The version first: the list computed after it is at least that new.
+    let notice_version = shared.holdings.notice_version(device).await;
     let list = tokio::task::spawn_blocking(move || policy.holdings_for(&device))
         .await
         .map_err(|e| e.to_string())?;
-    let body =
-        serde_json::to_vec(&scr_core::sync::HoldingsReply { list }).map_err(|e| e.to_string())?;
+    let reply = scr_core::sync::HoldingsReply {
+        list,
+        notice_version,
+    };
+    let body = serde_json::to_vec(&reply).map_err(|e| e.to_string())?;
     channel.send(&body).await.map_err(|e| e.to_string())
 }
 

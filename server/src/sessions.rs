@@ -11,6 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use scr_core::channel::{self, Detached, RESUME_WINDOW, Session, SessionId, WebSocket};
 
+/// How long a new session waits for samod to let go of an old one.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 struct Open {
     device: [u8; 32],
     session: Arc<Session>,
@@ -37,6 +41,13 @@ impl Sessions {
         let sessions = self.clone();
         tokio::spawn(async move {
             session.ended().await;
+            // Listed until samod has let go of it too (see `released`).
+            let _ = tokio::time::timeout(RELEASE_WAIT, async {
+                while !session.is_released() {
+                    tokio::time::sleep(POLL).await;
+                }
+            })
+            .await;
             if let Ok(mut open) = sessions.open.lock() {
                 open.remove(&id);
             }
@@ -53,16 +64,37 @@ impl Sessions {
             .map(|o| o.session.clone())
     }
 
-    /// Ends `device`'s sessions that wait for a resume: a device dialling
-    /// afresh has given them up (it resumes only its current session).
-    pub fn end_detached_of(&self, device: &[u8; 32]) {
+    /// Ends every session of `device`. A device runs one sync, and dials
+    /// afresh only once its samod let the previous session go: any older
+    /// session is a leftover (a connection not yet seen dead, or one
+    /// waiting for a resume that will not come), and two samod connections
+    /// to one peer would split its documents' sync between them.
+    pub fn end_all_of(&self, device: &[u8; 32]) {
         if let Ok(open) = self.open.lock() {
             for o in open.values() {
-                if o.device == *device && !o.session.is_attached() {
+                if o.device == *device {
                     o.session.end();
                 }
             }
         }
+    }
+
+    /// Waits (a bounded while) until samod has let go of every session of
+    /// `device`: samod must not see a new connection from a peer while it
+    /// is still closing an old one, or it can lose track of which documents
+    /// that peer may be sent.
+    pub async fn released(&self, device: &[u8; 32]) {
+        let _ = tokio::time::timeout(RELEASE_WAIT, async {
+            while self
+                .open
+                .lock()
+                .map(|o| o.values().any(|s| s.device == *device))
+                .unwrap_or(false)
+            {
+                tokio::time::sleep(POLL).await;
+            }
+        })
+        .await;
     }
 
     pub fn len(&self) -> usize {

@@ -95,7 +95,7 @@ impl Directory {
         Ok(())
     }
 
-    fn user(&self, user_id: &str) -> Result<Option<(NewUser, String, i64)>, UserError> {
+    pub(crate) fn user(&self, user_id: &str) -> Result<Option<(NewUser, String, i64)>, UserError> {
         Ok(self
             .conn()?
             .query_row(
@@ -235,6 +235,10 @@ pub fn login(
         && directory
             .begin_login_attempt(&request.user_id)
             .unwrap_or(false);
+    // A patient's own phone logs in as that patient.
+    if device.device_class == "patient-phone" {
+        return crate::patients::login(directory, store, signer, device, request, now_ms);
+    }
     let dummy =
         DUMMY_PHC.get_or_init(|| hash_passcode("scr-sync: no such user").unwrap_or_default());
     let phc = found
@@ -261,7 +265,7 @@ pub fn login(
         return refuse("relationships unreadable");
     };
     let grant = RoleProfileGrant {
-        grant_id: uuid_like(now_ms, &device.key),
+        grant_id: grant_id(now_ms, &device.key),
         principal: GrantPrincipal::Staff {
             user_id: user.user_id,
             display_name: user.display_name,
@@ -305,7 +309,8 @@ pub fn login(
 /// same as for a real account.
 static DUMMY_PHC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-fn uuid_like(now_ms: i64, device_key: &[u8; 32]) -> String {
+/// A grant's id: unique per login.
+pub(crate) fn grant_id(now_ms: i64, device_key: &[u8; 32]) -> String {
     let mut h = blake3::Hasher::new();
     h.update(&now_ms.to_le_bytes());
     h.update(device_key);
@@ -313,4 +318,13 @@ fn uuid_like(now_ms: i64, device_key: &[u8; 32]) -> String {
     let _ = getrandom::fill(&mut random);
     h.update(&random);
     h.finalize().to_hex()[..32].to_owned()
+}
+
+/// The name a patient sees for a user id, if the directory knows it.
+pub fn display_name(directory: &Directory, user_id: &str) -> Option<String> {
+    directory
+        .user(user_id)
+        .ok()
+        .flatten()
+        .map(|(user, _, _)| user.display_name)
 }

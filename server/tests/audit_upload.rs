@@ -14,19 +14,18 @@ use scr_core::audit::{AuditDraft, AuditEvent, GENESIS_HASH, Outcome};
 use scr_core::channel::{self, Hello, Purpose, StaticKeypair, hex_key};
 use scr_core::engine::AccessRequest;
 use scr_core::fixtures::test_nhs_number;
-use scr_core::grant::RelationshipKind;
 use scr_core::record::SharingChoice;
 use scr_core::sync::{
     AUDIT_UPLOAD_FORMAT, AuditUpload, Backlog, MAX_AUDIT_BATCH, next_audit_batch, send_audit_batch,
     upload_audit_queue,
 };
-use scr_server::records::load;
 use scr_server::serve::RunningServer;
-use scr_server::users::assign;
 
 mod common;
 
-use common::device::{Device, PARAMEDIC_ID, paramedic, record};
+use common::site::{Site, on_caseload, on_incident, site};
+
+use common::device::{Device, PARAMEDIC_ID};
 use common::proxy::Proxy;
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -46,30 +45,11 @@ fn archived(srv: &RunningServer) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_at_any_point_of_an_upload_loses_no_event_and_stores_none_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let server_dir = dir.path().join("server");
-    let srv = common::server(&server_dir).await;
-    let store = common::server_store(&server_dir);
-    srv.directory
-        .add_user(&common::nurse(), common::NURSE_PASSCODE)
-        .unwrap();
-    let patient = test_nhs_number(81);
-    load(
-        &store,
-        &record(81, SharingChoice::CoreAndAdditional),
-        "test",
-    )
-    .unwrap();
-    assign(
-        &store,
-        &srv.directory,
-        common::NURSE_ID,
-        patient,
-        RelationshipKind::Caseload,
-    )
-    .unwrap();
+    let Site { srv, store, .. } = site(dir.path()).await;
+    let patient = on_caseload(&srv, &store, 81, SharingChoice::CoreAndAdditional);
     let mut nurse = Device::nurse(&srv, dir.path()).await;
     nurse.online().await;
-    nurse.sync().await;
+    nurse.settle().await;
     nurse.offline().await;
     // A day of views offline (the patient agreed): more events than one
     // batch holds.
@@ -324,30 +304,11 @@ async fn gaps_forks_and_foreign_events_are_stored_flagged_and_a_revoked_device_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emergency_access_offline_reaches_the_paramedics_privacy_officer_on_reconnect() {
     let dir = tempfile::tempdir().unwrap();
-    let server_dir = dir.path().join("server");
-    let srv = common::server(&server_dir).await;
-    let store = common::server_store(&server_dir);
-    srv.directory.add_user(&paramedic(), "sam-1357").unwrap();
-    let patient = test_nhs_number(83);
-    load(
-        &store,
-        &record(83, SharingChoice::CoreAndAdditional),
-        "test",
-    )
-    .unwrap();
-    assign(
-        &store,
-        &srv.directory,
-        PARAMEDIC_ID,
-        patient,
-        RelationshipKind::Incident {
-            incident_id: "INC-5".into(),
-        },
-    )
-    .unwrap();
+    let Site { srv, store, .. } = site(dir.path()).await;
+    let patient = on_incident(&srv, &store, 83, SharingChoice::CoreAndAdditional, "INC-5");
     let mut paramedic = Device::paramedic(&srv, dir.path()).await;
     paramedic.online().await;
-    paramedic.sync().await;
+    paramedic.settle().await;
     paramedic.offline().await;
     // No signal; the patient cannot consent.
     paramedic

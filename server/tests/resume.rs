@@ -9,17 +9,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use scr_core::engine::AccessRequest;
-use scr_core::fixtures::test_nhs_number;
-use scr_core::grant::RelationshipKind;
 use scr_core::record::SharingChoice;
 use scr_core::sync::SyncState;
-use scr_server::records::load;
 use scr_server::serve::RunningServer;
-use scr_server::users::assign;
 
 mod common;
 
-use common::device::{Device, PARAMEDIC_ID, paramedic, record, visit};
+use common::site::{Site, on_caseload, on_incident, site};
+
+use common::device::{Device, visit};
 use common::proxy::Proxy;
 
 const PATIENTS: std::ops::RangeInclusive<u32> = 71..=78;
@@ -43,35 +41,15 @@ async fn wait_for_state(device: &Device, what: &str, want: impl Fn(&SyncState) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_resumes_its_session_and_a_restarted_server_gets_a_fresh_one() {
     let dir = tempfile::tempdir().unwrap();
-    let server_dir = dir.path().join("server");
-    let srv = common::server(&server_dir).await;
-    let store = common::server_store(&server_dir);
-    srv.directory
-        .add_user(&common::nurse(), common::NURSE_PASSCODE)
-        .unwrap();
-    srv.directory.add_user(&paramedic(), "sam-1357").unwrap();
+    let Site {
+        srv,
+        store,
+        server_dir,
+    } = site(dir.path()).await;
     for n in PATIENTS {
-        load(&store, &record(n, SharingChoice::CoreAndAdditional), "test").unwrap();
-        assign(
-            &store,
-            &srv.directory,
-            common::NURSE_ID,
-            test_nhs_number(n),
-            RelationshipKind::Caseload,
-        )
-        .unwrap();
+        on_caseload(&srv, &store, n, SharingChoice::CoreAndAdditional);
     }
-    let patient = test_nhs_number(71);
-    assign(
-        &store,
-        &srv.directory,
-        PARAMEDIC_ID,
-        patient,
-        RelationshipKind::Incident {
-            incident_id: "INC-9".into(),
-        },
-    )
-    .unwrap();
+    let patient = on_incident(&srv, &store, 71, SharingChoice::CoreAndAdditional, "INC-9");
     let proxy = Proxy::start(srv.sync_addr).await;
     let mut nurse = Device::nurse(&srv, dir.path()).await;
     let mut paramedic = Device::paramedic(&srv, dir.path()).await;
@@ -118,7 +96,7 @@ async fn a_dropped_connection_resumes_its_session_and_a_restarted_server_gets_a_
         "no new session: samod's sync states carried over"
     );
     paramedic.online().await;
-    paramedic.sync().await;
+    paramedic.settle().await;
     assert!(
         paramedic
             .notes(&patient, AccessRequest::emergency())
@@ -169,7 +147,7 @@ async fn a_dropped_connection_resumes_its_session_and_a_restarted_server_gets_a_
     assert_eq!(srv.metrics.sync_sessions.load(Ordering::Relaxed), 1);
     paramedic.url = format!("ws://{}/sync", srv.sync_addr);
     paramedic.online().await;
-    paramedic.sync().await;
+    paramedic.settle().await;
     assert!(
         paramedic
             .notes(&patient, AccessRequest::emergency())

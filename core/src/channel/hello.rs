@@ -17,6 +17,9 @@ pub enum Purpose {
     /// One batch of the device's audit queue and its acknowledgement, then
     /// close. Admitted for a revoked device too: its trail is still owed.
     Audit,
+    /// The recorded accesses to one patient's record (the patient's own
+    /// phone, or a privacy officer), then close.
+    AccessLog,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@
 //! received, in order, and drops duplicates, so samod never sees a gap or a
 //! repeat. Frames inside the Noise channel: `[kind][seq: u64][ack: u64]
 //! [payload]`, big-endian; kind 0 carries a samod message, kind 1 only an
-//! acknowledgement (also sent as a heartbeat).
+//! acknowledgement (also sent as a heartbeat), kind 2 ends the session.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -48,6 +48,9 @@ const ACK_TICK: Duration = Duration::from_millis(200);
 
 const DATA: u8 = 0;
 const ACK: u8 = 1;
+/// The sender's samod closed the session (the app stopped sync): the peer
+/// ends its side at once instead of waiting for a resume that will not come.
+const END: u8 = 2;
 const HEADER: usize = 17;
 
 /// A session's identifier: random, and useful only together with the
@@ -166,7 +169,7 @@ fn parse(bytes: &[u8]) -> Result<(u8, u64, u64, &[u8]), ChannelError> {
         u64::from_be_bytes(b)
     };
     match bytes[0] {
-        DATA | ACK => Ok((bytes[0], number(1), number(9), &bytes[HEADER..])),
+        DATA | ACK | END => Ok((bytes[0], number(1), number(9), &bytes[HEADER..])),
         _ => Err(ChannelError::Malformed("unknown session frame")),
     }
 }
@@ -248,6 +251,11 @@ impl Session {
     /// Ended, or samod has let go of its end (the repo stopped).
     pub fn is_ended(&self) -> bool {
         *self.ended.borrow() || self.to_samod.is_closed()
+    }
+
+    /// samod has let go of its end (it dropped the transport).
+    pub fn is_released(&self) -> bool {
+        self.to_samod.is_closed()
     }
 
     /// Whether a connection carries the session now.
@@ -363,7 +371,8 @@ impl Session {
                 }
                 outgoing = from_samod.next() => {
                     let Some(message) = outgoing else {
-                        // samod dropped the connection.
+                        // samod dropped the connection: say so, then end.
+                        let _ = send(&mut sink, &noise, &frame(END, 0, 0, &[])).await;
                         break self.ended_now();
                     };
                     self.traffic.sent.fetch_add(message.len() as u64, Ordering::Relaxed);
@@ -423,6 +432,9 @@ impl Session {
         let (kind, seq, ack, payload) = parse(bytes)?;
         let arrival = {
             let mut w = self.window.lock().map_err(|_| ChannelError::Closed)?;
+            if kind == END {
+                return Err(ChannelError::Closed);
+            }
             w.acked(ack)?;
             if kind == ACK {
                 return Ok(());

@@ -251,12 +251,22 @@ impl Engine {
             if listed.contains_key(&nhs) || holding.reason == HoldReason::Origin {
                 continue;
             }
-            if self.is_unsent(&nhs) {
+            let withdrawn = list.withdrawn.contains(&nhs);
+            let unsent = self.is_unsent(&nhs);
+            if unsent && !withdrawn {
                 outcome.kept_unsent += 1;
                 continue;
             }
-            if self.forget_locked(&mut state, &nhs, "no-longer-shared", now)? {
+            let reason = match (withdrawn, unsent) {
+                (true, true) => "withdrawn-by-patient; unsent changes discarded",
+                (true, false) => "withdrawn-by-patient",
+                _ => "no-longer-shared",
+            };
+            if self.forget_locked(&mut state, &nhs, reason, now)? {
                 outcome.forgotten += 1;
+            }
+            if unsent {
+                self.confirm_sent(&nhs)?;
             }
         }
         Ok(outcome)

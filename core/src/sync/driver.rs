@@ -36,10 +36,6 @@ pub(super) struct Driver {
     pub audit_reported_empty: std::sync::atomic::AtomicBool,
 }
 
-/// A holdings list is fetched at least this often even if the notice
-/// never moved (a missed bump costs at most this long).
-const HOLDINGS_MAX_AGE: Duration = Duration::from_secs(600);
-
 /// Runs blocking engine work (SQLite, decryption) off the async runtime.
 async fn blocking<T: Send + 'static>(
     engine: &Arc<Engine>,
@@ -260,7 +256,9 @@ impl Driver {
             .lock()
             .ok()
             .and_then(|a| *a)
-            .is_some_and(|(v, at)| Some(v) == notice && at.elapsed() < HOLDINGS_MAX_AGE);
+            .is_some_and(|(v, at)| {
+                Some(v) == notice && at.elapsed() < self.config.holdings_max_age
+            });
         if unchanged {
             return Ok(Default::default());
         }
@@ -278,14 +276,18 @@ impl Driver {
                 crate::channel::ChannelError::Closed,
             ))
         })??;
-        let outcome = match list {
+        let served_notice = list.notice_version;
+        let outcome = match list.list {
             Some(list) => blocking(&self.engine, move |e| e.apply_holdings(&list)).await?,
             // No current grant: hold what is held.
             None => Default::default(),
         };
-        // (Read before the fetch: a list newer than the version recorded
-        // only means one more fetch next pass.)
-        if let (Some(v), Ok(mut applied)) = (notice, self.applied_notice.lock()) {
+        // The list is at least as new as the notice the server read before
+        // computing it (or the device's copy, read before the fetch). If the
+        // device's copy lags behind the server's (its sync of the notice
+        // missed a change), the two differ and every pass fetches the list:
+        // slower, never stale.
+        if let (Some(v), Ok(mut applied)) = (served_notice.or(notice), self.applied_notice.lock()) {
             *applied = Some((v, Instant::now()));
         }
         Ok(outcome)

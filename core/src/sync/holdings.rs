@@ -35,6 +35,12 @@ pub struct HoldingsList {
     /// The grant the server computed this list from.
     pub grant_id: String,
     pub patients: Vec<HeldPatient>,
+    /// Patients the user still has a relationship with whose record the
+    /// patient withdrew (hidden, or opted out): forget them even with
+    /// changes the server never received (they can no longer be delivered;
+    /// the audit trail keeps what was done).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<crate::NhsNumber>,
 }
 
 /// The server's answer to a holdings request: no list when the device has
@@ -42,6 +48,11 @@ pub struct HoldingsList {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldingsReply {
     pub list: Option<HoldingsList>,
+    /// The notice's version read just before the list was computed: the
+    /// device knows the list is at least that new even if its own copy of
+    /// the notice lags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_version: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,16 +102,14 @@ pub async fn fetch_holdings(
     url: &str,
     keys: &Arc<StaticKeypair>,
     server_key: &[u8; 32],
-) -> Result<Option<HoldingsList>, HoldingsError> {
+) -> Result<HoldingsReply, HoldingsError> {
     let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .map_err(|e| ChannelError::Io(e.to_string()))?;
     let hello = Hello::new(Purpose::Holdings, None).encode();
     let mut ch = channel::connect(ws, keys, server_key, &hello).await?;
     let reply = ch.recv().await?.ok_or(ChannelError::Closed)?;
-    let reply: HoldingsReply =
-        serde_json::from_slice(&reply).map_err(|_| HoldingsError::Malformed)?;
-    Ok(reply.list)
+    serde_json::from_slice(&reply).map_err(|_| HoldingsError::Malformed)
 }
 
 #[cfg(test)]

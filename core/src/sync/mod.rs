@@ -8,6 +8,7 @@
 //! are handed to samod after they commit, and what samod receives is merged
 //! back through the engine's own write path, so the two copies agree.
 
+mod access_log;
 mod audit_upload;
 mod dialer;
 mod driver;
@@ -24,6 +25,10 @@ use tokio::task::JoinHandle;
 use crate::channel::{StaticKeypair, hex_key};
 use crate::engine::{Engine, EngineError, HoldingsOutcome};
 
+pub use access_log::{
+    ACCESS_LOG_FORMAT, AccessLogEntry, AccessLogError, AccessLogReply, AccessLogRequest,
+    access_log, fetch_access_log,
+};
 pub use audit_upload::{
     AUDIT_UPLOAD_FORMAT, AuditAck, AuditReply, AuditUpload, AuditUploadError, AuditUploadOutcome,
     Backlog, MAX_AUDIT_BATCH, next_audit_batch, send_audit_batch, upload_audit_queue,
@@ -102,6 +107,12 @@ pub struct SyncConfig {
     pub refresh: Duration,
     /// An audit event unsent for longer makes the backlog overdue.
     pub audit_overdue_after: Duration,
+    /// The holdings list is fetched again after this long even if the
+    /// notice did not move. The notice normally says at once; a device that
+    /// reconnected while the server changed its list can miss the notice's
+    /// later changes (samod 0.16, see docs/adr/0005), and this bounds how
+    /// long it goes on holding the old list.
+    pub holdings_max_age: Duration,
 }
 
 impl SyncConfig {
@@ -118,6 +129,7 @@ impl SyncConfig {
             pass_wait: Duration::from_secs(10),
             refresh: Duration::from_secs(60),
             audit_overdue_after: Duration::from_secs(24 * 3600),
+            holdings_max_age: Duration::from_secs(60),
         }
     }
 }
@@ -133,6 +145,7 @@ pub struct DeviceSync {
     storage: DeviceStorage,
     engine: Arc<Engine>,
     audit_overdue_after: Duration,
+    config: SyncConfig,
 }
 
 impl DeviceSync {
@@ -162,6 +175,7 @@ impl DeviceSync {
         let wake = Arc::new(Notify::new());
         let started = Arc::new(AtomicU64::new(0));
         let audit_overdue_after = config.audit_overdue_after;
+        let config_copy = config.clone();
         let driver = driver::Driver {
             engine: engine.clone(),
             repo: repo.clone(),
@@ -187,6 +201,7 @@ impl DeviceSync {
             storage,
             engine,
             audit_overdue_after,
+            config: config_copy,
         })
     }
 
@@ -230,6 +245,22 @@ impl DeviceSync {
             Ok(Ok(summary)) => Ok(summary),
             Ok(Err(_)) | Err(_) => Err(SyncError::Timeout(Box::new(self.state()))),
         }
+    }
+
+    /// Who has looked at `nhs`'s record: the server's log merged with
+    /// this device's unsent events (the patient's own phone).
+    pub async fn access_log(
+        &self,
+        nhs: &crate::NhsNumber,
+    ) -> Result<Vec<AccessLogEntry>, AccessLogError> {
+        access_log(
+            &self.engine,
+            &self.config.server_url,
+            &self.config.keys,
+            &self.config.server_key,
+            nhs,
+        )
+        .await
     }
 
     /// The audit events waiting for upload, and whether they are overdue.

@@ -54,7 +54,7 @@ pub struct Directory {
     conn: Mutex<Connection>,
 }
 
-fn token_hash(token: &str) -> [u8; 32] {
+pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.trim().as_bytes()).as_bytes()
 }
 
@@ -167,6 +167,18 @@ impl Directory {
         }
         tx.commit()?;
         Ok(device)
+    }
+
+    /// The hash of the enrollment token `key` enrolled with.
+    pub fn token_used_by(&self, key: &[u8; 32]) -> Result<Option<[u8; 32]>, DirectoryError> {
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT token_hash FROM enrollment_tokens WHERE used_by = ?1",
+                [key.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     pub fn device(&self, key: &[u8; 32]) -> Result<Option<Device>, DirectoryError> {

@@ -69,12 +69,57 @@ impl Device {
         (organisation, class, device_class): (&str, &str, DeviceClass),
         login: LoginRequest,
     ) -> Self {
-        let keys = Arc::new(StaticKeypair::generate().unwrap());
         let token = srv
             .directory
             .create_enrollment_token(organisation, class, scr_core::clock::now_ms() + 60_000)
             .unwrap();
-        super::enroll(srv, &keys, &token).await;
+        Self::enroll_with(srv, dir, name, device_class, &token, login).await
+    }
+
+    /// A patient's own phone, enrolled with a token bound to them and the
+    /// passcode they chose.
+    pub async fn patient(
+        srv: &RunningServer,
+        store: &scr_core::Store,
+        dir: &std::path::Path,
+        nhs: NhsNumber,
+        passcode: &str,
+    ) -> Self {
+        let token = srv
+            .directory
+            .create_enrollment_token(
+                "Y12345",
+                "patient-phone",
+                scr_core::clock::now_ms() + 60_000,
+            )
+            .unwrap();
+        scr_server::patients::bind_token(store, &token, nhs, passcode).unwrap();
+        let login = LoginRequest {
+            user_id: "patient".into(),
+            card_serial: String::new(),
+            passcode: passcode.into(),
+        };
+        Self::enroll_with(
+            srv,
+            dir,
+            "patient",
+            DeviceClass::PatientPhone,
+            &token,
+            login,
+        )
+        .await
+    }
+
+    async fn enroll_with(
+        srv: &RunningServer,
+        dir: &std::path::Path,
+        name: &str,
+        device_class: DeviceClass,
+        token: &str,
+        login: LoginRequest,
+    ) -> Self {
+        let keys = Arc::new(StaticKeypair::generate().unwrap());
+        super::enroll(srv, &keys, token).await;
         let response = channel::login(
             super::ws(srv.sync_addr).await,
             &keys,
@@ -146,6 +191,9 @@ impl Device {
     pub async fn online(&mut self) {
         let mut config = SyncConfig::new(&self.url, self.server_key, self.keys.clone());
         config.pass_wait = Duration::from_secs(5);
+        // A missed holdings notice (see `SyncConfig::holdings_max_age`)
+        // costs a test seconds, not a minute.
+        config.holdings_max_age = Duration::from_secs(3);
         self.sync = Some(
             DeviceSync::start(self.engine.clone(), config)
                 .await
@@ -178,6 +226,19 @@ impl Device {
         }
         events.sort_by_key(|e| e.seq);
         events
+    }
+
+    /// Passes until one brings every held document in step (a loaded
+    /// machine can need more than one).
+    pub async fn settle(&self) -> scr_core::sync::PassSummary {
+        let mut last = self.sync().await;
+        for _ in 0..5 {
+            if last.documents > 0 && last.in_step == last.documents {
+                break;
+            }
+            last = self.sync().await;
+        }
+        last
     }
 
     /// One full pass, started now.

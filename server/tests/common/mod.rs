@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod proxy;
+pub mod site;
 
 use std::sync::Arc;
 

@@ -1,0 +1,128 @@
+//! "Who has looked at my record", on the server: one request on an
+//! authenticated channel answered from the archive of device audit events
+//! and the server's own trail (admin actions such as a choice recorded by
+//! the GP practice), for the patient themself or a privacy officer only,
+//! by the grant the server issued to that device. The read is audited.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use scr_core::access::{Principal, StaffRole};
+use scr_core::audit::Outcome;
+use scr_core::channel::{NoiseChannel, WebSocket};
+use scr_core::sync::{ACCESS_LOG_FORMAT, AccessLogEntry, AccessLogReply, AccessLogRequest};
+use scr_core::{NhsNumber, Store};
+
+use crate::archive::Archive;
+use crate::directory::Directory;
+use crate::policy::AccessPolicy;
+
+/// What the request handler needs.
+#[derive(Clone)]
+pub struct AccessLogSources {
+    pub policy: AccessPolicy,
+    pub archive: Arc<Archive>,
+    pub store: Store,
+    pub directory: Arc<Directory>,
+}
+
+pub async fn serve_access_log<S: WebSocket>(
+    mut channel: NoiseChannel<S>,
+    sources: AccessLogSources,
+) -> Result<(), String> {
+    let request = tokio::time::timeout(std::time::Duration::from_secs(30), channel.recv())
+        .await
+        .map_err(|_| "no access log request arrived".to_owned())?
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "closed before the access log request".to_owned())?;
+    let device = channel.remote_static();
+    let reply = match serde_json::from_slice::<AccessLogRequest>(&request) {
+        Ok(r) if r.format == ACCESS_LOG_FORMAT => {
+            tokio::task::spawn_blocking(move || answer(&sources, &device, &r.nhs_number))
+                .await
+                .unwrap_or_else(|_| refused("the access log could not be read"))
+        }
+        _ => refused("the access log request is malformed"),
+    };
+    let body = serde_json::to_vec(&reply).map_err(|e| e.to_string())?;
+    channel.send(&body).await.map_err(|e| e.to_string())
+}
+
+fn refused(reason: &str) -> AccessLogReply {
+    AccessLogReply::Refused {
+        reason: reason.to_owned(),
+    }
+}
+
+fn answer(sources: &AccessLogSources, device: &[u8; 32], nhs: &NhsNumber) -> AccessLogReply {
+    let grant = sources.policy.current_grant(device);
+    let allowed = grant.as_ref().is_some_and(|g| match g.principal() {
+        Principal::Patient => g.is_patient(nhs),
+        Principal::Staff(StaffRole {
+            privacy_officer, ..
+        }) => privacy_officer,
+    });
+    let who = grant
+        .as_ref()
+        .map(|g| g.actor().0)
+        .unwrap_or_else(|| "unknown".to_owned());
+    let outcome = if allowed {
+        Outcome::Permit
+    } else {
+        Outcome::Deny {
+            reason: scr_core::access::DenyReason::NotAllowed,
+        }
+    };
+    // No answer the trail does not show.
+    if crate::audit::record(
+        &sources.store,
+        &who,
+        "read-access-log",
+        Some(*nhs),
+        outcome,
+        None,
+    )
+    .is_err()
+    {
+        return refused("the read could not be audited");
+    }
+    if !allowed {
+        return refused("only the patient, or a privacy officer, may read this log");
+    }
+    match entries(sources, nhs) {
+        Ok(entries) => AccessLogReply::Log { entries },
+        Err(_) => refused("the access log could not be read"),
+    }
+}
+
+fn entries(sources: &AccessLogSources, nhs: &NhsNumber) -> Result<Vec<AccessLogEntry>, String> {
+    let mut names: HashMap<String, Option<String>> = HashMap::new();
+    let mut name_of = |user: &str| {
+        names
+            .entry(user.to_owned())
+            .or_insert_with(|| crate::users::display_name(&sources.directory, user))
+            .clone()
+    };
+    let mut out: Vec<AccessLogEntry> = sources
+        .archive
+        .events_about(nhs)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|a| {
+            let name = name_of(&a.event.user);
+            AccessLogEntry::from_event(&a.event, name)
+        })
+        .collect();
+    // The server's own trail: choices an operator or GP recorded.
+    for e in sources
+        .store
+        .queued_audit_events()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|e| e.patient.as_ref() == Some(nhs) && e.action != "read-access-log")
+    {
+        out.push(AccessLogEntry::from_event(&e, None));
+    }
+    out.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+    Ok(out)
+}

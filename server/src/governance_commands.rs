@@ -1,0 +1,161 @@
+//! `scr-server admin` commands for patients' phones and privacy officers:
+//! a patient's enrollment token, reviewing and closing alerts, unhiding a
+//! record. Each is audited (see `scr_server::privacy`, `patients`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use scr_core::audit::Outcome;
+use scr_core::channel::hex_key;
+use scr_server::archive::{AlertOutcome, Archive};
+use scr_server::identity::{ServerIdentity, archive_root};
+use scr_server::privacy::Officer;
+
+use super::{nhs_number, open_server, required};
+
+fn archive(dir: &std::path::Path, store: &scr_core::Store) -> Result<Archive, String> {
+    let root = archive_root(store).map_err(|e| e.to_string())?;
+    Archive::open(&dir.join("audit.db"), &root).map_err(|e| e.to_string())
+}
+
+fn stdin_line() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// `admin patient-token`: an enrollment token for a patient's own phone,
+/// bound to the patient (NHS number from `--nhs` or the first line of
+/// standard input) and the passcode they chose (the next line).
+pub fn patient_token(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
+    let dir = PathBuf::from(required(flags, "data-dir")?);
+    let (store, directory) = open_server(&dir)?;
+    let identity = ServerIdentity::load_or_create(&store).map_err(|e| e.to_string())?;
+    let nhs = nhs_number(flags)?;
+    let passcode = stdin_line()?;
+    let ttl: i64 = match flags.get("ttl-minutes") {
+        None => 60,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|m| (1..=7 * 24 * 60).contains(m))
+            .ok_or("--ttl-minutes must be between 1 and 10080")?,
+    };
+    let org = required(flags, "org")?;
+    let token = directory
+        .create_enrollment_token(
+            org,
+            "patient-phone",
+            scr_core::clock::now_ms() + ttl * 60_000,
+        )
+        .map_err(|e| e.to_string())?;
+    scr_server::patients::bind_token(&store, &token, nhs, &passcode).map_err(|e| e.to_string())?;
+    scr_server::audit::record(
+        &store,
+        "admin",
+        "admin-patient-token",
+        Some(nhs),
+        Outcome::Recorded,
+        Some(org.to_owned()),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("enrollment token for the patient's phone: {token}");
+    println!(
+        "server key (pin on the phone): {}",
+        hex_key(&identity.noise.public())
+    );
+    println!("valid for {ttl} minutes, once");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `admin alerts`: the alerts routed to the officer's organisation.
+pub fn alerts(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
+    let dir = PathBuf::from(required(flags, "data-dir")?);
+    let (store, directory) = open_server(&dir)?;
+    let officer =
+        Officer::find(&directory, required(flags, "officer")?).map_err(|e| e.to_string())?;
+    let all = flags.get("all").is_some_and(|v| v == "yes");
+    let alerts = officer
+        .alerts(&archive(&dir, &store)?, &store, all)
+        .map_err(|e| e.to_string())?;
+    if alerts.is_empty() {
+        println!(
+            "no {}alerts for {}",
+            if all { "" } else { "open " },
+            officer.organisation
+        );
+    }
+    for a in alerts {
+        // The NHS number is shown to the privacy officer, whose reading of
+        // it was audited; it goes to the terminal, never to a log.
+        println!(
+            "alert {} [{}] type {} reason {}: {} ({} {}) {} {} at {} on basis {}{}",
+            a.id,
+            a.status,
+            a.alert.alert_type().code(),
+            a.alert.reason().code(),
+            a.event.user,
+            a.event.role,
+            a.event.organisation,
+            a.event.action,
+            a.event.patient.map(|p| p.digits()).unwrap_or_default(),
+            scr_core::audit::chrono_like_rfc3339(a.raised_at_ms),
+            a.event.basis.as_deref().unwrap_or("-"),
+            a.closed_by
+                .map(|b| format!(", closed by {b}"))
+                .unwrap_or_default(),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `admin close-alert`: closes one with an outcome.
+pub fn close_alert(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
+    let dir = PathBuf::from(required(flags, "data-dir")?);
+    let (store, directory) = open_server(&dir)?;
+    let officer =
+        Officer::find(&directory, required(flags, "officer")?).map_err(|e| e.to_string())?;
+    let id: i64 = required(flags, "id")?
+        .parse()
+        .map_err(|_| "--id is the alert's number")?;
+    let outcome = match required(flags, "outcome")? {
+        "justified" => AlertOutcome::Justified,
+        "referred" => AlertOutcome::Referred,
+        _ => return Err("--outcome is justified or referred".into()),
+    };
+    officer
+        .close(&archive(&dir, &store)?, &store, id, outcome)
+        .map_err(|e| e.to_string())?;
+    println!("alert {id} closed: {}", outcome.as_str());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `admin unhide`: a privacy officer unhides a hidden record.
+pub fn unhide(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
+    let dir = PathBuf::from(required(flags, "data-dir")?);
+    let (store, directory) = open_server(&dir)?;
+    let officer =
+        Officer::find(&directory, required(flags, "officer")?).map_err(|e| e.to_string())?;
+    let nhs = nhs_number(flags)?;
+    let choices = officer
+        .unhide(
+            &store,
+            &nhs,
+            required(flags, "request-ref")?,
+            required(flags, "investigation-ref")?,
+        )
+        .map_err(|e| e.to_string())?;
+    println!(
+        "record unhidden; sharing {:?}, sensitive items {}",
+        choices.sharing,
+        if choices.include_sensitive {
+            "included"
+        } else {
+            "left out"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

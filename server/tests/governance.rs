@@ -1,0 +1,325 @@
+//! The leaflet's promises across devices and server: a record hidden while
+//! a nurse is offline is forgotten by her tablet when it reconnects, and
+//! her views of it from before the hide still reach the audit trail; a
+//! privacy officer unhides it, citing the request and the investigation,
+//! and it is shared again; privacy officers review only their own
+//! organisation's alerts and close them with an outcome, all audited.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use scr_core::access::{AlertReason, AlertType};
+use scr_core::engine::AccessRequest;
+use scr_core::record::SharingChoice;
+use scr_server::archive::AlertOutcome;
+use scr_server::privacy::{Officer, PrivacyError};
+use scr_server::records::set_choice;
+use scr_server::users::NewUser;
+
+mod common;
+
+use common::site::{Site, on_caseload, on_incident, site};
+
+use common::device::{Device, PARAMEDIC_ID};
+
+fn officer(user_id: &str, organisation: &str) -> NewUser {
+    NewUser {
+        user_id: user_id.into(),
+        display_name: "Pat Privacy".into(),
+        organisation: organisation.into(),
+        job_role: "R8003".into(),
+        job_role_name: "Privacy Officer".into(),
+        activities: vec!["B0264".into()],
+        privacy_officer: true,
+        card_serial: format!("CARD-{user_id}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_hidden_while_the_nurse_is_offline_is_forgotten_and_her_views_still_reach_the_trail()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let Site { srv, store, .. } = site(dir.path()).await;
+    srv.directory
+        .add_user(&officer("555000000901", "RX1"), "pat-1357")
+        .unwrap();
+    let patient = on_caseload(&srv, &store, 86, SharingChoice::CoreAndAdditional);
+    let mut nurse = Device::nurse(&srv, dir.path()).await;
+    nurse.online().await;
+    nurse.settle().await;
+    nurse.offline().await;
+
+    // Offline, she views the record twice (the patient agreed).
+    nurse
+        .engine
+        .record_permission(&patient, true, true)
+        .unwrap();
+    for _ in 0..2 {
+        nurse
+            .engine
+            .view(&patient, AccessRequest::with_permission())
+            .unwrap();
+    }
+    // Meanwhile the patient has the record hidden.
+    let hidden = set_choice(
+        &store,
+        &patient,
+        SharingChoice::CoreAndAdditional,
+        None,
+        Some(true),
+        "gp-practice",
+    )
+    .unwrap();
+    assert!(hidden.hidden);
+
+    nurse.online().await;
+    tokio::time::timeout(Duration::from_secs(45), async {
+        while nurse.engine.holds(&patient).unwrap() {
+            nurse.sync().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the tablet forgets the hidden record");
+    // Her offline views, and the forgetting, are in the server's archive.
+    nurse.sync().await;
+    let archived: Vec<_> = srv
+        .archive
+        .events_about(&patient)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.event)
+        .filter(|e| e.user == common::NURSE_ID || e.action == "forget")
+        .collect();
+    let views = archived
+        .iter()
+        .filter(|e| e.action == "view" && e.basis.as_deref() == Some("permission"))
+        .count();
+    assert_eq!(views, 2, "{archived:?}");
+    assert!(archived.iter().any(|e| e.action == "forget"));
+    assert_eq!(nurse.engine.audit_queue_len().unwrap(), 0);
+
+    // A privacy officer unhides it on a written request: the tablet holds
+    // it again. Someone who is not a privacy officer cannot.
+    assert!(matches!(
+        Officer::find(&srv.directory, common::NURSE_ID),
+        Err(PrivacyError::NotAnOfficer(_))
+    ));
+    let po = Officer::find(&srv.directory, "555000000901").unwrap();
+    assert!(po.unhide(&store, &patient, "bad ref!", "INV-1").is_err());
+    let choices = po
+        .unhide(&store, &patient, "REQ-2026-0042", "INV-77")
+        .unwrap();
+    assert!(!choices.hidden);
+    assert_eq!(choices.sharing, SharingChoice::CoreAndAdditional);
+    tokio::time::timeout(Duration::from_secs(45), async {
+        while !nurse.engine.holds(&patient).unwrap() {
+            nurse.sync().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("shared again once unhidden");
+    let unhide = store
+        .queued_audit_events()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == "unhide")
+        .expect("the unhide is audited");
+    assert_eq!(unhide.user, "555000000901");
+    assert_eq!(unhide.patient, Some(patient));
+    assert!(unhide.detail.unwrap().contains("REQ-2026-0042"));
+    nurse.offline().await;
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privacy_officers_review_their_own_organisations_alerts_and_close_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let Site { srv, store, .. } = site(dir.path()).await;
+    for (id, org) in [("555000000902", "RYA"), ("555000000903", "RX1")] {
+        srv.directory
+            .add_user(&officer(id, org), "pat-2468")
+            .unwrap();
+    }
+    let patient = on_incident(&srv, &store, 87, SharingChoice::CoreOnly, "INC-31");
+    let mut paramedic = Device::paramedic(&srv, dir.path()).await;
+    paramedic.online().await;
+    paramedic.settle().await;
+    paramedic
+        .engine
+        .view(&patient, AccessRequest::emergency())
+        .unwrap();
+    paramedic.sync().await;
+
+    let rya = Officer::find(&srv.directory, "555000000902").unwrap();
+    let rx1 = Officer::find(&srv.directory, "555000000903").unwrap();
+    assert!(rx1.alerts(&srv.archive, &store, true).unwrap().is_empty());
+    let open = rya.alerts(&srv.archive, &store, false).unwrap();
+    assert_eq!(open.len(), 1);
+    let alert = &open[0];
+    assert_eq!(alert.alert.alert_type(), AlertType::AccessAlert);
+    assert_eq!(alert.alert.reason(), AlertReason::Emergency);
+    assert_eq!(alert.event.user, PARAMEDIC_ID);
+    // Another organisation's officer cannot close it.
+    assert!(matches!(
+        rx1.close(&srv.archive, &store, alert.id, AlertOutcome::Justified),
+        Err(PrivacyError::NoSuchAlert(_))
+    ));
+    rya.close(&srv.archive, &store, alert.id, AlertOutcome::Justified)
+        .unwrap();
+    assert!(rya.alerts(&srv.archive, &store, false).unwrap().is_empty());
+    let all = rya.alerts(&srv.archive, &store, true).unwrap();
+    assert_eq!(all[0].status, "justified");
+    assert_eq!(all[0].closed_by.as_deref(), Some("555000000902"));
+    assert!(
+        rya.close(&srv.archive, &store, alert.id, AlertOutcome::Referred)
+            .is_err(),
+        "closed once"
+    );
+    let trail: Vec<String> = store
+        .queued_audit_events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.user == "555000000902")
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(trail, ["open-alert", "close-alert", "open-alert"]);
+    paramedic.offline().await;
+    srv.shutdown().await;
+}
+
+/// Runs `scr-server` with `args`, `stdin` on its standard input.
+fn scr_server(args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scr-server"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_admin_commands_for_patients_and_privacy_officers_answer_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let nhs = scr_core::fixtures::test_nhs_number(88).digits();
+    let (ok, _) = scr_server(
+        &[
+            "admin",
+            "add-user",
+            "--data-dir",
+            d,
+            "--user-id",
+            "555000000904",
+            "--name",
+            "Pat Privacy",
+            "--org",
+            "RX1",
+            "--job-role",
+            "R8003",
+            "--role-name",
+            "Privacy Officer",
+            "--activities",
+            "B0264",
+            "--card-serial",
+            "CARD-904",
+            "--privacy-officer",
+            "yes",
+        ],
+        "pat-1357\n",
+    );
+    assert!(ok);
+    let (ok, out) = scr_server(
+        &[
+            "admin",
+            "alerts",
+            "--data-dir",
+            d,
+            "--officer",
+            "555000000999",
+        ],
+        "",
+    );
+    assert!(!ok && out.contains("is not a privacy officer"), "{out}");
+    let (ok, out) = scr_server(
+        &[
+            "admin",
+            "alerts",
+            "--data-dir",
+            d,
+            "--officer",
+            "555000000904",
+        ],
+        "",
+    );
+    assert!(ok && out.contains("no open alerts for RX1"), "{out}");
+    let close = |id: &str, outcome: &str| {
+        scr_server(
+            &[
+                "admin",
+                "close-alert",
+                "--data-dir",
+                d,
+                "--officer",
+                "555000000904",
+                "--id",
+                id,
+                "--outcome",
+                outcome,
+            ],
+            "",
+        )
+    };
+    let (ok, out) = close("7", "maybe");
+    assert!(!ok && out.contains("justified or referred"), "{out}");
+    let (ok, out) = close("7", "justified");
+    assert!(!ok && out.contains("no open alert 7"), "{out}");
+    // A patient's token: the passcode they chose, on standard input.
+    let token = |stdin: &str| {
+        scr_server(
+            &["admin", "patient-token", "--data-dir", d, "--org", "Y12345"],
+            stdin,
+        )
+    };
+    let (ok, out) = token(&format!("{nhs}\nshort\n"));
+    assert!(!ok && out.contains("at least 6 characters"), "{out}");
+    let (ok, out) = token("1234567890\ntulip-2468\n");
+    assert!(!ok && out.contains("NHS number"), "{out}");
+    let (ok, out) = token(&format!("{nhs}\ntulip-2468\n"));
+    assert!(
+        ok && out.contains("enrollment token for the patient's phone"),
+        "{out}"
+    );
+    assert!(!out.contains(&nhs), "the NHS number is not echoed");
+    // Unhiding a record the server does not hold is a clear error.
+    let (ok, out) = scr_server(
+        &[
+            "admin",
+            "unhide",
+            "--data-dir",
+            d,
+            "--officer",
+            "555000000904",
+            "--request-ref",
+            "REQ-1",
+            "--investigation-ref",
+            "INV-1",
+        ],
+        &format!("{nhs}\n"),
+    );
+    assert!(!ok && out.starts_with("error:"), "{out}");
+    assert!(!out.contains(&nhs), "{out}");
+}
