@@ -419,7 +419,14 @@ async fn accept_loop(
                         }
                         Ok((channel, Hello { purpose: Purpose::Audit, .. })) => {
                             shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
-                            match crate::archive::serve_upload(channel, shared.archive.clone()).await {
+                            let directory = shared.directory.clone();
+                            let device = channel.remote_static();
+                            let revoked = tokio::task::spawn_blocking(move || {
+                                directory.device(&device).ok().flatten().is_some_and(|d| d.revoked)
+                            })
+                            .await
+                            .unwrap_or(false);
+                            match crate::archive::serve_upload(channel, shared.archive.clone(), revoked).await {
                                 Ok(ack) => {
                                     shared.metrics.audit_archived.fetch_add(u64::from(ack.stored), Ordering::Relaxed);
                                     shared.metrics.audit_flagged.fetch_add(u64::from(ack.flagged), Ordering::Relaxed);

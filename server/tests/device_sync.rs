@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use scr_core::channel::hex_key;
 use scr_core::engine::AccessRequest;
 use scr_core::fixtures::test_nhs_number;
 use scr_core::grant::RelationshipKind;
@@ -245,11 +246,27 @@ async fn a_device_holds_what_its_list_names_and_forgets_a_patient_who_leaves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_device_shows_why_it_cannot_sync_and_keeps_retrying() {
+async fn a_revoked_device_shows_why_uploads_its_trail_and_wipes_itself() {
     let mut w = world().await;
+    let patient = test_nhs_number(61);
     w.nurse.online().await;
-    w.nurse.sync().await;
+    w.nurse.settle().await;
     w.nurse.offline().await;
+    // The tablet is lost after a view nobody has uploaded yet.
+    w.nurse
+        .engine
+        .record_permission(&patient, true, true)
+        .unwrap();
+    w.nurse
+        .engine
+        .view(&patient, AccessRequest::with_permission())
+        .unwrap();
+    let held: Vec<_> = [61, 62]
+        .into_iter()
+        .map(test_nhs_number)
+        .filter(|n| w.nurse.engine.holds(n).unwrap())
+        .collect();
+    assert_eq!(held.len(), 2);
     assert!(w.srv.directory.revoke(&w.nurse.keys.public()).unwrap());
 
     w.nurse.online().await;
@@ -270,13 +287,45 @@ async fn a_revoked_device_shows_why_it_cannot_sync_and_keeps_retrying() {
     .await
     .expect("the state names the refusal");
     assert!(seen.contains("refused"), "{seen}");
-    // What it held stays (the server's remote wipe is the next issue's).
-    assert!(w.nurse.engine.holds(&test_nhs_number(61)).unwrap());
+    // It hands over its trail, is told it was revoked, forgets every
+    // patient, and reports that it did.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while held.iter().any(|n| w.nurse.engine.holds(n).unwrap())
+            || w.nurse.engine.audit_queue_len().unwrap() > 0
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the revoked tablet wipes itself and uploads the record of it");
+    let me = hex_key(&w.nurse.keys.public());
+    for nhs in &held {
+        let trail: Vec<_> = w
+            .srv
+            .archive
+            .events_about(nhs)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.event)
+            .filter(|e| e.device == me)
+            .collect();
+        assert!(
+            trail
+                .iter()
+                .any(|e| e.action == "forget" && e.detail.as_deref() == Some("remote-wipe")),
+            "{trail:?}"
+        );
+    }
+    let views = w
+        .srv
+        .archive
+        .events_about(&patient)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.event.device == me && a.event.action == "view")
+        .count();
+    assert_eq!(views, 1, "the view before the loss reached the server");
     w.nurse.offline().await;
-    assert!(
-        w.nurse.engine.holds(&test_nhs_number(61)).unwrap(),
-        "stopping sync loses nothing"
-    );
     w.srv.shutdown().await;
 }
 

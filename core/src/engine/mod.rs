@@ -564,6 +564,23 @@ impl Engine {
         Ok(forgotten)
     }
 
+    /// Forgets every patient this device holds (a remote wipe of a revoked
+    /// device), each audited with `reason`; unsent changes go too: a device
+    /// revoked is a device in the wrong hands. The audit queue stays, to be
+    /// uploaded. Returns how many records were forgotten.
+    pub fn forget_everything(&self, reason: &str) -> Result<usize, EngineError> {
+        let mut state = self.state()?;
+        let now = self.clock.now_ms();
+        let mut forgotten = 0;
+        for holding in self.store.holdings()? {
+            if self.forget_locked(&mut state, &holding.nhs_number, reason, now)? {
+                forgotten += 1;
+            }
+            self.confirm_sent(&holding.nhs_number)?;
+        }
+        Ok(forgotten)
+    }
+
     /// Crypto-shreds the patient's record and deletes its rows, with the
     /// audit event in the same transaction. The audit queue is untouched.
     pub fn forget(&self, nhs: &NhsNumber, reason: &str) -> Result<bool, EngineError> {

@@ -44,8 +44,12 @@ pub struct AuditAck {
     pub stored: u32,
     pub duplicates: u32,
     /// Stored, but flagged for review: the chain did not verify (a gap, a
-    /// fork), the event named another device, or carried a disallowed alert.
+    /// fork), or the event named another device.
     pub flagged: u32,
+    /// The device is revoked: once its trail is uploaded it must forget
+    /// every patient (a remote wipe) and upload the record of doing so.
+    #[serde(default)]
+    pub wipe: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +65,9 @@ pub struct AuditUploadOutcome {
     pub batches: usize,
     pub uploaded: usize,
     pub released: usize,
+    /// The server asked for a remote wipe, and this many records were
+    /// forgotten (their forgetting uploaded in the same run).
+    pub wiped: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,14 +128,39 @@ pub fn next_audit_batch(engine: &Engine) -> Result<AuditUpload, EngineError> {
 /// Uploads everything queued, batch by batch, each released only after
 /// its acknowledgement. Stops at the first failure (the rest waits for the
 /// next attempt; nothing is released that the server did not acknowledge).
-/// An empty queue still reports its (empty) backlog.
+/// An empty queue still reports its (empty) backlog. If the server says the
+/// device is revoked, the device then forgets every patient and uploads
+/// the record of that too.
 pub async fn upload_audit_queue(
     engine: &Arc<Engine>,
     url: &str,
     keys: &StaticKeypair,
     server_key: &[u8; 32],
 ) -> Result<AuditUploadOutcome, AuditUploadError> {
+    let (mut outcome, wipe) = upload_queued(engine, url, keys, server_key).await?;
+    if wipe {
+        let e = engine.clone();
+        let wiped = tokio::task::spawn_blocking(move || e.forget_everything("remote-wipe"))
+            .await
+            .map_err(|_| AuditUploadError::Malformed)??;
+        outcome.wiped = Some(wiped);
+        let (reported, _) = upload_queued(engine, url, keys, server_key).await?;
+        outcome.batches += reported.batches;
+        outcome.uploaded += reported.uploaded;
+        outcome.released += reported.released;
+    }
+    Ok(outcome)
+}
+
+/// The upload loop; also says whether the server asked for a wipe.
+async fn upload_queued(
+    engine: &Arc<Engine>,
+    url: &str,
+    keys: &StaticKeypair,
+    server_key: &[u8; 32],
+) -> Result<(AuditUploadOutcome, bool), AuditUploadError> {
     let mut outcome = AuditUploadOutcome::default();
+    let mut wipe = false;
     loop {
         let e = engine.clone();
         let upload = tokio::task::spawn_blocking(move || next_audit_batch(&e))
@@ -138,8 +170,9 @@ pub async fn upload_audit_queue(
         let count = upload.events.len();
         let ack = send_audit_batch(url, keys, server_key, &upload).await?;
         outcome.batches += 1;
+        wipe |= ack.wipe;
         let Some(last) = last else {
-            return Ok(outcome);
+            return Ok((outcome, wipe));
         };
         if ack.through_seq > last {
             return Err(AuditUploadError::OverAcknowledged);
@@ -151,7 +184,7 @@ pub async fn upload_audit_queue(
             .await
             .map_err(|_| AuditUploadError::Malformed)??;
         if ack.through_seq < last || count < MAX_AUDIT_BATCH {
-            return Ok(outcome);
+            return Ok((outcome, wipe));
         }
     }
 }

@@ -6,6 +6,7 @@
 //! failure is transient to samod (a revoked device keeps retrying at the
 //! capped delay and shows why).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,9 @@ pub struct NoiseDialer {
     /// Why the last attempt failed, for the app's sync state.
     last_error: Arc<Mutex<Option<String>>>,
     link: Arc<watch::Sender<Link>>,
+    /// The server refused this device at its last attempt (revoked, or
+    /// not enrolled).
+    refused: Arc<AtomicBool>,
 }
 impl NoiseDialer {
     /// `url`: the server's sync endpoint, `ws://host:port/sync`.
@@ -53,6 +57,7 @@ impl NoiseDialer {
             token: None,
             last_error: Arc::new(Mutex::new(None)),
             link: Arc::new(watch::channel(Link::default()).0),
+            refused: Arc::default(),
         })
     }
 
@@ -65,6 +70,11 @@ impl NoiseDialer {
     /// Shared view of the last failure (cleared on success).
     pub fn last_error(&self) -> Arc<Mutex<Option<String>>> {
         self.last_error.clone()
+    }
+
+    /// Whether the server refused the device at its last attempt.
+    pub fn refused(&self) -> Arc<AtomicBool> {
+        self.refused.clone()
     }
 
     /// Whether the current session has a live connection.
@@ -95,6 +105,7 @@ impl samod::Dialer for NoiseDialer {
             keys: self.keys.clone(),
             server_key: self.server_key,
             last_error: self.last_error.clone(),
+            refused: self.refused.clone(),
         };
         let (token, link) = (self.token.clone(), self.link.clone());
         Box::pin(async move {
@@ -147,6 +158,7 @@ struct Dial {
     keys: Arc<StaticKeypair>,
     server_key: [u8; 32],
     last_error: Arc<Mutex<Option<String>>>,
+    refused: Arc<AtomicBool>,
 }
 
 impl Dial {
@@ -179,9 +191,12 @@ impl Dial {
                 Ok(ch) => ch,
                 Err(e) => {
                     self.failed(&format!("the server refused the connection: {e}"));
+                    self.refused
+                        .store(e == ChannelError::NotAdmitted, Ordering::SeqCst);
                     return Err(e);
                 }
             };
+        self.refused.store(false, Ordering::SeqCst);
         let reply = channel.recv().await?.ok_or(ChannelError::Closed)?;
         let reply = SessionReply::decode(&reply)?;
         note(&self.last_error, None);

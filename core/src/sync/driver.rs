@@ -24,6 +24,8 @@ pub(super) struct Driver {
     pub last_error: Arc<Mutex<Option<String>>>,
     /// Whether the sync session has a live connection (it outlives drops).
     pub link: watch::Receiver<super::Link>,
+    /// The server refused the device at its last attempt.
+    pub refused: Arc<std::sync::atomic::AtomicBool>,
     pub storage: DeviceStorage,
     pub config: SyncConfig,
     pub state: watch::Sender<SyncState>,
@@ -89,7 +91,12 @@ impl Driver {
                     _ = stopped.changed() => return self.offline(),
                     _ = link.changed() => {}
                     ev = events.next() => match ev {
-                        Some(DialerEvent::Reconnecting { attempt: a }) => attempt = a,
+                        Some(DialerEvent::Reconnecting { attempt: a }) => {
+                            attempt = a;
+                            if self.refused.load(Ordering::SeqCst) {
+                                self.upload_while_refused().await;
+                            }
+                        }
                         Some(_) => {}
                         None => return self.offline(),
                     },
@@ -133,6 +140,29 @@ impl Driver {
             }
             // Let a burst of edits or sync messages settle into one pass.
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A refused device still hands over its audit trail (the server admits
+    /// it for that alone) and, if it was revoked, wipes itself when told to.
+    async fn upload_while_refused(&self) {
+        match super::upload_audit_queue(
+            &self.engine,
+            &self.config.server_url,
+            &self.config.keys,
+            &self.config.server_key,
+        )
+        .await
+        {
+            Ok(outcome) => {
+                if let Some(n) = outcome.wiped {
+                    tracing::warn!(
+                        forgotten = n,
+                        "this device was revoked and forgot every patient"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "a refused device could not upload its trail"),
         }
     }
 

@@ -154,6 +154,7 @@ impl DeviceSync {
         let dialer = NoiseDialer::new(&config.server_url, config.keys.clone(), config.server_key)?;
         let last_error = dialer.last_error();
         let link = dialer.link();
+        let refused = dialer.refused();
         let storage = DeviceStorage::new(engine.store_handle());
         // The server may announce the list as soon as the channel opens.
         if let Some(id) = engine.holdings_document()? {
@@ -182,6 +183,7 @@ impl DeviceSync {
             dial,
             last_error,
             link,
+            refused,
             storage: storage.clone(),
             config,
             state: state_tx,

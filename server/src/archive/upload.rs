@@ -9,12 +9,14 @@ use scr_core::sync::{AuditAck, AuditReply, AuditUpload};
 
 use super::Archive;
 
-/// Reads one upload, archives it off the async runtime, acknowledges it.
+/// Reads one upload, archives it off the async runtime, acknowledges it
+/// (telling a `revoked` device to wipe itself).
 /// A malformed or refused upload is answered with the reason (no event
 /// content in it) and stores nothing.
 pub async fn serve_upload<S: WebSocket>(
     mut channel: NoiseChannel<S>,
     archive: Arc<Archive>,
+    revoked: bool,
 ) -> Result<AuditAck, String> {
     let request = tokio::time::timeout(std::time::Duration::from_secs(30), channel.recv())
         .await
@@ -33,7 +35,11 @@ pub async fn serve_upload<S: WebSocket>(
         }
     };
     let reply = match &result {
-        Ok(ack) => AuditReply::Acknowledged(*ack),
+        // A revoked device is told to wipe itself once its trail is in.
+        Ok(ack) => AuditReply::Acknowledged(AuditAck {
+            wipe: revoked,
+            ..*ack
+        }),
         Err(reason) => AuditReply::Refused {
             reason: reason.clone(),
         },
