@@ -235,12 +235,15 @@ impl AccessPolicy {
         }
         let permits = |action| matches!(decide(&request(action)), Decision::Permit { .. });
         // Staff who ask permission to view record the answer in the
-        // governance document, so it is writable for them. samod decides
+        // governance document, and the patient (or their GP) records their
+        // choices there, so it is writable for them. samod decides
         // per document, not per entry: checking each incoming entry against
         // the rules is the server's next step (a Sharing entry from staff
         // should be refused there).
         let writable = permits(Action::AddEntry(compartment))
-            || (compartment == Compartment::Governance && permits(Action::RecordPermissionToView));
+            || (compartment == Compartment::Governance
+                && (permits(Action::RecordPermissionToView)
+                    || permits(Action::ChangePatientChoice)));
         if writable {
             ShareConfig::read_write()
         } else {

@@ -323,3 +323,68 @@ fn the_admin_commands_for_patients_and_privacy_officers_answer_clearly() {
     assert!(!ok && out.starts_with("error:"), "{out}");
     assert!(!out.contains(&nhs), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_patient_changes_her_choices_on_her_phone_and_the_nurses_tablet_follows() {
+    use scr_core::record::Compartment::*;
+    let dir = tempfile::tempdir().unwrap();
+    let Site { srv, store, .. } = site(dir.path()).await;
+    let patient = on_caseload(&srv, &store, 89, SharingChoice::CoreAndAdditional);
+    let mut nurse = Device::nurse(&srv, dir.path()).await;
+    nurse.online().await;
+    nurse.settle().await;
+    assert_eq!(
+        nurse.compartments(&patient),
+        [Core, Additional, CareEvents, PatientEntered, Governance]
+    );
+    let mut phone = Device::patient(&srv, &store, dir.path(), patient, "tulip-2468").await;
+    phone.online().await;
+    phone.settle().await;
+
+    let until = |want: &'static [scr_core::record::Compartment]| {
+        let nurse = &nurse;
+        async move {
+            tokio::time::timeout(Duration::from_secs(45), async {
+                while nurse.compartments(&patient) != want {
+                    nurse.sync().await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the tablet holds {:?}", nurse.compartments(&patient)));
+        }
+    };
+    // Core only, from her phone: the tablet forgets the rest.
+    phone
+        .engine
+        .set_patient_choices(&patient, SharingChoice::CoreOnly, false)
+        .unwrap();
+    phone.settle().await;
+    until(&[Core, PatientEntered, Governance]).await;
+    // She changes her mind back.
+    phone
+        .engine
+        .set_patient_choices(&patient, SharingChoice::CoreAndAdditional, false)
+        .unwrap();
+    phone.settle().await;
+    until(&[Core, Additional, CareEvents, PatientEntered, Governance]).await;
+    // She opts out: the tablet forgets her record; it is not deleted.
+    phone
+        .engine
+        .set_patient_choices(&patient, SharingChoice::OptOut, false)
+        .unwrap();
+    phone.settle().await;
+    tokio::time::timeout(Duration::from_secs(45), async {
+        while nurse.engine.holds(&patient).unwrap() {
+            nurse.sync().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the tablet forgets an opted-out record");
+    assert!(store.open_record(&patient).is_ok(), "the record is kept");
+    assert!(phone.engine.holds(&patient).unwrap(), "her own copy stays");
+    nurse.offline().await;
+    phone.offline().await;
+    srv.shutdown().await;
+}

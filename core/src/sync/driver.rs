@@ -143,17 +143,20 @@ impl Driver {
         }
     }
 
-    /// A refused device still hands over its audit trail (the server admits
-    /// it for that alone) and, if it was revoked, wipes itself when told to.
-    async fn upload_while_refused(&self) {
-        match super::upload_audit_queue(
+    async fn upload_audit(&self) -> Result<super::AuditUploadOutcome, super::AuditUploadError> {
+        super::upload_audit_queue(
             &self.engine,
             &self.config.server_url,
             &self.config.keys,
             &self.config.server_key,
         )
         .await
-        {
+    }
+
+    /// A refused device still hands over its audit trail (the server admits
+    /// it for that alone) and, if it was revoked, wipes itself when told to.
+    async fn upload_while_refused(&self) {
+        match self.upload_audit().await {
             Ok(outcome) => {
                 if let Some(n) = outcome.wiped {
                     tracing::warn!(
@@ -184,14 +187,7 @@ impl Driver {
         // empty queue is reported once, not on every pass.
         let queued = blocking(&self.engine, |e| e.audit_queue_len()).await?;
         if queued > 0 || !self.audit_reported_empty.load(Ordering::SeqCst) {
-            match super::upload_audit_queue(
-                &self.engine,
-                &self.config.server_url,
-                &self.config.keys,
-                &self.config.server_key,
-            )
-            .await
-            {
+            match self.upload_audit().await {
                 Ok(outcome) => {
                     summary.audit = outcome;
                     self.audit_reported_empty.store(true, Ordering::SeqCst);
