@@ -290,6 +290,36 @@ async fn run(patients: u32, one_way: Duration, rounds: usize) {
         (bytes() - before) as f64 / resumed.documents as f64,
     );
     sync.stop().await;
+    // A day's audit trail, uploaded with sync stopped (so nothing else
+    // moves): one view of every patient, twice over, with permission
+    // recorded first.
+    for n in 0..patients {
+        let nhs = test_nhs_number(1000 + n);
+        engine.record_permission(&nhs, true, true).unwrap();
+        for _ in 0..2 {
+            engine
+                .view(&nhs, scr_core::engine::AccessRequest::with_permission())
+                .unwrap();
+        }
+    }
+    let queued = engine.audit_queue_len().unwrap();
+    let t = Instant::now();
+    let up = scr_core::sync::upload_audit_queue(
+        &engine,
+        &format!("ws://{addr}/sync"),
+        &keys,
+        &srv.server_key,
+    )
+    .await
+    .unwrap();
+    let upload_time = t.elapsed();
+    assert_eq!(up.released as u64, queued);
+    println!(
+        "  audit upload: {queued} events in {} batches, {:.0} ms ({:.0} events/s)",
+        up.batches,
+        upload_time.as_secs_f64() * 1000.0,
+        queued as f64 / upload_time.as_secs_f64(),
+    );
     srv.shutdown().await;
 }
 
