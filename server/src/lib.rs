@@ -18,5 +18,6 @@ pub mod pushes;
 pub mod records;
 pub mod serve;
 pub mod sessions;
+pub mod sqlite;
 pub mod users;
 pub mod wire;

@@ -106,19 +106,9 @@ impl Archive {
     /// Opens (creating) the archive at `path`; `root` is a server secret
     /// kept sealed in the server store.
     pub fn open(path: &Path, root: &SecretKey) -> Result<Self, ArchiveError> {
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: an acknowledged event is released on the device; it must
-        // survive a power cut here.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
+        // (An acknowledged event is released on the device: it must
+        // survive a power cut here.)
+        let conn = crate::sqlite::open_durable(path, MIGRATIONS)?;
         Ok(Self {
             conn: Mutex::new(conn),
             seal: root.derive("scr-sync server audit archive seal v1"),

@@ -60,17 +60,7 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
 
 impl Directory {
     pub fn open(path: &Path) -> Result<Self, DirectoryError> {
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a revocation or a used token must survive a power cut.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
+        let conn = crate::sqlite::open_durable(path, MIGRATIONS)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
