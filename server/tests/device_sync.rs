@@ -89,8 +89,8 @@ async fn offline_edits_converge(nurse_first: bool) {
     w.nurse.online().await;
     w.paramedic.online().await;
     // (The pass a connection starts may be the one that receives them.)
-    w.nurse.sync().await;
-    w.paramedic.sync().await;
+    w.nurse.settle().await;
+    w.paramedic.settle().await;
     assert!(w.nurse.engine.holds(&patient).unwrap());
     assert!(w.paramedic.engine.holds(&patient).unwrap());
 
@@ -116,11 +116,12 @@ async fn offline_edits_converge(nurse_first: bool) {
     } else {
         (&mut w.paramedic, &mut w.nurse)
     };
+    // (Each settles: on a loaded machine one pass may not finish pushing.)
     a.online().await;
-    a.sync().await;
+    a.settle().await;
     b.online().await;
-    b.sync().await;
-    let last = a.sync().await;
+    b.settle().await;
+    let last = a.settle().await;
     assert_eq!(last.in_step, last.documents, "every document in step");
 
     let both = vec![
