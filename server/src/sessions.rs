@@ -96,14 +96,6 @@ impl Sessions {
         })
         .await;
     }
-
-    pub fn len(&self) -> usize {
-        self.open.lock().map(|o| o.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Carries `session` over `channel` until the connection drops, then gives

@@ -144,7 +144,6 @@ pub struct DeviceSync {
     task: JoinHandle<()>,
     storage: DeviceStorage,
     engine: Arc<Engine>,
-    audit_overdue_after: Duration,
     config: SyncConfig,
 }
 
@@ -175,7 +174,6 @@ impl DeviceSync {
         let (stop, stopped) = watch::channel(false);
         let wake = Arc::new(Notify::new());
         let started = Arc::new(AtomicU64::new(0));
-        let audit_overdue_after = config.audit_overdue_after;
         let config_copy = config.clone();
         let driver = driver::Driver {
             engine: engine.clone(),
@@ -202,7 +200,6 @@ impl DeviceSync {
             task,
             storage,
             engine,
-            audit_overdue_after,
             config: config_copy,
         })
     }
@@ -267,7 +264,7 @@ impl DeviceSync {
 
     /// The audit events waiting for upload, and whether they are overdue.
     pub fn audit_backlog(&self) -> Result<crate::engine::AuditBacklog, SyncError> {
-        let after = i64::try_from(self.audit_overdue_after.as_millis()).unwrap_or(i64::MAX);
+        let after = i64::try_from(self.config.audit_overdue_after.as_millis()).unwrap_or(i64::MAX);
         Ok(self.engine.audit_backlog(after)?)
     }
 
