@@ -336,7 +336,7 @@ impl Session {
         };
 
         let (ws, noise, _) = channel.into_parts();
-        let (mut sink, stream) = ws.split();
+        let (sink, stream) = ws.split();
         let noise = Arc::new(Mutex::new(noise));
         let (frames_tx, mut frames) = mpsc::channel(16);
         let reader = AbortOnDrop(tokio::spawn(read_messages(
@@ -344,6 +344,12 @@ impl Session {
             noise.clone(),
             frames_tx,
         )));
+        // Writing runs in its own task, so this loop keeps reading while a
+        // large message goes out: two sides each blocked on a full pipe,
+        // neither reading, would deadlock. samod is read from only while
+        // little waits to be written, which keeps its backpressure.
+        let (mut writer, queue) = Writer::start(sink, noise);
+        let mut writer_done = false;
         let mut ended = self.ended.subscribe();
         let mut to_samod = self.to_samod.clone();
         let mut tick = tokio::time::interval(ACK_TICK);
@@ -351,14 +357,18 @@ impl Session {
 
         for (seq, message) in resend {
             let ack = self.ack_now();
-            if let Err(e) = send(&mut sink, &noise, &frame(DATA, seq, ack, &message)).await {
-                return lost(e);
+            if queue.put(frame(DATA, seq, ack, &message)).is_err() {
+                return lost(ChannelError::Closed);
             }
         }
         let result = loop {
             tokio::select! {
                 _ = async { let _ = replaced.wait_for(|g| *g != generation).await; } => break lost(ChannelError::Closed),
                 _ = async { let _ = ended.wait_for(|e| *e).await; } => break Detached::Ended,
+                written = &mut writer.0, if !writer_done => {
+                    writer_done = true;
+                    break lost(written.ok().and_then(Result::err).unwrap_or(ChannelError::Closed));
+                }
                 incoming = frames.recv() => {
                     let Some(Ok(bytes)) = incoming else {
                         break lost(incoming.and_then(Result::err).unwrap_or(ChannelError::Closed));
@@ -369,10 +379,10 @@ impl Session {
                         Err(_) => break self.ended_now(),
                     }
                 }
-                outgoing = from_samod.next() => {
+                outgoing = from_samod.next(), if queue.pending() < WRITE_AHEAD => {
                     let Some(message) = outgoing else {
                         // samod dropped the connection: say so, then end.
-                        let _ = send(&mut sink, &noise, &frame(END, 0, 0, &[])).await;
+                        let _ = queue.put(frame(END, 0, 0, &[]));
                         break self.ended_now();
                     };
                     self.traffic.sent.fetch_add(message.len() as u64, Ordering::Relaxed);
@@ -381,8 +391,8 @@ impl Session {
                         break self.ended_now();
                     };
                     let ack = self.ack_now();
-                    if let Err(e) = send(&mut sink, &noise, &frame(DATA, seq, ack, &message)).await {
-                        break lost(e);
+                    if queue.put(frame(DATA, seq, ack, &message)).is_err() {
+                        break lost(ChannelError::Closed);
                     }
                     last_sent = Instant::now();
                 }
@@ -393,8 +403,8 @@ impl Session {
                     let owed = self.window.lock().map(|w| w.received > w.acked_to_peer).unwrap_or(false);
                     if owed || last_sent.elapsed() > HEARTBEAT {
                         let ack = self.ack_now();
-                        if let Err(e) = send(&mut sink, &noise, &frame(ACK, 0, ack, &[])).await {
-                            break lost(e);
+                        if queue.put(frame(ACK, 0, ack, &[])).is_err() {
+                            break lost(ChannelError::Closed);
                         }
                         last_sent = Instant::now();
                     }
@@ -402,7 +412,11 @@ impl Session {
             }
         };
         drop(reader);
-        let _ = sink.close().await;
+        // Let what is queued (an END, a last acknowledgement) go out, briefly.
+        drop(queue);
+        if !writer_done {
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer.0).await;
+        }
         result
     }
 
@@ -498,6 +512,56 @@ impl<S: WebSocket> PlainSession<S> {
                 return Ok(Some(payload.to_vec()));
             }
         }
+    }
+}
+
+/// Bytes queued for the writer past which samod is not read from.
+const WRITE_AHEAD: usize = 1024 * 1024;
+
+/// The writing half of an attached connection, as a task fed by a queue.
+struct Writer(tokio::task::JoinHandle<Result<(), ChannelError>>);
+
+/// Frames for the writer, and how many bytes of them wait.
+struct WriteQueue {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl WriteQueue {
+    fn put(&self, frame: Vec<u8>) -> Result<(), ChannelError> {
+        self.pending.fetch_add(frame.len(), Ordering::SeqCst);
+        self.tx.send(frame).map_err(|_| ChannelError::Closed)
+    }
+
+    fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
+impl Writer {
+    fn start<S: WebSocket>(
+        mut sink: futures::stream::SplitSink<S, Message>,
+        noise: Arc<Mutex<TransportState>>,
+    ) -> (Self, WriteQueue) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let left = pending.clone();
+        let task = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                let n = frame.len();
+                send(&mut sink, &noise, &frame).await?;
+                left.fetch_sub(n, Ordering::SeqCst);
+            }
+            let _ = sink.close().await;
+            Ok(())
+        });
+        (Self(task), WriteQueue { tx, pending })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
