@@ -46,9 +46,30 @@ pub enum GrantPrincipal {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum RelationshipKind {
     Caseload,
-    Incident { incident_id: String },
+    Incident {
+        incident_id: String,
+    },
     Registration,
     Referral,
+    /// Opened online for one encounter with a patient outside the user's
+    /// relationships (permission given now, or emergency access). Ends when
+    /// the encounter is closed, or at `ends_at_ms` (the end of the shift)
+    /// if it never is.
+    Encounter {
+        encounter_id: String,
+        ends_at_ms: i64,
+    },
+}
+
+impl GrantRelationship {
+    /// Whether the relationship still holds at `now_ms` (only an encounter
+    /// ends by itself).
+    pub fn holds_at(&self, now_ms: i64) -> bool {
+        match &self.kind {
+            RelationshipKind::Encounter { ends_at_ms, .. } => now_ms < *ends_at_ms,
+            _ => true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +152,8 @@ pub enum GrantError {
     WrongDevice,
     #[error("the grant lasts longer than a 12-hour shift")]
     TooLong,
+    #[error("the new grant is for another user or role than the session's")]
+    OtherUser,
 }
 
 fn key_id(key: &VerifyingKey) -> [u8; 8] {

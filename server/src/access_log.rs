@@ -17,6 +17,8 @@ use crate::archive::Archive;
 use crate::directory::Directory;
 use crate::policy::AccessPolicy;
 
+const READ_ACCESS_LOG: &str = "read-access-log";
+
 /// What the request handler needs.
 #[derive(Clone)]
 pub struct AccessLogSources {
@@ -77,7 +79,7 @@ fn answer(sources: &AccessLogSources, device: &[u8; 32], nhs: &NhsNumber) -> Acc
     if crate::audit::record(
         &sources.store,
         &who,
-        "read-access-log",
+        READ_ACCESS_LOG,
         Some(*nhs),
         outcome,
         None,
@@ -108,20 +110,26 @@ fn entries(sources: &AccessLogSources, nhs: &NhsNumber) -> Result<Vec<AccessLogE
         .events_about(nhs)
         .map_err(|e| e.to_string())?
         .into_iter()
+        .filter(|a| a.event.action != READ_ACCESS_LOG)
         .map(|a| {
             let name = name_of(&a.event.user);
             AccessLogEntry::from_event(&a.event, name)
         })
         .collect();
-    // The server's own trail: choices an operator or GP recorded.
+    // The server's own trail (choices an operator or GP recorded,
+    // encounters opened online) is archived each second; what the archive
+    // does not have yet is read from the trail itself.
     for e in sources
         .store
         .queued_audit_events()
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|e| e.patient.as_ref() == Some(nhs) && e.action != "read-access-log")
+        .filter(|e| e.patient.as_ref() == Some(nhs) && e.action != READ_ACCESS_LOG)
     {
-        out.push(AccessLogEntry::from_event(&e, None));
+        if !out.iter().any(|x| x.id == e.id) {
+            let name = name_of(&e.user);
+            out.push(AccessLogEntry::from_event(&e, name));
+        }
     }
     out.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
     Ok(out)

@@ -28,7 +28,17 @@ pub fn record(
         alerts: Vec::new(),
         detail,
     };
+    record_draft(store, draft)
+}
+
+/// Records one server-side action on behalf of a user (their role and
+/// organisation, the basis and any alerts, as a device would).
+pub fn record_draft(store: &Store, draft: AuditDraft) -> Result<(), scr_core::StoreError> {
     store
-        .append_audit(draft, "scr-server", scr_core::clock::now_ms())
+        .append_audit(
+            draft,
+            crate::archive::SERVER_DEVICE,
+            scr_core::clock::now_ms(),
+        )
         .map(|_| ())
 }

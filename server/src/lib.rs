@@ -7,6 +7,7 @@ pub mod archive;
 pub mod audit;
 pub mod demo;
 pub mod directory;
+pub mod encounters;
 pub mod health;
 pub mod holdings;
 pub mod identity;

@@ -50,6 +50,13 @@ fn hold_reason(kind: &RelationshipKind) -> HoldReason {
             incident_id: incident_id.clone(),
             closed_at_ms: None,
         },
+        RelationshipKind::Encounter {
+            encounter_id,
+            ends_at_ms,
+        } => HoldReason::Encounter {
+            encounter_id: encounter_id.clone(),
+            ends_at_ms: *ends_at_ms,
+        },
         RelationshipKind::Caseload
         | RelationshipKind::Registration
         | RelationshipKind::Referral => HoldReason::Caseload,

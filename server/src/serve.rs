@@ -273,6 +273,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         holdings.clone(),
         repo.clone(),
     ));
+    let trail_task = tokio::spawn(archive_own_trail(
+        stopped.clone(),
+        store.clone(),
+        archive.clone(),
+        server_key,
+    ));
     let audit_store = store.clone();
     let shared = Arc::new(Shared {
         identity,
@@ -309,7 +315,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         archive,
         repo,
         stop,
-        tasks: vec![sync_task, health_task, watcher],
+        tasks: vec![sync_task, health_task, watcher, trail_task],
     })
 }
 
@@ -385,6 +391,33 @@ async fn watch_for_changes(
     }
 }
 
+/// Once a second, copies the server's own new audit events (logins, admin
+/// commands from other processes, encounters) into the archive, where the
+/// patient's access log and privacy officers' alerts read them.
+async fn archive_own_trail(
+    mut stopped: watch::Receiver<bool>,
+    store: Store,
+    archive: Arc<crate::archive::Archive>,
+    server_key: [u8; 32],
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tick.tick() => {
+                let (store, archive) = (store.clone(), archive.clone());
+                let taken = tokio::task::spawn_blocking(move || {
+                    archive.take_server_trail(&store, &server_key, scr_core::clock::now_ms())
+                })
+                .await;
+                if !matches!(taken, Ok(Ok(_))) {
+                    tracing::warn!("the server's own audit trail could not be archived");
+                }
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     mut stopped: watch::Receiver<bool>,
@@ -447,6 +480,26 @@ async fn accept_loop(
                             };
                             if let Err(reason) = crate::access_log::serve_access_log(channel, sources).await {
                                 tracing::info!(%peer, %reason, "access log request failed");
+                            }
+                        }
+                        Ok((mut channel, Hello { purpose: Purpose::Encounter, .. })) => {
+                            shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+                            let device = channel.remote_static();
+                            let desk = crate::encounters::EncounterDesk {
+                                store: shared.store.clone(),
+                                policy: shared.policy.clone(),
+                                archive: shared.archive.clone(),
+                                signer_seed: shared.identity.signer_seed(),
+                                server_key: shared.identity.noise.public(),
+                            };
+                            match crate::encounters::serve_encounter(&mut channel, desk).await {
+                                // The new grant decides what the device holds.
+                                Ok(true) => {
+                                    shared.epoch.bump();
+                                    shared.holdings.refresh(device).await;
+                                }
+                                Ok(false) => {}
+                                Err(reason) => tracing::info!(%peer, %reason, "encounter request failed"),
                             }
                         }
                         Ok((channel, Hello { purpose: Purpose::Login, .. })) => {

@@ -141,12 +141,54 @@ impl Directory {
 }
 
 /// A user's relationships, sealed in the server store (they hold NHS numbers).
+/// Encounters past their end are left out.
 pub fn relationships(store: &Store, user_id: &str) -> Result<Vec<GrantRelationship>, UserError> {
-    match store.secret(&relationships_name(user_id))? {
+    let mut list: Vec<GrantRelationship> = match store.secret(&relationships_name(user_id))? {
         Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|_| UserError::Invalid("stored relationships are damaged")),
-        None => Ok(Vec::new()),
-    }
+            .map_err(|_| UserError::Invalid("stored relationships are damaged"))?,
+        None => Vec::new(),
+    };
+    let now = scr_core::clock::now_ms();
+    list.retain(|r| r.holds_at(now));
+    Ok(list)
+}
+
+/// Adds an encounter alongside whatever else the user has with the patient
+/// (closing it must not end a caseload), dropping encounters that ended.
+pub fn add_encounter(
+    store: &Store,
+    user_id: &str,
+    encounter: GrantRelationship,
+) -> Result<(), UserError> {
+    let now = scr_core::clock::now_ms();
+    store.update_secret(&relationships_name(user_id), |old| {
+        let mut list: Vec<GrantRelationship> = old
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        list.retain(|r| r.holds_at(now));
+        list.push(encounter);
+        serde_json::to_vec(&list).unwrap_or_default()
+    })?;
+    Ok(())
+}
+
+/// Ends one encounter; true if it was open.
+pub fn end_encounter(store: &Store, user_id: &str, encounter_id: &str) -> Result<bool, UserError> {
+    let mut ended = false;
+    store.update_secret(&relationships_name(user_id), |old| {
+        let mut list: Vec<GrantRelationship> = old
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        let before = list.len();
+        list.retain(|r| !is_encounter(r, encounter_id));
+        ended = list.len() < before;
+        serde_json::to_vec(&list).unwrap_or_default()
+    })?;
+    Ok(ended)
+}
+
+pub fn is_encounter(r: &GrantRelationship, id: &str) -> bool {
+    matches!(&r.kind, RelationshipKind::Encounter { encounter_id, .. } if encounter_id == id)
 }
 
 /// Adds (or replaces) a relationship between a user and a patient.
@@ -168,7 +210,10 @@ pub fn assign(
         let mut list: Vec<GrantRelationship> = old
             .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or_default();
-        list.retain(|r| r.nhs_number != nhs);
+        // An open encounter is kept: it ends by itself.
+        list.retain(|r| {
+            r.nhs_number != nhs || matches!(r.kind, RelationshipKind::Encounter { .. })
+        });
         list.push(added);
         serde_json::to_vec(&list).unwrap_or_default()
     })?;

@@ -177,6 +177,25 @@ pub struct Request {
     pub choices: PatientChoices,
 }
 
+impl Request {
+    /// The basis as the audit trail and the patient's access log name it:
+    /// `permission`, `emergency`, `legal-override`, each prefixed with
+    /// `self-claimed-relationship+` when the relationship was claimed now.
+    pub fn basis_label(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Relationship::SelfClaimed(_) = self.relationship {
+            parts.push("self-claimed-relationship");
+        }
+        match self.basis {
+            ViewBasis::PermissionRecorded => parts.push("permission"),
+            ViewBasis::Emergency => parts.push("emergency"),
+            ViewBasis::LegalOverride(_) => parts.push("legal-override"),
+            ViewBasis::NotAsked | ViewBasis::Refused => {}
+        }
+        (!parts.is_empty()).then(|| parts.join("+"))
+    }
+}
+
 /// What a permit obliges the caller to do before releasing anything.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Obligations {

@@ -20,6 +20,8 @@ pub enum Purpose {
     /// The recorded accesses to one patient's record (the patient's own
     /// phone, or a privacy officer), then close.
     AccessLog,
+    /// Open or close an encounter with a patient found online, then close.
+    Encounter,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! acting, unlocked or not), and every record operation gated by the access
 //! decision and recorded in the audit queue before anything is released.
 
+mod encounter;
 mod error;
 mod governance;
 mod records;
@@ -126,6 +127,17 @@ impl Engine {
     /// Whether this device holds the patient's record (says nothing of it).
     pub fn holds(&self, nhs: &NhsNumber) -> Result<bool, EngineError> {
         Ok(self.store.has_record(nhs)?)
+    }
+
+    /// Why the device holds the patient's record (a caseload, an incident,
+    /// an encounter...), if it does.
+    pub fn hold_reason(&self, nhs: &NhsNumber) -> Result<Option<HoldReason>, EngineError> {
+        Ok(self
+            .store
+            .holdings()?
+            .into_iter()
+            .find(|h| h.nhs_number == *nhs)
+            .map(|h| h.reason))
     }
 
     /// The audit events waiting for the server, oldest first (the uploader's

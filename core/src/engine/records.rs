@@ -76,20 +76,6 @@ fn relationship_of(
     }
 }
 
-fn basis_label(req: &Request) -> Option<String> {
-    let mut parts = Vec::new();
-    if let Relationship::SelfClaimed(_) = req.relationship {
-        parts.push("self-claimed-relationship");
-    }
-    match req.basis {
-        ViewBasis::PermissionRecorded => parts.push("permission"),
-        ViewBasis::Emergency => parts.push("emergency"),
-        ViewBasis::LegalOverride(_) => parts.push("legal-override"),
-        ViewBasis::NotAsked | ViewBasis::Refused => {}
-    }
-    (!parts.is_empty()).then(|| parts.join("+"))
-}
-
 impl Engine {
     pub(super) fn replica<'s>(
         &self,
@@ -170,7 +156,7 @@ impl Engine {
                 Decision::Permit { .. } => Outcome::Permit,
                 Decision::Deny(reason) => Outcome::Deny { reason: *reason },
             },
-            basis: basis_label(req),
+            basis: req.basis_label(),
             alerts: decision.alerts().to_vec(),
             detail: match &req.action {
                 Action::Unhide {
@@ -649,13 +635,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let mut state = self.state()?;
         let now = self.clock.now_ms();
-        let detail = match &reason {
-            HoldReason::Caseload => "caseload",
-            HoldReason::Incident { .. } => "incident",
-            HoldReason::OwnRecord => "own-record",
-            HoldReason::Origin => "origin",
-            HoldReason::Unspecified => "unspecified",
-        };
+        let detail = reason.label();
         let compartments: Vec<Compartment> = exports.iter().map(|e| e.compartment).collect();
         let draft = AuditDraft {
             compartments,

@@ -37,6 +37,7 @@ impl Default for RetentionPolicy {
 pub enum ForgetReason {
     IncidentClosed,
     LeftCaseload,
+    EncounterEnded,
     LockedOut,
 }
 
@@ -45,6 +46,7 @@ impl ForgetReason {
         match self {
             ForgetReason::IncidentClosed => "incident-closed",
             ForgetReason::LeftCaseload => "left-caseload",
+            ForgetReason::EncounterEnded => "encounter-ended",
             ForgetReason::LockedOut => "locked-out",
         }
     }
@@ -79,6 +81,17 @@ pub fn due_for_forgetting(
                 out.push((h.nhs_number, ForgetReason::IncidentClosed));
             }
             HoldReason::Incident { .. } => {}
+            // An encounter ends when closed (the new grant no longer names
+            // it) or at the end of the shift, even on a locked device.
+            HoldReason::Encounter { ends_at_ms, .. }
+                if now_ms >= *ends_at_ms
+                    || grant.is_some_and(|g| {
+                        !g.relationship_with(&h.nhs_number)
+                            .is_some_and(|r| r.holds_at(now_ms))
+                    }) =>
+            {
+                out.push((h.nhs_number, ForgetReason::EncounterEnded));
+            }
             // A new grant is the current caseload: a patient no longer on it
             // has left the caseload. Without a grant (locked) nothing changes.
             HoldReason::Caseload | HoldReason::Unspecified if grant.is_some() && !in_grant => {
@@ -149,10 +162,31 @@ mod tests {
         }
     }
 
+    fn encounter() -> HoldReason {
+        HoldReason::Encounter {
+            encounter_id: "E1".into(),
+            ends_at_ms: 8 * HOUR,
+        }
+    }
+
+    /// A grant naming patient 5 for encounter E1 until 8 h.
+    fn grant_with_encounter() -> RoleProfileGrant {
+        let mut g = grant_with(&[1]);
+        g.relationships.push(GrantRelationship {
+            nhs_number: test_nhs_number(5),
+            kind: RelationshipKind::Encounter {
+                encounter_id: "E1".into(),
+                ends_at_ms: 8 * HOUR,
+            },
+        });
+        g
+    }
+
     #[test]
     fn the_retention_table() {
         let p = RetentionPolicy::default();
         let g = grant_with(&[1]);
+        let ge = grant_with_encounter();
         let nurse = DeviceClass::NurseTablet;
         let amb = DeviceClass::AmbulanceTablet;
         let cases: Vec<Case<'_>> = vec![
@@ -182,6 +216,42 @@ mod tests {
                 false,
                 0,
                 None,
+            ),
+            (
+                "encounter open",
+                amb,
+                holding(5, encounter()),
+                Some(&ge),
+                false,
+                HOUR,
+                None,
+            ),
+            (
+                "encounter open, session locked",
+                amb,
+                holding(5, encounter()),
+                None,
+                false,
+                HOUR,
+                None,
+            ),
+            (
+                "encounter closed: the new grant does not name it",
+                amb,
+                holding(5, encounter()),
+                Some(&g),
+                false,
+                HOUR,
+                Some(ForgetReason::EncounterEnded),
+            ),
+            (
+                "encounter past the end of the shift, even locked",
+                amb,
+                holding(5, encounter()),
+                None,
+                false,
+                8 * HOUR,
+                Some(ForgetReason::EncounterEnded),
             ),
             (
                 "incident open",

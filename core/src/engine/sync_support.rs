@@ -98,16 +98,6 @@ fn update_unsent(
     })
 }
 
-fn reason_label(reason: &HoldReason) -> &'static str {
-    match reason {
-        HoldReason::Caseload => "caseload",
-        HoldReason::Incident { .. } => "incident",
-        HoldReason::OwnRecord => "own-record",
-        HoldReason::Origin => "origin",
-        HoldReason::Unspecified => "unspecified",
-    }
-}
-
 impl Engine {
     /// The id of this device's holdings document, learnt at login.
     pub fn holdings_document(&self) -> Result<Option<String>, EngineError> {
@@ -131,6 +121,26 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Whether every document the device holds of the record has arrived
+    /// (has bytes): false for a record only registered so far.
+    pub fn has_arrived(&self, nhs: &NhsNumber) -> Result<bool, EngineError> {
+        let docs = self.store.documents_of_record(nhs);
+        let docs = match docs {
+            Ok(docs) => docs,
+            Err(crate::store::StoreError::RecordNotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        for d in &docs {
+            if self
+                .document_heads(nhs, &d.doc_id)?
+                .is_none_or(|h| h.is_empty())
+            {
+                return Ok(false);
+            }
+        }
+        Ok(!docs.is_empty())
     }
 
     /// Records changed locally since the last call (for the driver to hand
@@ -286,7 +296,7 @@ impl Engine {
             ..self.device_draft(
                 "receive",
                 Some(nhs),
-                Some(reason_label(&patient.reason).to_owned()),
+                Some(patient.reason.label().to_owned()),
             )
         };
         let device = self.config.device_id.clone();

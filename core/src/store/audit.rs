@@ -120,12 +120,23 @@ impl Store {
 
     /// The oldest `limit` queued events (all of them for `None`).
     pub fn oldest_audit_events(&self, limit: Option<usize>) -> Result<Vec<AuditEvent>, StoreError> {
+        self.audit_events_after(0, limit)
+    }
+
+    /// The queued events after `seq`, oldest first, at most `limit`.
+    pub fn audit_events_after(
+        &self,
+        seq: u64,
+        limit: Option<usize>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let after = i64::try_from(seq).unwrap_or(i64::MAX);
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT seq, sealed FROM audit_queue ORDER BY seq LIMIT ?1")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, sealed FROM audit_queue WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
             let rows = stmt
-                .query_map([limit], |r| {
+                .query_map([after, limit], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;

@@ -22,6 +22,26 @@ pub enum HoldReason {
     },
     /// The patient's own record on their phone.
     OwnRecord,
+    /// Shared for one encounter, opened online (`RelationshipKind::Encounter`):
+    /// forgotten when the encounter ends.
+    Encounter {
+        encounter_id: String,
+        ends_at_ms: i64,
+    },
+}
+
+impl HoldReason {
+    /// The reason as the audit trail names it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HoldReason::Caseload => "caseload",
+            HoldReason::Incident { .. } => "incident",
+            HoldReason::Encounter { .. } => "encounter",
+            HoldReason::OwnRecord => "own-record",
+            HoldReason::Origin => "origin",
+            HoldReason::Unspecified => "unspecified",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NhsNumber;
 use crate::audit::{AuditEvent, Outcome};
-use crate::channel::{self, ChannelError, Hello, Purpose, StaticKeypair};
+use crate::channel::{ChannelError, Purpose, StaticKeypair};
 use crate::engine::{Engine, EngineError};
 use crate::record::Compartment;
 
@@ -94,18 +94,13 @@ pub async fn fetch_access_log(
     server_key: &[u8; 32],
     nhs: &NhsNumber,
 ) -> Result<Vec<AccessLogEntry>, AccessLogError> {
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .map_err(|e| ChannelError::Io(e.to_string()))?;
-    let hello = Hello::new(Purpose::AccessLog, None).encode();
-    let mut ch = channel::connect(ws, keys, server_key, &hello).await?;
     let request = AccessLogRequest {
         format: ACCESS_LOG_FORMAT,
         nhs_number: *nhs,
     };
     let body = serde_json::to_vec(&request).map_err(|_| AccessLogError::Malformed)?;
-    ch.send(&body).await?;
-    let reply = ch.recv().await?.ok_or(ChannelError::Closed)?;
+    let reply =
+        super::request::one_shot(url, keys, server_key, Purpose::AccessLog, Some(&body)).await?;
     match serde_json::from_slice(&reply).map_err(|_| AccessLogError::Malformed)? {
         AccessLogReply::Log { entries } => Ok(entries),
         AccessLogReply::Refused { reason } => Err(AccessLogError::Refused(reason)),

@@ -33,7 +33,7 @@ pub(super) struct Driver {
     pub started: Arc<AtomicU64>,
     /// The notice version whose list was last applied, and when: the list
     /// is fetched again only when the notice moves (or it grows old).
-    pub applied_notice: Mutex<Option<(u64, Instant)>>,
+    pub applied_notice: Arc<Mutex<Option<(u64, Instant)>>>,
     /// The server has heard this device's audit queue is empty.
     pub audit_reported_empty: std::sync::atomic::AtomicBool,
 }

@@ -17,7 +17,7 @@ use automerge::{Automerge, ROOT, ReadDoc, ScalarValue, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::NhsNumber;
-use crate::channel::{self, ChannelError, Hello, Purpose, StaticKeypair};
+use crate::channel::{ChannelError, Purpose, StaticKeypair};
 use crate::store::{DocumentInfo, HoldReason};
 
 pub const NOTICE_FORMAT: u64 = 2;
@@ -103,12 +103,7 @@ pub async fn fetch_holdings(
     keys: &Arc<StaticKeypair>,
     server_key: &[u8; 32],
 ) -> Result<HoldingsReply, HoldingsError> {
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .map_err(|e| ChannelError::Io(e.to_string()))?;
-    let hello = Hello::new(Purpose::Holdings, None).encode();
-    let mut ch = channel::connect(ws, keys, server_key, &hello).await?;
-    let reply = ch.recv().await?.ok_or(ChannelError::Closed)?;
+    let reply = super::request::one_shot(url, keys, server_key, Purpose::Holdings, None).await?;
     serde_json::from_slice(&reply).map_err(|_| HoldingsError::Malformed)
 }
 

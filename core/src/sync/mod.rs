@@ -12,7 +12,9 @@ mod access_log;
 mod audit_upload;
 mod dialer;
 mod driver;
+mod encounter;
 mod holdings;
+mod request;
 mod storage;
 
 use std::sync::Arc;
@@ -34,6 +36,10 @@ pub use audit_upload::{
     Backlog, MAX_AUDIT_BATCH, next_audit_batch, send_audit_batch, upload_audit_queue,
 };
 pub use dialer::{Link, NoiseDialer};
+pub use encounter::{
+    ENCOUNTER_FORMAT, EncounterBasis, EncounterError, EncounterReply, EncounterRequest,
+    MAX_ENCOUNTER_REQUEST, request_encounter,
+};
 pub use holdings::{
     HeldPatient, HoldingsError, HoldingsList, HoldingsReply, NOTICE_FORMAT, bump_notice,
     fetch_holdings, read_notice,
@@ -145,6 +151,9 @@ pub struct DeviceSync {
     storage: DeviceStorage,
     engine: Arc<Engine>,
     config: SyncConfig,
+    /// Shared with the driver: cleared to make the next pass fetch the
+    /// holdings list whatever the notice says.
+    applied_notice: Arc<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
 }
 
 impl DeviceSync {
@@ -175,6 +184,7 @@ impl DeviceSync {
         let wake = Arc::new(Notify::new());
         let started = Arc::new(AtomicU64::new(0));
         let config_copy = config.clone();
+        let applied_notice = Arc::new(std::sync::Mutex::new(None));
         let driver = driver::Driver {
             engine: engine.clone(),
             repo: repo.clone(),
@@ -187,7 +197,7 @@ impl DeviceSync {
             state: state_tx,
             wake: wake.clone(),
             started: started.clone(),
-            applied_notice: Default::default(),
+            applied_notice: applied_notice.clone(),
             audit_reported_empty: Default::default(),
         };
         let task = tokio::spawn(driver.run(stopped));
@@ -201,6 +211,7 @@ impl DeviceSync {
             storage,
             engine,
             config: config_copy,
+            applied_notice,
         })
     }
 
@@ -262,6 +273,103 @@ impl DeviceSync {
         .await
     }
 
+    /// Finds a patient outside the user's relationships online, by NHS
+    /// number and date of birth, on the basis in `access` (see
+    /// [`encounter`](self::encounter)), and waits until the record is on
+    /// the device. Returns the encounter's id, or `None` when an existing
+    /// relationship already shares the record. The record is then opened
+    /// with [`Engine::view`] as any other (permission is recorded first).
+    pub async fn open_encounter(
+        &self,
+        nhs: &crate::NhsNumber,
+        date_of_birth: &str,
+        access: crate::engine::AccessRequest,
+    ) -> Result<Option<String>, EncounterError> {
+        let request = EncounterRequest::Open {
+            format: ENCOUNTER_FORMAT,
+            nhs_number: *nhs,
+            date_of_birth: date_of_birth.to_owned(),
+            basis: access.basis.into(),
+            self_claim: access.self_claim,
+        };
+        let encounter = match self.encounter_request(&request).await? {
+            EncounterReply::Opened {
+                encounter_id,
+                grant_hex,
+            } => {
+                self.adopt_grant(&grant_hex, format!("encounter {encounter_id} opened"))
+                    .await?;
+                Some(encounter_id)
+            }
+            EncounterReply::AlreadyShared => None,
+            other => return Err(encounter_failure(other)),
+        };
+        self.sync_until_arrived(nhs).await?;
+        Ok(encounter)
+    }
+
+    /// Closes an encounter: changes made during it go to the server first,
+    /// then the server ends the share and the device forgets the patient.
+    pub async fn close_encounter(&self, encounter_id: &str) -> Result<(), EncounterError> {
+        // Best effort: if this pass fails the close below fails the same way.
+        let _ = self.sync_once(self.config.pass_wait * 2).await;
+        let request = EncounterRequest::Close {
+            format: ENCOUNTER_FORMAT,
+            encounter_id: encounter_id.to_owned(),
+        };
+        match self.encounter_request(&request).await? {
+            EncounterReply::Closed { grant_hex } => {
+                self.adopt_grant(&grant_hex, format!("encounter {encounter_id} closed"))
+                    .await
+            }
+            other => Err(encounter_failure(other)),
+        }
+    }
+
+    async fn encounter_request(
+        &self,
+        request: &EncounterRequest,
+    ) -> Result<EncounterReply, EncounterError> {
+        request_encounter(
+            &self.config.server_url,
+            &self.config.keys,
+            &self.config.server_key,
+            request,
+        )
+        .await
+    }
+
+    async fn adopt_grant(&self, grant_hex: &str, why: String) -> Result<(), EncounterError> {
+        let bytes = crate::channel::from_hex(grant_hex).ok_or(EncounterError::Malformed)?;
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.adopt_grant(&bytes, &why))
+            .await
+            .map_err(|_| EncounterError::Malformed)??;
+        Ok(())
+    }
+
+    /// Passes, each fetching the holdings list afresh, until every document
+    /// of the record has arrived (at most three passes' wait).
+    async fn sync_until_arrived(&self, nhs: &crate::NhsNumber) -> Result<(), EncounterError> {
+        let deadline = tokio::time::Instant::now() + self.config.pass_wait * 3;
+        loop {
+            if let Ok(mut applied) = self.applied_notice.lock() {
+                *applied = None;
+            }
+            let _ = self.sync_once(self.config.pass_wait * 2).await;
+            let (engine, nhs) = (self.engine.clone(), *nhs);
+            let arrived = tokio::task::spawn_blocking(move || engine.has_arrived(&nhs))
+                .await
+                .map_err(|_| EncounterError::NotYetArrived)??;
+            if arrived {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EncounterError::NotYetArrived);
+            }
+        }
+    }
+
     /// The audit events waiting for upload, and whether they are overdue.
     pub fn audit_backlog(&self) -> Result<crate::engine::AuditBacklog, SyncError> {
         let after = i64::try_from(self.config.audit_overdue_after.as_millis()).unwrap_or(i64::MAX);
@@ -278,5 +386,17 @@ impl DeviceSync {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         self.repo.stop().await;
+    }
+}
+
+/// The error for a reply that is not the one asked for.
+fn encounter_failure(reply: EncounterReply) -> EncounterError {
+    match reply {
+        EncounterReply::NoMatch => EncounterError::NoMatch,
+        EncounterReply::Refused { reason } => EncounterError::Denied(reason),
+        EncounterReply::Failed { reason } => EncounterError::Server(reason),
+        EncounterReply::Opened { .. }
+        | EncounterReply::AlreadyShared
+        | EncounterReply::Closed { .. } => EncounterError::Malformed,
     }
 }

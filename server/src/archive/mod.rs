@@ -22,6 +22,8 @@ pub use upload::serve_upload;
 
 const MIGRATIONS: &[&str] = &[include_str!("0001_archive.sql")];
 const EVENTS: &[u8] = b"events";
+/// The name the server's own audit events carry as their device.
+pub const SERVER_DEVICE: &str = "scr-server";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -132,6 +134,52 @@ impl Archive {
         upload: &AuditUpload,
         now_ms: i64,
     ) -> Result<AuditAck, ArchiveError> {
+        self.accept_chain(device, &hex_key(device), upload, now_ms)
+    }
+
+    /// Copies the server's own trail (logins, admin and privacy-officer
+    /// actions, encounters opened online) into the archive after the last
+    /// event archived, verified as a chain like any device's, so the
+    /// patient's access log and the privacy officers' alerts read one
+    /// place. The trail stays in the server store too (it is never
+    /// released there). Returns how many events were archived.
+    pub fn take_server_trail(
+        &self,
+        store: &scr_core::Store,
+        server_key: &[u8; 32],
+        now_ms: i64,
+    ) -> Result<usize, ArchiveError> {
+        let mut archived = 0;
+        loop {
+            let (last_seq, _) = self.chain(server_key)?;
+            let events = store
+                .audit_events_after(last_seq, Some(MAX_AUDIT_BATCH))
+                .map_err(|_| ArchiveError::Tampered)?;
+            if events.is_empty() {
+                return Ok(archived);
+            }
+            let upload = AuditUpload {
+                format: scr_core::sync::AUDIT_UPLOAD_FORMAT,
+                events,
+                backlog: Backlog::default(),
+            };
+            let ack = self.accept_chain(server_key, SERVER_DEVICE, &upload, now_ms)?;
+            archived += ack.stored as usize;
+            if ack.stored == 0 {
+                return Ok(archived);
+            }
+        }
+    }
+
+    /// Stores one upload of the chain of `device`, whose events name
+    /// themselves `device_name`.
+    fn accept_chain(
+        &self,
+        device: &[u8; 32],
+        device_name: &str,
+        upload: &AuditUpload,
+        now_ms: i64,
+    ) -> Result<AuditAck, ArchiveError> {
         if upload.format != scr_core::sync::AUDIT_UPLOAD_FORMAT {
             return Err(ArchiveError::Format(upload.format));
         }
@@ -140,7 +188,6 @@ impl Archive {
         }
         let mut events: Vec<&AuditEvent> = upload.events.iter().collect();
         events.sort_by_key(|e| e.seq);
-        let device_hex = hex_key(device);
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (mut last_seq, mut last_hash) = chain_of(&tx, device)?;
@@ -160,7 +207,7 @@ impl Archive {
             } else {
                 Some(Flag::Fork)
             };
-            if event.device != device_hex {
+            if event.device != device_name {
                 flag = Some(Flag::Foreign);
             }
             self.insert(&tx, device, &id_ref, event, flag, now_ms)?;
@@ -330,6 +377,17 @@ impl Archive {
             conn.query_row("SELECT COUNT(*), COUNT(flag) FROM events", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
+        Ok((all.max(0) as u64, flagged.max(0) as u64))
+    }
+
+    /// How many events `device` uploaded, and how many of them are flagged.
+    pub fn counts_of(&self, device: &[u8; 32]) -> Result<(u64, u64), ArchiveError> {
+        let conn = self.conn()?;
+        let (all, flagged): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COUNT(flag) FROM events WHERE device = ?1",
+            [device.as_slice()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         Ok((all.max(0) as u64, flagged.max(0) as u64))
     }
 
