@@ -188,3 +188,64 @@ async fn upload_queued(
         }
     }
 }
+
+/// When the next upload may be tried after failures: 1 s, doubling to
+/// 5 minutes, jittered (a server that refuses uploads is not hammered by
+/// every pass of every device; a success resets it).
+#[derive(Debug)]
+pub(super) struct AuditRetry {
+    next: Option<std::time::Instant>,
+    delay: std::time::Duration,
+}
+
+impl AuditRetry {
+    const FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
+    pub(super) fn new() -> Self {
+        Self {
+            next: None,
+            delay: Self::FIRST,
+        }
+    }
+
+    pub(super) fn due(&self, now: std::time::Instant) -> bool {
+        self.next.is_none_or(|next| now >= next)
+    }
+
+    pub(super) fn failed(&mut self, now: std::time::Instant) {
+        self.next = Some(now + super::driver::jittered(self.delay));
+        self.delay = (self.delay * 2).min(Self::MAX);
+    }
+
+    pub(super) fn succeeded(&mut self) {
+        *self = Self::new();
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use std::time::{Duration, Instant};
+
+    use super::AuditRetry;
+
+    #[test]
+    fn failures_back_off_to_five_minutes_and_a_success_resets() {
+        let t0 = Instant::now();
+        let mut retry = AuditRetry::new();
+        assert!(retry.due(t0));
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            retry.failed(t0);
+            assert!(!retry.due(t0));
+            waits.push(retry.next.unwrap() - t0);
+        }
+        // Each wait is in [d/2, d) of a doubling d capped at 300 s.
+        assert!(waits[0] >= Duration::from_millis(500) && waits[0] < Duration::from_secs(1));
+        assert!(waits[3] >= Duration::from_secs(4) && waits[3] < Duration::from_secs(8));
+        assert!(waits[11] >= Duration::from_secs(150) && waits[11] < Duration::from_secs(300));
+        assert!(retry.due(t0 + Duration::from_secs(300)));
+        retry.succeeded();
+        assert!(retry.due(t0));
+    }
+}

@@ -36,6 +36,8 @@ pub(super) struct Driver {
     pub applied_notice: Arc<Mutex<Option<(u64, Instant)>>>,
     /// The server has heard this device's audit queue is empty.
     pub audit_reported_empty: std::sync::atomic::AtomicBool,
+    /// Backoff for the audit upload after failures.
+    pub audit_retry: Mutex<super::audit_upload::AuditRetry>,
 }
 
 /// Runs blocking engine work (SQLite, decryption) off the async runtime.
@@ -186,8 +188,20 @@ impl Driver {
         // owes it, and a failure here must not hold back the records. An
         // empty queue is reported once, not on every pass.
         let queued = blocking(&self.engine, |e| e.audit_queue_len()).await?;
-        if queued > 0 || !self.audit_reported_empty.load(Ordering::SeqCst) {
-            match self.upload_audit().await {
+        let due = self
+            .audit_retry
+            .lock()
+            .map(|r| r.due(Instant::now()))
+            .unwrap_or(true);
+        if (queued > 0 || !self.audit_reported_empty.load(Ordering::SeqCst)) && due {
+            let uploaded = self.upload_audit().await;
+            if let Ok(mut retry) = self.audit_retry.lock() {
+                match &uploaded {
+                    Ok(_) => retry.succeeded(),
+                    Err(_) => retry.failed(Instant::now()),
+                }
+            }
+            match uploaded {
                 Ok(outcome) => {
                     summary.audit = outcome;
                     self.audit_reported_empty.store(true, Ordering::SeqCst);

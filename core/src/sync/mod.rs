@@ -199,6 +199,7 @@ impl DeviceSync {
             started: started.clone(),
             applied_notice: applied_notice.clone(),
             audit_reported_empty: Default::default(),
+            audit_retry: std::sync::Mutex::new(audit_upload::AuditRetry::new()),
         };
         let task = tokio::spawn(driver.run(stopped));
         Ok(Self {
