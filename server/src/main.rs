@@ -21,6 +21,7 @@ const USAGE: &str = "usage:
                    [--audit-overdue-hours 24]
   scr-server admin enroll-token --data-dir DIR --org ODS --class CLASS [--ttl-minutes 60]
   scr-server admin revoke-device --data-dir DIR --key HEX
+  scr-server admin revoke-user --data-dir DIR --user-id SDS
   scr-server admin add-user --data-dir DIR --user-id SDS --name NAME --org ODS --job-role R0050
                             --role-name NAME --activities B0264,B0370 --card-serial SERIAL
                             [--privacy-officer yes]   (reads the passcode from standard input)
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
         "serve" => serve(&flags),
         "admin enroll-token" => enroll_token(&flags),
         "admin revoke-device" => revoke_device(&flags),
+        "admin revoke-user" => revoke_user(&flags),
         "admin add-user" => add_user(&flags),
         "admin assign" => assign(&flags, true),
         "admin unassign" => assign(&flags, false),
@@ -216,6 +218,29 @@ fn revoke_device(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
     } else {
         Err("no such device".into())
     }
+}
+
+/// A user's access withdrawn: no more logins, and every device still
+/// holding their grant uploads its trail and wipes itself when it next
+/// connects.
+fn revoke_user(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
+    let dir = PathBuf::from(required(flags, "data-dir")?);
+    let user_id = required(flags, "user-id")?;
+    let (store, directory) = open_server(&dir)?;
+    if !directory.revoke_user(user_id).map_err(|e| e.to_string())? {
+        return Err("no such user, or already revoked".into());
+    }
+    scr_server::audit::record(
+        &store,
+        "admin",
+        "admin-revoke-user",
+        None,
+        Outcome::Recorded,
+        Some(user_id.to_owned()),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("user revoked");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open_server(dir: &std::path::Path) -> Result<(Store, Directory), String> {

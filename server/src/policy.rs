@@ -189,10 +189,29 @@ impl AccessPolicy {
         choices.hidden || choices.sharing == scr_core::record::SharingChoice::OptOut
     }
 
-    /// The grant the server last issued to this device (sealed at login).
+    /// The grant the server last issued to this device (sealed at login),
+    /// unless its user has since been revoked.
     pub(crate) fn current_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {
+        self.issued_grant(key).filter(|g| !self.user_revoked_in(g))
+    }
+
+    /// Whether the device holds the grant of a user since revoked: it must
+    /// wipe itself, as a revoked device does.
+    pub fn holds_revoked_users_grant(&self, key: &[u8; 32]) -> bool {
+        self.issued_grant(key)
+            .is_some_and(|g| self.user_revoked_in(&g))
+    }
+
+    fn issued_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {
         let bytes = self.store.secret(&grant_secret_name(key)).ok()??;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    fn user_revoked_in(&self, grant: &RoleProfileGrant) -> bool {
+        match &grant.principal {
+            GrantPrincipal::Staff { user_id, .. } => self.directory.user_revoked(user_id),
+            GrantPrincipal::Patient { .. } => false,
+        }
     }
 
     fn for_patient(

@@ -452,10 +452,12 @@ async fn accept_loop(
                         }
                         Ok((channel, Hello { purpose: Purpose::Audit, .. })) => {
                             shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
-                            let directory = shared.directory.clone();
+                            let (directory, policy) = (shared.directory.clone(), shared.policy.clone());
                             let device = channel.remote_static();
+                            // A lost tablet, or a tablet holding a revoked user's grant.
                             let revoked = tokio::task::spawn_blocking(move || {
                                 directory.device(&device).ok().flatten().is_some_and(|d| d.revoked)
+                                    || policy.holds_revoked_users_grant(&device)
                             })
                             .await
                             .unwrap_or(false);

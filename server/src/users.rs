@@ -126,7 +126,8 @@ impl Directory {
     /// Takes one of the user's allowed attempts; false once they are used up.
     fn begin_login_attempt(&self, user_id: &str) -> Result<bool, UserError> {
         Ok(self.conn()?.execute(
-            "UPDATE users SET failed_logins = failed_logins + 1 WHERE user_id = ?1 AND failed_logins < ?2",
+            "UPDATE users SET failed_logins = failed_logins + 1
+             WHERE user_id = ?1 AND failed_logins < ?2 AND revoked = 0",
             params![user_id, MAX_FAILED_LOGINS],
         )? == 1)
     }
@@ -295,7 +296,7 @@ pub fn login(
         return refuse("unknown user");
     };
     if !allowed {
-        return refuse("account locked");
+        return refuse("account locked or revoked");
     }
     if user.card_serial != request.card_serial || !passcode_ok {
         return refuse("wrong card or passcode");

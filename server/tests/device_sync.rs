@@ -458,3 +458,63 @@ async fn an_operator_sets_core_only_and_back_and_the_tablet_follows() {
     w.nurse.offline().await;
     w.srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_user_cannot_log_in_and_tablets_holding_their_grant_wipe_themselves() {
+    let mut w = world().await;
+    w.nurse.online().await;
+    w.nurse.settle().await;
+    let held: Vec<_> = [61, 62]
+        .into_iter()
+        .map(test_nhs_number)
+        .filter(|n| w.nurse.engine.holds(n).unwrap())
+        .collect();
+    assert_eq!(held.len(), 2);
+    // The nurse leaves; her tablet stays enrolled (another nurse may use it).
+    assert!(w.srv.directory.revoke_user(common::NURSE_ID).unwrap());
+    assert!(!w.srv.directory.revoke_user(common::NURSE_ID).unwrap());
+    w.nurse.sync.as_ref().unwrap().sync_now();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while held.iter().any(|n| w.nurse.engine.holds(n).unwrap())
+            || w.nurse.engine.audit_queue_len().unwrap() > 0
+        {
+            w.nurse.sync.as_ref().unwrap().sync_now();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the tablet wipes itself and uploads the record of it");
+    let me = hex_key(&w.nurse.keys.public());
+    for nhs in &held {
+        assert!(
+            w.srv
+                .archive
+                .events_about(nhs)
+                .unwrap()
+                .into_iter()
+                .any(|a| a.event.device == me
+                    && a.event.action == "forget"
+                    && a.event.detail.as_deref() == Some("remote-wipe"))
+        );
+    }
+    // Her login is refused, on this tablet as on any other.
+    let refused = scr_core::channel::login(
+        common::ws(w.srv.sync_addr).await,
+        &w.nurse.keys,
+        &w.srv.server_key,
+        &common::nurse_login(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        refused,
+        scr_core::channel::LoginResponse::Refused { .. }
+    ));
+    // The paramedic's tablet is untouched.
+    w.paramedic.online().await;
+    w.paramedic.settle().await;
+    assert!(w.paramedic.engine.holds(&test_nhs_number(61)).unwrap());
+    w.nurse.offline().await;
+    w.paramedic.offline().await;
+    w.srv.shutdown().await;
+}

@@ -377,6 +377,9 @@ fn admin_commands_give_a_token_or_a_clear_error() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--org is required"));
     let revoke = run(&["admin", "revoke-device", "--data-dir", d, "--key", "zz"]);
     assert!(String::from_utf8_lossy(&revoke.stderr).contains("64 hex digits"));
+    let nobody = run(&["admin", "revoke-user", "--data-dir", d, "--user-id", "42"]);
+    assert!(!nobody.status.success());
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no such user"));
 
     let mut add = Command::new(env!("CARGO_BIN_EXE_scr-server"))
         .args([

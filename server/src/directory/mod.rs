@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 const MIGRATIONS: &[&str] = &[
     include_str!("0001_directory.sql"),
     include_str!("0002_users.sql"),
+    include_str!("0003_user_revocation.sql"),
 ];
 
 /// What a device was enrolled as.
@@ -201,6 +202,32 @@ impl Directory {
             "UPDATE devices SET revoked = 1 WHERE key = ?1",
             [key.as_slice()],
         )? > 0)
+    }
+
+    /// Revokes a user: no more logins, and devices holding their grant
+    /// are told to wipe themselves. Returns false if unknown or already
+    /// revoked.
+    pub fn revoke_user(&self, user_id: &str) -> Result<bool, DirectoryError> {
+        Ok(self.conn()?.execute(
+            "UPDATE users SET revoked = 1 WHERE user_id = ?1 AND revoked = 0",
+            [user_id],
+        )? > 0)
+    }
+
+    /// Whether the user was revoked (true if the directory cannot say:
+    /// fail closed).
+    pub fn user_revoked(&self, user_id: &str) -> bool {
+        let Ok(conn) = self.conn() else {
+            return true;
+        };
+        conn.query_row(
+            "SELECT revoked FROM users WHERE user_id = ?1",
+            [user_id],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map(|r| r.unwrap_or(0) != 0)
+        .unwrap_or(true)
     }
 
     /// Changes when another connection commits (an admin command).
