@@ -388,3 +388,100 @@ async fn the_patient_changes_her_choices_on_her_phone_and_the_nurses_tablet_foll
     phone.offline().await;
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensitive_items_reach_a_tablet_only_while_the_patient_includes_them() {
+    use scr_core::record::Compartment::*;
+    let dir = tempfile::tempdir().unwrap();
+    let Site { srv, store, .. } = site(dir.path()).await;
+    // A nurse whose role may see sensitive-flagged items (B1611).
+    let specialist = NewUser {
+        user_id: "555000000109".into(),
+        display_name: "Lee Specialist".into(),
+        card_serial: "CARD-0109".into(),
+        activities: vec![
+            "B0264".into(),
+            "B0370".into(),
+            "B0380".into(),
+            "B1611".into(),
+        ],
+        ..common::nurse()
+    };
+    srv.directory.add_user(&specialist, "lee-8642").unwrap();
+    let patient = scr_core::fixtures::test_nhs_number(88);
+    let mut file = common::device::record(88, SharingChoice::CoreAndAdditional);
+    file.entries.push(scr_server::records::FileEntry {
+        sensitive: true,
+        content: scr_core::fixtures::sample_entry(5),
+    });
+    scr_server::records::load(&store, &file, "test").unwrap();
+    scr_server::users::assign(
+        &store,
+        &srv.directory,
+        "555000000109",
+        patient,
+        scr_core::grant::RelationshipKind::Caseload,
+    )
+    .unwrap();
+    let mut tablet = Device::enroll(
+        &srv,
+        dir.path(),
+        "specialist",
+        (
+            "RX1",
+            "nurse-tablet",
+            scr_core::engine::DeviceClass::NurseTablet,
+        ),
+        scr_core::channel::LoginRequest {
+            user_id: "555000000109".into(),
+            card_serial: "CARD-0109".into(),
+            passcode: "lee-8642".into(),
+        },
+    )
+    .await;
+    tablet.online().await;
+    tablet.settle().await;
+    let everything_but_sensitive = [Core, Additional, CareEvents, PatientEntered, Governance];
+    assert_eq!(tablet.compartments(&patient), everything_but_sensitive);
+    let mut phone = Device::patient(&srv, &store, dir.path(), patient, "tulip-2468").await;
+    phone.online().await;
+    phone.settle().await;
+    let until = |want: Vec<scr_core::record::Compartment>| {
+        let tablet = &tablet;
+        async move {
+            tokio::time::timeout(Duration::from_secs(45), async {
+                while tablet.compartments(&patient) != want {
+                    tablet.sync().await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the tablet holds {:?}", tablet.compartments(&patient)));
+        }
+    };
+    // She includes sensitive items: the tablet receives them.
+    phone
+        .engine
+        .set_patient_choices(&patient, SharingChoice::CoreAndAdditional, true)
+        .unwrap();
+    phone.settle().await;
+    until(vec![
+        Core,
+        Additional,
+        CareEvents,
+        PatientEntered,
+        Governance,
+        Sensitive,
+    ])
+    .await;
+    // She leaves them out again: the tablet forgets them.
+    phone
+        .engine
+        .set_patient_choices(&patient, SharingChoice::CoreAndAdditional, false)
+        .unwrap();
+    phone.settle().await;
+    until(everything_but_sensitive.to_vec()).await;
+    tablet.offline().await;
+    phone.offline().await;
+    srv.shutdown().await;
+}
