@@ -26,6 +26,7 @@ pub const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 /// Who the grant is for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum GrantPrincipal {
     Staff {
         user_id: String,

@@ -8,11 +8,17 @@
 //! - [`store`]: the encrypted SQLite store (also samod's `Storage`).
 //! - [`replica`]: a patient's record on this device, tying the three together.
 
+// No unsafe code of our own. UniFFI's scaffolding (the `uniffi` feature,
+// for the bindings crate) is unsafe code the macros write.
+#![cfg_attr(not(feature = "uniffi"), forbid(unsafe_code))]
+#![cfg_attr(feature = "uniffi", allow(unsafe_code))]
+
 pub mod access;
 pub mod audit;
 pub mod channel;
 pub mod clock;
 pub mod crypto;
+pub mod device;
 pub mod engine;
 pub mod fixtures;
 pub mod grant;
@@ -21,6 +27,11 @@ pub mod record;
 pub mod replica;
 pub mod store;
 pub mod sync;
+#[cfg(feature = "uniffi")]
+mod uniffi_types;
+
+#[cfg(feature = "uniffi")]
+uniffi::setup_scaffolding!("scr_core");
 
 pub use nhs_number::{NhsNumber, NhsNumberError};
 pub use replica::{CompartmentExport, PatientReplica, RecordView};

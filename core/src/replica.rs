@@ -52,6 +52,7 @@ impl std::fmt::Debug for CompartmentExport {
 
 /// Every compartment this device holds for one patient, as views.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct RecordView {
     pub compartments: Vec<CompartmentView>,
 }

@@ -123,7 +123,11 @@ fn addr(flags: &HashMap<String, String>, name: &str, default: &str) -> Result<So
 }
 
 fn serve(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
-    tracing_subscriber::fmt().with_target(false).init();
+    // Logs to stderr: stdout carries the one line that says where it listens.
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
     let config = ServeConfig {
         data_dir: PathBuf::from(required(flags, "data-dir")?),
         listen: addr(flags, "listen", "127.0.0.1:7420")?,

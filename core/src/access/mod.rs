@@ -206,6 +206,7 @@ pub struct Obligations {
 /// Why a request was refused, in words an app can show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum DenyReason {
     #[error("your role does not include this activity")]
     MissingActivity,

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 
 /// The audit events waiting for the server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct AuditBacklog {
     pub queued: u64,
     /// When the oldest was written.
@@ -67,6 +68,7 @@ impl EngineConfig {
 
 /// Who is signed in and until when.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct SessionInfo {
     pub principal: GrantPrincipal,
     pub expires_at_ms: i64,
@@ -93,6 +95,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
     local_changes: sync_support::LocalChanges,
+    record_changed: tokio::sync::broadcast::Sender<NhsNumber>,
 }
 
 impl Engine {
@@ -103,7 +106,15 @@ impl Engine {
         config: EngineConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, EngineError> {
-        let store = Store::open(path, keys)?;
+        Self::with_store(Store::open(path, keys)?, config, clock)
+    }
+
+    /// The engine over a store already open.
+    pub fn with_store(
+        store: Store,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, EngineError> {
         let store_for_changes = store.clone();
         let clock_high_water = store.read(|conn| session::clock_high_water(&store, conn))?;
         Ok(Self {
@@ -116,7 +127,21 @@ impl Engine {
                 clock_high_water,
             }),
             local_changes: sync_support::LocalChanges::load(&store_for_changes)?,
+            record_changed: tokio::sync::broadcast::channel(64).0,
         })
+    }
+
+    /// The NHS number of every record whose content changes from now on:
+    /// merged from sync, written here, received or forgotten. Says nothing
+    /// of the content; a lagging receiver skips to the newest (read the
+    /// record again).
+    pub fn watch_records(&self) -> tokio::sync::broadcast::Receiver<NhsNumber> {
+        self.record_changed.subscribe()
+    }
+
+    pub(crate) fn record_changed(&self, nhs: &NhsNumber) {
+        // Nobody listening is fine.
+        let _ = self.record_changed.send(*nhs);
     }
 
     /// The store file (for diagnostics and tests; its contents are sealed).
@@ -127,6 +152,14 @@ impl Engine {
     /// Whether this device holds the patient's record (says nothing of it).
     pub fn holds(&self, nhs: &NhsNumber) -> Result<bool, EngineError> {
         Ok(self.store.has_record(nhs)?)
+    }
+
+    /// The patients this device holds and why, for the app's caseload or
+    /// incident list. Needs an unlocked session (the list names patients).
+    pub fn holdings(&self) -> Result<Vec<crate::store::Holding>, EngineError> {
+        let mut state = self.state()?;
+        self.checked_active(&mut state, false)?;
+        Ok(self.store.holdings()?)
     }
 
     /// Why the device holds the patient's record (a caseload, an incident,
@@ -616,6 +649,9 @@ impl Engine {
             Ok(())
         })?;
         self.store.checkpoint()?;
+        if removed {
+            self.record_changed(nhs);
+        }
         Ok(removed)
     }
 }

@@ -19,6 +19,7 @@ use crate::store::{HoldReason, StoreError};
 
 /// How the user justifies opening a record they may not otherwise see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum RequestedBasis {
     /// Use the permission to view recorded for this encounter or organisation.
     Permission,
@@ -29,6 +30,7 @@ pub enum RequestedBasis {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct AccessRequest {
     pub basis: RequestedBasis,
     /// A legitimate relationship claimed now, with its reason (alert type 1),
@@ -287,6 +289,7 @@ impl Engine {
         // Sync picks the change up from here (and keeps the record until
         // the server has it).
         self.local_changes.mark(nhs);
+        self.record_changed(nhs);
         self.persist_clock(state, now)?;
         Ok(version)
     }

@@ -8,6 +8,7 @@ use crate::store::{HoldReason, Holding};
 /// What kind of device this is; each keeps records for its own reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum DeviceClass {
     PatientPhone,
     AmbulanceTablet,

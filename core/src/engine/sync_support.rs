@@ -375,9 +375,13 @@ impl Engine {
         if !registered {
             return Ok(false);
         }
-        Ok(self
+        let merged = self
             .with_sync_replica(&mut state, nhs, |r| r.merge(export))?
-            .is_some())
+            .is_some();
+        if merged {
+            self.record_changed(nhs);
+        }
+        Ok(merged)
     }
 
     /// Like [`Engine::confirm_sent`], unless the record changed again since

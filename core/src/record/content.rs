@@ -7,6 +7,7 @@ use super::Compartment;
 
 /// A coded concept: code system URI, code and human-readable display.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Code {
     pub system: String,
     pub code: String,
@@ -36,6 +37,7 @@ impl Code {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum Severity {
     Mild,
     Moderate,
@@ -45,6 +47,7 @@ pub enum Severity {
 /// Repeat medication stays current across issues; acute is a single course.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum MedicationCourse {
     Repeat,
     Acute,
@@ -52,6 +55,7 @@ pub enum MedicationCourse {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum CarePlanKind {
     Anticipatory,
     EndOfLife,
@@ -59,6 +63,7 @@ pub enum CarePlanKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum PreferenceKind {
     ContactMethod,
     AccessNeeds,
@@ -68,6 +73,7 @@ pub enum PreferenceKind {
 /// What the patient (or their GP) has chosen to share. Read codes 9Ndm/9Ndn/9Ndo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum SharingChoice {
     CoreOnly,
     CoreAndAdditional,
@@ -79,6 +85,7 @@ pub enum SharingChoice {
 /// kind only: content is patient data and must not reach logs or panics.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum EntryContent {
     Demographics {
         name: String,
@@ -160,6 +167,7 @@ pub enum EntryContent {
 /// How long a permission to view lasts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "scope", rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum PermissionScope {
     /// This encounter only (the login session that asked).
     Encounter { encounter_id: String },

@@ -23,6 +23,7 @@ pub use view::{CompartmentView, EntryState, EntryView, materialise};
 /// its user may see, and documents stay small.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum Compartment {
     /// Medication, allergies, adverse reactions, demographics.
     Core,
@@ -67,6 +68,7 @@ impl Compartment {
 /// Who wrote a version, acting in which role, for which organisation, on
 /// which device, and when (milliseconds since the Unix epoch, device clock).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Provenance {
     /// SDS user id, or the patient's own principal id on their phone.
     pub author_id: String,
@@ -82,6 +84,7 @@ pub struct Provenance {
 /// `Debug` leaves out the reason, which is free text about the patient.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum VersionStatus {
     Current,
     /// The entry was recorded in error. Kept, with the reason, never deleted.
@@ -107,6 +110,7 @@ pub const VERSION_FORMAT: u8 = 1;
 /// One immutable version of an entry. Never edited after it is written: a
 /// correction is a new version that names this one in `replaces`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct EntryVersion {
     #[serde(rename = "v")]
     pub format: u8,

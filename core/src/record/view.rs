@@ -11,6 +11,7 @@ use super::{Compartment, EntryId, EntryVersion, VersionId};
 // common single-version case would cost an allocation per entry instead.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum EntryState {
     /// One newest version; it may be marked entered-in-error.
     Current(EntryVersion),
@@ -21,6 +22,7 @@ pub enum EntryState {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct EntryView {
     pub entry_id: EntryId,
     pub state: EntryState,
@@ -56,6 +58,7 @@ impl EntryView {
 
 /// The entries of one compartment, in creation order (UUIDv7 entry ids).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct CompartmentView {
     pub compartment: Compartment,
     pub entries: Vec<EntryView>,

@@ -10,6 +10,7 @@ use crate::crypto;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum HoldReason {
     /// The device created the record (a GP system, the server).
     Origin,
@@ -45,6 +46,7 @@ impl HoldReason {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct Holding {
     pub nhs_number: NhsNumber,
     pub reason: HoldReason,

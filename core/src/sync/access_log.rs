@@ -33,6 +33,7 @@ pub enum AccessLogReply {
 
 /// One line of the log, as a patient reads it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct AccessLogEntry {
     /// The audit event's id (the same on the device and the server).
     pub id: String,
