@@ -1,4 +1,4 @@
-//! The one error an app sees: what it can act on, with a message to show.
+//! The one error an app sees: what it can act on, with a detail to show.
 //! Mapped once here from the core's rich errors; messages carry no patient
 //! data, keys or raw database text.
 
@@ -19,87 +19,85 @@ pub enum ScrError {
     LockedOut,
     #[error("wrong passcode; {remaining} tries left")]
     WrongPasscode { remaining: u32 },
-    /// Refused by the access rules; `message` is for the user.
-    #[error("access denied: {message}")]
-    AccessDenied { reason: DenyReason, message: String },
-    #[error("not found: {message}")]
-    NotFound { message: String },
-    #[error("invalid input: {message}")]
-    InvalidInput { message: String },
+    /// Refused by the access rules; `detail` is for the user.
+    #[error("access denied: {detail}")]
+    AccessDenied { reason: DenyReason, detail: String },
+    #[error("not found: {detail}")]
+    NotFound { detail: String },
+    #[error("invalid input: {detail}")]
+    InvalidInput { detail: String },
     /// The server cannot be reached; what is on the device still works.
-    #[error("offline: {message}")]
-    Offline { message: String },
+    #[error("offline: {detail}")]
+    Offline { detail: String },
     /// The server answered no (a failed login, a revoked device...).
-    #[error("refused by the server: {message}")]
-    Refused { message: String },
+    #[error("refused by the server: {detail}")]
+    Refused { detail: String },
     /// The grant was refused or has expired: log in online.
-    #[error("log in online again: {message}")]
-    LoginNeeded { message: String },
+    #[error("log in online again: {detail}")]
+    LoginNeeded { detail: String },
     #[error("the device's storage is full")]
     StorageFull,
-    #[error("the device's storage is damaged: {message}")]
-    StorageCorrupt { message: String },
+    #[error("the device's storage is damaged: {detail}")]
+    StorageCorrupt { detail: String },
     /// The app's key provider gave no key; try again once it can.
-    #[error("the key is unavailable: {message}")]
-    KeyUnavailable { message: String },
-    #[error("internal error: {message}")]
-    Internal { message: String },
+    #[error("the key is unavailable: {detail}")]
+    KeyUnavailable { detail: String },
+    #[error("internal error: {detail}")]
+    Internal { detail: String },
 }
 
 impl ScrError {
-    pub(crate) fn internal(message: &str) -> Self {
+    pub(crate) fn internal(detail: &str) -> Self {
         ScrError::Internal {
-            message: message.to_owned(),
+            detail: detail.to_owned(),
         }
     }
 
     fn denied(reason: DenyReason) -> Self {
         ScrError::AccessDenied {
             reason,
-            message: reason.to_string(),
+            detail: reason.to_string(),
         }
     }
 }
 
 impl From<StoreError> for ScrError {
     fn from(e: StoreError) -> Self {
-        let message = e.to_string();
+        let detail = e.to_string();
         match e {
             StoreError::Full(_) => ScrError::StorageFull,
-            StoreError::KeyUnavailable(_) => ScrError::KeyUnavailable { message },
+            StoreError::KeyUnavailable(_) => ScrError::KeyUnavailable { detail },
             StoreError::WrongKey
             | StoreError::Tampered { .. }
             | StoreError::BadRow { .. }
             | StoreError::Corrupt(_)
             | StoreError::NewerSchema { .. }
-            | StoreError::Document(_) => ScrError::StorageCorrupt { message },
+            | StoreError::Document(_) => ScrError::StorageCorrupt { detail },
             StoreError::RecordNotFound
             | StoreError::EntryNotFound
-            | StoreError::CompartmentNotHeld(_) => ScrError::NotFound { message },
+            | StoreError::CompartmentNotHeld(_) => ScrError::NotFound { detail },
             StoreError::RecordExists | StoreError::InvalidEdit(_) => {
-                ScrError::InvalidInput { message }
+                ScrError::InvalidInput { detail }
             }
             StoreError::Crypto(_)
             | StoreError::Io(_)
             | StoreError::Sqlite(_)
-            | StoreError::Poisoned => ScrError::Internal { message },
+            | StoreError::Poisoned => ScrError::Internal { detail },
         }
     }
 }
 
 impl From<EngineError> for ScrError {
     fn from(e: EngineError) -> Self {
-        let message = e.to_string();
+        let detail = e.to_string();
         match e {
             EngineError::Locked => ScrError::Locked,
             EngineError::LockedOut => ScrError::LockedOut,
             EngineError::WrongPasscode { remaining } => ScrError::WrongPasscode { remaining },
-            EngineError::Grant(_) | EngineError::ClockWoundBack => {
-                ScrError::LoginNeeded { message }
-            }
+            EngineError::Grant(_) | EngineError::ClockWoundBack => ScrError::LoginNeeded { detail },
             EngineError::Denied(reason) => ScrError::denied(reason),
-            EngineError::NotHeld => ScrError::NotFound { message },
-            EngineError::InvalidInput(_) => ScrError::InvalidInput { message },
+            EngineError::NotHeld => ScrError::NotFound { detail },
+            EngineError::InvalidInput(_) => ScrError::InvalidInput { detail },
             EngineError::AuditFailed(store) | EngineError::Store(store) => store.into(),
         }
     }
@@ -107,39 +105,39 @@ impl From<EngineError> for ScrError {
 
 impl From<ChannelError> for ScrError {
     fn from(e: ChannelError) -> Self {
-        let message = e.to_string();
+        let detail = e.to_string();
         match e {
-            ChannelError::NotAdmitted | ChannelError::UnknownPeer => ScrError::Refused { message },
-            _ => ScrError::Offline { message },
+            ChannelError::NotAdmitted | ChannelError::UnknownPeer => ScrError::Refused { detail },
+            _ => ScrError::Offline { detail },
         }
     }
 }
 
 impl From<SyncError> for ScrError {
     fn from(e: SyncError) -> Self {
-        let message = e.to_string();
+        let detail = e.to_string();
         match e {
             SyncError::Engine(e) => e.into(),
-            SyncError::BadServerUrl => ScrError::InvalidInput { message },
-            SyncError::Timeout(_) | SyncError::Holdings(_) => ScrError::Offline { message },
+            SyncError::BadServerUrl => ScrError::InvalidInput { detail },
+            SyncError::Timeout(_) | SyncError::Holdings(_) => ScrError::Offline { detail },
             SyncError::Stopped => ScrError::Offline {
-                message: "sync is not running".to_owned(),
+                detail: "sync is not running".to_owned(),
             },
-            SyncError::Internal => ScrError::Internal { message },
+            SyncError::Internal => ScrError::Internal { detail },
         }
     }
 }
 
 impl From<DeviceError> for ScrError {
     fn from(e: DeviceError) -> Self {
-        let message = e.to_string();
+        let detail = e.to_string();
         match e {
             DeviceError::NotEnrolled | DeviceError::NeverLoggedIn => ScrError::Locked,
             DeviceError::AlreadyEnrolled | DeviceError::InvalidInput(_) => {
-                ScrError::InvalidInput { message }
+                ScrError::InvalidInput { detail }
             }
-            DeviceError::Refused(_) | DeviceError::GrantKeyChanged => ScrError::Refused { message },
-            DeviceError::Malformed => ScrError::Internal { message },
+            DeviceError::Refused(_) | DeviceError::GrantKeyChanged => ScrError::Refused { detail },
+            DeviceError::Malformed => ScrError::Internal { detail },
             DeviceError::Channel(e) => e.into(),
             DeviceError::Engine(e) => e.into(),
             DeviceError::Store(e) => e.into(),
@@ -150,17 +148,17 @@ impl From<DeviceError> for ScrError {
 
 impl From<EncounterError> for ScrError {
     fn from(e: EncounterError) -> Self {
-        let message = e.to_string();
+        let detail = e.to_string();
         match e {
             EncounterError::Offline(_) | EncounterError::NotYetArrived => {
-                ScrError::Offline { message }
+                ScrError::Offline { detail }
             }
             EncounterError::NoMatch | EncounterError::NoSuchEncounter => {
-                ScrError::NotFound { message }
+                ScrError::NotFound { detail }
             }
             EncounterError::Denied(reason) => ScrError::denied(reason),
-            EncounterError::Server(_) => ScrError::Refused { message },
-            EncounterError::Malformed => ScrError::Internal { message },
+            EncounterError::Server(_) => ScrError::Refused { detail },
+            EncounterError::Malformed => ScrError::Internal { detail },
             EncounterError::Engine(e) => e.into(),
         }
     }
@@ -168,20 +166,20 @@ impl From<EncounterError> for ScrError {
 
 impl From<AccessLogError> for ScrError {
     fn from(e: AccessLogError) -> Self {
-        let message = e.to_string();
+        let detail = e.to_string();
         match e {
             AccessLogError::Channel(e) => e.into(),
-            AccessLogError::Refused(_) => ScrError::Refused { message },
-            AccessLogError::Malformed => ScrError::Internal { message },
+            AccessLogError::Refused(_) => ScrError::Refused { detail },
+            AccessLogError::Malformed => ScrError::Internal { detail },
             AccessLogError::Engine(e) => e.into(),
         }
     }
 }
 
 /// An NHS number from the app, checked (Modulus 11): a typed error, with
-/// the number left out of the message.
+/// the number left out of the detail.
 pub(crate) fn nhs_number(input: &str) -> Result<scr_core::NhsNumber, ScrError> {
     scr_core::NhsNumber::parse(input).map_err(|_| ScrError::InvalidInput {
-        message: "not a valid NHS number".to_owned(),
+        detail: "not a valid NHS number".to_owned(),
     })
 }

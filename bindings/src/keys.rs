@@ -12,14 +12,14 @@ pub enum KeyProviderError {
     /// The keystore is locked or the key is missing.
     #[error("the key is not available")]
     Unavailable,
-    #[error("the key provider failed: {message}")]
-    Failed { message: String },
+    #[error("the key provider failed: {detail}")]
+    Failed { detail: String },
 }
 
 // A foreign implementation that throws something else arrives as this.
 impl From<uniffi::UnexpectedUniFFICallbackError> for KeyProviderError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
-        KeyProviderError::Failed { message: e.reason }
+        KeyProviderError::Failed { detail: e.reason }
     }
 }
 
@@ -36,7 +36,7 @@ impl crypto::KeyProvider for Foreign {
     fn key_encryption_key(&self) -> Result<SecretKey, CoreKeyError> {
         let bytes = zeroize::Zeroizing::new(self.0.key_encryption_key().map_err(|e| match e {
             KeyProviderError::Unavailable => CoreKeyError::Unavailable,
-            KeyProviderError::Failed { message } => CoreKeyError::Failed(message),
+            KeyProviderError::Failed { detail } => CoreKeyError::Failed(detail),
         })?);
         let key: [u8; 32] = bytes
             .as_slice()

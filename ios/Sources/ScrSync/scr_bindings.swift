@@ -2189,7 +2189,7 @@ enum KeyProviderError: Swift.Error, Equatable, Hashable, Foundation.LocalizedErr
      * The keystore is locked or the key is missing.
      */
     case Unavailable
-    case Failed(message: String
+    case Failed(detail: String
     )
 
     
@@ -2222,7 +2222,7 @@ public struct FfiConverterTypeKeyProviderError: FfiConverterRustBuffer {
         
         case 1: return .Unavailable
         case 2: return .Failed(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
 
          default: throw UniffiInternalError.unexpectedEnumCase
@@ -2240,9 +2240,9 @@ public struct FfiConverterTypeKeyProviderError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(1))
         
         
-        case let .Failed(message):
+        case let .Failed(detail):
             writeInt(&buf, Int32(2))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         }
     }
@@ -2280,38 +2280,38 @@ enum ScrError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case WrongPasscode(remaining: UInt32
     )
     /**
-     * Refused by the access rules; `message` is for the user.
+     * Refused by the access rules; `detail` is for the user.
      */
-    case AccessDenied(reason: DenyReason, message: String
+    case AccessDenied(reason: DenyReason, detail: String
     )
-    case NotFound(message: String
+    case NotFound(detail: String
     )
-    case InvalidInput(message: String
+    case InvalidInput(detail: String
     )
     /**
      * The server cannot be reached; what is on the device still works.
      */
-    case Offline(message: String
+    case Offline(detail: String
     )
     /**
      * The server answered no (a failed login, a revoked device...).
      */
-    case Refused(message: String
+    case Refused(detail: String
     )
     /**
      * The grant was refused or has expired: log in online.
      */
-    case LoginNeeded(message: String
+    case LoginNeeded(detail: String
     )
     case StorageFull
-    case StorageCorrupt(message: String
+    case StorageCorrupt(detail: String
     )
     /**
      * The app's key provider gave no key; try again once it can.
      */
-    case KeyUnavailable(message: String
+    case KeyUnavailable(detail: String
     )
-    case Internal(message: String
+    case Internal(detail: String
     )
 
     
@@ -2349,32 +2349,32 @@ public struct FfiConverterTypeScrError: FfiConverterRustBuffer {
             )
         case 4: return .AccessDenied(
             reason: try FfiConverterTypeDenyReason.read(from: &buf), 
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 5: return .NotFound(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 6: return .InvalidInput(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 7: return .Offline(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 8: return .Refused(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 9: return .LoginNeeded(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 10: return .StorageFull
         case 11: return .StorageCorrupt(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 12: return .KeyUnavailable(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 13: return .Internal(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
 
          default: throw UniffiInternalError.unexpectedEnumCase
@@ -2401,54 +2401,54 @@ public struct FfiConverterTypeScrError: FfiConverterRustBuffer {
             FfiConverterUInt32.write(remaining, into: &buf)
             
         
-        case let .AccessDenied(reason,message):
+        case let .AccessDenied(reason,detail):
             writeInt(&buf, Int32(4))
             FfiConverterTypeDenyReason.write(reason, into: &buf)
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .NotFound(message):
+        case let .NotFound(detail):
             writeInt(&buf, Int32(5))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .InvalidInput(message):
+        case let .InvalidInput(detail):
             writeInt(&buf, Int32(6))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Offline(message):
+        case let .Offline(detail):
             writeInt(&buf, Int32(7))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Refused(message):
+        case let .Refused(detail):
             writeInt(&buf, Int32(8))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .LoginNeeded(message):
+        case let .LoginNeeded(detail):
             writeInt(&buf, Int32(9))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
         case .StorageFull:
             writeInt(&buf, Int32(10))
         
         
-        case let .StorageCorrupt(message):
+        case let .StorageCorrupt(detail):
             writeInt(&buf, Int32(11))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .KeyUnavailable(message):
+        case let .KeyUnavailable(detail):
             writeInt(&buf, Int32(12))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Internal(message):
+        case let .Internal(detail):
             writeInt(&buf, Int32(13))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         }
     }

@@ -3870,10 +3870,10 @@ sealed class KeyProviderException: kotlin.Exception() {
     
     class Failed(
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : KeyProviderException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
 
@@ -3912,7 +3912,7 @@ public object FfiConverterTypeKeyProviderError : FfiConverterRustBuffer<KeyProvi
             is KeyProviderException.Failed -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
         }
     }
@@ -3925,7 +3925,7 @@ public object FfiConverterTypeKeyProviderError : FfiConverterRustBuffer<KeyProvi
             }
             is KeyProviderException.Failed -> {
                 buf.putInt(2)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -3966,32 +3966,32 @@ sealed class ScrException: kotlin.Exception() {
     }
     
     /**
-     * Refused by the access rules; `message` is for the user.
+     * Refused by the access rules; `detail` is for the user.
      */
     class AccessDenied(
         
         val `reason`: DenyReason, 
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : ScrException() {
         override val message
-            get() = "reason=${ `reason` }, message=${ `message` }"
+            get() = "reason=${ `reason` }, detail=${ `detail` }"
     }
     
     class NotFound(
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : ScrException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     class InvalidInput(
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : ScrException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -3999,10 +3999,10 @@ sealed class ScrException: kotlin.Exception() {
      */
     class Offline(
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : ScrException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -4010,10 +4010,10 @@ sealed class ScrException: kotlin.Exception() {
      */
     class Refused(
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : ScrException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -4021,10 +4021,10 @@ sealed class ScrException: kotlin.Exception() {
      */
     class LoginNeeded(
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : ScrException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     class StorageFull(
@@ -4035,10 +4035,10 @@ sealed class ScrException: kotlin.Exception() {
     
     class StorageCorrupt(
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : ScrException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -4046,18 +4046,18 @@ sealed class ScrException: kotlin.Exception() {
      */
     class KeyUnavailable(
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : ScrException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     class Internal(
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : ScrException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
 
@@ -4136,32 +4136,32 @@ public object FfiConverterTypeScrError : FfiConverterRustBuffer<ScrException> {
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterTypeDenyReason.allocationSize(value.`reason`)
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is ScrException.NotFound -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is ScrException.InvalidInput -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is ScrException.Offline -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is ScrException.Refused -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is ScrException.LoginNeeded -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is ScrException.StorageFull -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -4170,17 +4170,17 @@ public object FfiConverterTypeScrError : FfiConverterRustBuffer<ScrException> {
             is ScrException.StorageCorrupt -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is ScrException.KeyUnavailable -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is ScrException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
         }
     }
@@ -4203,32 +4203,32 @@ public object FfiConverterTypeScrError : FfiConverterRustBuffer<ScrException> {
             is ScrException.AccessDenied -> {
                 buf.putInt(4)
                 FfiConverterTypeDenyReason.write(value.`reason`, buf)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is ScrException.NotFound -> {
                 buf.putInt(5)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is ScrException.InvalidInput -> {
                 buf.putInt(6)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is ScrException.Offline -> {
                 buf.putInt(7)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is ScrException.Refused -> {
                 buf.putInt(8)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is ScrException.LoginNeeded -> {
                 buf.putInt(9)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is ScrException.StorageFull -> {
@@ -4237,17 +4237,17 @@ public object FfiConverterTypeScrError : FfiConverterRustBuffer<ScrException> {
             }
             is ScrException.StorageCorrupt -> {
                 buf.putInt(11)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is ScrException.KeyUnavailable -> {
                 buf.putInt(12)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is ScrException.Internal -> {
                 buf.putInt(13)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
