@@ -21,6 +21,8 @@ pub mod crypto;
 pub mod device;
 pub mod engine;
 pub mod fixtures;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod grant;
 pub mod nhs_number;
 pub mod record;

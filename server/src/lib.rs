@@ -8,6 +8,8 @@ pub mod audit;
 pub mod demo;
 pub mod directory;
 pub mod encounters;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod health;
 pub mod holdings;
 pub mod identity;

@@ -26,6 +26,13 @@ pub use error::ChannelError;
 pub use hello::{Hello, LoginRequest, LoginResponse, Purpose, Resume, from_hex, to_hex};
 pub use keys::{StaticKeypair, hex_key};
 pub use session::{Detached, PlainSession, RESUME_WINDOW, Session, SessionId, SessionReply};
+
+/// A sync session frame's parts, if it is one (for the fuzz targets).
+pub(crate) fn session_frame_parts(bytes: &[u8]) -> Option<(u8, u64, u64, usize)> {
+    session::parse(bytes)
+        .ok()
+        .map(|(kind, seq, ack, payload)| (kind, seq, ack, payload.len()))
+}
 pub use transport::{Inspector, Traffic, into_counted_transport, into_samod_transport};
 
 pub const NOISE_PATTERN: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";

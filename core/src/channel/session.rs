@@ -159,7 +159,7 @@ fn frame(kind: u8, seq: u64, ack: u64, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn parse(bytes: &[u8]) -> Result<(u8, u64, u64, &[u8]), ChannelError> {
+pub(super) fn parse(bytes: &[u8]) -> Result<(u8, u64, u64, &[u8]), ChannelError> {
     if bytes.len() < HEADER {
         return Err(ChannelError::Malformed("short session frame"));
     }
