@@ -32,11 +32,7 @@ pub async fn serve_access_log<S: WebSocket>(
     mut channel: NoiseChannel<S>,
     sources: AccessLogSources,
 ) -> Result<(), String> {
-    let request = tokio::time::timeout(std::time::Duration::from_secs(30), channel.recv())
-        .await
-        .map_err(|_| "no access log request arrived".to_owned())?
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "closed before the access log request".to_owned())?;
+    let request = crate::request::one_request(&mut channel, "access log request").await?;
     let device = channel.remote_static();
     let reply = match serde_json::from_slice::<AccessLogRequest>(&request) {
         Ok(r) if r.format == ACCESS_LOG_FORMAT => {

@@ -46,11 +46,7 @@ pub async fn serve_encounter<S: WebSocket>(
     channel: &mut NoiseChannel<S>,
     desk: EncounterDesk,
 ) -> Result<bool, String> {
-    let request = tokio::time::timeout(std::time::Duration::from_secs(30), channel.recv())
-        .await
-        .map_err(|_| "no encounter request arrived".to_owned())?
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "closed before the encounter request".to_owned())?;
+    let request = crate::request::one_request(channel, "encounter request").await?;
     let device = channel.remote_static();
     let parsed = (request.len() <= MAX_ENCOUNTER_REQUEST)
         .then(|| serde_json::from_slice::<EncounterRequest>(&request).ok())

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod privacy;
 pub mod pushes;
 pub mod records;
+pub mod request;
 pub mod serve;
 pub mod sessions;
 pub mod sqlite;

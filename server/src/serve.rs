@@ -751,11 +751,7 @@ async fn serve_holdings(mut channel: Channel, shared: &Shared) -> Result<(), Str
 /// One login exchange on an authenticated channel: the grant is bound to
 /// the key the device proved in the handshake.
 async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String> {
-    let request = tokio::time::timeout(std::time::Duration::from_secs(30), channel.recv())
-        .await
-        .map_err(|_| "no login request".to_owned())?
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "closed before the login request".to_owned())?;
+    let request = crate::request::one_request(&mut channel, "login request").await?;
     if request.len() > 4096 {
         return Err("login request too large".into());
     }

@@ -18,11 +18,7 @@ pub async fn serve_upload<S: WebSocket>(
     archive: Arc<Archive>,
     revoked: bool,
 ) -> Result<AuditAck, String> {
-    let request = tokio::time::timeout(std::time::Duration::from_secs(30), channel.recv())
-        .await
-        .map_err(|_| "no audit upload arrived".to_owned())?
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "closed before the audit upload".to_owned())?;
+    let request = crate::request::one_request(&mut channel, "audit upload").await?;
     let device = channel.remote_static();
     let result = match serde_json::from_slice::<AuditUpload>(&request) {
         Err(_) => Err("the audit upload is malformed".to_owned()),
