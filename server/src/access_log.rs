@@ -26,6 +26,9 @@ pub struct AccessLogSources {
     pub archive: Arc<Archive>,
     pub store: Store,
     pub directory: Arc<Directory>,
+    /// The server's static key: where its own trail's chain stands in the
+    /// archive.
+    pub server_key: [u8; 32],
 }
 
 pub async fn serve_access_log<S: WebSocket>(
@@ -113,11 +116,15 @@ fn entries(sources: &AccessLogSources, nhs: &NhsNumber) -> Result<Vec<AccessLogE
         })
         .collect();
     // The server's own trail (choices an operator or GP recorded,
-    // encounters opened online) is archived each second; what the archive
-    // does not have yet is read from the trail itself.
+    // encounters opened online) is archived each second; only the events
+    // the archive does not have yet are read from the trail itself.
+    let (archived_through, _) = sources
+        .archive
+        .chain(&sources.server_key)
+        .map_err(|e| e.to_string())?;
     for e in sources
         .store
-        .queued_audit_events()
+        .audit_events_after(archived_through, None)
         .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|e| e.patient.as_ref() == Some(nhs) && e.action != READ_ACCESS_LOG)

@@ -128,42 +128,15 @@ impl EncounterDesk {
         basis: EncounterBasis,
         self_claim: Option<scr_core::access::AlertReason>,
     ) -> EncounterReply {
-        let (user, role, organisation) = grant.actor();
-        let draft = |action: &str, outcome: Outcome, detail: &str| AuditDraft {
-            user: user.clone(),
-            role: role.clone(),
-            organisation: organisation.clone(),
-            patient: Some(*nhs),
-            action: action.to_owned(),
-            compartments: Vec::new(),
-            entries: Vec::new(),
-            outcome,
-            basis: None,
-            alerts: Vec::new(),
-            detail: Some(detail.to_owned()),
-        };
+        let (user, _, _) = grant.actor();
         let current = crate::users::relationships(&self.store, &user)
             .map(|now| now.iter().any(|r| r.nhs_number == *nhs))
             .unwrap_or(false);
         if grant.relationship_with(nhs).is_some() && current {
-            let recorded = crate::audit::record_draft(
-                &self.store,
-                draft("find-patient", Outcome::Recorded, "already shared"),
-            );
-            return match recorded {
-                Ok(()) => EncounterReply::AlreadyShared,
-                Err(_) => failed("the request could not be audited"),
-            };
+            return self.found(grant, nhs, "already shared", EncounterReply::AlreadyShared);
         }
         if !self.date_of_birth_matches(nhs, date_of_birth) {
-            let recorded = crate::audit::record_draft(
-                &self.store,
-                draft("find-patient", Outcome::Recorded, "no match"),
-            );
-            return match recorded {
-                Ok(()) => EncounterReply::NoMatch,
-                Err(_) => failed("the request could not be audited"),
-            };
+            return self.found(grant, nhs, "no match", EncounterReply::NoMatch);
         }
         // Without the patient's choices, nothing is shared (fail closed).
         let Ok(Some(governance)) = self.store.view_of_compartment(nhs, Compartment::Governance)
@@ -188,8 +161,9 @@ impl EncounterDesk {
             basis: request.basis_label(),
             alerts: decision.alerts().to_vec(),
             ..draft(
+                grant,
+                nhs,
                 "open-encounter",
-                Outcome::Recorded,
                 &format!("encounter {encounter_id}"),
             )
         };
@@ -236,20 +210,9 @@ impl EncounterDesk {
                 reason: "no open encounter has that id".to_owned(),
             };
         };
-        let (user, role, organisation) = grant.actor();
-        let draft = AuditDraft {
-            user: user.clone(),
-            role,
-            organisation,
-            patient: Some(encounter.nhs_number),
-            action: "close-encounter".to_owned(),
-            compartments: Vec::new(),
-            entries: Vec::new(),
-            outcome: Outcome::Recorded,
-            basis: None,
-            alerts: Vec::new(),
-            detail: Some(format!("encounter {encounter_id}")),
-        };
+        let (user, _, _) = grant.actor();
+        let detail = format!("encounter {encounter_id}");
+        let draft = draft(grant, &encounter.nhs_number, "close-encounter", &detail);
         if crate::audit::record_draft(&self.store, draft).is_err()
             || crate::users::end_encounter(&self.store, &user, encounter_id).is_err()
         {
@@ -261,6 +224,20 @@ impl EncounterDesk {
         match self.reissue(device, next) {
             Some(grant_hex) => EncounterReply::Closed { grant_hex },
             None => failed("the grant could not be issued"),
+        }
+    }
+
+    /// A search that opens nothing, audited before `reply` is given.
+    fn found(
+        &self,
+        grant: &RoleProfileGrant,
+        nhs: &NhsNumber,
+        outcome: &str,
+        reply: EncounterReply,
+    ) -> EncounterReply {
+        match crate::audit::record_draft(&self.store, draft(grant, nhs, "find-patient", outcome)) {
+            Ok(()) => reply,
+            Err(_) => failed("the request could not be audited"),
         }
     }
 
@@ -290,6 +267,25 @@ impl EncounterDesk {
         core.entries.iter().flat_map(|e| e.heads()).any(|v| {
             matches!(&v.content, EntryContent::Demographics { date_of_birth, .. } if date_of_birth == wanted)
         })
+    }
+}
+
+/// An audit event by the grant's user about `nhs` (recorded; the caller
+/// sets the outcome, basis and alerts of a decision).
+fn draft(grant: &RoleProfileGrant, nhs: &NhsNumber, action: &str, detail: &str) -> AuditDraft {
+    let (user, role, organisation) = grant.actor();
+    AuditDraft {
+        user,
+        role,
+        organisation,
+        patient: Some(*nhs),
+        action: action.to_owned(),
+        compartments: Vec::new(),
+        entries: Vec::new(),
+        outcome: Outcome::Recorded,
+        basis: None,
+        alerts: Vec::new(),
+        detail: Some(detail.to_owned()),
     }
 }
 

@@ -479,6 +479,7 @@ async fn accept_loop(
                                 archive: shared.archive.clone(),
                                 store: shared.store.clone(),
                                 directory: shared.directory.clone(),
+                                server_key: shared.identity.noise.public(),
                             };
                             if let Err(reason) = crate::access_log::serve_access_log(channel, sources).await {
                                 tracing::info!(%peer, %reason, "access log request failed");

@@ -154,6 +154,28 @@ pub fn relationships(store: &Store, user_id: &str) -> Result<Vec<GrantRelationsh
     Ok(list)
 }
 
+/// Changes a user's stored relationships in one read-modify-write; `keep`
+/// decides which stay, `add` is appended. Returns whether any was dropped.
+fn edit_relationships(
+    store: &Store,
+    user_id: &str,
+    keep: impl Fn(&GrantRelationship) -> bool,
+    add: Option<GrantRelationship>,
+) -> Result<bool, UserError> {
+    let mut dropped = false;
+    store.update_secret(&relationships_name(user_id), |old| {
+        let mut list: Vec<GrantRelationship> = old
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        let before = list.len();
+        list.retain(|r| keep(r));
+        dropped = list.len() < before;
+        list.extend(add);
+        serde_json::to_vec(&list).unwrap_or_default()
+    })?;
+    Ok(dropped)
+}
+
 /// Adds an encounter alongside whatever else the user has with the patient
 /// (closing it must not end a caseload), dropping encounters that ended.
 pub fn add_encounter(
@@ -162,30 +184,12 @@ pub fn add_encounter(
     encounter: GrantRelationship,
 ) -> Result<(), UserError> {
     let now = scr_core::clock::now_ms();
-    store.update_secret(&relationships_name(user_id), |old| {
-        let mut list: Vec<GrantRelationship> = old
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or_default();
-        list.retain(|r| r.holds_at(now));
-        list.push(encounter);
-        serde_json::to_vec(&list).unwrap_or_default()
-    })?;
-    Ok(())
+    edit_relationships(store, user_id, |r| r.holds_at(now), Some(encounter)).map(|_| ())
 }
 
 /// Ends one encounter; true if it was open.
 pub fn end_encounter(store: &Store, user_id: &str, encounter_id: &str) -> Result<bool, UserError> {
-    let mut ended = false;
-    store.update_secret(&relationships_name(user_id), |old| {
-        let mut list: Vec<GrantRelationship> = old
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or_default();
-        let before = list.len();
-        list.retain(|r| !is_encounter(r, encounter_id));
-        ended = list.len() < before;
-        serde_json::to_vec(&list).unwrap_or_default()
-    })?;
-    Ok(ended)
+    edit_relationships(store, user_id, |r| !is_encounter(r, encounter_id), None)
 }
 
 pub fn is_encounter(r: &GrantRelationship, id: &str) -> bool {
@@ -207,33 +211,16 @@ pub fn assign(
         nhs_number: nhs,
         kind,
     };
-    store.update_secret(&relationships_name(user_id), |old| {
-        let mut list: Vec<GrantRelationship> = old
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or_default();
-        // An open encounter is kept: it ends by itself.
-        list.retain(|r| {
-            r.nhs_number != nhs || matches!(r.kind, RelationshipKind::Encounter { .. })
-        });
-        list.push(added);
-        serde_json::to_vec(&list).unwrap_or_default()
-    })?;
-    Ok(())
+    // An open encounter is kept: it ends by itself.
+    let keep = |r: &GrantRelationship| {
+        r.nhs_number != nhs || matches!(r.kind, RelationshipKind::Encounter { .. })
+    };
+    edit_relationships(store, user_id, keep, Some(added)).map(|_| ())
 }
 
 /// Ends a relationship (a patient leaves the caseload, an incident closes).
 pub fn unassign(store: &Store, user_id: &str, nhs: NhsNumber) -> Result<bool, UserError> {
-    let mut removed = false;
-    store.update_secret(&relationships_name(user_id), |old| {
-        let mut list: Vec<GrantRelationship> = old
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or_default();
-        let before = list.len();
-        list.retain(|r| r.nhs_number != nhs);
-        removed = list.len() < before;
-        serde_json::to_vec(&list).unwrap_or_default()
-    })?;
-    Ok(removed)
+    edit_relationships(store, user_id, |r| r.nhs_number != nhs, None)
 }
 
 /// Checks the credentials and issues a grant bound to `device`, valid for
