@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,10 @@ pub const MAX_UNACKED_BYTES: usize = 32 * 1024 * 1024;
 const SILENCE: Duration = Duration::from_secs(30);
 const HEARTBEAT: Duration = Duration::from_secs(10);
 const ACK_TICK: Duration = Duration::from_millis(200);
+/// Bytes delivered to samod and not yet read by it. Delivery never waits
+/// (see [`Session::take_in`]); a peer that keeps sending this much more
+/// than samod reads, while not reading what we send, is cut off.
+const MAX_QUEUED_FOR_SAMOD: usize = 16 * 1024 * 1024;
 
 const DATA: u8 = 0;
 const ACK: u8 = 1;
@@ -176,7 +180,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<(u8, u64, u64, &[u8]), ChannelError>
 
 /// What samod reads from a session: ends when the session does.
 type Incoming = futures::stream::TakeUntil<
-    fmpsc::Receiver<Result<Vec<u8>, ChannelError>>,
+    futures::stream::BoxStream<'static, Result<Vec<u8>, ChannelError>>,
     Pin<Box<dyn Future<Output = ()> + Send>>,
 >;
 
@@ -184,7 +188,9 @@ type Incoming = futures::stream::TakeUntil<
 /// current on the other.
 pub struct Session {
     window: Mutex<Window>,
-    to_samod: fmpsc::Sender<Result<Vec<u8>, ChannelError>>,
+    to_samod: fmpsc::UnboundedSender<Result<Vec<u8>, ChannelError>>,
+    /// Bytes in `to_samod` that samod has not read yet.
+    queued_for_samod: Arc<AtomicUsize>,
     /// Held by the attached connection for as long as it runs.
     from_samod: tokio::sync::Mutex<fmpsc::Receiver<Vec<u8>>>,
     ended: watch::Sender<bool>,
@@ -222,12 +228,26 @@ impl Session {
         guard: Box<dyn Send + Sync>,
         inspect: Inspector,
     ) -> (Arc<Self>, Incoming, fmpsc::Sender<Vec<u8>>) {
-        let (to_samod, incoming) = fmpsc::channel(64);
+        // Unbounded towards samod: its connection driver stops reading
+        // while its own send to us waits, and only the attach loop empties
+        // that; a loop waiting on samod would wait forever (both sides
+        // stalled until the silence detection cut the connection).
+        let (to_samod, incoming) = fmpsc::unbounded();
+        let queued_for_samod = Arc::new(AtomicUsize::new(0));
+        let read = queued_for_samod.clone();
+        let incoming = incoming
+            .inspect(move |m: &Result<Vec<u8>, ChannelError>| {
+                if let Ok(m) = m {
+                    read.fetch_sub(m.len(), Ordering::SeqCst);
+                }
+            })
+            .boxed();
         let (outgoing, from_samod) = fmpsc::channel(64);
         let (ended, mut ended_rx) = watch::channel(false);
         let session = Arc::new(Self {
             window: Mutex::default(),
             to_samod,
+            queued_for_samod,
             from_samod: tokio::sync::Mutex::new(from_samod),
             ended,
             generation: watch::channel(0).0,
@@ -351,7 +371,6 @@ impl Session {
         let (mut writer, queue) = Writer::start(sink, noise);
         let mut writer_done = false;
         let mut ended = self.ended.subscribe();
-        let mut to_samod = self.to_samod.clone();
         let mut tick = tokio::time::interval(ACK_TICK);
         let (mut last_sent, mut last_heard) = (Instant::now(), Instant::now());
 
@@ -374,11 +393,13 @@ impl Session {
                         break lost(incoming.and_then(Result::err).unwrap_or(ChannelError::Closed));
                     };
                     last_heard = Instant::now();
-                    match self.take_in(&bytes, &mut to_samod).await {
+                    match self.take_in(&bytes) {
                         Ok(()) => {}
                         Err(_) => break self.ended_now(),
                     }
                 }
+                // The writer caught up: samod may be read again at once.
+                _ = queue.drained.notified(), if queue.pending() >= WRITE_AHEAD => {}
                 outgoing = from_samod.next(), if queue.pending() < WRITE_AHEAD => {
                     let Some(message) = outgoing else {
                         // samod dropped the connection: say so, then end.
@@ -437,12 +458,8 @@ impl Session {
     }
 
     /// One frame from the peer: its acknowledgement, then its message (in
-    /// order, once) to samod. An error ends the session.
-    async fn take_in(
-        &self,
-        bytes: &[u8],
-        to_samod: &mut fmpsc::Sender<Result<Vec<u8>, ChannelError>>,
-    ) -> Result<(), ChannelError> {
+    /// order, once) to samod, without waiting. An error ends the session.
+    fn take_in(&self, bytes: &[u8]) -> Result<(), ChannelError> {
         let (kind, seq, ack, payload) = parse(bytes)?;
         let arrival = {
             let mut w = self.window.lock().map_err(|_| ChannelError::Closed)?;
@@ -465,9 +482,16 @@ impl Session {
                 if !(self.inspect)(payload) {
                     return Ok(());
                 }
-                to_samod
-                    .send(Ok(payload.to_vec()))
-                    .await
+                let queued = self
+                    .queued_for_samod
+                    .fetch_add(payload.len(), Ordering::SeqCst);
+                if queued > MAX_QUEUED_FOR_SAMOD {
+                    return Err(ChannelError::Malformed(
+                        "the peer sends far faster than the session is read",
+                    ));
+                }
+                self.to_samod
+                    .unbounded_send(Ok(payload.to_vec()))
                     .map_err(|_| ChannelError::Closed)
             }
         }
@@ -501,6 +525,13 @@ impl<S: WebSocket> PlainSession<S> {
         self.channel.send(&f).await
     }
 
+    /// An acknowledgement with nothing else: the heartbeat that keeps an
+    /// idle session from counting as lost (after 30 s of silence).
+    pub async fn heartbeat(&mut self) -> Result<(), ChannelError> {
+        let f = frame(ACK, 0, self.window.received, &[]);
+        self.channel.send(&f).await
+    }
+
     /// The next samod message (acknowledgements and heartbeats skipped).
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
         loop {
@@ -525,6 +556,9 @@ struct Writer(tokio::task::JoinHandle<Result<(), ChannelError>>);
 struct WriteQueue {
     tx: mpsc::UnboundedSender<Vec<u8>>,
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Signalled when the writer brings `pending` under [`WRITE_AHEAD`]
+    /// (a stored permit: a signal before the wait is not lost).
+    drained: Arc<tokio::sync::Notify>,
 }
 
 impl WriteQueue {
@@ -545,17 +579,28 @@ impl Writer {
     ) -> (Self, WriteQueue) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let left = pending.clone();
+        let drained = Arc::new(tokio::sync::Notify::new());
+        let (left, signal) = (pending.clone(), drained.clone());
         let task = tokio::spawn(async move {
             while let Some(frame) = rx.recv().await {
                 let n = frame.len();
                 send(&mut sink, &noise, &frame).await?;
-                left.fetch_sub(n, Ordering::SeqCst);
+                let before = left.fetch_sub(n, Ordering::SeqCst);
+                if before >= WRITE_AHEAD && before - n < WRITE_AHEAD {
+                    signal.notify_one();
+                }
             }
             let _ = sink.close().await;
             Ok(())
         });
-        (Self(task), WriteQueue { tx, pending })
+        (
+            Self(task),
+            WriteQueue {
+                tx,
+                pending,
+                drained,
+            },
+        )
     }
 }
 
@@ -771,6 +816,59 @@ mod tests {
             all
         );
         assert_eq!((a.received(), b.received()), (u64::from(N), u64::from(N)));
+    }
+
+    /// samod's connection driver (samod 0.16 `drive_connection`): it reads
+    /// what arrives only between its own sends, and awaits each send in
+    /// place. Sends `n` numbered messages; returns the numbers received
+    /// (and its sending end, still open: dropping it ends the session).
+    async fn samod_like(
+        mut incoming: Incoming,
+        mut out: fmpsc::Sender<Vec<u8>>,
+        n: u32,
+    ) -> (Vec<u32>, fmpsc::Sender<Vec<u8>>) {
+        let (mut got, mut next) = (Vec::new(), 1u32);
+        while got.len() < n as usize || next <= n {
+            tokio::select! {
+                m = incoming.next(), if got.len() < n as usize => {
+                    let Some(Ok(m)) = m else { break };
+                    got.push(u32::from_be_bytes(m[..4].try_into().unwrap()));
+                }
+                () = std::future::ready(()), if next <= n => {
+                    let mut m = next.to_be_bytes().to_vec();
+                    m.resize(30_000, (next % 251) as u8);
+                    if out.send(m).await.is_err() {
+                        break;
+                    }
+                    next += 1;
+                }
+            }
+        }
+        (got, out)
+    }
+
+    /// Heavy traffic both ways between two samod-like drivers: each stops
+    /// reading while its send waits, so a session that waited on samod to
+    /// deliver (while samod waited on it to take) stalled for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heavy_traffic_both_ways_does_not_deadlock_with_samods_driver() {
+        const N: u32 = 400;
+        let (device, server) = (
+            StaticKeypair::generate().unwrap(),
+            StaticKeypair::generate().unwrap(),
+        );
+        let (a, a_in, a_out) = no_guard();
+        let (b, b_in, b_out) = no_guard();
+        let (ca, cb, _wire) = linked(&device, &server).await;
+        let (a2, b2) = (a.clone(), b.clone());
+        let _ta = tokio::spawn(async move { a2.attach(ca, 0).await });
+        let _tb = tokio::spawn(async move { b2.attach(cb, 0).await });
+        let both = futures::future::join(samod_like(a_in, a_out, N), samod_like(b_in, b_out, N));
+        let ((at_a, _), (at_b, _)) = tokio::time::timeout(Duration::from_secs(30), both)
+            .await
+            .expect("the session deadlocked with samod's driver");
+        let all: Vec<u32> = (1..=N).collect();
+        assert_eq!((at_a, at_b), (all.clone(), all));
     }
 
     #[tokio::test]
