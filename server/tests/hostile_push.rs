@@ -20,25 +20,6 @@ use scr_server::users::assign;
 
 mod common;
 
-fn wire(kind: &str, fields: &[(&str, &str)], data: Option<&[u8]>) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut e = minicbor::Encoder::new(&mut buf);
-    let n = 1 + fields.len() as u64 + u64::from(data.is_some()) + u64::from(kind == "join");
-    e.map(n).unwrap();
-    e.str("type").unwrap().str(kind).unwrap();
-    for (k, v) in fields {
-        e.str(k).unwrap().str(v).unwrap();
-    }
-    if kind == "join" {
-        e.str("supportedProtocolVersions").unwrap();
-        e.array(1).unwrap().str("1").unwrap();
-    }
-    if let Some(d) = data {
-        e.str("data").unwrap().bytes(d).unwrap();
-    }
-    buf
-}
-
 /// A sync message carrying one change made on top of `bytes`.
 fn push(bytes: &[u8], key: &str) -> Vec<u8> {
     let mut doc = automerge::Automerge::load(bytes).unwrap();
@@ -132,7 +113,7 @@ async fn a_push_to_a_read_only_document_is_refused_and_flagged() {
     )
     .await
     .unwrap();
-    ch.send(&wire("join", &[("senderId", &me)], None))
+    ch.send(&common::wire("join", &[("senderId", &me)], None))
         .await
         .unwrap();
     let peer = ch.recv().await.unwrap().unwrap();
@@ -143,7 +124,7 @@ async fn a_push_to_a_read_only_document_is_refused_and_flagged() {
         (Compartment::Core, "tamper"),
         (Compartment::CareEvents, "visit"),
     ] {
-        let msg = wire(
+        let msg = common::wire(
             "sync",
             &[
                 ("documentId", &doc_of(c)),

@@ -218,6 +218,14 @@ impl AuditRetry {
         self.delay = (self.delay * 2).min(Self::MAX);
     }
 
+    /// The connection failed mid-upload (a network fault, not a server
+    /// refusing): try again after the first delay, without escalating, so a
+    /// device back in signal uploads on its next pass instead of minutes
+    /// later.
+    pub(super) fn connection_lost(&mut self, now: std::time::Instant) {
+        self.next = Some(now + super::driver::jittered(Self::FIRST));
+    }
+
     pub(super) fn succeeded(&mut self) {
         *self = Self::new();
     }
@@ -247,5 +255,11 @@ mod retry_tests {
         assert!(retry.due(t0 + Duration::from_secs(300)));
         retry.succeeded();
         assert!(retry.due(t0));
+        // Lost connections do not escalate: each waits about the first delay.
+        for _ in 0..5 {
+            retry.connection_lost(t0);
+            assert!(retry.next.unwrap() - t0 <= Duration::from_millis(1500));
+        }
+        assert_eq!(retry.delay, Duration::from_secs(1));
     }
 }

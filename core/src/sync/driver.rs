@@ -198,6 +198,9 @@ impl Driver {
             if let Ok(mut retry) = self.audit_retry.lock() {
                 match &uploaded {
                     Ok(_) => retry.succeeded(),
+                    Err(super::AuditUploadError::Channel(_)) => {
+                        retry.connection_lost(Instant::now())
+                    }
                     Err(_) => retry.failed(Instant::now()),
                 }
             }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 pub mod device;
+pub mod fault_proxy;
 pub mod proxy;
 pub mod site;
 
@@ -92,4 +93,25 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
     out
+}
+
+/// One samod wire message (CBOR), as a client that speaks the protocol
+/// directly would build it.
+pub fn wire(kind: &str, fields: &[(&str, &str)], data: Option<&[u8]>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut e = minicbor::Encoder::new(&mut buf);
+    let n = 1 + fields.len() as u64 + u64::from(data.is_some()) + u64::from(kind == "join");
+    e.map(n).unwrap();
+    e.str("type").unwrap().str(kind).unwrap();
+    for (k, v) in fields {
+        e.str(k).unwrap().str(v).unwrap();
+    }
+    if kind == "join" {
+        e.str("supportedProtocolVersions").unwrap();
+        e.array(1).unwrap().str("1").unwrap();
+    }
+    if let Some(d) = data {
+        e.str("data").unwrap().bytes(d).unwrap();
+    }
+    buf
 }
