@@ -37,6 +37,8 @@ pub enum ScrError {
     LoginNeeded { detail: String },
     #[error("the device's storage is full")]
     StorageFull,
+    /// The store is damaged. Found on opening, it was moved aside (kept,
+    /// never deleted) and opening again starts a new store to enroll.
     #[error("the device's storage is damaged: {detail}")]
     StorageCorrupt { detail: String },
     /// The app's key provider gave no key; try again once it can.
@@ -138,6 +140,7 @@ impl From<DeviceError> for ScrError {
             }
             DeviceError::Refused(_) | DeviceError::GrantKeyChanged => ScrError::Refused { detail },
             DeviceError::Malformed => ScrError::Internal { detail },
+            DeviceError::StoreMovedAside { .. } => ScrError::StorageCorrupt { detail },
             DeviceError::Channel(e) => e.into(),
             DeviceError::Engine(e) => e.into(),
             DeviceError::Store(e) => e.into(),

@@ -64,6 +64,11 @@ pub enum DeviceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// The store was damaged. It was renamed, never deleted (it may hold
+    /// audit events not yet uploaded); the next open starts a new store,
+    /// which must be enrolled again.
+    #[error("the store was corrupt; it was moved aside as {moved_to} and kept")]
+    StoreMovedAside { moved_to: String },
 }
 
 /// What enrollment established, sealed in the store.
@@ -106,7 +111,12 @@ impl Device {
     ) -> Result<Self, DeviceError> {
         std::fs::create_dir_all(dir)
             .map_err(|_| DeviceError::InvalidInput("the data directory cannot be created"))?;
-        let store = Store::open(dir.join(STORE_FILE), keys)?;
+        let store = match Store::open_checked(dir.join(STORE_FILE), keys) {
+            Ok(store) => store,
+            // Found before anything was written: the file is kept as it was.
+            Err(StoreError::Corrupt(_)) => return Err(move_aside(dir, clock.now_ms())),
+            Err(e) => return Err(e.into()),
+        };
         let device = Self {
             store,
             settings,
@@ -312,4 +322,21 @@ impl Device {
 
 fn keys_of(enrollment: &Enrollment) -> StaticKeypair {
     StaticKeypair::from_private(enrollment.device_private_key)
+}
+
+/// Renames a damaged store (with its WAL and shared-memory files, so SQLite
+/// can still read it for recovery) to `scr-sync-corrupt-<ms>.db`. Nothing
+/// is deleted: it may hold audit events the server has not yet received.
+fn move_aside(dir: &Path, now_ms: i64) -> DeviceError {
+    let stem = format!("scr-sync-corrupt-{now_ms}.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = dir.join(format!("{STORE_FILE}{suffix}"));
+        if from.exists()
+            && let Err(e) = std::fs::rename(&from, dir.join(format!("{stem}{suffix}")))
+        {
+            return DeviceError::Store(StoreError::Io(e));
+        }
+    }
+    tracing::error!(moved_to = %stem, "the device store was corrupt and was moved aside");
+    DeviceError::StoreMovedAside { moved_to: stem }
 }

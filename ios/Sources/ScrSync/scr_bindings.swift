@@ -2304,6 +2304,10 @@ enum ScrError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case LoginNeeded(detail: String
     )
     case StorageFull
+    /**
+     * The store is damaged. Found on opening, it was moved aside (kept,
+     * never deleted) and opening again starts a new store to enroll.
+     */
     case StorageCorrupt(detail: String
     )
     /**

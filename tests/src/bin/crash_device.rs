@@ -5,20 +5,27 @@
 //! runs it again with `check`, which opens the store and verifies what every
 //! restart must find.
 //!
-//! usage: crash-device DIR write|check [ACKED-FILE]
+//! The storage-fault tests (`tests/tests/storage_faults.rs`) run it on a
+//! full disk and after a lost WAL: a refused write prints `refused full`
+//! (or `refused corrupt`) before the process exits with status 1, and
+//! `check-prefix` accepts a store that lost its newest writes, as long as
+//! what remains is a prefix of them and nothing is half-applied.
+//!
+//! usage: crash-device DIR write|check|check-prefix [ACKED-FILE]
 
 use std::io::Write;
 use std::sync::Arc;
 
 use scr_core::clock::{Clock, SystemClock};
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
+use scr_core::engine::EngineError;
 use scr_core::engine::{AccessRequest, DeviceClass, Engine, EngineConfig};
 use scr_core::fixtures::{gp, sample_entry, test_nhs_number};
 use scr_core::grant::{
     GrantPrincipal, GrantRelationship, GrantSigner, RelationshipKind, RoleProfileGrant,
 };
 use scr_core::record::{Compartment, EntryContent, SharingChoice, VersionId};
-use scr_core::store::HoldReason;
+use scr_core::store::{HoldReason, StoreError};
 use scr_core::{NhsNumber, Store};
 
 const DEVICE: &str = "crash-tablet";
@@ -57,6 +64,21 @@ fn grant(now: i64) -> Vec<u8> {
     })
 }
 
+/// A refused storage operation as the storage-fault tests read it: the
+/// typed error's kind, printed before the process gives up.
+fn refused(e: &EngineError) -> String {
+    let kind = match e {
+        EngineError::Store(StoreError::Full(_)) | EngineError::AuditFailed(StoreError::Full(_)) => {
+            "full"
+        }
+        EngineError::Store(StoreError::Corrupt(_))
+        | EngineError::AuditFailed(StoreError::Corrupt(_)) => "corrupt",
+        _ => "other",
+    };
+    println!("refused {kind}");
+    e.to_string()
+}
+
 fn open(dir: &std::path::Path) -> Result<Engine, String> {
     let config = EngineConfig::new(DEVICE, DeviceClass::NurseTablet, signer().public_key());
     let engine = Engine::open(
@@ -65,7 +87,7 @@ fn open(dir: &std::path::Path) -> Result<Engine, String> {
         config,
         Arc::new(SystemClock),
     )
-    .map_err(|e| format!("open: {e}"))?;
+    .map_err(|e| format!("open: {}", refused(&e)))?;
     if !engine.holds(&patient()).map_err(|e| e.to_string())? {
         // First run: the record arrives from the practice, as sync would
         // bring it.
@@ -112,7 +134,7 @@ fn write(dir: &std::path::Path) -> Result<(), String> {
     let engine = open(dir)?;
     engine
         .record_permission(&patient(), true, true)
-        .map_err(|e| format!("permission: {e}"))?;
+        .map_err(|e| format!("permission: {}", refused(&e)))?;
     let mut out = std::io::stdout().lock();
     for i in 0u64.. {
         let note = EntryContent::EncounterSummary {
@@ -122,28 +144,29 @@ fn write(dir: &std::path::Path) -> Result<(), String> {
         };
         let v = engine
             .add_entry(&patient(), note, false, None)
-            .map_err(|e| format!("write {i}: {e}"))?;
+            .map_err(|e| format!("write {i}: {}", refused(&e)))?;
         writeln!(out, "ack {}", v.version_id).map_err(|e| e.to_string())?;
         out.flush().map_err(|e| e.to_string())?;
         if i % 3 == 0 {
             engine
                 .view(&patient(), AccessRequest::with_permission())
-                .map_err(|e| format!("view {i}: {e}"))?;
+                .map_err(|e| format!("view {i}: {}", refused(&e)))?;
         }
     }
     Ok(())
 }
 
 /// What every restart must find: the store opens, every acknowledged write
-/// is there, nothing is half-applied, and the audit chain verifies.
-fn check(dir: &std::path::Path, acked: &[VersionId]) -> Result<usize, String> {
+/// is there (`prefix`: the oldest ones, none missing between), nothing is
+/// half-applied, and the audit chain verifies.
+fn check(dir: &std::path::Path, acked: &[VersionId], prefix: bool) -> Result<usize, String> {
     let engine = open(dir)?;
     engine
         .record_permission(&patient(), true, true)
-        .map_err(|e| format!("permission: {e}"))?;
+        .map_err(|e| format!("permission: {}", refused(&e)))?;
     let released = engine
         .view(&patient(), AccessRequest::with_permission())
-        .map_err(|e| format!("view: {e}"))?;
+        .map_err(|e| format!("view: {}", refused(&e)))?;
     let care = released
         .view
         .compartment(Compartment::CareEvents)
@@ -156,8 +179,15 @@ fn check(dir: &std::path::Path, acked: &[VersionId]) -> Result<usize, String> {
         .iter()
         .flat_map(|e| e.history.clone())
         .collect();
+    let kept = acked.iter().take_while(|v| present.contains(v)).count();
     let missing = acked.iter().filter(|v| !present.contains(v)).count();
-    if missing > 0 {
+    if prefix && missing > 0 {
+        // What is missing must be the newest writes, all of them.
+        if acked[kept..].iter().any(|v| present.contains(v)) {
+            return Err("a write is missing between kept ones".into());
+        }
+        println!("lost newest {missing}");
+    } else if missing > 0 {
         return Err(format!("{missing} acknowledged writes lost"));
     }
     match engine.verify_audit_chain() {
@@ -171,13 +201,13 @@ fn check(dir: &std::path::Path, acked: &[VersionId]) -> Result<usize, String> {
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(dir), Some(mode)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: crash-device DIR write|check [ACKED-FILE]");
+        eprintln!("usage: crash-device DIR write|check|check-prefix [ACKED-FILE]");
         return std::process::ExitCode::from(2);
     };
     let dir = std::path::Path::new(dir);
     let result = match mode.as_str() {
         "write" => write(dir).map(|()| 0),
-        "check" => {
+        "check" | "check-prefix" => {
             let acked: Vec<VersionId> = args
                 .get(3)
                 .and_then(|f| std::fs::read_to_string(f).ok())
@@ -185,9 +215,9 @@ fn main() -> std::process::ExitCode {
                 .lines()
                 .filter_map(VersionId::parse)
                 .collect();
-            check(dir, &acked)
+            check(dir, &acked, mode == "check-prefix")
         }
-        _ => Err("mode is write or check".into()),
+        _ => Err("mode is write, check or check-prefix".into()),
     };
     match result {
         Ok(n) => {

@@ -4033,6 +4033,10 @@ sealed class ScrException: kotlin.Exception() {
             get() = ""
     }
     
+    /**
+     * The store is damaged. Found on opening, it was moved aside (kept,
+     * never deleted) and opening again starts a new store to enroll.
+     */
     class StorageCorrupt(
         
         val `detail`: kotlin.String
