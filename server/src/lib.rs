@@ -8,6 +8,7 @@ pub mod audit;
 pub mod demo;
 pub mod directory;
 pub mod encounters;
+pub mod flood;
 #[doc(hidden)]
 pub mod fuzz_entry;
 pub mod health;

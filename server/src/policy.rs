@@ -4,11 +4,14 @@
 //! role may write; everything else is read-only or not shared at all.
 //!
 //! Each (document, device) pair is decided when samod first asks, and again
-//! whenever the policy's inputs may have changed (`Epoch::bump`): a login, an
-//! admin command committed by another process, or documents written by sync
-//! (a patient's new choice). Every open stream then re-decides, so a change
-//! reaches live connections without a reconnect. That is O(open streams) per
-//! change: fine for one organisation's devices, to revisit at scale.
+//! whenever the policy's inputs may have changed, so a change reaches live
+//! connections without a reconnect. A change that concerns one device (its
+//! login, its encounter) re-decides that device's pairs only
+//! (`Epoch::bump_device`); one that may concern anyone (an admin command
+//! committed by another process, a patient's new choice written by sync)
+//! re-decides every open pair (`Epoch::bump`). Under load, a global bump per
+//! login was what broke first: each of N logins re-decided every device's
+//! pairs.
 
 use std::sync::Arc;
 
@@ -28,16 +31,66 @@ use crate::directory::Directory;
 pub struct AccessPolicy {
     store: Store,
     directory: Arc<Directory>,
-    epoch: tokio::sync::watch::Receiver<u64>,
+    epoch: Epoch,
 }
 
-/// Tells every open share-policy stream to decide again.
-#[derive(Clone)]
-pub struct Epoch(Arc<tokio::sync::watch::Sender<u64>>);
+/// Tells open share-policy streams to decide again: all of them, or one
+/// device's.
+#[derive(Clone, Default)]
+pub struct Epoch {
+    all: Arc<tokio::sync::watch::Sender<u64>>,
+    /// One signal per device (peer id) that has had a decision asked for;
+    /// bounded by the devices ever enrolled.
+    devices:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<u64>>>>,
+}
 
 impl Epoch {
+    /// Every device's decisions.
     pub fn bump(&self) {
-        self.0.send_modify(|n| *n = n.wrapping_add(1));
+        self.all.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The decisions of the device with this key only.
+    pub fn bump_device(&self, key: &[u8; 32]) {
+        if let Ok(devices) = self.devices.lock()
+            && let Some(tx) = devices.get(&hex_key(key))
+        {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// The signals a stream deciding for `peer` waits on, subscribed once
+    /// (a bump between two decisions is then never missed).
+    fn watch(&self, peer: &PeerId) -> Signals {
+        let mine = self.devices.lock().ok().map(|mut d| {
+            d.entry(peer.as_str().to_owned())
+                .or_insert_with(|| tokio::sync::watch::channel(0).0)
+                .subscribe()
+        });
+        Signals {
+            all: self.all.subscribe(),
+            mine,
+        }
+    }
+}
+
+struct Signals {
+    all: tokio::sync::watch::Receiver<u64>,
+    mine: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl Signals {
+    /// Resolves at the next bump that concerns this stream (`None`: the
+    /// server is stopping).
+    async fn changed(&mut self) -> Option<()> {
+        match &mut self.mine {
+            Some(mine) => tokio::select! {
+                r = self.all.changed() => r.ok(),
+                r = mine.changed() => r.ok(),
+            },
+            None => self.all.changed().await.ok(),
+        }
     }
 }
 
@@ -70,14 +123,14 @@ pub fn grant_secret_name(device_key: &[u8; 32]) -> String {
 
 impl AccessPolicy {
     pub fn new(store: Store, directory: Arc<Directory>) -> (Self, Epoch) {
-        let (tx, epoch) = tokio::sync::watch::channel(0u64);
+        let epoch = Epoch::default();
         (
             Self {
                 store,
                 directory,
-                epoch,
+                epoch: epoch.clone(),
             },
-            Epoch(Arc::new(tx)),
+            epoch,
         )
     }
 
@@ -296,16 +349,17 @@ impl SharePolicy for AccessPolicy {
         peer_id: PeerId,
     ) -> impl futures::Stream<Item = ShareConfig> + Send + 'static {
         // The current decision first, then a fresh one after every bump.
+        let signals = self.epoch.watch(&peer_id);
         futures::stream::unfold(
-            (self.clone(), self.epoch.clone(), doc_id, peer_id, true),
-            |(policy, mut epoch, doc_id, peer_id, first)| async move {
+            (self.clone(), signals, doc_id, peer_id, true),
+            |(policy, mut signals, doc_id, peer_id, first)| async move {
                 if !first {
-                    epoch.changed().await.ok()?;
+                    signals.changed().await?;
                 }
                 let config = policy
                     .decide_off_runtime(doc_id.clone(), peer_id.clone())
                     .await;
-                Some((config, (policy, epoch, doc_id, peer_id, false)))
+                Some((config, (policy, signals, doc_id, peer_id, false)))
             },
         )
     }

@@ -37,6 +37,7 @@ pub fn watch(
     store: Store,
     device: [u8; 32],
     refused: Arc<std::sync::atomic::AtomicU64>,
+    flood_dropped: Arc<std::sync::atomic::AtomicU64>,
 ) -> scr_core::channel::Inspector {
     // Bounded: a device cannot queue unbounded work; pushes past the
     // bound are still refused by samod, just not flagged.
@@ -92,6 +93,7 @@ pub fn watch(
         }
     });
     let checked = std::sync::Mutex::new(HashSet::new());
+    let flood = std::sync::Mutex::new(crate::flood::FloodGuard::default());
     Box::new(move |message: &[u8]| {
         let Some(incoming) = crate::wire::parse(message) else {
             // Not a map samod could read either: let samod refuse it.
@@ -99,6 +101,19 @@ pub fn watch(
         };
         if !crate::wire::acceptable(&incoming) {
             tracing::warn!(kind = %incoming.kind, "an incoming sync message was dropped by the guard");
+            return false;
+        }
+        let admitted = flood
+            .lock()
+            .map(|mut g| g.admit(&incoming.kind, incoming.document_id.as_deref()))
+            .unwrap_or(false);
+        if !admitted {
+            let dropped = flood_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if dropped.is_multiple_of(1024) {
+                tracing::warn!(
+                    "a device asked about more documents than any caseload holds; dropped"
+                );
+            }
             return false;
         }
         if let Some(doc) = document_with_changes(&incoming)

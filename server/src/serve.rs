@@ -89,6 +89,9 @@ pub struct Metrics {
     pub audit_flagged: AtomicU64,
     /// Pushes to documents the device may not write (not merged).
     pub pushes_refused: Arc<AtomicU64>,
+    /// Messages dropped because a session named more documents, or sent
+    /// more requests, than any caseload needs (see `flood`).
+    pub flood_dropped: Arc<AtomicU64>,
     pub traffic: Arc<channel::Traffic>,
     open: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
 }
@@ -135,6 +138,7 @@ impl Metrics {
              # TYPE scr_sync_sessions_refused_total counter\nscr_sync_sessions_refused_total {}\n\
              # TYPE scr_sync_sessions_resumed_total counter\nscr_sync_sessions_resumed_total {}\n\
              # TYPE scr_sync_pushes_refused_total counter\nscr_sync_pushes_refused_total {}\n\
+             # TYPE scr_sync_flood_dropped_total counter\nscr_sync_flood_dropped_total {}\n\
              # TYPE scr_sync_bytes_received_total counter\nscr_sync_bytes_received_total {}\n\
              # TYPE scr_sync_bytes_sent_total counter\nscr_sync_bytes_sent_total {}\n\
              # TYPE scr_enrolled_devices gauge\nscr_enrolled_devices {}\n\
@@ -153,6 +157,7 @@ impl Metrics {
             g(&self.sessions_refused),
             g(&self.sessions_resumed),
             g(&self.pushes_refused),
+            g(&self.flood_dropped),
             g(&self.traffic.received),
             g(&self.traffic.sent),
             gauges.devices,
@@ -291,6 +296,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         policy: push_policy,
         sessions: Arc::default(),
         archive: archive.clone(),
+        login_slots: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ),
     });
     let sync_task = tokio::spawn(accept_loop(listener, stopped.clone(), shared));
     let health_task = tokio::spawn(health::serve(
@@ -331,11 +339,19 @@ struct Shared {
     policy: crate::policy::AccessPolicy,
     sessions: Arc<crate::sessions::Sessions>,
     archive: Arc<crate::archive::Archive>,
+    /// One Argon2id check per core at a time. Each takes 19 MiB; a burst
+    /// of logins (a shift starting) otherwise ran hundreds at once on the
+    /// blocking pool: measured 853 MB resident for 40 tablets logging in
+    /// together, and every login slowed alike.
+    login_slots: tokio::sync::Semaphore,
 }
 
 /// Once a second, asks every share decision to be made again if anything it
 /// depends on changed: admin commands (another process's commits show in
-/// SQLite's `data_version`) or documents written by sync.
+/// SQLite's `data_version`) or governance documents written by sync (a
+/// patient's choices). Other documents written by sync change no decision:
+/// re-deciding every (document, device) pair on each of them was what first
+/// broke under load (40 tablets syncing kept the server busy re-deciding).
 async fn watch_for_changes(
     mut stopped: watch::Receiver<bool>,
     store: Store,
@@ -347,27 +363,33 @@ async fn watch_for_changes(
 ) {
     // SQLite reads behind the store's lock: off the runtime.
     let seen = |s: &Store, d: &Arc<Directory>, st: &SamodStorage| {
-        let (s, d, st) = (s.clone(), d.clone(), st.clone());
+        let (s, d, written) = (s.clone(), d.clone(), st.take_written());
         async move {
             tokio::task::spawn_blocking(move || {
-                (s.data_version().ok(), d.data_version().ok(), st.writes())
+                let governance = written.iter().any(|doc| {
+                    matches!(
+                        s.owner_of_document(doc),
+                        Ok(Some((_, scr_core::record::Compartment::Governance)))
+                    )
+                });
+                ((s.data_version().ok(), d.data_version().ok()), governance)
             })
             .await
-            .unwrap_or((None, None, 0))
+            .unwrap_or(((None, None), true))
         }
     };
-    let mut last = seen(&store, &directory, &storage).await;
+    let (mut last, _) = seen(&store, &directory, &storage).await;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
             _ = tick.tick() => {
-                let now = seen(&store, &directory, &storage).await;
+                let (now, governance_written) = seen(&store, &directory, &storage).await;
                 ticks += 1;
                 // Also once a minute regardless, so grants that expire on a
                 // quiet server stop sharing within a minute.
-                if now != last || ticks.is_multiple_of(60) {
+                if now != last || governance_written || ticks.is_multiple_of(60) {
                     // Decide again at once (a revocation must not wait for
                     // the refresh below)...
                     epoch.bump();
@@ -498,7 +520,7 @@ async fn accept_loop(
                             match crate::encounters::serve_encounter(&mut channel, desk).await {
                                 // The new grant decides what the device holds.
                                 Ok(true) => {
-                                    shared.epoch.bump();
+                                    shared.epoch.bump_device(&device);
                                     shared.holdings.refresh(device).await;
                                 }
                                 Ok(false) => {}
@@ -684,6 +706,7 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         shared.store.clone(),
         device,
         shared.metrics.pushes_refused.clone(),
+        shared.metrics.flood_dropped.clone(),
     );
     let (session, transport) = channel::Session::open(
         device,
@@ -761,6 +784,11 @@ async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String
         .filter(|r| r.user_id.len() <= 64 && r.card_serial.len() <= 64 && r.passcode.len() <= 256);
     let response = match parsed {
         Some(request) => {
+            let _slot = shared
+                .login_slots
+                .acquire()
+                .await
+                .map_err(|_| "the server is stopping".to_owned())?;
             // Argon2 and SQLite: off the async runtime.
             let (directory, store) = (shared.directory.clone(), shared.store.clone());
             let signer_seed = shared.identity.signer_seed();
@@ -793,7 +821,7 @@ async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String
         shared.metrics.logins.fetch_add(1, Ordering::Relaxed);
         // The device's documents follow its new grant at once, and its
         // holdings list names them.
-        shared.epoch.bump();
+        shared.epoch.bump_device(&channel.remote_static());
         match shared.holdings.ensure(channel.remote_static()).await {
             Ok(id) => *holdings_doc = Some(id),
             Err(e) => tracing::warn!(error = %e, "no holdings list for a device"),

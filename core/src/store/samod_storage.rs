@@ -21,6 +21,8 @@ pub struct SamodStorage {
     writes: Arc<AtomicU64>,
     /// Documents samod has loaded or written in this process.
     seen: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Documents written since [`SamodStorage::take_written`] last ran.
+    written: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl SamodStorage {
@@ -30,6 +32,7 @@ impl SamodStorage {
             failures: Arc::new(AtomicU64::new(0)),
             writes: Arc::new(AtomicU64::new(0)),
             seen: Arc::default(),
+            written: Arc::default(),
         }
     }
 
@@ -52,6 +55,15 @@ impl SamodStorage {
     /// signal that documents changed).
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
+    }
+
+    /// The documents written since the last call (the server asks which of
+    /// them could change what it shares: only governance documents do).
+    pub fn take_written(&self) -> Vec<String> {
+        self.written
+            .lock()
+            .map(|mut w| w.drain().collect())
+            .unwrap_or_default()
     }
 
     /// Storage operations that failed since this adapter was made.
@@ -120,12 +132,16 @@ impl Storage for SamodStorage {
 
     fn put(&self, key: StorageKey, data: Vec<u8>) -> impl Future<Output = ()> + Send {
         self.saw(&key);
+        let doc = (&key).into_iter().next().map(|d| d.to_string());
         let this = self.clone();
         async move {
             let store = this.store.clone();
             match off_runtime(move || store.put_chunk(&key, &data)).await {
                 Some(Ok(())) => {
                     this.writes.fetch_add(1, Ordering::Relaxed);
+                    if let (Some(doc), Ok(mut w)) = (doc, this.written.lock()) {
+                        w.insert(doc);
+                    }
                 }
                 Some(Err(e)) => this.failed("put", &e),
                 None => this.failed("put", &StoreError::Poisoned),
