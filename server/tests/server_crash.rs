@@ -1,0 +1,182 @@
+//! The server killed at random: `scr-server serve` runs as a child process
+//! while a nurse's tablet writes visit notes (each audited) and syncs them
+//! and its audit trail through a proxy. The server is killed with SIGKILL
+//! mid-traffic, again and again, and restarted on the same data directory.
+//! After every restart the server starts, and every audit event the tablet
+//! had been told was stored is in the archive. At the end the tablet, which
+//! was never restarted, converges: every visit it wrote is in the server's
+//! store, and its whole trail is archived once, in one unbroken chain.
+//!
+//! `SCR_SERVER_KILLS=N` sets the number of kills (CI: 4); `SCR_CRASH_SEED`
+//! replays a run's kill times.
+#![allow(clippy::unwrap_used)]
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use scr_core::record::{Compartment, SharingChoice, VersionId};
+use scr_server::archive::Archive;
+
+mod common;
+use common::device::{Device, visit};
+use common::fault_proxy::Rng;
+use common::proxy::Proxy;
+use common::site::{on_caseload, site};
+
+/// `scr-server serve` on `dir`; its sync address once it says it listens.
+fn serve(dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scr-server"))
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--health", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // serving sync on ADDR and health on ADDR; server key HEX
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("the server did not start: {line:?}"));
+    (child, addr)
+}
+
+/// The archive as the server left it (opened beside the running server, as
+/// an admin command would).
+fn archive(dir: &std::path::Path) -> Archive {
+    let store = common::server_store(dir);
+    Archive::open(
+        &dir.join("audit.db"),
+        &scr_server::identity::archive_root(&store).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The highest audit counter the tablet has released (the server
+/// acknowledged everything up to it), while something is still queued (a
+/// visit is written every 40 ms, so almost always).
+fn released_up_to(t: &Device) -> Option<u64> {
+    let queued = t.engine.audit_queue().unwrap();
+    queued.first().map(|oldest| oldest.seq - 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_at_random_loses_no_acknowledged_event_and_the_tablet_converges() {
+    let kills: u64 = std::env::var("SCR_SERVER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("SCR_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5e_7e_c2a5);
+    eprintln!("server crash loop: SCR_SERVER_KILLS={kills} SCR_CRASH_SEED={seed}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = site(dir.path()).await;
+    let nhs = on_caseload(&s.srv, &s.store, 91, SharingChoice::CoreAndAdditional);
+    let mut tablet = Device::nurse(&s.srv, dir.path()).await;
+    let server_dir = s.server_dir.clone();
+    s.srv.shutdown().await;
+    drop(s.store);
+
+    let (mut child, addr) = serve(&server_dir);
+    let proxy = Proxy::start(addr).await;
+    tablet.url = proxy.url();
+    tablet.online().await;
+    tablet.settle().await;
+    tablet.engine.record_permission(&nhs, true, true).unwrap();
+
+    // Visits written every 40 ms, each version id kept once acknowledged.
+    let written: Arc<Mutex<Vec<VersionId>>> = Arc::default();
+    let writer = {
+        let (engine, written) = (tablet.engine.clone(), written.clone());
+        tokio::spawn(async move {
+            for i in 0u64.. {
+                let v = engine
+                    .add_entry(&nhs, visit(&format!("visit {i}")), false, None)
+                    .unwrap();
+                written.lock().unwrap().push(v.version_id);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+
+    let mut rng = Rng::new(seed);
+    for kill in 0..kills {
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1_500))).await;
+        let released = released_up_to(&tablet);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        proxy.cut();
+        // Restarted on the same directory: it must start, and hold every
+        // event it had acknowledged.
+        let (next, addr) = serve(&server_dir);
+        child = next;
+        proxy.point_at(addr);
+        let (archived_to, _) = archive(&server_dir).chain(&tablet.keys.public()).unwrap();
+        if let Some(released) = released {
+            assert!(
+                archived_to >= released,
+                "kill {kill}: the tablet released events up to {released}, \
+                 the archive holds up to {archived_to} (seed {seed})"
+            );
+        }
+    }
+    writer.abort();
+    let _ = writer.await;
+
+    // The tablet's sync carried on by itself; once it settles, the server
+    // holds everything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pass = tablet.settle().await;
+        let uploaded = tablet.engine.audit_queue_len().unwrap() == 0;
+        if (pass.in_step == pass.documents && uploaded) || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        tablet.engine.audit_queue_len().unwrap(),
+        0,
+        "the trail was uploaded"
+    );
+    let written = written.lock().unwrap().clone();
+    let on_server: std::collections::HashSet<VersionId> = common::server_store(&server_dir)
+        .open_record(&nhs)
+        .unwrap()
+        .view_compartment(Compartment::CareEvents)
+        .unwrap()
+        .entries
+        .iter()
+        .flat_map(|e| e.history.clone())
+        .collect();
+    let lost: Vec<_> = written.iter().filter(|v| !on_server.contains(v)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} visits lost (seed {seed})",
+        lost.len(),
+        written.len()
+    );
+    let archive = archive(&server_dir);
+    let key = tablet.keys.public();
+    let (archived, flagged) = archive.counts_of(&key).unwrap();
+    let (last_seq, _) = archive.chain(&key).unwrap();
+    assert_eq!(flagged, 0, "no gap or fork (seed {seed})");
+    assert_eq!(archived, last_seq, "every event once, 1 to {last_seq}");
+    eprintln!(
+        "{kills} kills: {} visits written, all on the server; {archived} audit events archived, none lost or repeated",
+        written.len()
+    );
+    tablet.offline().await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
