@@ -147,7 +147,13 @@ fn serve(dir: &std::path::Path) -> (Server, String, String, [u8; 32]) {
         .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--health", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        // SCR_LOAD_SERVER_LOG=FILE keeps the server's log.
+        .stderr(match std::env::var_os("SCR_LOAD_SERVER_LOG") {
+            Some(path) => std::fs::File::create(path)
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+            None => std::process::Stdio::null(),
+        })
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -246,11 +252,23 @@ impl Tablet {
 
     /// Receives one message and answers it; the document it was about.
     async fn receive(&mut self) -> Result<String, String> {
-        let bytes = tokio::time::timeout(Duration::from_secs(120), self.session.recv())
-            .await
-            .map_err(|_| "no message for 120 s".to_owned())?
-            .map_err(|e| e.to_string())?
-            .ok_or("the server closed the session")?;
+        // A heartbeat every ten seconds while waiting, as a real tablet's
+        // session sends (the server counts 30 s of silence as a lost link).
+        let mut waited = 0;
+        let bytes = loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.session.recv()).await {
+                Ok(received) => {
+                    break received
+                        .map_err(|e| e.to_string())?
+                        .ok_or("the server closed the session")?;
+                }
+                Err(_) if waited < 12 => {
+                    waited += 1;
+                    self.session.heartbeat().await.map_err(|e| e.to_string())?;
+                }
+                Err(_) => return Err("no message for 120 s".into()),
+            }
+        };
         let (kind, doc, data) = unwire(&bytes);
         match kind.as_str() {
             "sync" if self.docs.contains_key(&doc) => {

@@ -277,6 +277,14 @@ impl AccessPolicy {
         if principal == Principal::Patient && !grant.is_patient(nhs) {
             return ShareConfig::none();
         }
+        // Staff see a record only through a relationship in their grant:
+        // without one, decide at once. samod asks about every (document,
+        // device) pair, and almost all of them are this case; reading the
+        // governance document and the relationships first made each cost
+        // a decryption and an Automerge load (what the load bench hit).
+        if principal != Principal::Patient && grant.relationship_with(nhs).is_none() {
+            return ShareConfig::none();
+        }
         // Without a readable governance document the patient's choices are
         // unknown: share nothing (fail closed).
         let Ok(Some(governance)) = self.store.view_of_compartment(nhs, Compartment::Governance)

@@ -76,7 +76,7 @@ async fn a_server_killed_at_random_loses_no_acknowledged_event_and_the_tablet_co
     let seed: u64 = std::env::var("SCR_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5e_7e_c2a5);
+        .unwrap_or(0x5e7e_c2a5);
     eprintln!("server crash loop: SCR_SERVER_KILLS={kills} SCR_CRASH_SEED={seed}");
 
     let dir = tempfile::tempdir().unwrap();
