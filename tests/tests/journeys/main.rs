@@ -1,0 +1,115 @@
+//! The users' journeys end to end: the server (`scr-server`'s own code) on
+//! loopback with its SQLite store, and each device opened as the apps open
+//! one (`scr_core::device::Device`) on its own store, over real sockets.
+//! Each journey asserts what its user sees and what the audit trail
+//! records, on the device and in the server's archive, and its failure
+//! paths. The demo (`scr-server demo`) tells the same story.
+#![allow(clippy::unwrap_used)]
+
+mod lost_tablet;
+mod nurse;
+mod paramedic;
+mod patient;
+mod privacy_officer;
+
+use scr_core::NhsNumber;
+use scr_core::audit::AuditEvent;
+use scr_core::engine::{AccessRequest, DeviceClass};
+use scr_core::grant::RelationshipKind;
+use scr_core::record::{Compartment, SharingChoice};
+use scr_server::demo::site::{App, Site, Staff, log_in};
+
+/// Everything a staff tablet holds while the patient shares core and
+/// additional information (sensitive items stay with the patient).
+pub const SHARED: [Compartment; 5] = [
+    Compartment::Core,
+    Compartment::Additional,
+    Compartment::CareEvents,
+    Compartment::PatientEntered,
+    Compartment::Governance,
+];
+
+/// What a staff tablet may hold once the patient chooses core only.
+pub const CORE_ONLY: [Compartment; 3] = [
+    Compartment::Core,
+    Compartment::PatientEntered,
+    Compartment::Governance,
+];
+
+pub const BORN: &str = "1948-03-12";
+
+pub async fn site() -> (tempfile::TempDir, Site) {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start(dir.path()).await.unwrap();
+    (dir, site)
+}
+
+/// Test patient `n`, loaded and given to `staff` on `kind`.
+pub fn patient_of(site: &Site, n: u32, staff: &Staff, kind: RelationshipKind) -> NhsNumber {
+    let nhs = site
+        .load_patient(n, SharingChoice::CoreAndAdditional)
+        .unwrap();
+    site.assign(staff, nhs, kind).unwrap();
+    nhs
+}
+
+/// A tablet enrolled, its user logged in online, syncing in the background.
+pub async fn tablet(site: &Site, name: &str, class: DeviceClass, who: &Staff) -> App {
+    let app = site
+        .tablet(name, class, &who.user.organisation)
+        .await
+        .unwrap();
+    log_in(&app, who).await.unwrap();
+    app.device.start_sync().await.unwrap();
+    app
+}
+
+/// The patient's phone, logged in with the passcode they chose, syncing.
+pub async fn phone(site: &Site, nhs: NhsNumber) -> App {
+    let app = site
+        .patient_phone(&format!("phone-{}", &nhs.digits()[7..]), nhs, "tulip-2468")
+        .await
+        .unwrap();
+    app.device.login("patient", "", "tulip-2468").await.unwrap();
+    app.device.start_sync().await.unwrap();
+    app
+}
+
+/// Syncs until the device holds exactly `compartments` of `nhs`.
+pub async fn holds(app: &App, nhs: &NhsNumber, compartments: &[Compartment]) {
+    let got = app
+        .sync_until(|a| a.held(nhs) == compartments)
+        .await
+        .unwrap();
+    assert!(got, "held {:?}, wanted {compartments:?}", app.held(nhs));
+}
+
+/// The device's own events about `nhs` that the server's archive holds.
+pub fn archived(site: &Site, app: &App, nhs: &NhsNumber) -> Vec<AuditEvent> {
+    let me = app.device.device_key().unwrap();
+    let mut events: Vec<_> = site
+        .server
+        .archive
+        .events_about(nhs)
+        .unwrap()
+        .into_iter()
+        .inspect(|a| assert_eq!(a.flag, None, "an archived event was flagged"))
+        .map(|a| a.event)
+        .filter(|e| e.device == me)
+        .collect();
+    events.sort_by_key(|e| e.seq);
+    events
+}
+
+/// The device's whole trail about `nhs` reached the server, and its
+/// chain verifies.
+pub async fn uploaded(app: &App) {
+    assert!(app.settle().await.unwrap());
+    let engine = app.engine().unwrap();
+    assert_eq!(engine.audit_queue_len().unwrap(), 0, "events left unsent");
+    assert!(matches!(engine.verify_audit_chain(), Ok(Ok(()))));
+}
+
+pub fn with_permission() -> AccessRequest {
+    AccessRequest::with_permission()
+}
