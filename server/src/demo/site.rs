@@ -26,6 +26,23 @@ use crate::records::{FileEntry, LoadError, RecordFile, load};
 use crate::serve::{RunningServer, ServeConfig, ServeError, start};
 use crate::users::{NewUser, UserError, assign, unassign};
 
+/// Everything a staff tablet holds of a patient who shares core and
+/// additional information (sensitive items stay with the patient).
+pub const SHARED: [Compartment; 5] = [
+    Compartment::Core,
+    Compartment::Additional,
+    Compartment::CareEvents,
+    Compartment::PatientEntered,
+    Compartment::Governance,
+];
+
+/// What a staff tablet may still hold once the patient chooses core only.
+pub const CORE_ONLY: [Compartment; 3] = [
+    Compartment::Core,
+    Compartment::PatientEntered,
+    Compartment::Governance,
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
     #[error("server: {0}")]
@@ -245,8 +262,9 @@ impl App {
     }
 }
 
-/// The visit and handover notes in a record view, sorted.
-fn notes_in(view: &RecordView) -> Vec<String> {
+/// The visit and handover notes in a record view (every current version;
+/// both candidates of a conflict), sorted.
+pub fn notes_in(view: &RecordView) -> Vec<String> {
     let mut notes: Vec<String> = view
         .compartment(Compartment::CareEvents)
         .map(|c| {

@@ -11,8 +11,8 @@ use scr_core::grant::RelationshipKind;
 use scr_core::record::{Compartment, SharingChoice};
 
 use super::site::{
-    Site, ambulance_privacy_officer, community_privacy_officer, log_in, nurse, paramedic,
-    visit_note,
+    CORE_ONLY, SHARED, Site, ambulance_privacy_officer, community_privacy_officer, log_in, nurse,
+    paramedic, visit_note,
 };
 use super::{DemoError, Story, fail};
 use crate::archive::AlertOutcome;
@@ -21,22 +21,6 @@ const PATIENT: u32 = 4242;
 const INCIDENT: &str = "INC-77";
 const VISIT: &str = "Leg ulcer dressing changed; healing well.";
 const HANDOVER: &str = "Found on floor, confused; BM 2.1, glucose given; to ED.";
-
-/// Everything a tablet of a staff member shares while the patient shares
-/// core and additional information (sensitive items are the patient's own).
-const SHARED: [Compartment; 5] = [
-    Compartment::Core,
-    Compartment::Additional,
-    Compartment::CareEvents,
-    Compartment::PatientEntered,
-    Compartment::Governance,
-];
-/// What a tablet may still hold once the patient chooses core only.
-const CORE_ONLY: [Compartment; 3] = [
-    Compartment::Core,
-    Compartment::PatientEntered,
-    Compartment::Governance,
-];
 
 pub(crate) async fn tell(story: &mut Story, dir: &Path) -> Result<(), DemoError> {
     println!("SCR Sync demo: the server, three devices and one synthetic patient, over loopback.");

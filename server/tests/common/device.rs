@@ -266,22 +266,7 @@ impl Device {
 
     pub fn notes(&self, nhs: &NhsNumber, access: AccessRequest) -> Vec<String> {
         let released = self.engine.view(nhs, access).unwrap();
-        let mut notes: Vec<String> = released
-            .view
-            .compartment(Compartment::CareEvents)
-            .map(|c| {
-                c.entries
-                    .iter()
-                    .flat_map(|e| e.heads())
-                    .filter_map(|v| match &v.content {
-                        EntryContent::EncounterSummary { note, .. } => Some(note.clone()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        notes.sort();
-        notes
+        scr_server::demo::site::notes_in(&released.view)
     }
 }
 

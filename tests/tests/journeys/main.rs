@@ -18,23 +18,7 @@ use scr_core::engine::{AccessRequest, DeviceClass};
 use scr_core::grant::RelationshipKind;
 use scr_core::record::{Compartment, SharingChoice};
 use scr_server::demo::site::{App, Site, Staff, log_in};
-
-/// Everything a staff tablet holds while the patient shares core and
-/// additional information (sensitive items stay with the patient).
-pub const SHARED: [Compartment; 5] = [
-    Compartment::Core,
-    Compartment::Additional,
-    Compartment::CareEvents,
-    Compartment::PatientEntered,
-    Compartment::Governance,
-];
-
-/// What a staff tablet may hold once the patient chooses core only.
-pub const CORE_ONLY: [Compartment; 3] = [
-    Compartment::Core,
-    Compartment::PatientEntered,
-    Compartment::Governance,
-];
+pub use scr_server::demo::site::{CORE_ONLY, SHARED};
 
 pub const BORN: &str = "1948-03-12";
 
