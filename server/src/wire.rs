@@ -3,6 +3,7 @@
 //! message inside. samod decodes them fully afterwards.
 
 use automerge::sync::Message;
+use scr_core::record::untrusted::changes_parse;
 
 pub struct Incoming {
     pub kind: String,
@@ -57,15 +58,21 @@ fn bs58_of(bytes: &[u8]) -> String {
 ///   session id a peer sends for as long as it runs;
 /// - sync messages whose Bloom filter would make automerge divide by zero
 ///   (no bits) or allocate without bound (a huge probe count) when it
-///   answers them.
+///   answers them;
+/// - sync messages whose changes do not parse, or make automerge's parser
+///   panic (`scr_core::record::untrusted`), which in samod would take a
+///   document's actor down.
 pub fn acceptable(incoming: &Incoming) -> bool {
     match incoming.kind.as_str() {
         "ephemeral" => false,
         _ => match &incoming.sync {
-            Some(Ok(message)) => message
-                .have
-                .iter()
-                .all(|have| sane_bloom(&have.bloom.to_bytes())),
+            Some(Ok(message)) => {
+                message
+                    .have
+                    .iter()
+                    .all(|have| sane_bloom(&have.bloom.to_bytes()))
+                    && changes_parse(message.changes.iter())
+            }
             Some(Err(())) => false,
             None => true,
         },
@@ -122,6 +129,47 @@ mod tests {
             "u32::MAX probes"
         );
         assert!(!sane_bloom(&[1, 10]), "truncated");
+    }
+
+    /// A sync message carrying `chunk` as its changes, as a device would
+    /// send it after a real local change.
+    fn sync_carrying(chunk: &[u8]) -> Incoming {
+        let mut doc = automerge::Automerge::new();
+        let mut tx = doc.transaction();
+        automerge::transaction::Transactable::put(&mut tx, automerge::ROOT, "k", "v").unwrap();
+        tx.commit();
+        let mut state = automerge::sync::State::new();
+        let mut message =
+            automerge::sync::SyncDoc::generate_sync_message(&doc, &mut state).unwrap();
+        message.changes = vec![chunk.to_vec()].into();
+        Incoming {
+            kind: "sync".into(),
+            document_id: None,
+            sync: Some(Message::decode(&message.encode()).map_err(|_| ())),
+        }
+    }
+
+    #[test]
+    fn changes_that_break_automerges_parser_are_refused() {
+        let crasher = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/regressions/compartment_document/crash-hexane-leb128-unwrap"),
+        )
+        .unwrap();
+        assert!(!acceptable(&sync_carrying(&crasher)));
+        // The same, as a whole samod message (the fuzz regression input).
+        let wire = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/regressions/sync_wire_message/crash-hexane-in-sync-changes"),
+        )
+        .unwrap();
+        let incoming = parse(&wire).unwrap();
+        assert!(matches!(&incoming.sync, Some(Ok(m)) if m.changes.len() == 1));
+        assert!(!acceptable(&incoming));
+        assert!(!acceptable(&sync_carrying(b"garbage")));
+        let mut doc = automerge::AutoCommit::new();
+        automerge::transaction::Transactable::put(&mut doc, automerge::ROOT, "n", 1).unwrap();
+        assert!(acceptable(&sync_carrying(&doc.save_incremental())));
     }
 
     #[test]

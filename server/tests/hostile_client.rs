@@ -320,3 +320,78 @@ async fn hostile_clients_are_refused_memory_stays_bounded_and_others_keep_syncin
     nurse.offline().await;
     s.srv.shutdown().await;
 }
+
+/// An enrolled device logged in as a nurse who may write the patient's care
+/// events pushes changes that make automerge's parser panic (the input a
+/// long fuzzing run found): the guard drops the message, and the document
+/// stays served to the nurse's own tablet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_breaks_automerges_parser_is_dropped_and_the_document_stays_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = site(dir.path()).await;
+    let nhs = on_caseload(&s.srv, &s.store, 83, SharingChoice::CoreAndAdditional);
+    let mut nurse = Device::nurse(&s.srv, dir.path()).await;
+    nurse.online().await;
+    nurse.settle().await;
+    nurse.engine.record_permission(&nhs, true, true).unwrap();
+    still_syncing(&nurse, &nhs, "before").await;
+
+    // A second tablet of the same nurse, logged in, so it may write.
+    let keys = enrolled(&s).await;
+    let granted = channel::login(
+        common::ws(s.srv.sync_addr).await,
+        &keys,
+        &s.srv.server_key,
+        &common::nurse_login(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(granted, channel::LoginResponse::Granted { .. }));
+    let care_events = s
+        .store
+        .open_record(&nhs)
+        .unwrap()
+        .export()
+        .into_iter()
+        .find(|e| e.compartment == scr_core::record::Compartment::CareEvents)
+        .unwrap()
+        .doc_id;
+    let crasher = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/compartment_document/crash-hexane-leb128-unwrap"),
+    )
+    .unwrap();
+    let poisoned = {
+        let doc = automerge::Automerge::new();
+        let mut state = automerge::sync::State::new();
+        let mut message =
+            automerge::sync::SyncDoc::generate_sync_message(&doc, &mut state).unwrap();
+        message.changes = vec![crasher].into();
+        message.encode()
+    };
+    let mut session = joined(&s, &keys).await;
+    let (me, server) = (hex_key(&keys.public()), hex_key(&s.srv.server_key));
+    for kind in ["request", "sync"] {
+        let msg = common::wire(
+            kind,
+            &[
+                ("documentId", &care_events),
+                ("senderId", &me),
+                ("targetId", &server),
+            ],
+            Some(&poisoned),
+        );
+        session.send(&msg).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The nurse's tablet still writes to and syncs that very document.
+    still_syncing(&nurse, &nhs, "after the poisoned push").await;
+    let notes = nurse.notes(&nhs, AccessRequest::with_permission());
+    assert!(notes.iter().any(|n| n == "after the poisoned push"));
+    let on_server = scr_server::demo::site::notes_in(&s.store.open_record(&nhs).unwrap().view());
+    assert!(on_server.iter().any(|n| n == "after the poisoned push"));
+    drop(session);
+    nurse.offline().await;
+    s.srv.shutdown().await;
+}

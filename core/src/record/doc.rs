@@ -25,6 +25,8 @@ const VERSIONS: &str = "versions";
 pub enum DocError {
     #[error("the document bytes are not a valid Automerge document")]
     Malformed(#[source] Box<automerge::AutomergeError>),
+    #[error("the document bytes are not chunks SCR Sync reads, or broke the Automerge parser")]
+    Unparseable,
     #[error("the document is not an SCR compartment")]
     NotACompartment,
     #[error("the document has layout format {0}, newer than this build understands")]
@@ -234,13 +236,20 @@ impl CompartmentDoc {
     }
 }
 
+/// Loads bytes from outside (see `untrusted`: automerge can panic on some).
 fn strict_load(bytes: &[u8]) -> Result<AutoCommit, DocError> {
-    AutoCommit::load_with_options(
-        bytes,
-        LoadOptions::new()
-            .on_partial_load(OnPartialLoad::Error)
-            .verification_mode(VerificationMode::Check),
-    )
+    if !super::untrusted::plain_chunks(bytes) {
+        return Err(DocError::Unparseable);
+    }
+    super::untrusted::contained(|| {
+        AutoCommit::load_with_options(
+            bytes,
+            LoadOptions::new()
+                .on_partial_load(OnPartialLoad::Error)
+                .verification_mode(VerificationMode::Check),
+        )
+    })
+    .ok_or(DocError::Unparseable)?
     .map_err(|e| DocError::Malformed(Box::new(e)))
 }
 
@@ -297,6 +306,14 @@ mod tests {
         ));
         assert!(matches!(
             CompartmentDoc::load(Compartment::Core, b"not automerge"),
+            Err(DocError::Unparseable)
+        ));
+        // Whole chunks whose content automerge refuses: malformed.
+        let mut damaged = AutoCommit::new().save();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        assert!(matches!(
+            CompartmentDoc::load(Compartment::Core, &damaged),
             Err(DocError::Malformed(_))
         ));
     }

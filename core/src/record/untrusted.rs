@@ -1,0 +1,136 @@
+//! Automerge bytes from outside, parsed with automerge's panics contained.
+//!
+//! automerge 0.12 can panic on crafted bytes instead of returning an error:
+//! a long fuzzing run of `compartment_document` found an `unwrap` in hexane's
+//! LEB128 decoder, reached from `Automerge::load` and `load_incremental`
+//! through the bundle-chunk parser (the input is
+//! `fuzz/regressions/compartment_document/crash-hexane-leb128-unwrap`). A
+//! device's sync message carries change chunks that the server's samod
+//! would parse the same way, so an enrolled device could crash a document's
+//! actor with one message. Until automerge returns an error there, bytes
+//! from outside are parsed here first and a panic counts as malformed.
+//!
+//! The same parser also allocates without bound: after the panic was
+//! contained, the fuzzer found 49 bytes that make it ask for more than
+//! 2 GB (a delta column's run length, decoded into a `Vec`). An allocation
+//! failure aborts the process and cannot be contained. Both are in the
+//! parser of *bundle* chunks, which SCR Sync never writes: its devices and
+//! server run automerge's version-1 sync, whose messages carry change and
+//! compressed-change chunks, and stored documents are document chunks. So
+//! outside bytes holding any other kind of chunk are refused before
+//! automerge sees them (`plain_chunks`).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// The four bytes every Automerge chunk starts with.
+const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// Chunk kinds SCR Sync reads from outside: a document, a change, a
+/// deflated change. (3 is a bundle: see above.)
+const PLAIN_KINDS: [u8; 3] = [0, 1, 2];
+
+/// Whether `bytes` is a sequence of whole chunks of the plain kinds, read
+/// from each chunk's header (magic, checksum, kind, LEB128 length) only.
+pub fn plain_chunks(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        if bytes.len() < 9 || bytes[..4] != MAGIC || !PLAIN_KINDS.contains(&bytes[8]) {
+            return false;
+        }
+        let mut rest = &bytes[9..];
+        let Some(len) = uleb128(&mut rest) else {
+            return false;
+        };
+        let Some(after) = usize::try_from(len).ok().and_then(|l| rest.get(l..)) else {
+            return false;
+        };
+        bytes = after;
+    }
+    true
+}
+
+fn uleb128(input: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Runs a parse of outside bytes; `None` if it panicked. Only for work
+/// whose results are dropped on a panic (nothing shared is left half done).
+pub fn contained<T>(parse: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(parse)).ok()
+}
+
+/// Whether every chunk of a sync message's changes parses, each loaded into
+/// a scratch document that is then dropped (missing dependencies are fine:
+/// only the parse is checked).
+pub fn changes_parse<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    chunks.into_iter().all(|chunk| {
+        plain_chunks(chunk)
+            && contained(|| automerge::Automerge::new().load_incremental(chunk).is_ok())
+                .unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CRASHER: &[u8] =
+        include_bytes!("../../../fuzz/regressions/compartment_document/crash-hexane-leb128-unwrap");
+
+    #[test]
+    fn the_fuzzers_crasher_is_malformed_not_a_panic() {
+        assert!(!changes_parse([CRASHER]));
+        assert!(
+            crate::record::CompartmentDoc::load(crate::record::Compartment::Core, CRASHER).is_err()
+        );
+    }
+
+    #[test]
+    fn automerge_still_panics_on_it_so_the_guard_is_still_needed() {
+        // When this fails, automerge returns an error on this input: the
+        // guard can go (see the module comment).
+        let raw = catch_unwind(|| automerge::Automerge::load(CRASHER).is_ok());
+        assert!(raw.is_err(), "automerge no longer panics here");
+    }
+
+    #[test]
+    fn bundles_and_broken_headers_are_refused_by_the_header_walk() {
+        assert!(!plain_chunks(CRASHER), "the crasher is a bundle");
+        let oom = include_bytes!(
+            "../../../fuzz/regressions/compartment_document/oom-bundle-delta-run-length"
+        );
+        assert!(!plain_chunks(oom));
+        assert!(!changes_parse([oom.as_slice()]));
+        assert!(plain_chunks(&[]));
+        assert!(!plain_chunks(&MAGIC), "truncated header");
+        let mut doc = automerge::AutoCommit::new();
+        automerge::transaction::Transactable::put(&mut doc, automerge::ROOT, "k", "v").unwrap();
+        let (saved, change) = (doc.save(), doc.save_incremental());
+        assert!(plain_chunks(&saved));
+        let mut both = saved.clone();
+        both.extend_from_slice(&change);
+        assert!(plain_chunks(&both), "a document then its changes");
+        assert!(!plain_chunks(&saved[..saved.len() - 1]), "a cut chunk");
+        let mut bundle = saved.clone();
+        bundle[8] = 3;
+        assert!(!plain_chunks(&bundle));
+    }
+
+    #[test]
+    fn real_changes_parse() {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        doc.put(automerge::ROOT, "k", "v").unwrap();
+        let change = doc.save_incremental();
+        assert!(changes_parse([change.as_slice(), doc.save().as_slice()]));
+        assert!(changes_parse([]));
+        assert!(!changes_parse([b"not automerge".as_slice()]));
+    }
+}
