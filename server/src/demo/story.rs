@@ -30,11 +30,11 @@ pub(crate) async fn tell(story: &mut Story, dir: &Path) -> Result<(), DemoError>
     let site = Site::start(dir).await.map_err(fail("server"))?;
     story.check(
         &format!(
-            "server listening on {} (Noise channel), its SQLite store in {}",
+            "server listening on {} (Noise channel), its SQLite store in {}; /health answers",
             site.url(),
             dir.join("server").display()
         ),
-        true,
+        healthy(site.server.health_addr).await,
         t,
     );
 
@@ -49,16 +49,19 @@ pub(crate) async fn tell(story: &mut Story, dir: &Path) -> Result<(), DemoError>
     };
     site.assign(&paramedic(), nhs, incident)
         .map_err(fail("incident"))?;
+    let loaded = site.server_notes(&nhs).map_err(fail("load record"))?.len() == 1;
     story.check(
         "admin: a synthetic patient (test-range NHS number) loaded, on nurse Jo's caseload and paramedic Sam's incident",
-        true,
+        loaded,
         t,
     );
 
     let result = journey(story, &site, nhs).await;
     let t = Instant::now();
+    let sync_addr = site.server.sync_addr;
     site.shutdown().await;
-    story.check("server stopped cleanly", true, t);
+    let closed = tokio::net::TcpStream::connect(sync_addr).await.is_err();
+    story.check("server stopped cleanly: its port is closed", closed, t);
     result?;
 
     let t = Instant::now();
@@ -87,9 +90,18 @@ async fn journey(story: &mut Story, site: &Site, nhs: NhsNumber) -> Result<(), D
     log_in(&ambulance, &paramedic())
         .await
         .map_err(fail("paramedic login"))?;
+    let mut enrolled = true;
+    for app in [&tablet, &ambulance] {
+        let key = app.device.device_key().map_err(fail("device key"))?;
+        let key: Option<[u8; 32]> =
+            scr_core::channel::from_hex(&key).and_then(|k| k.try_into().ok());
+        enrolled &= key.is_some_and(|k| site.server.directory.is_active(&k));
+        let engine = app.engine().map_err(fail("engine"))?;
+        enrolled &= engine.session().map_err(fail("session"))?.is_some();
+    }
     story.check(
         "nurse and ambulance tablets enroll (one-time tokens, pinned server key) and log in online",
-        true,
+        enrolled,
         t,
     );
 
@@ -345,6 +357,28 @@ async fn journey(story: &mut Story, site: &Site, nhs: NhsNumber) -> Result<(), D
     );
     drop((tablet, ambulance, phone, engine, amb, me));
     Ok(())
+}
+
+/// True if the server's health endpoint answers 200.
+async fn healthy(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    if stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut reply),
+    )
+    .await;
+    matches!(read, Ok(Ok(_))) && reply.starts_with(b"HTTP/1.1 200")
 }
 
 /// True if no file under `dir` holds the patient's NHS number, name, an
