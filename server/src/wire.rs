@@ -3,7 +3,7 @@
 //! message inside. samod decodes them fully afterwards.
 
 use automerge::sync::Message;
-use scr_core::record::untrusted::changes_parse;
+use scr_core::record::untrusted::{changes_parse, uleb128};
 
 pub struct Incoming {
     pub kind: String,
@@ -84,7 +84,7 @@ pub fn acceptable(incoming: &Incoming) -> bool {
 /// per entry and 7 probes.
 fn sane_bloom(encoded: &[u8]) -> bool {
     let mut rest = encoded;
-    let mut next = || leb128_u64(&mut rest);
+    let mut next = || uleb128(&mut rest);
     match (next(), next(), next()) {
         _ if encoded.is_empty() => true,
         (Some(0), _, _) => true,
@@ -93,19 +93,6 @@ fn sane_bloom(encoded: &[u8]) -> bool {
         }
         _ => false,
     }
-}
-
-fn leb128_u64(input: &mut &[u8]) -> Option<u64> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = input.split_first()?;
-        *input = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

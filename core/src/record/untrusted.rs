@@ -47,7 +47,9 @@ pub fn plain_chunks(mut bytes: &[u8]) -> bool {
     true
 }
 
-fn uleb128(input: &mut &[u8]) -> Option<u64> {
+/// Reads an unsigned LEB128 number (as Automerge's formats write them),
+/// advancing `input`; `None` if it runs out or overflows 64 bits.
+pub fn uleb128(input: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let (&byte, rest) = input.split_first()?;
