@@ -389,8 +389,18 @@ async fn a_push_that_breaks_automerges_parser_is_dropped_and_the_document_stays_
     still_syncing(&nurse, &nhs, "after the poisoned push").await;
     let notes = nurse.notes(&nhs, AccessRequest::with_permission());
     assert!(notes.iter().any(|n| n == "after the poisoned push"));
-    let on_server = scr_server::demo::site::notes_in(&s.store.open_record(&nhs).unwrap().view());
-    assert!(on_server.iter().any(|n| n == "after the poisoned push"));
+    // In step means samod holds it; its write to the store follows.
+    let mut stored = false;
+    for _ in 0..50 {
+        let on_server =
+            scr_server::demo::site::notes_in(&s.store.open_record(&nhs).unwrap().view());
+        stored = on_server.iter().any(|n| n == "after the poisoned push");
+        if stored {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stored, "the note reached the server's store");
     drop(session);
     nurse.offline().await;
     s.srv.shutdown().await;

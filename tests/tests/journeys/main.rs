@@ -94,6 +94,25 @@ pub async fn uploaded(app: &App) {
     assert!(matches!(engine.verify_audit_chain(), Ok(Ok(()))));
 }
 
+/// The server's own copy of the record once `done` holds of it (a pass in
+/// step means samod holds a change; its write to the store follows), or
+/// the last copy read after five seconds.
+pub async fn on_server(
+    site: &Site,
+    nhs: &NhsNumber,
+    done: impl Fn(&scr_core::replica::RecordView) -> bool,
+) -> scr_core::replica::RecordView {
+    let mut view = site.store.open_record(nhs).unwrap().view();
+    for _ in 0..50 {
+        if done(&view) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        view = site.store.open_record(nhs).unwrap().view();
+    }
+    view
+}
+
 pub fn with_permission() -> AccessRequest {
     AccessRequest::with_permission()
 }

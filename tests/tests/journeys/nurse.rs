@@ -10,7 +10,9 @@ use scr_core::grant::RelationshipKind;
 use scr_core::record::{EntryContent, EntryState};
 use scr_server::demo::site::{nurse, second_nurse, visit_note};
 
-use crate::{SHARED, archived, holds, patient_of, site, tablet, uploaded, with_permission};
+use crate::{
+    SHARED, archived, holds, on_server, patient_of, site, tablet, uploaded, with_permission,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_offline_with_the_caseload_merges_every_visit_in_the_evening() {
@@ -56,7 +58,7 @@ async fn a_day_offline_with_the_caseload_merges_every_visit_in_the_evening() {
     jo.device.start_sync().await.unwrap();
     uploaded(&jo).await;
     for (nhs, v) in caseload.iter().zip(&written) {
-        let on_server = site.store.open_record(nhs).unwrap().view();
+        let on_server = on_server(&site, nhs, |r| r.entry(v.entry_id).is_some()).await;
         let entry = on_server
             .entry(v.entry_id)
             .expect("the visit is on the server");
@@ -160,7 +162,10 @@ async fn two_nurses_correcting_one_note_offline_keep_both_versions_for_review() 
         "Kim sees the resolution"
     );
     assert!(settled(&je));
-    let on_server = site.store.open_record(&nhs).unwrap().view();
+    let on_server = on_server(&site, &nhs, |r| {
+        r.entry(note.entry_id).is_some_and(|e| e.history.len() == 4)
+    })
+    .await;
     let entry = on_server.entry(note.entry_id).unwrap();
     assert_eq!(entry.history.len(), 4, "no version lost on the server");
     assert!(matches!(&entry.state, EntryState::Current(c)

@@ -12,7 +12,7 @@ use scr_core::store::HoldReason;
 use scr_core::sync::EncounterError;
 use scr_server::demo::site::{ambulance_privacy_officer, paramedic, visit_note};
 
-use crate::{BORN, SHARED, archived, holds, patient_of, site, tablet, uploaded};
+use crate::{BORN, SHARED, archived, holds, on_server, patient_of, site, tablet, uploaded};
 
 fn incident() -> RelationshipKind {
     RelationshipKind::Incident {
@@ -121,7 +121,7 @@ async fn emergency_access_with_no_signal_is_audited_and_alerts_the_trust_on_reco
             .all(|id| trail.iter().any(|e| &e.id == id))
     );
     // The handover note reached the server's copy of the record.
-    let on_server = site.store.open_record(&nhs).unwrap().view();
+    let on_server = on_server(&site, &nhs, |r| r.entry(handover.entry_id).is_some()).await;
     assert!(
         on_server.entry(handover.entry_id).is_some(),
         "the handover is on the server"
