@@ -179,6 +179,9 @@ pub struct App {
     pub class: DeviceClass,
 }
 
+/// How long one pass may take before it counts as failed.
+const PASS_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl App {
     /// Reopens the device from its directory, as after an app restart.
     pub fn reopen(self) -> Result<Self, SiteError> {
@@ -187,12 +190,7 @@ impl App {
         let device = open_device(&dir, &self.keystore, self.class)?;
         Ok(Self { device, ..self })
     }
-}
 
-/// How long one pass may take before it counts as failed.
-const PASS_TIMEOUT: Duration = Duration::from_secs(20);
-
-impl App {
     pub fn engine(&self) -> Result<Arc<Engine>, SiteError> {
         Ok(self.device.engine()?)
     }
@@ -252,13 +250,10 @@ impl App {
     /// entry's current versions; a conflict shows every candidate), or
     /// none if the view is refused.
     pub fn notes(&self, nhs: &NhsNumber, access: AccessRequest) -> Vec<String> {
-        let Ok(released) = self.engine().map(|e| e.view(nhs, access)) else {
-            return Vec::new();
-        };
-        let Ok(released) = released else {
-            return Vec::new();
-        };
-        notes_in(&released.view)
+        match self.engine().map(|e| e.view(nhs, access)) {
+            Ok(Ok(released)) => notes_in(&released.view),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -402,7 +397,8 @@ impl Site {
         let kind = match class {
             DeviceClass::AmbulanceTablet => "ambulance-tablet",
             DeviceClass::PatientPhone => "patient-phone",
-            DeviceClass::NurseTablet | DeviceClass::GpSystem => "nurse-tablet",
+            DeviceClass::NurseTablet => "nurse-tablet",
+            DeviceClass::GpSystem => "gp-system",
         };
         let token = self.server.directory.create_enrollment_token(
             organisation,
