@@ -1,13 +1,13 @@
 //! Reading and writing records: each call goes through the engine's access
 //! decision and audit, exactly as in Rust.
 
+use scr_core::access::AccessRequest;
 use scr_core::access::AlertReason;
-use scr_core::engine::AccessRequest;
+use scr_core::protocol::AccessLogEntry;
 use scr_core::record::{
     Compartment, EntryContent, EntryId, EntryVersion, SharingChoice, VersionId,
 };
 use scr_core::replica::RecordView;
-use scr_core::sync::AccessLogEntry;
 
 use crate::{ScrDevice, ScrError};
 

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use scr_core::engine::{AccessRequest, AuditBacklog};
-use scr_core::sync::{AccessLogEntry, PassSummary, SyncState};
+use scr_core::access::AccessRequest;
+use scr_core::engine::AuditBacklog;
+use scr_core::protocol::AccessLogEntry;
+use scr_core::sync::{PassSummary, SyncState};
 
 use crate::runtime::run;
 use crate::{ScrDevice, ScrError};

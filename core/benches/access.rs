@@ -9,17 +9,19 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use scr_core::Store;
+use scr_core::access::AccessRequest;
 use scr_core::access::{
     Action, PatientChoices, Principal, Relationship, Request, StaffRole, ViewBasis, decide,
 };
 use scr_core::clock::SystemClock;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
-use scr_core::engine::{AccessRequest, DeviceClass, Engine, EngineConfig};
+use scr_core::engine::{Engine, EngineConfig};
 use scr_core::fixtures::{gp, now_ms, sample_entry, test_nhs_number};
 use scr_core::grant::{
     GrantPrincipal, GrantRelationship, GrantSigner, RelationshipKind, RoleProfileGrant,
 };
 use scr_core::record::{Compartment, SharingChoice};
+use scr_core::retention::DeviceClass;
 use scr_core::store::HoldReason;
 
 fn decision(c: &mut Criterion) {

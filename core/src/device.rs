@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::channel::{self, ChannelError, Hello, LoginRequest, LoginResponse, Purpose};
+use crate::channel::{self, ChannelError, Hello, Purpose};
 use crate::channel::{StaticKeypair, from_hex, hex_key};
 use crate::clock::Clock;
 use crate::crypto::KeyProvider;
-use crate::engine::{DeviceClass, Engine, EngineConfig, EngineError, SessionInfo};
+use crate::engine::{Engine, EngineConfig, EngineError, SessionInfo};
+use crate::protocol::{LoginRequest, LoginResponse};
+use crate::retention::DeviceClass;
 use crate::store::{Store, StoreError};
 use crate::sync::{DeviceSync, SyncConfig, SyncError};
 
@@ -205,7 +207,8 @@ impl Device {
             card_serial: card_serial.to_owned(),
             passcode: passcode.to_owned(),
         };
-        let response = channel::login(ws, &keys, &enrollment.server_noise_key, &request).await?;
+        let response =
+            crate::sync::login(ws, &keys, &enrollment.server_noise_key, &request).await?;
         let (grant_hex, grant_key_hex, holdings_doc) = match response {
             LoginResponse::Granted {
                 grant_hex,

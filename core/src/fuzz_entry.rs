@@ -41,12 +41,12 @@ pub fn audit_event(data: &[u8]) {
 
 /// A batch of uploaded audit events, and the server's acknowledgement.
 pub fn audit_batch(data: &[u8]) {
-    if let Ok(upload) = serde_json::from_slice::<crate::sync::AuditUpload>(data) {
+    if let Ok(upload) = serde_json::from_slice::<crate::protocol::AuditUpload>(data) {
         let bytes = serde_json::to_vec(&upload).unwrap_or_default();
-        let again: Option<crate::sync::AuditUpload> = serde_json::from_slice(&bytes).ok();
+        let again: Option<crate::protocol::AuditUpload> = serde_json::from_slice(&bytes).ok();
         assert_eq!(again.as_ref(), Some(&upload));
     }
-    let _ = serde_json::from_slice::<crate::sync::AuditReply>(data);
+    let _ = serde_json::from_slice::<crate::protocol::AuditReply>(data);
 }
 
 /// The first words on a channel, and a sync session's frames.
@@ -61,13 +61,13 @@ pub fn channel_hello_and_frames(data: &[u8]) {
 /// The one-shot requests and replies (holdings, access log, encounters,
 /// login) a device or the server reads off the channel.
 pub fn channel_requests(data: &[u8]) {
-    let _ = serde_json::from_slice::<crate::sync::HoldingsReply>(data);
-    let _ = serde_json::from_slice::<crate::sync::AccessLogRequest>(data);
-    let _ = serde_json::from_slice::<crate::sync::AccessLogReply>(data);
-    let _ = serde_json::from_slice::<crate::sync::EncounterRequest>(data);
-    let _ = serde_json::from_slice::<crate::sync::EncounterReply>(data);
-    let _ = serde_json::from_slice::<crate::channel::LoginRequest>(data);
-    let _ = serde_json::from_slice::<crate::channel::LoginResponse>(data);
+    let _ = serde_json::from_slice::<crate::protocol::HoldingsReply>(data);
+    let _ = serde_json::from_slice::<crate::protocol::AccessLogRequest>(data);
+    let _ = serde_json::from_slice::<crate::protocol::AccessLogReply>(data);
+    let _ = serde_json::from_slice::<crate::protocol::EncounterRequest>(data);
+    let _ = serde_json::from_slice::<crate::protocol::EncounterReply>(data);
+    let _ = serde_json::from_slice::<crate::protocol::LoginRequest>(data);
+    let _ = serde_json::from_slice::<crate::protocol::LoginResponse>(data);
 }
 
 /// A compartment document as it arrives by sync or from the store: if it

@@ -25,8 +25,10 @@ pub mod fixtures;
 pub mod fuzz_entry;
 pub mod grant;
 pub mod nhs_number;
+pub mod protocol;
 pub mod record;
 pub mod replica;
+pub mod retention;
 pub mod store;
 pub mod sync;
 #[cfg(feature = "uniffi")]

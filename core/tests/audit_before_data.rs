@@ -8,17 +8,17 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use scr_core::Store;
 use scr_core::access::AlertReason;
+use scr_core::access::{AccessRequest, RequestedBasis};
 use scr_core::audit::Outcome;
 use scr_core::clock::ManualClock;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
-use scr_core::engine::{
-    AccessRequest, DeviceClass, Engine, EngineConfig, EngineError, RequestedBasis,
-};
+use scr_core::engine::{Engine, EngineConfig, EngineError};
 use scr_core::fixtures::{gp, sample_entry, test_nhs_number};
 use scr_core::grant::{
     GrantPrincipal, GrantRelationship, GrantSigner, RelationshipKind, RoleProfileGrant,
 };
 use scr_core::record::Compartment;
+use scr_core::retention::DeviceClass;
 use scr_core::store::HoldReason;
 
 #[derive(Clone, Debug)]

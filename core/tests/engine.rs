@@ -6,18 +6,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use scr_core::access::{AccessRequest, RequestedBasis};
 use scr_core::access::{AlertReason, DenyReason};
 use scr_core::audit::Outcome;
 use scr_core::clock::ManualClock;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
-use scr_core::engine::{
-    AccessRequest, DeviceClass, Engine, EngineConfig, EngineError, RequestedBasis,
-};
+use scr_core::engine::{Engine, EngineConfig, EngineError};
 use scr_core::fixtures::{gp, sample_entry, test_nhs_number};
 use scr_core::grant::{
     GrantError, GrantPrincipal, GrantRelationship, GrantSigner, RelationshipKind, RoleProfileGrant,
 };
 use scr_core::record::{Compartment, SharingChoice};
+use scr_core::retention::DeviceClass;
 use scr_core::store::HoldReason;
 use scr_core::{CompartmentExport, NhsNumber, Store};
 
@@ -893,7 +893,7 @@ fn a_record_with_unsent_edits_survives_a_restart_and_an_empty_holdings_list() {
     // the one with an unsent visit note is kept, the other forgotten.
     let tablet = w.engine_at(&path, "nurse-6", DeviceClass::NurseTablet);
     let outcome = tablet
-        .apply_holdings(&scr_core::sync::HoldingsList::default())
+        .apply_holdings(&scr_core::protocol::HoldingsList::default())
         .unwrap();
     assert_eq!(outcome.kept_unsent, 1);
     assert_eq!(outcome.forgotten, 1);

@@ -9,14 +9,16 @@ use std::process::Command;
 use std::sync::Arc;
 
 use scr_core::Store;
+use scr_core::access::AccessRequest;
 use scr_core::clock::SystemClock;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
-use scr_core::engine::{AccessRequest, DeviceClass, Engine, EngineConfig, EngineError};
+use scr_core::engine::{Engine, EngineConfig, EngineError};
 use scr_core::fixtures::{gp, now_ms, sample_entry, test_nhs_number};
 use scr_core::grant::{
     GrantPrincipal, GrantRelationship, GrantSigner, RelationshipKind, RoleProfileGrant,
 };
 use scr_core::record::Compartment;
+use scr_core::retention::DeviceClass;
 use scr_core::store::HoldReason;
 
 struct Tmpfs(std::path::PathBuf);

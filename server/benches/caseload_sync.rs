@@ -11,14 +11,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scr_core::channel::{self, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair};
+use scr_core::channel::{self, Hello, Purpose, StaticKeypair};
 use scr_core::channel::{from_hex, hex_key};
 use scr_core::clock::SystemClock;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
-use scr_core::engine::{DeviceClass, Engine, EngineConfig};
+use scr_core::engine::{Engine, EngineConfig};
 use scr_core::fixtures::{sample_entry, test_nhs_number};
 use scr_core::grant::RelationshipKind;
+use scr_core::protocol::{LoginRequest, LoginResponse};
 use scr_core::record::{EntryContent, SharingChoice};
+use scr_core::retention::DeviceClass;
 use scr_core::sync::{DeviceSync, SyncConfig};
 use scr_server::records::{FileEntry, RecordFile, load};
 use scr_server::serve::{ServeConfig, start};
@@ -100,7 +102,7 @@ async fn run(patients: u32, one_way: Duration, rounds: usize) {
         .unwrap();
     let store = scr_core::Store::open(
         dir.path().join("server/server.db"),
-        &scr_server::identity::key_provider(&dir.path().join("server")).unwrap(),
+        &scr_server::serve::identity::key_provider(&dir.path().join("server")).unwrap(),
     )
     .unwrap();
     srv.directory
@@ -145,7 +147,11 @@ async fn run(patients: u32, one_way: Duration, rounds: usize) {
     let keys = Arc::new(StaticKeypair::generate().unwrap());
     let token = srv
         .directory
-        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 60_000)
+        .create_enrollment_token(
+            "RX1",
+            scr_core::retention::DeviceClass::NurseTablet,
+            scr_core::clock::now_ms() + 60_000,
+        )
         .unwrap();
     let ws = || async {
         tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
@@ -168,7 +174,7 @@ async fn run(patients: u32, one_way: Duration, rounds: usize) {
         grant_hex,
         grant_key_hex,
         holdings_doc,
-    } = channel::login(ws().await, &keys, &srv.server_key, &login)
+    } = scr_core::sync::login(ws().await, &keys, &srv.server_key, &login)
         .await
         .unwrap()
     else {
@@ -298,7 +304,7 @@ async fn run(patients: u32, one_way: Duration, rounds: usize) {
         engine.record_permission(&nhs, true, true).unwrap();
         for _ in 0..2 {
             engine
-                .view(&nhs, scr_core::engine::AccessRequest::with_permission())
+                .view(&nhs, scr_core::access::AccessRequest::with_permission())
                 .unwrap();
         }
     }

@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ChangeHash, ROOT};
-use scr_core::channel::{self, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair};
+use scr_core::channel::{self, Hello, Purpose, StaticKeypair};
 use scr_core::channel::{from_hex, hex_key};
 use scr_core::fixtures::{sample_entry, test_nhs_number};
 use scr_core::grant::RelationshipKind;
+use scr_core::protocol::{LoginRequest, LoginResponse};
 use scr_core::record::{Compartment, SharingChoice};
 use scr_server::records::{FileEntry, RecordFile, load};
 use scr_server::serve::{ServeConfig, start};
@@ -64,7 +65,7 @@ async fn prepare(dir: &std::path::Path, plan: &Plan) -> (Vec<(String, usize)>, V
     let srv = start(ServeConfig::on_loopback(dir)).await.unwrap();
     let store = scr_core::Store::open(
         dir.join("server.db"),
-        &scr_server::identity::key_provider(dir).unwrap(),
+        &scr_server::serve::identity::key_provider(dir).unwrap(),
     )
     .unwrap();
     let mut docs = Vec::new();
@@ -118,7 +119,7 @@ async fn prepare(dir: &std::path::Path, plan: &Plan) -> (Vec<(String, usize)>, V
                 .directory
                 .create_enrollment_token(
                     "RX1",
-                    "nurse-tablet",
+                    scr_core::retention::DeviceClass::NurseTablet,
                     scr_core::clock::now_ms() + 3_600_000,
                 )
                 .unwrap();
@@ -349,7 +350,7 @@ async fn connect(
         card_serial: format!("CARD-{nurse}"),
         passcode: "jo-2468".into(),
     };
-    match channel::login(ws(&site.sync_addr).await?, &keys, &site.server_key, &login).await {
+    match scr_core::sync::login(ws(&site.sync_addr).await?, &keys, &site.server_key, &login).await {
         Ok(LoginResponse::Granted { .. }) => {}
         Ok(other) => return Err(format!("login refused: {other:?}")),
         Err(e) => return Err(format!("login: {e}")),

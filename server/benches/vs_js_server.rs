@@ -18,15 +18,14 @@ use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
-use scr_core::channel::{
-    self, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair, hex_key,
-};
+use scr_core::channel::{self, Hello, Purpose, StaticKeypair, hex_key};
 use scr_core::fixtures::{sample_entry, test_nhs_number};
 use scr_core::grant::RelationshipKind;
+use scr_core::protocol::{LoginRequest, LoginResponse};
 use scr_core::record::SharingChoice;
 use scr_server::directory::Directory;
-use scr_server::identity::{ServerIdentity, key_provider};
 use scr_server::records::{FileEntry, RecordFile, load};
+use scr_server::serve::identity::{ServerIdentity, key_provider};
 use scr_server::users::{NewUser, assign};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -199,7 +198,11 @@ fn setup() -> Setup {
         }
     }
     let token = directory
-        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 600_000)
+        .create_enrollment_token(
+            "RX1",
+            scr_core::retention::DeviceClass::NurseTablet,
+            scr_core::clock::now_ms() + 600_000,
+        )
         .unwrap();
     Setup {
         server_key: identity.noise.public(),
@@ -241,7 +244,7 @@ async fn ours(s: &Setup) -> (Duration, (f64, f64)) {
         card_serial: "CARD-0001".into(),
         passcode: "jo-2468".into(),
     };
-    let response = channel::login(ws().await, &keys, &s.server_key, &login)
+    let response = scr_core::sync::login(ws().await, &keys, &s.server_key, &login)
         .await
         .unwrap();
     assert!(matches!(response, LoginResponse::Granted { .. }));

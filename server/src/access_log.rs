@@ -10,7 +10,7 @@ use std::sync::Arc;
 use scr_core::access::{Principal, StaffRole};
 use scr_core::audit::Outcome;
 use scr_core::channel::{NoiseChannel, WebSocket};
-use scr_core::sync::{ACCESS_LOG_FORMAT, AccessLogEntry, AccessLogReply, AccessLogRequest};
+use scr_core::protocol::{ACCESS_LOG_FORMAT, AccessLogEntry, AccessLogReply, AccessLogRequest};
 use scr_core::{NhsNumber, Store};
 
 use crate::archive::Archive;

@@ -14,15 +14,15 @@
 
 use std::sync::Arc;
 
+use scr_core::access::choices_from;
 use scr_core::access::{Decision, DenyReason, Principal, Relationship, Request, decide};
 use scr_core::audit::{AuditDraft, Outcome};
 use scr_core::channel::{NoiseChannel, WebSocket, to_hex};
-use scr_core::engine::choices_from;
 use scr_core::grant::{GrantRelationship, GrantSigner, RelationshipKind, RoleProfileGrant};
-use scr_core::record::{Compartment, EntryContent};
-use scr_core::sync::{
+use scr_core::protocol::{
     ENCOUNTER_FORMAT, EncounterBasis, EncounterReply, EncounterRequest, MAX_ENCOUNTER_REQUEST,
 };
+use scr_core::record::{Compartment, EntryContent};
 use scr_core::{NhsNumber, Store};
 use zeroize::Zeroizing;
 
@@ -129,7 +129,7 @@ impl EncounterDesk {
         self_claim: Option<scr_core::access::AlertReason>,
     ) -> EncounterReply {
         let (user, _, _) = grant.actor();
-        let current = crate::users::relationships(&self.store, &user)
+        let current = crate::grants::relationships(&self.store, &user)
             .map(|now| now.iter().any(|r| r.nhs_number == *nhs))
             .unwrap_or(false);
         if grant.relationship_with(nhs).is_some() && current {
@@ -245,11 +245,8 @@ impl EncounterDesk {
     /// user, role and end of shift), stored first: the share policy and the
     /// holdings list read it from the store.
     fn reissue(&self, device: &[u8; 32], mut grant: RoleProfileGrant) -> Option<String> {
-        grant.grant_id = crate::users::grant_id(scr_core::clock::now_ms(), device);
-        let bytes = serde_json::to_vec(&grant).ok()?;
-        self.store
-            .put_secret(&crate::policy::grant_secret_name(device), &bytes)
-            .ok()?;
+        grant.grant_id = crate::grants::grant_id(scr_core::clock::now_ms(), device);
+        crate::grants::store_issued(&self.store, device, &grant).ok()?;
         let signer = GrantSigner::from_seed(*self.signer_seed);
         Some(to_hex(&signer.sign(&grant)))
     }

@@ -11,29 +11,9 @@ use std::sync::Arc;
 
 use samod::{DocumentId, Repo};
 use scr_core::Store;
-use scr_core::channel::hex_key;
 
 use crate::directory::Directory;
 use crate::policy::AccessPolicy;
-
-fn doc_name(device: &[u8; 32]) -> String {
-    format!("holdings-doc:{}", hex_key(device))
-}
-
-fn owner_name(doc_id: &str) -> String {
-    format!("holdings-owner:{doc_id}")
-}
-
-/// The device whose holdings list `doc_id` is, if it is one.
-pub fn owner_of(store: &Store, doc_id: &str) -> Option<[u8; 32]> {
-    let bytes = store.secret(&owner_name(doc_id)).ok()??;
-    bytes.as_slice().try_into().ok()
-}
-
-fn doc_of(store: &Store, device: &[u8; 32]) -> Option<DocumentId> {
-    let bytes = store.secret(&doc_name(device)).ok()??;
-    std::str::from_utf8(&bytes).ok()?.parse().ok()
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HoldingsError {
@@ -89,8 +69,7 @@ impl HoldingsWriter {
                 // this device's before anyone can learn its id.
                 let store = self.store.clone();
                 tokio::task::spawn_blocking(move || {
-                    store.put_secret(&owner_name(&id), &device)?;
-                    store.put_secret(&doc_name(&device), id.as_bytes())
+                    crate::owners::record_notice(&store, &device, &id)
                 })
                 .await
                 .map_err(|_| HoldingsError::Stopped)??;
@@ -116,7 +95,7 @@ impl HoldingsWriter {
         let id = self.notice_of(device).await?;
         let handle = self.repo.find(id).await.ok()??;
         handle
-            .with_document_async(|d| scr_core::sync::read_notice(d).ok().flatten())
+            .with_document_async(|d| scr_core::protocol::read_notice(d).ok().flatten())
             .await
             .ok()
             .flatten()
@@ -125,7 +104,7 @@ impl HoldingsWriter {
     /// The device's notice document id (a sealed read: off the runtime).
     async fn notice_of(&self, device: [u8; 32]) -> Option<DocumentId> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || doc_of(&store, &device))
+        tokio::task::spawn_blocking(move || crate::owners::doc_of(&store, &device))
             .await
             .ok()
             .flatten()
@@ -165,7 +144,7 @@ impl HoldingsWriter {
             .unwrap_or(true);
         if changed {
             let bumped = handle
-                .with_document_async(scr_core::sync::bump_notice)
+                .with_document_async(scr_core::protocol::bump_notice)
                 .await;
             if !matches!(bumped, Ok(Ok(_))) {
                 tracing::warn!("a holdings notice could not be written");

@@ -16,13 +16,13 @@
 use std::sync::Arc;
 
 use samod::{DocumentId, PeerId, ShareConfig, SharePolicy};
+use scr_core::access::choices_from;
 use scr_core::access::{Action, Decision, Principal, Relationship, Request, ViewBasis, decide};
 use scr_core::channel::{from_hex, hex_key};
-use scr_core::engine::choices_from;
 use scr_core::grant::{GrantPrincipal, RelationshipKind, RoleProfileGrant};
+use scr_core::protocol::{HeldPatient, HoldingsList};
 use scr_core::record::Compartment;
 use scr_core::store::{DocumentInfo, HoldReason};
-use scr_core::sync::{HeldPatient, HoldingsList};
 use scr_core::{NhsNumber, Store};
 
 use crate::directory::Directory;
@@ -116,11 +116,6 @@ fn hold_reason(kind: &RelationshipKind) -> HoldReason {
     }
 }
 
-/// Where the server keeps each device's current grant (sealed: it names patients).
-pub fn grant_secret_name(device_key: &[u8; 32]) -> String {
-    format!("grant:{}", hex_key(device_key))
-}
-
 impl AccessPolicy {
     pub fn new(store: Store, directory: Arc<Directory>) -> (Self, Epoch) {
         let epoch = Epoch::default();
@@ -146,7 +141,7 @@ impl AccessPolicy {
             return ShareConfig::none();
         }
         // A device's holdings list: read-only to that device, to no other.
-        if let Some(owner) = crate::holdings::owner_of(&self.store, &doc_id.to_string()) {
+        if let Some(owner) = crate::owners::owner_of(&self.store, &doc_id.to_string()) {
             return if owner == key {
                 ShareConfig::read_only()
             } else {
@@ -256,8 +251,7 @@ impl AccessPolicy {
     }
 
     fn issued_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {
-        let bytes = self.store.secret(&grant_secret_name(key)).ok()??;
-        serde_json::from_slice(&bytes).ok()
+        crate::grants::issued(&self.store, key)
     }
 
     fn user_revoked_in(&self, grant: &RoleProfileGrant) -> bool {
@@ -295,7 +289,7 @@ impl AccessPolicy {
         // that still hold now: an ended caseload stops sharing at once.
         let still_current = match &grant.principal {
             GrantPrincipal::Staff { user_id, .. } => {
-                crate::users::relationships(&self.store, user_id)
+                crate::grants::relationships(&self.store, user_id)
                     .map(|now| now.iter().any(|r| r.nhs_number == *nhs))
                     .unwrap_or(false)
             }

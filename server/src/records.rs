@@ -164,7 +164,7 @@ fn write_choices(
 ) -> Result<PatientChoices, LoadError> {
     let mut record = store.open_record(nhs)?;
     let governance = record.view_compartment(Compartment::Governance)?;
-    let next = next(scr_core::engine::choices_from(Some(&governance)));
+    let next = next(scr_core::access::choices_from(Some(&governance)));
     let content = EntryContent::Sharing {
         choice: next.sharing,
         include_sensitive: next.include_sensitive,
@@ -202,7 +202,7 @@ fn write_choices(
         device: "scr-server".into(),
         now_ms: now,
     };
-    match scr_core::engine::sharing_entry(&governance) {
+    match scr_core::access::sharing_entry(&governance) {
         Some((entry, heads)) => {
             record.supersede_audited(
                 Compartment::Governance,

@@ -5,9 +5,9 @@
 //! phone itself has not uploaded yet; nobody else may read that log.
 #![allow(clippy::unwrap_used)]
 
-use scr_core::channel::LoginRequest;
-use scr_core::engine::AccessRequest;
+use scr_core::access::AccessRequest;
 use scr_core::fixtures::test_nhs_number;
+use scr_core::protocol::LoginRequest;
 use scr_core::record::SharingChoice;
 use scr_core::sync::{AccessLogError, fetch_access_log};
 
@@ -25,7 +25,7 @@ async fn the_patient_sees_the_paramedics_emergency_view_after_one_sync_and_nobod
 
     // A wrong passcode on the patient's phone is refused like any other.
     let mut phone = Device::patient(&srv, &store, dir.path(), patient, "tulip-2468").await;
-    let refused = scr_core::channel::login(
+    let refused = scr_core::sync::login(
         common::ws(srv.sync_addr).await,
         &phone.keys,
         &srv.server_key,
@@ -39,7 +39,7 @@ async fn the_patient_sees_the_paramedics_emergency_view_after_one_sync_and_nobod
     .unwrap();
     assert!(matches!(
         refused,
-        scr_core::channel::LoginResponse::Refused { .. }
+        scr_core::protocol::LoginResponse::Refused { .. }
     ));
     phone.online().await;
     phone.settle().await;

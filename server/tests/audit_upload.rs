@@ -9,16 +9,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use scr_core::access::AccessRequest;
 use scr_core::access::{Alert, AlertReason, AlertType};
 use scr_core::audit::{AuditDraft, AuditEvent, GENESIS_HASH, Outcome};
 use scr_core::channel::{self, Hello, Purpose, StaticKeypair, hex_key};
-use scr_core::engine::AccessRequest;
 use scr_core::fixtures::test_nhs_number;
+use scr_core::protocol::{AUDIT_UPLOAD_FORMAT, AuditUpload, Backlog, MAX_AUDIT_BATCH};
 use scr_core::record::SharingChoice;
-use scr_core::sync::{
-    AUDIT_UPLOAD_FORMAT, AuditUpload, Backlog, MAX_AUDIT_BATCH, next_audit_batch, send_audit_batch,
-    upload_audit_queue,
-};
+use scr_core::sync::{next_audit_batch, send_audit_batch, upload_audit_queue};
 use scr_server::serve::RunningServer;
 
 mod common;
@@ -206,7 +204,7 @@ async fn gaps_forks_and_foreign_events_are_stored_flagged_and_a_revoked_device_s
         .directory
         .create_enrollment_token(
             "RYA",
-            "ambulance-tablet",
+            scr_core::retention::DeviceClass::AmbulanceTablet,
             scr_core::clock::now_ms() + 60_000,
         )
         .unwrap();

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
+use scr_core::access::AccessRequest;
 use scr_core::channel::hex_key;
-use scr_core::engine::AccessRequest;
 use scr_core::fixtures::test_nhs_number;
 use scr_core::grant::RelationshipKind;
 use scr_core::record::{Compartment, SharingChoice};
@@ -236,7 +236,7 @@ async fn a_device_holds_what_its_list_names_and_forgets_a_patient_who_leaves() {
         );
     }
     let bumped = tokio::time::timeout(Duration::from_secs(10), async {
-        while handle.with_document(|d| scr_core::sync::read_notice(d).unwrap().unwrap()) < 2 {
+        while handle.with_document(|d| scr_core::protocol::read_notice(d).unwrap().unwrap()) < 2 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
@@ -498,7 +498,7 @@ async fn a_revoked_user_cannot_log_in_and_tablets_holding_their_grant_wipe_thems
         );
     }
     // Her login is refused, on this tablet as on any other.
-    let refused = scr_core::channel::login(
+    let refused = scr_core::sync::login(
         common::ws(w.srv.sync_addr).await,
         &w.nurse.keys,
         &w.srv.server_key,
@@ -508,7 +508,7 @@ async fn a_revoked_user_cannot_log_in_and_tablets_holding_their_grant_wipe_thems
     .unwrap();
     assert!(matches!(
         refused,
-        scr_core::channel::LoginResponse::Refused { .. }
+        scr_core::protocol::LoginResponse::Refused { .. }
     ));
     // The paramedic's tablet is untouched.
     w.paramedic.online().await;

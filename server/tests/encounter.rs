@@ -11,14 +11,14 @@
 #![allow(clippy::unwrap_used)]
 
 use scr_core::NhsNumber;
+use scr_core::access::{AccessRequest, RequestedBasis};
 use scr_core::access::{AlertReason, AlertType, DenyReason};
-use scr_core::engine::{AccessRequest, EngineError, RequestedBasis};
+use scr_core::engine::EngineError;
 use scr_core::fixtures::{demographics, sample_entry, test_nhs_number};
+use scr_core::protocol::{ENCOUNTER_FORMAT, EncounterBasis, EncounterRequest};
 use scr_core::record::{Compartment, SharingChoice};
 use scr_core::store::HoldReason;
-use scr_core::sync::{
-    ENCOUNTER_FORMAT, EncounterBasis, EncounterError, EncounterRequest, request_encounter,
-};
+use scr_core::sync::{EncounterError, request_encounter};
 use scr_server::records::{FileEntry, RecordFile, load};
 
 mod common;

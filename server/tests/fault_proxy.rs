@@ -14,9 +14,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use scr_core::NhsNumber;
+use scr_core::access::AccessRequest;
 use scr_core::access::DenyReason;
-use scr_core::engine::{AccessRequest, DeviceClass, EngineError};
+use scr_core::engine::EngineError;
 use scr_core::record::{Compartment, CompartmentView, SharingChoice, VersionId};
+use scr_core::retention::DeviceClass;
 
 mod common;
 use common::device::{Device, visit};
@@ -82,7 +84,7 @@ async fn tablets_editing_through_a_faulty_network_converge_and_lose_nothing() {
             &s.srv,
             dir.path(),
             "nurse-2",
-            ("RX1", "nurse-tablet", DeviceClass::NurseTablet),
+            ("RX1", DeviceClass::NurseTablet),
             common::nurse_login(),
         )
         .await,

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use scr_core::access::AccessRequest;
 use scr_core::access::{AlertReason, AlertType};
-use scr_core::engine::AccessRequest;
 use scr_core::record::SharingChoice;
 use scr_server::archive::AlertOutcome;
 use scr_server::privacy::{Officer, PrivacyError};
@@ -427,12 +427,8 @@ async fn sensitive_items_reach_a_tablet_only_while_the_patient_includes_them() {
         &srv,
         dir.path(),
         "specialist",
-        (
-            "RX1",
-            "nurse-tablet",
-            scr_core::engine::DeviceClass::NurseTablet,
-        ),
-        scr_core::channel::LoginRequest {
+        ("RX1", scr_core::retention::DeviceClass::NurseTablet),
+        scr_core::protocol::LoginRequest {
             user_id: "555000000109".into(),
             card_serial: "CARD-0109".into(),
             passcode: "lee-8642".into(),

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use scr_core::access::AccessRequest;
 use scr_core::channel::{self, Hello, Purpose, StaticKeypair, hex_key};
-use scr_core::engine::AccessRequest;
 use scr_core::record::SharingChoice;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -72,7 +72,11 @@ async fn enrolled(s: &Site) -> Arc<StaticKeypair> {
     let token = s
         .srv
         .directory
-        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 60_000)
+        .create_enrollment_token(
+            "RX1",
+            scr_core::retention::DeviceClass::NurseTablet,
+            scr_core::clock::now_ms() + 60_000,
+        )
         .unwrap();
     common::enroll(&s.srv, &keys, &token).await;
     keys
@@ -338,7 +342,7 @@ async fn a_push_that_breaks_automerges_parser_is_dropped_and_the_document_stays_
 
     // A second tablet of the same nurse, logged in, so it may write.
     let keys = enrolled(&s).await;
-    let granted = channel::login(
+    let granted = scr_core::sync::login(
         common::ws(s.srv.sync_addr).await,
         &keys,
         &s.srv.server_key,
@@ -346,7 +350,10 @@ async fn a_push_that_breaks_automerges_parser_is_dropped_and_the_document_stays_
     )
     .await
     .unwrap();
-    assert!(matches!(granted, channel::LoginResponse::Granted { .. }));
+    assert!(matches!(
+        granted,
+        scr_core::protocol::LoginResponse::Granted { .. }
+    ));
     let care_events = s
         .store
         .open_record(&nhs)

@@ -77,10 +77,14 @@ async fn a_push_to_a_read_only_document_is_refused_and_flagged() {
     let keys = Arc::new(StaticKeypair::generate().unwrap());
     let token = srv
         .directory
-        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 60_000)
+        .create_enrollment_token(
+            "RX1",
+            scr_core::retention::DeviceClass::NurseTablet,
+            scr_core::clock::now_ms() + 60_000,
+        )
         .unwrap();
     common::enroll(&srv, &keys, &token).await;
-    channel::login(
+    scr_core::sync::login(
         common::ws(srv.sync_addr).await,
         &keys,
         &srv.server_key,

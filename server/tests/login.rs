@@ -6,14 +6,14 @@
 
 use std::sync::Arc;
 
-use scr_core::channel::{
-    self, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair, from_hex, hex_key,
-};
+use scr_core::channel::{self, Hello, Purpose, StaticKeypair, from_hex, hex_key};
 use scr_core::clock::SystemClock;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
-use scr_core::engine::{DeviceClass, Engine, EngineConfig};
+use scr_core::engine::{Engine, EngineConfig};
 use scr_core::fixtures::test_nhs_number;
 use scr_core::grant::{GrantPrincipal, RelationshipKind};
+use scr_core::protocol::{LoginRequest, LoginResponse};
+use scr_core::retention::DeviceClass;
 use scr_server::serve::RunningServer;
 use scr_server::users::assign;
 
@@ -54,7 +54,7 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
 
     // A tablet that is not enrolled cannot even ask.
     let tablet = StaticKeypair::generate().unwrap();
-    let refused = channel::login(
+    let refused = scr_core::sync::login(
         ws(&srv).await,
         &tablet,
         &srv.server_key,
@@ -66,7 +66,11 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
     // Enroll (first contact with a token), then log in.
     let token = srv
         .directory
-        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 60_000)
+        .create_enrollment_token(
+            "RX1",
+            scr_core::retention::DeviceClass::NurseTablet,
+            scr_core::clock::now_ms() + 60_000,
+        )
         .unwrap();
     let hello = Hello::new(Purpose::Sync, Some(&token)).encode();
     drop(
@@ -75,7 +79,7 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
             .unwrap(),
     );
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let response = channel::login(
+    let response = scr_core::sync::login(
         ws(&srv).await,
         &tablet,
         &srv.server_key,
@@ -133,7 +137,7 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
         .directory
         .create_enrollment_token(
             "RYA",
-            "ambulance-tablet",
+            scr_core::retention::DeviceClass::AmbulanceTablet,
             scr_core::clock::now_ms() + 60_000,
         )
         .unwrap();
@@ -148,7 +152,7 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
         .unwrap(),
     );
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let refused = channel::login(
+    let refused = scr_core::sync::login(
         ws(&srv).await,
         &foreign,
         &srv.server_key,
@@ -162,7 +166,7 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
     let login = |r: LoginRequest| {
         let (srv, tablet) = (&srv, &tablet);
         async move {
-            channel::login(ws(srv).await, tablet, &srv.server_key, &r)
+            scr_core::sync::login(ws(srv).await, tablet, &srv.server_key, &r)
                 .await
                 .unwrap()
         }

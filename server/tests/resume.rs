@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use scr_core::engine::AccessRequest;
+use scr_core::access::AccessRequest;
 use scr_core::record::SharingChoice;
 use scr_core::sync::SyncState;
 use scr_server::serve::RunningServer;

@@ -54,7 +54,7 @@ async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_surv
     let server_key = srv.server_key;
     let store = Store::open(
         server_dir.join("server.db"),
-        &scr_server::identity::key_provider(&server_dir).unwrap(),
+        &scr_server::serve::identity::key_provider(&server_dir).unwrap(),
     )
     .unwrap();
     let nhs = scr_core::fixtures::test_nhs_number(7);
@@ -89,7 +89,11 @@ async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_surv
     .unwrap();
     let token = srv
         .directory
-        .create_enrollment_token("RX1", "nurse-tablet", hour_from_now())
+        .create_enrollment_token(
+            "RX1",
+            scr_core::retention::DeviceClass::NurseTablet,
+            hour_from_now(),
+        )
         .unwrap();
 
     let device_keys = Arc::new(StaticKeypair::generate().unwrap());
@@ -112,10 +116,10 @@ async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_surv
         .unwrap();
     let login = common::nurse_login();
     assert!(matches!(
-        channel::login(ws, &device_keys, &server_key, &login)
+        scr_core::sync::login(ws, &device_keys, &server_key, &login)
             .await
             .unwrap(),
-        channel::LoginResponse::Granted { .. }
+        scr_core::protocol::LoginResponse::Granted { .. }
     ));
 
     let device_store = Store::open(
@@ -218,20 +222,32 @@ async fn strangers_reused_or_expired_tokens_and_revoked_devices_are_refused() {
     assert!(!admitted(&srv, &a, "not-a-token").await, "made-up token");
     let token = srv
         .directory
-        .create_enrollment_token("RYA", "ambulance-tablet", hour_from_now())
+        .create_enrollment_token(
+            "RYA",
+            scr_core::retention::DeviceClass::AmbulanceTablet,
+            hour_from_now(),
+        )
         .unwrap();
     assert!(admitted(&srv, &a, &token).await, "fresh token");
     assert!(admitted(&srv, &a, "").await, "enrolled key needs no token");
     assert!(!admitted(&srv, &b, &token).await, "token already used");
     let expired = srv
         .directory
-        .create_enrollment_token("RYA", "ambulance-tablet", scr_core::clock::now_ms() - 1)
+        .create_enrollment_token(
+            "RYA",
+            scr_core::retention::DeviceClass::AmbulanceTablet,
+            scr_core::clock::now_ms() - 1,
+        )
         .unwrap();
     assert!(!admitted(&srv, &c, &expired).await, "expired token");
     assert!(srv.directory.revoke(&a.public()).unwrap());
     let fresh = srv
         .directory
-        .create_enrollment_token("RYA", "ambulance-tablet", hour_from_now())
+        .create_enrollment_token(
+            "RYA",
+            scr_core::retention::DeviceClass::AmbulanceTablet,
+            hour_from_now(),
+        )
         .unwrap();
     assert!(
         !admitted(&srv, &a, &fresh).await,
@@ -275,7 +291,11 @@ async fn health_and_metrics_answer_over_http() {
     let keys = StaticKeypair::generate().unwrap();
     let token = srv
         .directory
-        .create_enrollment_token("RX1", "nurse-tablet", hour_from_now())
+        .create_enrollment_token(
+            "RX1",
+            scr_core::retention::DeviceClass::NurseTablet,
+            hour_from_now(),
+        )
         .unwrap();
     common::enroll(&srv, &keys, &token).await;
     let hello = channel::Hello::new(channel::Purpose::Sync, None).encode();
@@ -507,7 +527,7 @@ fn admin_commands_give_a_token_or_a_clear_error() {
     // Every successful admin action left an audit event, in one chain.
     let store = scr_core::Store::open(
         dir.path().join("server.db"),
-        &scr_server::identity::key_provider(dir.path()).unwrap(),
+        &scr_server::serve::identity::key_provider(dir.path()).unwrap(),
     )
     .unwrap();
     let actions: Vec<String> = store

@@ -54,7 +54,7 @@ fn archive(dir: &std::path::Path) -> Archive {
     let store = common::server_store(dir);
     Archive::open(
         &dir.join("audit.db"),
-        &scr_server::identity::archive_root(&store).unwrap(),
+        &scr_server::serve::identity::archive_root(&store).unwrap(),
     )
     .unwrap()
 }

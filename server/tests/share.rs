@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
-use scr_core::channel::{
-    self, Hello, LoginRequest, LoginResponse, Purpose, StaticKeypair, hex_key,
-};
+use scr_core::channel::{self, Hello, Purpose, StaticKeypair, hex_key};
 use scr_core::fixtures::{sample_entry, test_nhs_number};
 use scr_core::grant::RelationshipKind;
+use scr_core::protocol::{LoginRequest, LoginResponse};
 use scr_core::record::Compartment;
 use scr_server::records::{FileEntry, RecordFile, load};
 use scr_server::serve::RunningServer;
@@ -146,7 +145,11 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
     let tablet = Arc::new(StaticKeypair::generate().unwrap());
     let token = srv
         .directory
-        .create_enrollment_token("RX1", "nurse-tablet", scr_core::clock::now_ms() + 60_000)
+        .create_enrollment_token(
+            "RX1",
+            scr_core::retention::DeviceClass::NurseTablet,
+            scr_core::clock::now_ms() + 60_000,
+        )
         .unwrap();
     let ws = || async {
         tokio_tungstenite::connect_async(format!("ws://{}/sync", srv.sync_addr))
@@ -171,7 +174,7 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
         passcode: "jo-2468".into(),
     };
     assert!(matches!(
-        channel::login(ws().await, &tablet, &srv.server_key, &login)
+        scr_core::sync::login(ws().await, &tablet, &srv.server_key, &login)
             .await
             .unwrap(),
         LoginResponse::Granted { .. }

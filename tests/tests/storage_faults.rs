@@ -17,7 +17,7 @@ use std::time::Duration;
 use scr_core::clock::SystemClock;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::device::{Device, DeviceError, DeviceSettings, STORE_FILE};
-use scr_core::engine::DeviceClass;
+use scr_core::retention::DeviceClass;
 
 fn device(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_crash-device"));

@@ -5,7 +5,9 @@
 //! Rules and codes: `docs/ACCESS.md` and the SCR domain notes.
 
 mod alert;
+mod choices;
 mod decide;
+mod request;
 #[cfg(test)]
 mod tests;
 
@@ -14,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::record::{Compartment, SharingChoice};
 
 pub use alert::{Alert, AlertReason, AlertType};
+pub use choices::{choices_from, permission_from, sharing_entry};
 pub use decide::decide;
+pub use request::{AccessRequest, RequestedBasis};
 
 /// National RBAC activity codes the decision uses.
 pub mod activity {

@@ -23,7 +23,7 @@ use snow::{HandshakeState, TransportState};
 use tokio_tungstenite::tungstenite::Message;
 
 pub use error::ChannelError;
-pub use hello::{Hello, LoginRequest, LoginResponse, Purpose, Resume, from_hex, to_hex};
+pub use hello::{Hello, Purpose, Resume, from_hex, to_hex};
 pub use keys::{StaticKeypair, hex_key};
 pub use session::{Detached, PlainSession, RESUME_WINDOW, Session, SessionId, SessionReply};
 
@@ -181,21 +181,6 @@ pub async fn accept_with<S: WebSocket, F: Future<Output = bool>>(
     let mut channel = finish(ws, hs)?;
     channel.send(ADMITTED).await?;
     Ok(channel)
-}
-
-/// Logs in online over a fresh channel: one request, one response.
-pub async fn login<S: WebSocket>(
-    ws: S,
-    local: &StaticKeypair,
-    pinned_server: &[u8; 32],
-    request: &LoginRequest,
-) -> Result<LoginResponse, ChannelError> {
-    let hello = Hello::new(Purpose::Login, None).encode();
-    let mut channel = connect(ws, local, pinned_server, &hello).await?;
-    let body = serde_json::to_vec(request).map_err(|_| ChannelError::Malformed("login request"))?;
-    channel.send(&body).await?;
-    let reply = channel.recv().await?.ok_or(ChannelError::Closed)?;
-    serde_json::from_slice(&reply).map_err(|_| ChannelError::Malformed("login response"))
 }
 
 fn remote_static(hs: &HandshakeState) -> Result<[u8; 32], ChannelError> {

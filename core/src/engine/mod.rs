@@ -4,9 +4,7 @@
 
 mod encounter;
 mod error;
-mod governance;
 mod records;
-mod retention;
 mod session;
 mod sync_support;
 
@@ -31,12 +29,11 @@ pub struct AuditBacklog {
 use crate::crypto::KeyProvider;
 use crate::grant::{CLOCK_SKEW_MS, GrantPrincipal, RoleProfileGrant, verify_grant};
 use crate::replica::PatientReplica;
+use crate::retention::{DeviceClass, ForgetReason, RetentionPolicy, due_for_forgetting};
 use crate::store::{HoldReason, Store};
 
 pub use error::EngineError;
-pub use governance::{choices_from, permission_from, sharing_entry};
-pub use records::{AccessRequest, ReleasedView, RequestedBasis};
-pub use retention::{DeviceClass, ForgetReason, RetentionPolicy, due_for_forgetting};
+pub use records::ReleasedView;
 pub use sync_support::HoldingsOutcome;
 
 /// How this device is set up at enrollment.
@@ -600,7 +597,7 @@ impl Engine {
         for (nhs, reason) in &due {
             // A record with edits the server does not have yet waits for
             // sync (lock-out is about a device in the wrong hands: it does not).
-            if *reason != ForgetReason::LockedOut && self.is_unsent(nhs) {
+            if reason.waits_for_unsent() && self.is_unsent(nhs) {
                 continue;
             }
             self.forget_locked(state, nhs, reason.code(), now)?;
@@ -610,12 +607,13 @@ impl Engine {
     }
 
     /// Forgets every patient this device holds (a remote wipe of a revoked
-    /// device), each audited with `reason`; unsent changes go too: a device
+    /// device: `ForgetReason::RemoteWipe`), each audited; unsent changes go too: a device
     /// revoked is a device in the wrong hands. The audit queue stays, to be
     /// uploaded. Returns how many records were forgotten.
-    pub fn forget_everything(&self, reason: &str) -> Result<usize, EngineError> {
+    pub fn forget_everything(&self) -> Result<usize, EngineError> {
         let mut state = self.state()?;
         let now = self.clock.now_ms();
+        let reason = ForgetReason::RemoteWipe.code();
         let mut forgotten = 0;
         for holding in self.store.holdings()? {
             if self.forget_locked(&mut state, &holding.nhs_number, reason, now)? {

@@ -2,12 +2,11 @@
 //! writes the audit event, and only then releases or changes data. A
 //! decision that cannot be audited releases nothing.
 
-use super::governance::{choices_from, permission_from, sharing_entry};
 use super::{Engine, EngineError, State};
 use crate::NhsNumber;
 use crate::access::{
-    Action, AlertReason, Decision, PatientChoices, Principal, Relationship, Request, ViewBasis,
-    decide,
+    AccessRequest, Action, AlertReason, Decision, PatientChoices, Principal, Relationship, Request,
+    RequestedBasis, ViewBasis, choices_from, decide, permission_from, sharing_entry,
 };
 use crate::audit::{AuditDraft, AuditEvent, Outcome};
 use crate::grant::{RelationshipKind, RoleProfileGrant};
@@ -16,43 +15,6 @@ use crate::record::{
 };
 use crate::replica::{AuditSpec, CompartmentExport, PatientReplica, RecordView};
 use crate::store::{HoldReason, StoreError};
-
-/// How the user justifies opening a record they may not otherwise see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
-pub enum RequestedBasis {
-    /// Use the permission to view recorded for this encounter or organisation.
-    Permission,
-    /// The patient cannot consent (alert type 2, reason 5).
-    Emergency,
-    /// Public interest, statute or court order (alert type 2).
-    LegalOverride(AlertReason),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
-pub struct AccessRequest {
-    pub basis: RequestedBasis,
-    /// A legitimate relationship claimed now, with its reason (alert type 1),
-    /// for a patient not on the user's grant.
-    pub self_claim: Option<AlertReason>,
-}
-
-impl AccessRequest {
-    pub fn with_permission() -> Self {
-        Self {
-            basis: RequestedBasis::Permission,
-            self_claim: None,
-        }
-    }
-
-    pub fn emergency() -> Self {
-        Self {
-            basis: RequestedBasis::Emergency,
-            self_claim: None,
-        }
-    }
-}
 
 /// What a permitted view released, and what it held back.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,14 +4,15 @@
 //! since the driver last looked. Needs no unlocked session: sync runs in the
 //! background, and everything here is audited as a device event.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use super::{Engine, EngineError, State};
 use crate::NhsNumber;
 use crate::audit::AuditDraft;
-use crate::store::{DocumentInfo, HoldReason};
-use crate::sync::HoldingsList;
+use crate::protocol::{HeldPatient, HoldingsList};
+use crate::retention::{self, AfterList, ForgetReason};
+use crate::store::DocumentInfo;
 
 const HOLDINGS_DOC: &str = "sync-holdings-document";
 
@@ -242,41 +243,29 @@ impl Engine {
         let mut state = self.state()?;
         let now = self.clock.now_ms();
         let mut outcome = HoldingsOutcome::default();
-        let mut listed = HashMap::new();
         for patient in &list.patients {
-            listed.insert(patient.nhs_number, patient);
             if self.receive_listed(&mut state, patient, now)? {
                 outcome.received += 1;
             }
-            if self.is_unsent(&patient.nhs_number) {
-                // A compartment no longer listed may hold unsent edits:
-                // keep it until the server has them.
-                continue;
+            if retention::drops_unlisted_compartments(self.is_unsent(&patient.nhs_number)) {
+                outcome.compartments_forgotten +=
+                    self.drop_unlisted_documents(&mut state, patient, now)?;
             }
-            outcome.compartments_forgotten +=
-                self.drop_unlisted_documents(&mut state, patient, now)?;
         }
         for holding in self.store.holdings()? {
             let nhs = holding.nhs_number;
-            if listed.contains_key(&nhs) || holding.reason == HoldReason::Origin {
-                continue;
-            }
-            let withdrawn = list.withdrawn.contains(&nhs);
             let unsent = self.is_unsent(&nhs);
-            if unsent && !withdrawn {
-                outcome.kept_unsent += 1;
-                continue;
-            }
-            let reason = match (withdrawn, unsent) {
-                (true, true) => "withdrawn-by-patient; unsent changes discarded",
-                (true, false) => "withdrawn-by-patient",
-                _ => "no-longer-shared",
-            };
-            if self.forget_locked(&mut state, &nhs, reason, now)? {
-                outcome.forgotten += 1;
-            }
-            if unsent {
-                self.confirm_sent(&nhs)?;
+            match retention::after_holdings_list(&holding, list, unsent) {
+                AfterList::Keep => {}
+                AfterList::KeepUnsent => outcome.kept_unsent += 1,
+                AfterList::Forget(reason) => {
+                    if self.forget_locked(&mut state, &nhs, reason.code(), now)? {
+                        outcome.forgotten += 1;
+                    }
+                    if unsent {
+                        self.confirm_sent(&nhs)?;
+                    }
+                }
             }
         }
         Ok(outcome)
@@ -287,7 +276,7 @@ impl Engine {
     fn receive_listed(
         &self,
         state: &mut State,
-        patient: &crate::sync::HeldPatient,
+        patient: &HeldPatient,
         now: i64,
     ) -> Result<bool, EngineError> {
         let nhs = patient.nhs_number;
@@ -324,7 +313,7 @@ impl Engine {
     fn drop_unlisted_documents(
         &self,
         state: &mut State,
-        patient: &crate::sync::HeldPatient,
+        patient: &HeldPatient,
         now: i64,
     ) -> Result<usize, EngineError> {
         let nhs = patient.nhs_number;
@@ -335,7 +324,11 @@ impl Engine {
             }
             let draft = AuditDraft {
                 compartments: vec![held.compartment],
-                ..self.device_draft("forget", Some(nhs), Some("no-longer-shared".into()))
+                ..self.device_draft(
+                    "forget",
+                    Some(nhs),
+                    Some(ForgetReason::NoLongerShared.code().into()),
+                )
             };
             state.records.remove(&nhs);
             self.commit_audited(state, draft, now, |tx| {

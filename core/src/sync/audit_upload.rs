@@ -6,58 +6,11 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use crate::audit::AuditEvent;
 use crate::channel::{self, ChannelError, Hello, Purpose, StaticKeypair};
 use crate::engine::{Engine, EngineError};
-
-/// The upload request format. Bump when the JSON shape changes.
-pub const AUDIT_UPLOAD_FORMAT: u8 = 1;
-/// Events per request: about 150 KB, far under the channel's limit.
-pub const MAX_AUDIT_BATCH: usize = 256;
-
-/// What the device will still hold unsent once this batch is released,
-/// reported with every upload (the server's metrics show devices whose
-/// backlog grows old).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Backlog {
-    pub queued: u64,
-    /// When the oldest queued event was written.
-    pub oldest_ms: Option<i64>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditUpload {
-    #[serde(rename = "v")]
-    pub format: u8,
-    /// Consecutive events of this device's chain, oldest first.
-    pub events: Vec<AuditEvent>,
-    pub backlog: Backlog,
-}
-
-/// The server's acknowledgement: every event up to `through_seq` is stored
-/// (now or before), so the device may release them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditAck {
-    pub through_seq: u64,
-    pub stored: u32,
-    pub duplicates: u32,
-    /// Stored, but flagged for review: the chain did not verify (a gap, a
-    /// fork), or the event named another device.
-    pub flagged: u32,
-    /// The device is revoked: once its trail is uploaded it must forget
-    /// every patient (a remote wipe) and upload the record of doing so.
-    #[serde(default)]
-    pub wipe: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
-pub enum AuditReply {
-    Acknowledged(AuditAck),
-    Refused { reason: String },
-}
+use crate::protocol::{
+    AUDIT_UPLOAD_FORMAT, AuditAck, AuditReply, AuditUpload, Backlog, MAX_AUDIT_BATCH,
+};
 
 /// What one upload run did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,7 +93,7 @@ pub async fn upload_audit_queue(
     let (mut outcome, wipe) = upload_queued(engine, url, keys, server_key).await?;
     if wipe {
         let e = engine.clone();
-        let wiped = tokio::task::spawn_blocking(move || e.forget_everything("remote-wipe"))
+        let wiped = tokio::task::spawn_blocking(move || e.forget_everything())
             .await
             .map_err(|_| AuditUploadError::Malformed)??;
         outcome.wiped = Some(wiped);
@@ -186,80 +139,5 @@ async fn upload_queued(
         if ack.through_seq < last || count < MAX_AUDIT_BATCH {
             return Ok((outcome, wipe));
         }
-    }
-}
-
-/// When the next upload may be tried after failures: 1 s, doubling to
-/// 5 minutes, jittered (a server that refuses uploads is not hammered by
-/// every pass of every device; a success resets it).
-#[derive(Debug)]
-pub(super) struct AuditRetry {
-    next: Option<std::time::Instant>,
-    delay: std::time::Duration,
-}
-
-impl AuditRetry {
-    const FIRST: std::time::Duration = std::time::Duration::from_secs(1);
-    const MAX: std::time::Duration = std::time::Duration::from_secs(300);
-
-    pub(super) fn new() -> Self {
-        Self {
-            next: None,
-            delay: Self::FIRST,
-        }
-    }
-
-    pub(super) fn due(&self, now: std::time::Instant) -> bool {
-        self.next.is_none_or(|next| now >= next)
-    }
-
-    pub(super) fn failed(&mut self, now: std::time::Instant) {
-        self.next = Some(now + super::driver::jittered(self.delay));
-        self.delay = (self.delay * 2).min(Self::MAX);
-    }
-
-    /// The connection failed mid-upload (a network fault, not a server
-    /// refusing): try again after the first delay, without escalating, so a
-    /// device back in signal uploads on its next pass instead of minutes
-    /// later.
-    pub(super) fn connection_lost(&mut self, now: std::time::Instant) {
-        self.next = Some(now + super::driver::jittered(Self::FIRST));
-    }
-
-    pub(super) fn succeeded(&mut self) {
-        *self = Self::new();
-    }
-}
-
-#[cfg(test)]
-mod retry_tests {
-    use std::time::{Duration, Instant};
-
-    use super::AuditRetry;
-
-    #[test]
-    fn failures_back_off_to_five_minutes_and_a_success_resets() {
-        let t0 = Instant::now();
-        let mut retry = AuditRetry::new();
-        assert!(retry.due(t0));
-        let mut waits = Vec::new();
-        for _ in 0..12 {
-            retry.failed(t0);
-            assert!(!retry.due(t0));
-            waits.push(retry.next.unwrap() - t0);
-        }
-        // Each wait is in [d/2, d) of a doubling d capped at 300 s.
-        assert!(waits[0] >= Duration::from_millis(500) && waits[0] < Duration::from_secs(1));
-        assert!(waits[3] >= Duration::from_secs(4) && waits[3] < Duration::from_secs(8));
-        assert!(waits[11] >= Duration::from_secs(150) && waits[11] < Duration::from_secs(300));
-        assert!(retry.due(t0 + Duration::from_secs(300)));
-        retry.succeeded();
-        assert!(retry.due(t0));
-        // Lost connections do not escalate: each waits about the first delay.
-        for _ in 0..5 {
-            retry.connection_lost(t0);
-            assert!(retry.next.unwrap() - t0 <= Duration::from_millis(1500));
-        }
-        assert_eq!(retry.delay, Duration::from_secs(1));
     }
 }

@@ -249,7 +249,7 @@ async fn keep(
             }
             attempt += 1;
             tokio::select! {
-                _ = tokio::time::sleep(super::driver::jittered(delay)) => {}
+                _ = tokio::time::sleep(super::backoff::jittered(delay)) => {}
                 _ = session.ended() => break None,
             }
             delay = (delay * 2).min(Duration::from_secs(10));

@@ -11,6 +11,7 @@ use futures::stream::FuturesUnordered;
 use samod::{ConnectionId, DialerEvent, DocHandle, DocumentId};
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::backoff::jittered;
 use super::{DeviceStorage, PassSummary, SyncConfig, SyncError, SyncState};
 use crate::NhsNumber;
 use crate::channel::ChannelError;
@@ -37,7 +38,7 @@ pub(super) struct Driver {
     /// The server has heard this device's audit queue is empty.
     pub audit_reported_empty: std::sync::atomic::AtomicBool,
     /// Backoff for the audit upload after failures.
-    pub audit_retry: Mutex<super::audit_upload::AuditRetry>,
+    pub audit_retry: Mutex<super::backoff::AuditRetry>,
 }
 
 /// Runs blocking engine work (SQLite, decryption) off the async runtime.
@@ -52,17 +53,6 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|_| SyncError::Internal)?
         .map_err(SyncError::Engine)
-}
-
-/// A delay in [d/2, d) from the system RNG, so devices that lost the
-/// server together do not come back together.
-pub(super) fn jittered(d: Duration) -> Duration {
-    let mut b = [0u8; 4];
-    let r = getrandom::fill(&mut b)
-        .map(|_| u32::from_le_bytes(b))
-        .unwrap_or(0);
-    let frac = 0.5 + f64::from(r) / f64::from(u32::MAX) / 2.0;
-    d.mul_f64(frac)
 }
 
 impl Driver {
@@ -289,7 +279,7 @@ impl Driver {
             let _ = tokio::time::timeout(wait, handle.we_have_their_changes(conn)).await;
             self.follow_notice(id, &handle, watched, changed_tx);
             notice = handle
-                .with_document_async(|d| super::read_notice(d).ok().flatten())
+                .with_document_async(|d| crate::protocol::read_notice(d).ok().flatten())
                 .await
                 .ok()
                 .flatten();

@@ -1,59 +1,10 @@
-//! What a device should hold and why. The list itself travels over a
-//! one-shot request on the channel (`Purpose::Holdings`), never in an
-//! Automerge document: a document keeps every value it ever had, so a list
-//! kept in one would carry, for ever, every patient it ever named (ended
-//! caseloads, opted-out patients, a shared tablet's previous user).
-//!
-//! What the device syncs instead is its *notice* document, shared read-only
-//! with that device alone, holding only a counter (format 2:
-//! `{"format": 2, "version": n}`) that the server increments whenever the
-//! device's list changes. A change to it starts a pass, which fetches the
-//! list, registers what it names and forgets what it no longer names.
+//! Fetching this device's holdings list from the server (its format and
+//! the notice document: `protocol::holdings`).
 
 use std::sync::Arc;
 
-use automerge::transaction::Transactable;
-use automerge::{Automerge, ROOT, ReadDoc, ScalarValue, Value};
-use serde::{Deserialize, Serialize};
-
-use crate::NhsNumber;
 use crate::channel::{ChannelError, Purpose, StaticKeypair};
-use crate::store::{DocumentInfo, HoldReason};
-
-pub const NOTICE_FORMAT: u64 = 2;
-
-/// One patient the device should hold: why, and which compartment documents.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldPatient {
-    pub nhs_number: NhsNumber,
-    pub reason: HoldReason,
-    pub documents: Vec<DocumentInfo>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HoldingsList {
-    /// The grant the server computed this list from.
-    pub grant_id: String,
-    pub patients: Vec<HeldPatient>,
-    /// Patients the user still has a relationship with whose record the
-    /// patient withdrew (hidden, or opted out): forget them even with
-    /// changes the server never received (they can no longer be delivered;
-    /// the audit trail keeps what was done).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub withdrawn: Vec<crate::NhsNumber>,
-}
-
-/// The server's answer to a holdings request: no list when the device has
-/// no current grant (it then keeps what it holds, under its own retention).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HoldingsReply {
-    pub list: Option<HoldingsList>,
-    /// The notice's version read just before the list was computed: the
-    /// device knows the list is at least that new even if its own copy of
-    /// the notice lags.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notice_version: Option<u64>,
-}
+use crate::protocol::{HoldingsReply, NoticeError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HoldingsError {
@@ -65,35 +16,12 @@ pub enum HoldingsError {
     Channel(#[from] ChannelError),
 }
 
-/// Increments the notice's version (the server, when a list changed).
-pub fn bump_notice(doc: &mut Automerge) -> Result<u64, HoldingsError> {
-    let next = read_notice(doc)?.unwrap_or(0) + 1;
-    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
-        tx.put(ROOT, "format", NOTICE_FORMAT)?;
-        tx.put(ROOT, "version", next)?;
-        Ok(())
-    })
-    .map_err(|_| HoldingsError::Malformed)?;
-    Ok(next)
-}
-
-/// The notice's version; `None` while the document is still empty.
-pub fn read_notice<D: ReadDoc>(doc: &D) -> Result<Option<u64>, HoldingsError> {
-    let uint = |key: &str| match doc.get(ROOT, key) {
-        Ok(None) => Ok(None),
-        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-            ScalarValue::Uint(n) => Ok(Some(*n)),
-            ScalarValue::Int(n) => u64::try_from(*n)
-                .map(Some)
-                .map_err(|_| HoldingsError::Malformed),
-            _ => Err(HoldingsError::Malformed),
-        },
-        _ => Err(HoldingsError::Malformed),
-    };
-    match uint("format")? {
-        None => Ok(None),
-        Some(f) if f > NOTICE_FORMAT => Err(HoldingsError::NewerFormat(f)),
-        Some(_) => uint("version"),
+impl From<NoticeError> for HoldingsError {
+    fn from(e: NoticeError) -> Self {
+        match e {
+            NoticeError::NewerFormat(f) => HoldingsError::NewerFormat(f),
+            NoticeError::Malformed => HoldingsError::Malformed,
+        }
     }
 }
 
@@ -105,32 +33,4 @@ pub async fn fetch_holdings(
 ) -> Result<HoldingsReply, HoldingsError> {
     let reply = super::request::one_shot(url, keys, server_key, Purpose::Holdings, None).await?;
     serde_json::from_slice(&reply).map_err(|_| HoldingsError::Malformed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_notice_counts_up_and_holds_nothing_else() {
-        let mut doc = Automerge::new();
-        assert_eq!(read_notice(&doc), Ok(None));
-        assert_eq!(bump_notice(&mut doc), Ok(1));
-        assert_eq!(bump_notice(&mut doc), Ok(2));
-        assert_eq!(read_notice(&doc), Ok(Some(2)));
-        let keys: Vec<String> = doc.keys(ROOT).collect();
-        assert_eq!(keys, ["format", "version"]);
-    }
-
-    #[test]
-    fn a_newer_format_or_garbage_is_a_typed_error() {
-        let mut doc = automerge::AutoCommit::new();
-        doc.put(ROOT, "format", 3u64).unwrap();
-        assert_eq!(read_notice(&doc), Err(HoldingsError::NewerFormat(3)));
-        let mut doc = automerge::AutoCommit::new();
-        doc.put(ROOT, "format", "two").unwrap();
-        assert_eq!(read_notice(&doc), Err(HoldingsError::Malformed));
-        let reply: Result<HoldingsReply, _> = serde_json::from_slice(b"{\"list\": 7}");
-        assert!(reply.is_err());
-    }
 }

@@ -10,6 +10,7 @@
 
 mod access_log;
 mod audit_upload;
+mod backoff;
 mod dialer;
 mod driver;
 mod encounter;
@@ -26,24 +27,16 @@ use tokio::task::JoinHandle;
 
 use crate::channel::{StaticKeypair, hex_key};
 use crate::engine::{Engine, EngineError, HoldingsOutcome};
+use crate::protocol::{AccessLogEntry, ENCOUNTER_FORMAT, EncounterReply, EncounterRequest};
 
-pub use access_log::{
-    ACCESS_LOG_FORMAT, AccessLogEntry, AccessLogError, AccessLogReply, AccessLogRequest,
-    access_log, fetch_access_log,
-};
+pub use access_log::{AccessLogError, access_log, fetch_access_log};
 pub use audit_upload::{
-    AUDIT_UPLOAD_FORMAT, AuditAck, AuditReply, AuditUpload, AuditUploadError, AuditUploadOutcome,
-    Backlog, MAX_AUDIT_BATCH, next_audit_batch, send_audit_batch, upload_audit_queue,
+    AuditUploadError, AuditUploadOutcome, next_audit_batch, send_audit_batch, upload_audit_queue,
 };
 pub use dialer::{Link, NoiseDialer};
-pub use encounter::{
-    ENCOUNTER_FORMAT, EncounterBasis, EncounterError, EncounterReply, EncounterRequest,
-    MAX_ENCOUNTER_REQUEST, request_encounter,
-};
-pub use holdings::{
-    HeldPatient, HoldingsError, HoldingsList, HoldingsReply, NOTICE_FORMAT, bump_notice,
-    fetch_holdings, read_notice,
-};
+pub use encounter::{EncounterError, request_encounter};
+pub use holdings::{HoldingsError, fetch_holdings};
+pub use request::login;
 pub use storage::DeviceStorage;
 
 /// What the app shows about sync.
@@ -199,7 +192,7 @@ impl DeviceSync {
             started: started.clone(),
             applied_notice: applied_notice.clone(),
             audit_reported_empty: Default::default(),
-            audit_retry: std::sync::Mutex::new(audit_upload::AuditRetry::new()),
+            audit_retry: std::sync::Mutex::new(backoff::AuditRetry::new()),
         };
         let task = tokio::spawn(driver.run(stopped));
         Ok(Self {
@@ -284,7 +277,7 @@ impl DeviceSync {
         &self,
         nhs: &crate::NhsNumber,
         date_of_birth: &str,
-        access: crate::engine::AccessRequest,
+        access: crate::access::AccessRequest,
     ) -> Result<Option<String>, EncounterError> {
         let request = EncounterRequest::Open {
             format: ENCOUNTER_FORMAT,

@@ -1,7 +1,9 @@
-//! One request and one reply on a fresh channel: how a device asks the
-//! server for its holdings list, a patient's access log, or an encounter.
+//! One request and one reply on a fresh channel: how a device logs in and
+//! asks the server for its holdings list, a patient's access log, or an
+//! encounter.
 
-use crate::channel::{self, ChannelError, Hello, Purpose, StaticKeypair};
+use crate::channel::{self, ChannelError, Hello, Purpose, StaticKeypair, WebSocket};
+use crate::protocol::{LoginRequest, LoginResponse};
 
 /// Dials `url`, runs the handshake with `purpose`, sends `request` (if
 /// any) and returns the server's one reply.
@@ -21,4 +23,19 @@ pub async fn one_shot(
         ch.send(body).await?;
     }
     ch.recv().await?.ok_or(ChannelError::Closed)
+}
+
+/// Logs in online over a fresh channel: one request, one response.
+pub async fn login<S: WebSocket>(
+    ws: S,
+    local: &StaticKeypair,
+    pinned_server: &[u8; 32],
+    request: &LoginRequest,
+) -> Result<LoginResponse, ChannelError> {
+    let hello = Hello::new(Purpose::Login, None).encode();
+    let mut channel = channel::connect(ws, local, pinned_server, &hello).await?;
+    let body = serde_json::to_vec(request).map_err(|_| ChannelError::Malformed("login request"))?;
+    channel.send(&body).await?;
+    let reply = channel.recv().await?.ok_or(ChannelError::Closed)?;
+    serde_json::from_slice(&reply).map_err(|_| ChannelError::Malformed("login response"))
 }

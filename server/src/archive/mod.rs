@@ -16,7 +16,7 @@ use scr_core::access::{Alert, AlertReason, AlertType};
 use scr_core::audit::{AuditEvent, GENESIS_HASH};
 use scr_core::channel::hex_key;
 use scr_core::crypto::{self, LookupKey, SecretKey};
-use scr_core::sync::{AuditAck, AuditUpload, Backlog, MAX_AUDIT_BATCH};
+use scr_core::protocol::{AuditAck, AuditUpload, Backlog, MAX_AUDIT_BATCH};
 
 pub use upload::serve_upload;
 
@@ -159,7 +159,7 @@ impl Archive {
                 return Ok(archived);
             }
             let upload = AuditUpload {
-                format: scr_core::sync::AUDIT_UPLOAD_FORMAT,
+                format: scr_core::protocol::AUDIT_UPLOAD_FORMAT,
                 events,
                 backlog: Backlog::default(),
             };
@@ -180,7 +180,7 @@ impl Archive {
         upload: &AuditUpload,
         now_ms: i64,
     ) -> Result<AuditAck, ArchiveError> {
-        if upload.format != scr_core::sync::AUDIT_UPLOAD_FORMAT {
+        if upload.format != scr_core::protocol::AUDIT_UPLOAD_FORMAT {
             return Err(ArchiveError::Format(upload.format));
         }
         if upload.events.len() > MAX_AUDIT_BATCH {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use scr_core::channel::{NoiseChannel, WebSocket};
-use scr_core::sync::{AuditAck, AuditReply, AuditUpload};
+use scr_core::protocol::{AuditAck, AuditReply, AuditUpload};
 
 use super::Archive;
 

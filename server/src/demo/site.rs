@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use scr_core::access::AccessRequest;
 use scr_core::clock::{SystemClock, now_ms};
 use scr_core::crypto::{KeyProvider, KeyProviderError, SecretKey};
 use scr_core::device::{Device, DeviceError, DeviceSettings};
-use scr_core::engine::{AccessRequest, DeviceClass, Engine, SessionInfo};
+use scr_core::engine::{Engine, SessionInfo};
 use scr_core::fixtures::{demographics, sample_entry, test_nhs_number};
 use scr_core::grant::RelationshipKind;
 use scr_core::record::{Compartment, EntryContent, SharingChoice};
 use scr_core::replica::RecordView;
+use scr_core::retention::DeviceClass;
 use scr_core::sync::PassSummary;
 use scr_core::{NhsNumber, Store};
 
@@ -309,7 +311,7 @@ impl Site {
         let server = start(ServeConfig::on_loopback(&server_dir)).await?;
         let store = Store::open(
             server_dir.join("server.db"),
-            &crate::identity::key_provider(&server_dir)?,
+            &crate::serve::identity::key_provider(&server_dir)?,
         )?;
         for s in [
             nurse(),
@@ -394,15 +396,9 @@ impl Site {
         class: DeviceClass,
         organisation: &str,
     ) -> Result<App, SiteError> {
-        let kind = match class {
-            DeviceClass::AmbulanceTablet => "ambulance-tablet",
-            DeviceClass::PatientPhone => "patient-phone",
-            DeviceClass::NurseTablet => "nurse-tablet",
-            DeviceClass::GpSystem => "gp-system",
-        };
         let token = self.server.directory.create_enrollment_token(
             organisation,
-            kind,
+            class,
             now_ms() + 10 * 60_000,
         )?;
         self.enrolled(name, class, &token).await
@@ -418,7 +414,7 @@ impl Site {
     ) -> Result<App, SiteError> {
         let token = self.server.directory.create_enrollment_token(
             "Y12345",
-            "patient-phone",
+            scr_core::retention::DeviceClass::PatientPhone,
             now_ms() + 10 * 60_000,
         )?;
         crate::patients::bind_token(&self.store, &token, nhs, passcode)?;

@@ -4,11 +4,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use scr_core::NhsNumber;
+use scr_core::access::AccessRequest;
 use scr_core::access::{AlertReason, DenyReason};
-use scr_core::engine::{AccessRequest, DeviceClass, EngineError};
+use scr_core::engine::EngineError;
 use scr_core::fixtures::sample_entry;
 use scr_core::grant::RelationshipKind;
 use scr_core::record::{Compartment, SharingChoice};
+use scr_core::retention::DeviceClass;
 
 use super::site::{
     CORE_ONLY, SHARED, Site, ambulance_privacy_officer, community_privacy_officer, log_in, nurse,

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use scr_core::retention::DeviceClass;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("0001_directory.sql"),
@@ -19,17 +20,13 @@ const MIGRATIONS: &[&str] = &[
 pub struct Device {
     pub key: [u8; 32],
     pub organisation: String,
-    pub device_class: String,
+    pub device_class: DeviceClass,
     pub enrolled_at_ms: i64,
     pub revoked: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
-    #[error(
-        "unknown device class {0:?} (patient-phone, ambulance-tablet, nurse-tablet, gp-system)"
-    )]
-    BadClass(String),
     #[error("an ODS organisation code is 3 to 6 letters and digits")]
     BadOrganisation,
     #[error("the enrollment token is unknown, used or expired")]
@@ -44,12 +41,13 @@ pub enum DirectoryError {
     Random,
 }
 
-pub const DEVICE_CLASSES: [&str; 4] = [
-    "patient-phone",
-    "ambulance-tablet",
-    "nurse-tablet",
-    "gp-system",
-];
+/// A device class as the directory stores it (its name).
+fn class_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<DeviceClass> {
+    let name: String = row.get(i)?;
+    name.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
 
 pub struct Directory {
     conn: Mutex<Connection>,
@@ -76,12 +74,9 @@ impl Directory {
     pub fn create_enrollment_token(
         &self,
         organisation: &str,
-        device_class: &str,
+        device_class: DeviceClass,
         expires_at_ms: i64,
     ) -> Result<String, DirectoryError> {
-        if !DEVICE_CLASSES.contains(&device_class) {
-            return Err(DirectoryError::BadClass(device_class.to_owned()));
-        }
         let ods_ok = (3..=6).contains(&organisation.len())
             && organisation.chars().all(|c| c.is_ascii_alphanumeric());
         if !ods_ok {
@@ -96,7 +91,7 @@ impl Directory {
             params![
                 token_hash(&token),
                 organisation,
-                device_class,
+                device_class.as_str(),
                 expires_at_ms
             ],
         )?;
@@ -115,12 +110,12 @@ impl Directory {
     ) -> Result<Device, DirectoryError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let row: Option<(String, String)> = tx
+        let row: Option<(String, DeviceClass)> = tx
             .query_row(
                 "SELECT organisation, device_class FROM enrollment_tokens
                  WHERE token_hash = ?1 AND used_by IS NULL AND expires_at_ms > ?2",
                 params![token_hash(token), now_ms],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, class_at(r, 1)?)),
             )
             .optional()?;
         let (organisation, device_class) = row.ok_or(DirectoryError::BadToken)?;
@@ -144,7 +139,7 @@ impl Directory {
              VALUES (?1, ?2, ?3, ?4, 0)
              ON CONFLICT(key) DO UPDATE SET organisation = excluded.organisation,
                  device_class = excluded.device_class, enrolled_at_ms = excluded.enrolled_at_ms",
-            params![key.as_slice(), organisation, device_class, now_ms],
+            params![key.as_slice(), organisation, device_class.as_str(), now_ms],
         )?;
         let device = Device {
             key: *key,
@@ -182,7 +177,7 @@ impl Directory {
                     Ok(Device {
                         key: *key,
                         organisation: r.get(0)?,
-                        device_class: r.get(1)?,
+                        device_class: class_at(r, 1)?,
                         enrolled_at_ms: r.get(2)?,
                         revoked: r.get::<_, i64>(3)? != 0,
                     })
@@ -270,7 +265,7 @@ mod tests {
         let directory = Directory::open(&dir.path().join("d.db")).unwrap();
         let now = 1_000;
         let token = directory
-            .create_enrollment_token("RX1", "nurse-tablet", now + 60_000)
+            .create_enrollment_token("RX1", DeviceClass::NurseTablet, now + 60_000)
             .unwrap();
         let key = [7u8; 32];
         assert!(matches!(
@@ -286,7 +281,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(audited.as_deref(), Some("RX1"));
-        assert_eq!(device.device_class, "nurse-tablet");
+        assert_eq!(device.device_class, DeviceClass::NurseTablet);
         assert!(directory.is_active(&key));
         assert!(matches!(
             directory.enroll(&[8u8; 32], &token, now, |_| true),

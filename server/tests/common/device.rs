@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scr_core::NhsNumber;
-use scr_core::channel::{self, LoginRequest, LoginResponse, StaticKeypair, from_hex, hex_key};
+use scr_core::access::AccessRequest;
+use scr_core::channel::{StaticKeypair, from_hex, hex_key};
 use scr_core::clock::SystemClock;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
-use scr_core::engine::{AccessRequest, DeviceClass, Engine, EngineConfig};
+use scr_core::engine::{Engine, EngineConfig};
 use scr_core::fixtures::{sample_entry, test_nhs_number};
+use scr_core::protocol::{LoginRequest, LoginResponse};
 use scr_core::record::{Compartment, EntryContent, SharingChoice};
+use scr_core::retention::DeviceClass;
 use scr_core::sync::{DeviceSync, SyncConfig};
 use scr_server::records::{FileEntry, RecordFile};
 use scr_server::serve::RunningServer;
@@ -66,12 +69,16 @@ impl Device {
         srv: &RunningServer,
         dir: &std::path::Path,
         name: &str,
-        (organisation, class, device_class): (&str, &str, DeviceClass),
+        (organisation, device_class): (&str, DeviceClass),
         login: LoginRequest,
     ) -> Self {
         let token = srv
             .directory
-            .create_enrollment_token(organisation, class, scr_core::clock::now_ms() + 60_000)
+            .create_enrollment_token(
+                organisation,
+                device_class,
+                scr_core::clock::now_ms() + 60_000,
+            )
             .unwrap();
         Self::enroll_with(srv, dir, name, device_class, &token, login).await
     }
@@ -89,7 +96,7 @@ impl Device {
             .directory
             .create_enrollment_token(
                 "Y12345",
-                "patient-phone",
+                scr_core::retention::DeviceClass::PatientPhone,
                 scr_core::clock::now_ms() + 60_000,
             )
             .unwrap();
@@ -120,7 +127,7 @@ impl Device {
     ) -> Self {
         let keys = Arc::new(StaticKeypair::generate().unwrap());
         super::enroll(srv, &keys, token).await;
-        let response = channel::login(
+        let response = scr_core::sync::login(
             super::ws(srv.sync_addr).await,
             &keys,
             &srv.server_key,
@@ -165,7 +172,7 @@ impl Device {
             srv,
             dir,
             "nurse",
-            ("RX1", "nurse-tablet", DeviceClass::NurseTablet),
+            ("RX1", DeviceClass::NurseTablet),
             super::nurse_login(),
         )
         .await
@@ -178,7 +185,7 @@ impl Device {
             srv,
             dir,
             "paramedic",
-            ("RYA", "ambulance-tablet", DeviceClass::AmbulanceTablet),
+            ("RYA", DeviceClass::AmbulanceTablet),
             LoginRequest {
                 user_id: PARAMEDIC_ID.into(),
                 card_serial: "CARD-0203".into(),

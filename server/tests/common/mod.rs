@@ -21,7 +21,7 @@ pub async fn server(dir: &std::path::Path) -> RunningServer {
 pub fn server_store(dir: &std::path::Path) -> scr_core::Store {
     scr_core::Store::open(
         dir.join("server.db"),
-        &scr_server::identity::key_provider(dir).unwrap(),
+        &scr_server::serve::identity::key_provider(dir).unwrap(),
     )
     .unwrap()
 }
@@ -43,8 +43,8 @@ pub fn nurse() -> NewUser {
     }
 }
 
-pub fn nurse_login() -> channel::LoginRequest {
-    channel::LoginRequest {
+pub fn nurse_login() -> scr_core::protocol::LoginRequest {
+    scr_core::protocol::LoginRequest {
         user_id: NURSE_ID.into(),
         card_serial: "CARD-0001".into(),
         passcode: NURSE_PASSCODE.into(),

@@ -16,15 +16,17 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use scr_core::access::AccessRequest;
 use scr_core::clock::{Clock, SystemClock};
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::engine::EngineError;
-use scr_core::engine::{AccessRequest, DeviceClass, Engine, EngineConfig};
+use scr_core::engine::{Engine, EngineConfig};
 use scr_core::fixtures::{gp, sample_entry, test_nhs_number};
 use scr_core::grant::{
     GrantPrincipal, GrantRelationship, GrantSigner, RelationshipKind, RoleProfileGrant,
 };
 use scr_core::record::{Compartment, EntryContent, SharingChoice, VersionId};
+use scr_core::retention::DeviceClass;
 use scr_core::store::{HoldReason, StoreError};
 use scr_core::{NhsNumber, Store};
 

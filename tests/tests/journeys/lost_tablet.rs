@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use scr_core::device::{Device, DeviceError, DeviceSettings};
-use scr_core::engine::{DeviceClass, EngineError};
+use scr_core::engine::EngineError;
 use scr_core::grant::RelationshipKind;
+use scr_core::retention::DeviceClass;
 use scr_server::demo::site::{Keystore, nurse};
 
 use crate::{SHARED, archived, holds, patient_of, site, tablet, with_permission};

@@ -13,10 +13,11 @@ mod patient;
 mod privacy_officer;
 
 use scr_core::NhsNumber;
+use scr_core::access::AccessRequest;
 use scr_core::audit::AuditEvent;
-use scr_core::engine::{AccessRequest, DeviceClass};
 use scr_core::grant::RelationshipKind;
 use scr_core::record::{Compartment, SharingChoice};
+use scr_core::retention::DeviceClass;
 use scr_server::demo::site::{App, Site, Staff, log_in};
 pub use scr_server::demo::site::{CORE_ONLY, SHARED};
 

@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 
-use scr_core::engine::DeviceClass;
 use scr_core::grant::RelationshipKind;
 use scr_core::record::{EntryContent, EntryState};
+use scr_core::retention::DeviceClass;
 use scr_server::demo::site::{nurse, second_nurse, visit_note};
 
 use crate::{

@@ -3,11 +3,13 @@
 //! trust's privacy officer); finds a patient who is on no list online; and
 //! cannot open, offline, a record the tablet does not hold.
 
+use scr_core::access::{AccessRequest, RequestedBasis};
 use scr_core::access::{AlertReason, DenyReason};
-use scr_core::engine::{AccessRequest, DeviceClass, EngineError, RequestedBasis};
+use scr_core::engine::EngineError;
 use scr_core::fixtures::test_nhs_number;
 use scr_core::grant::RelationshipKind;
 use scr_core::record::{Compartment, SharingChoice};
+use scr_core::retention::DeviceClass;
 use scr_core::store::HoldReason;
 use scr_core::sync::EncounterError;
 use scr_server::demo::site::{ambulance_privacy_officer, paramedic, visit_note};

@@ -1,10 +1,12 @@
 //! The patient: sees their own record, adds a preference, chooses what is
 //! shared and changes their mind, sees who looked, and hides the record.
 
-use scr_core::engine::{AccessRequest, DeviceClass, EngineError};
+use scr_core::access::AccessRequest;
+use scr_core::engine::EngineError;
 use scr_core::fixtures::sample_entry;
 use scr_core::grant::RelationshipKind;
 use scr_core::record::{Compartment, EntryContent, SharingChoice};
+use scr_core::retention::DeviceClass;
 use scr_server::demo::site::{nurse, visit_note};
 
 use crate::{

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use scr_core::access::AlertReason;
-use scr_core::engine::{AccessRequest, DeviceClass, RequestedBasis};
+use scr_core::access::{AccessRequest, RequestedBasis};
 use scr_core::grant::RelationshipKind;
 use scr_core::record::SharingChoice;
+use scr_core::retention::DeviceClass;
 use scr_server::archive::AlertOutcome;
 use scr_server::demo::site::{
     ambulance_privacy_officer, community_privacy_officer, nurse, paramedic,

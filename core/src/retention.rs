@@ -1,8 +1,21 @@
-//! When a device must forget a patient. Pure: from what the device holds,
-//! its current grant and its state, to the list to forget.
+//! When a device must forget a patient, every case in one place. Pure:
+//! from what the device holds, its current grant, the server's holdings
+//! list and its state, to what to forget and why. The engine does the
+//! forgetting (crypto-shred, audited); nothing else decides it.
+//!
+//! - [`due_for_forgetting`]: by device class and relationship (an incident
+//!   closed past its window, an encounter ended, a caseload left, a
+//!   lock-out);
+//! - [`after_holdings_list`]: by the server's list (no longer shared, or
+//!   withdrawn by the patient);
+//! - [`ForgetReason::RemoteWipe`]: everything, when the server says the
+//!   device or its user was revoked;
+//! - [`ForgetReason::waits_for_unsent`]: which of these wait for changes
+//!   the server has not yet confirmed.
 
 use crate::NhsNumber;
 use crate::grant::RoleProfileGrant;
+use crate::protocol::HoldingsList;
 use crate::store::{HoldReason, Holding};
 
 /// What kind of device this is; each keeps records for its own reasons.
@@ -15,6 +28,41 @@ pub enum DeviceClass {
     NurseTablet,
     /// A GP system or the server: holds records it originates.
     GpSystem,
+}
+
+impl DeviceClass {
+    pub const ALL: [DeviceClass; 4] = [
+        DeviceClass::PatientPhone,
+        DeviceClass::AmbulanceTablet,
+        DeviceClass::NurseTablet,
+        DeviceClass::GpSystem,
+    ];
+
+    /// The name in enrollment tokens, the server's directory and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceClass::PatientPhone => "patient-phone",
+            DeviceClass::AmbulanceTablet => "ambulance-tablet",
+            DeviceClass::NurseTablet => "nurse-tablet",
+            DeviceClass::GpSystem => "gp-system",
+        }
+    }
+}
+
+/// Not one of the four device classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a device class is patient-phone, ambulance-tablet, nurse-tablet or gp-system")]
+pub struct UnknownDeviceClass;
+
+impl std::str::FromStr for DeviceClass {
+    type Err = UnknownDeviceClass;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or(UnknownDeviceClass)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,17 +88,84 @@ pub enum ForgetReason {
     LeftCaseload,
     EncounterEnded,
     LockedOut,
+    /// The server's holdings list no longer names the patient.
+    NoLongerShared,
+    /// The patient hid the record or opted out; whether changes the
+    /// server never received went with it.
+    WithdrawnByPatient {
+        unsent_discarded: bool,
+    },
+    /// The device, or the user whose grant it holds, was revoked.
+    RemoteWipe,
 }
 
 impl ForgetReason {
+    /// The reason as the audit event records it.
     pub fn code(self) -> &'static str {
         match self {
             ForgetReason::IncidentClosed => "incident-closed",
             ForgetReason::LeftCaseload => "left-caseload",
             ForgetReason::EncounterEnded => "encounter-ended",
             ForgetReason::LockedOut => "locked-out",
+            ForgetReason::NoLongerShared => "no-longer-shared",
+            ForgetReason::WithdrawnByPatient {
+                unsent_discarded: false,
+            } => "withdrawn-by-patient",
+            ForgetReason::WithdrawnByPatient {
+                unsent_discarded: true,
+            } => "withdrawn-by-patient; unsent changes discarded",
+            ForgetReason::RemoteWipe => "remote-wipe",
         }
     }
+
+    /// Whether a record with changes the server has not confirmed is kept
+    /// until it has them. A device in the wrong hands (locked out, wiped)
+    /// does not wait, and a record the patient withdrew can no longer be
+    /// delivered (the audit trail keeps what was done).
+    pub fn waits_for_unsent(self) -> bool {
+        !matches!(
+            self,
+            ForgetReason::LockedOut
+                | ForgetReason::RemoteWipe
+                | ForgetReason::WithdrawnByPatient { .. }
+        )
+    }
+}
+
+/// What the server's holdings list means for one record the device holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterList {
+    Keep,
+    /// No longer listed, but kept until the server has its unsent changes.
+    KeepUnsent,
+    Forget(ForgetReason),
+}
+
+/// The holdings list's verdict on `holding`. A record this device
+/// originated is never forgotten for the list.
+pub fn after_holdings_list(holding: &Holding, list: &HoldingsList, unsent: bool) -> AfterList {
+    let nhs = &holding.nhs_number;
+    if holding.reason == HoldReason::Origin || list.patients.iter().any(|p| p.nhs_number == *nhs) {
+        return AfterList::Keep;
+    }
+    let reason = if list.withdrawn.contains(nhs) {
+        ForgetReason::WithdrawnByPatient {
+            unsent_discarded: unsent,
+        }
+    } else {
+        ForgetReason::NoLongerShared
+    };
+    if unsent && reason.waits_for_unsent() {
+        AfterList::KeepUnsent
+    } else {
+        AfterList::Forget(reason)
+    }
+}
+
+/// Whether a listed patient's compartments that the list no longer names
+/// are forgotten now: not while they may hold unsent edits.
+pub fn drops_unlisted_compartments(unsent: bool) -> bool {
+    !unsent
 }
 
 pub fn due_for_forgetting(
@@ -321,5 +436,70 @@ mod tests {
         assert!(
             due_for_forgetting(amb, &keep, &[holding(3, incident(None))], None, true, 0).is_empty()
         );
+    }
+
+    #[test]
+    fn the_holdings_list_table() {
+        use crate::protocol::HeldPatient;
+        let list = HoldingsList {
+            grant_id: "g".into(),
+            patients: vec![HeldPatient {
+                nhs_number: test_nhs_number(1),
+                reason: HoldReason::Caseload,
+                documents: vec![],
+            }],
+            withdrawn: vec![test_nhs_number(3)],
+        };
+        let f = ForgetReason::WithdrawnByPatient {
+            unsent_discarded: true,
+        };
+        let cases = [
+            (
+                "listed",
+                holding(1, HoldReason::Caseload),
+                false,
+                AfterList::Keep,
+            ),
+            (
+                "originated here",
+                holding(2, HoldReason::Origin),
+                false,
+                AfterList::Keep,
+            ),
+            (
+                "no longer listed",
+                holding(2, HoldReason::Caseload),
+                false,
+                AfterList::Forget(ForgetReason::NoLongerShared),
+            ),
+            (
+                "no longer listed, unsent changes",
+                holding(2, HoldReason::Caseload),
+                true,
+                AfterList::KeepUnsent,
+            ),
+            (
+                "withdrawn",
+                holding(3, HoldReason::Caseload),
+                false,
+                AfterList::Forget(ForgetReason::WithdrawnByPatient {
+                    unsent_discarded: false,
+                }),
+            ),
+            (
+                "withdrawn, unsent changes discarded",
+                holding(3, HoldReason::Caseload),
+                true,
+                AfterList::Forget(f),
+            ),
+        ];
+        for (label, h, unsent, want) in cases {
+            assert_eq!(after_holdings_list(&h, &list, unsent), want, "{label}");
+        }
+        assert_eq!(f.code(), "withdrawn-by-patient; unsent changes discarded");
+        assert!(!ForgetReason::RemoteWipe.waits_for_unsent());
+        assert!(!ForgetReason::LockedOut.waits_for_unsent());
+        assert!(ForgetReason::LeftCaseload.waits_for_unsent());
+        assert!(!drops_unlisted_compartments(true));
     }
 }

@@ -2,17 +2,16 @@
 //! a patient's enrollment token, reviewing and closing alerts, unhiding a
 //! record. Each is audited (see `scr_server::privacy`, `patients`).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use scr_core::audit::Outcome;
 use scr_core::channel::hex_key;
-use scr_server::archive::{AlertOutcome, Archive};
-use scr_server::identity::{ServerIdentity, archive_root};
+use scr_server::archive::Archive;
 use scr_server::privacy::Officer;
+use scr_server::serve::identity::{ServerIdentity, archive_root};
 
-use super::{nhs_number, open_server, required};
+use super::admin::{nhs_number, open_server};
+use super::{AlertsArgs, CloseAlertArgs, PatientTokenArgs, UnhideArgs};
 
 fn archive(dir: &std::path::Path, store: &scr_core::Store) -> Result<Archive, String> {
     let root = archive_root(store).map_err(|e| e.to_string())?;
@@ -30,25 +29,17 @@ fn stdin_line() -> Result<String, String> {
 /// `admin patient-token`: an enrollment token for a patient's own phone,
 /// bound to the patient (NHS number from `--nhs` or the first line of
 /// standard input) and the passcode they chose (the next line).
-pub fn patient_token(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
-    let dir = PathBuf::from(required(flags, "data-dir")?);
-    let (store, directory) = open_server(&dir)?;
+pub fn patient_token(args: &PatientTokenArgs) -> Result<ExitCode, String> {
+    let (store, directory) = open_server(&args.dir.data_dir)?;
     let identity = ServerIdentity::load_or_create(&store).map_err(|e| e.to_string())?;
-    let nhs = nhs_number(flags)?;
+    let nhs = nhs_number(&args.patient)?;
     let passcode = stdin_line()?;
-    let ttl: i64 = match flags.get("ttl-minutes") {
-        None => 60,
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|m| (1..=7 * 24 * 60).contains(m))
-            .ok_or("--ttl-minutes must be between 1 and 10080")?,
-    };
-    let org = required(flags, "org")?;
+    let ttl = args.ttl_minutes;
+    let org = args.org.as_str();
     let token = directory
         .create_enrollment_token(
             org,
-            "patient-phone",
+            scr_core::retention::DeviceClass::PatientPhone,
             scr_core::clock::now_ms() + ttl * 60_000,
         )
         .map_err(|e| e.to_string())?;
@@ -72,14 +63,13 @@ pub fn patient_token(flags: &HashMap<String, String>) -> Result<ExitCode, String
 }
 
 /// `admin alerts`: the alerts routed to the officer's organisation.
-pub fn alerts(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
-    let dir = PathBuf::from(required(flags, "data-dir")?);
-    let (store, directory) = open_server(&dir)?;
-    let officer =
-        Officer::find(&directory, required(flags, "officer")?).map_err(|e| e.to_string())?;
-    let all = flags.get("all").is_some_and(|v| v == "yes");
+pub fn alerts(args: &AlertsArgs) -> Result<ExitCode, String> {
+    let dir = &args.dir.data_dir;
+    let (store, directory) = open_server(dir)?;
+    let officer = Officer::find(&directory, &args.officer).map_err(|e| e.to_string())?;
+    let all = args.all.is_yes();
     let alerts = officer
-        .alerts(&archive(&dir, &store)?, &store, all)
+        .alerts(&archive(dir, &store)?, &store, all)
         .map_err(|e| e.to_string())?;
     if alerts.is_empty() {
         println!(
@@ -113,40 +103,25 @@ pub fn alerts(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
 }
 
 /// `admin close-alert`: closes one with an outcome.
-pub fn close_alert(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
-    let dir = PathBuf::from(required(flags, "data-dir")?);
-    let (store, directory) = open_server(&dir)?;
-    let officer =
-        Officer::find(&directory, required(flags, "officer")?).map_err(|e| e.to_string())?;
-    let id: i64 = required(flags, "id")?
-        .parse()
-        .map_err(|_| "--id is the alert's number")?;
-    let outcome = match required(flags, "outcome")? {
-        "justified" => AlertOutcome::Justified,
-        "referred" => AlertOutcome::Referred,
-        _ => return Err("--outcome is justified or referred".into()),
-    };
+pub fn close_alert(args: &CloseAlertArgs) -> Result<ExitCode, String> {
+    let dir = &args.dir.data_dir;
+    let (store, directory) = open_server(dir)?;
+    let officer = Officer::find(&directory, &args.officer).map_err(|e| e.to_string())?;
+    let (id, outcome) = (args.id, args.outcome);
     officer
-        .close(&archive(&dir, &store)?, &store, id, outcome)
+        .close(&archive(dir, &store)?, &store, id, outcome)
         .map_err(|e| e.to_string())?;
     println!("alert {id} closed: {}", outcome.as_str());
     Ok(ExitCode::SUCCESS)
 }
 
 /// `admin unhide`: a privacy officer unhides a hidden record.
-pub fn unhide(flags: &HashMap<String, String>) -> Result<ExitCode, String> {
-    let dir = PathBuf::from(required(flags, "data-dir")?);
-    let (store, directory) = open_server(&dir)?;
-    let officer =
-        Officer::find(&directory, required(flags, "officer")?).map_err(|e| e.to_string())?;
-    let nhs = nhs_number(flags)?;
+pub fn unhide(args: &UnhideArgs) -> Result<ExitCode, String> {
+    let (store, directory) = open_server(&args.dir.data_dir)?;
+    let officer = Officer::find(&directory, &args.officer).map_err(|e| e.to_string())?;
+    let nhs = nhs_number(&args.patient)?;
     let choices = officer
-        .unhide(
-            &store,
-            &nhs,
-            required(flags, "request-ref")?,
-            required(flags, "investigation-ref")?,
-        )
+        .unhide(&store, &nhs, &args.request_ref, &args.investigation_ref)
         .map_err(|e| e.to_string())?;
     println!(
         "record unhidden; sharing {:?}, sensitive items {}",

@@ -1,7 +1,7 @@
 //! Reading the patient's choices and recorded permissions out of the
 //! governance compartment. Pure.
 
-use crate::access::{PatientChoices, ViewBasis};
+use super::{PatientChoices, ViewBasis};
 use crate::record::{CompartmentView, EntryContent, EntryVersion, PermissionScope, SharingChoice};
 
 fn restrictiveness(c: &PatientChoices) -> (bool, u8, bool) {

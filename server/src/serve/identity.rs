@@ -11,7 +11,7 @@ use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::grant::GrantSigner;
 use zeroize::Zeroizing;
 
-use crate::serve::ServeError;
+use super::error::ServeError;
 
 pub struct ServerIdentity {
     pub noise: StaticKeypair,

@@ -8,8 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::metrics::{Gauges, Metrics};
 use crate::directory::Directory;
-use crate::serve::{Gauges, Metrics};
 
 /// Where the metrics' gauges are read from.
 #[derive(Clone)]

@@ -1,0 +1,23 @@
+//! Every request and reply between a device and the server, beside the
+//! samod sync messages: the login, the holdings list and its notice
+//! document, the audit upload, the access log and encounters. Pure formats
+//! (serde, versioned), imported by both sides: the device's `sync` speaks
+//! them, the server answers them, and neither imports the other.
+
+mod access_log;
+mod audit_upload;
+mod encounter;
+mod holdings;
+mod login;
+
+pub use access_log::{ACCESS_LOG_FORMAT, AccessLogEntry, AccessLogReply, AccessLogRequest};
+pub use audit_upload::{
+    AUDIT_UPLOAD_FORMAT, AuditAck, AuditReply, AuditUpload, Backlog, MAX_AUDIT_BATCH,
+};
+pub use encounter::{
+    ENCOUNTER_FORMAT, EncounterBasis, EncounterReply, EncounterRequest, MAX_ENCOUNTER_REQUEST,
+};
+pub use holdings::{
+    HeldPatient, HoldingsList, HoldingsReply, NOTICE_FORMAT, NoticeError, bump_notice, read_notice,
+};
+pub use login::{LoginRequest, LoginResponse};

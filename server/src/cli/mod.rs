@@ -1,0 +1,343 @@
+//! The command line: `serve`, `admin …` and `demo`, parsed by clap. Every
+//! command answers `--help`; a usage error names the flag and exits 2.
+//! Patient identifiers are never flag values clap checks (it would echo
+//! them): `--nhs` is parsed after, and best given on standard input.
+
+pub mod admin;
+pub mod governance;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use scr_core::retention::DeviceClass;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scr-server",
+    version,
+    about = "SCR Sync server: sync over the Noise channel, enrollment, login, the audit archive, administration, and the end-to-end demo",
+    after_help = "Without --nhs, a command reads the NHS number from standard input (it then shows in no process list or shell history)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The server and three devices over loopback: the whole story, with timings.
+    Demo(DemoArgs),
+    /// Serve devices (sync, enrollment, login, audit uploads) and /health, /metrics.
+    Serve(ServeArgs),
+    /// Administer a server's data directory.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the server and the devices keep their stores (a new temporary directory if omitted).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The address devices connect to.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7420")]
+    pub listen: SocketAddr,
+    /// The address of /health and /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7421")]
+    pub health: SocketAddr,
+    /// A device whose oldest unsent audit event is older than this counts as overdue.
+    #[arg(long, value_name = "HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_overdue_hours: u64,
+}
+
+/// The server's data directory.
+#[derive(Debug, Args)]
+pub struct DataDir {
+    /// The server's data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// The patient, by NHS number: from this flag, or the first line of standard input.
+#[derive(Debug, Args)]
+pub struct Patient {
+    /// The patient's NHS number (omit it to read it from standard input).
+    #[arg(long, value_name = "NUMBER")]
+    pub nhs: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// A one-time enrollment token for a device of an organisation.
+    EnrollToken(EnrollTokenArgs),
+    /// Revoke a device: it may upload its audit trail, then it wipes itself.
+    RevokeDevice(RevokeDeviceArgs),
+    /// Revoke a user: no more logins; devices holding their grant wipe themselves.
+    RevokeUser(UserArgs),
+    /// Add (or update) a member of staff; the passcode is read from standard input.
+    AddUser(AddUserArgs),
+    /// Record a legitimate relationship between a user and a patient.
+    Assign(AssignArgs),
+    /// End a user's relationship with a patient.
+    Unassign(UnassignArgs),
+    /// Load a patient's record from a JSON file.
+    LoadRecord(LoadRecordArgs),
+    /// Record a patient's sharing choice (omitted options stay as they are).
+    SetChoice(SetChoiceArgs),
+    /// An enrollment token for a patient's own phone; the passcode they chose is read from standard input.
+    PatientToken(PatientTokenArgs),
+    /// A privacy officer's alerts.
+    Alerts(AlertsArgs),
+    /// Close an alert with its outcome.
+    CloseAlert(CloseAlertArgs),
+    /// Unhide a hidden record, citing the request and the investigation.
+    Unhide(UnhideArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum YesNo {
+    Yes,
+    No,
+}
+
+impl YesNo {
+    pub fn is_yes(self) -> bool {
+        self == YesNo::Yes
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollTokenArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The organisation's ODS code.
+    #[arg(long, value_name = "ODS")]
+    pub org: String,
+    /// The kind of device.
+    #[arg(long, value_name = "CLASS", value_parser = device_class)]
+    pub class: DeviceClass,
+    /// How long the token may be used, once.
+    #[arg(long, value_name = "MINUTES", default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..=7 * 24 * 60))]
+    pub ttl_minutes: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeDeviceArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The device's public key, 64 hex digits.
+    #[arg(long, value_name = "HEX")]
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The user's SDS user id.
+    #[arg(long, value_name = "SDS")]
+    pub user_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AddUserArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    #[arg(long, value_name = "SDS")]
+    pub user_id: String,
+    /// The name patients see in their access log.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// The organisation's ODS code.
+    #[arg(long, value_name = "ODS")]
+    pub org: String,
+    /// The selected job role code (R0050, ...).
+    #[arg(long, value_name = "CODE")]
+    pub job_role: String,
+    #[arg(long, value_name = "NAME")]
+    pub role_name: String,
+    /// Activity codes, comma separated (B0264,B0370).
+    #[arg(long, value_name = "CODES", value_delimiter = ',')]
+    pub activities: Vec<String>,
+    #[arg(long, value_name = "SERIAL")]
+    pub card_serial: String,
+    #[arg(long, value_name = "YES|NO", default_value = "no")]
+    pub privacy_officer: YesNo,
+}
+
+#[derive(Debug, Args)]
+pub struct AssignArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    #[arg(long, value_name = "SDS")]
+    pub user_id: String,
+    #[command(flatten)]
+    pub patient: Patient,
+    /// caseload, registration, referral or incident:ID.
+    #[arg(long, value_name = "KIND")]
+    pub kind: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UnassignArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    #[arg(long, value_name = "SDS")]
+    pub user_id: String,
+    #[command(flatten)]
+    pub patient: Patient,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadRecordArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The patient's record (see docs/OPERATIONS.md for the format).
+    #[arg(long, value_name = "PATIENT.json")]
+    pub file: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    CoreOnly,
+    CoreAndAdditional,
+    OptOut,
+}
+
+#[derive(Debug, Args)]
+pub struct SetChoiceArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    #[command(flatten)]
+    pub patient: Patient,
+    /// core-only, core-and-additional or opt-out.
+    #[arg(long, value_name = "CHOICE", value_parser = choice)]
+    pub choice: Choice,
+    #[arg(long, value_name = "YES|NO")]
+    pub include_sensitive: Option<YesNo>,
+    #[arg(long, value_name = "YES|NO")]
+    pub hidden: Option<YesNo>,
+}
+
+#[derive(Debug, Args)]
+pub struct PatientTokenArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The GP practice's ODS code.
+    #[arg(long, value_name = "GP_ODS")]
+    pub org: String,
+    #[command(flatten)]
+    pub patient: Patient,
+    #[arg(long, value_name = "MINUTES", default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..=7 * 24 * 60))]
+    pub ttl_minutes: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The privacy officer's SDS user id.
+    #[arg(long, value_name = "SDS")]
+    pub officer: String,
+    /// Closed alerts too.
+    #[arg(long, value_name = "YES|NO", default_value = "no")]
+    pub all: YesNo,
+}
+
+#[derive(Debug, Args)]
+pub struct CloseAlertArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    #[arg(long, value_name = "SDS")]
+    pub officer: String,
+    /// The alert's number.
+    #[arg(long, value_name = "N")]
+    pub id: i64,
+    /// justified or referred.
+    #[arg(long, value_name = "OUTCOME", value_parser = alert_outcome)]
+    pub outcome: scr_server::archive::AlertOutcome,
+}
+
+#[derive(Debug, Args)]
+pub struct UnhideArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    #[arg(long, value_name = "SDS")]
+    pub officer: String,
+    #[command(flatten)]
+    pub patient: Patient,
+    /// The patient's (or their representative's) request.
+    #[arg(long, value_name = "REF")]
+    pub request_ref: String,
+    /// The privacy officer's investigation.
+    #[arg(long, value_name = "REF")]
+    pub investigation_ref: String,
+}
+
+fn device_class(s: &str) -> Result<DeviceClass, String> {
+    s.parse().map_err(|_| {
+        "unknown device class (patient-phone, ambulance-tablet, nurse-tablet, gp-system)".to_owned()
+    })
+}
+
+/// Parses the command line. `--help` and `--version` print and exit 0; a
+/// usage error names the flag (a missing one as "--org is required") and
+/// exits 2.
+pub fn parse() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == ErrorKind::MissingRequiredArgument => {
+            let missing = match e.get(ContextKind::InvalidArg) {
+                Some(ContextValue::Strings(args)) => args.clone(),
+                _ => Vec::new(),
+            };
+            for arg in &missing {
+                let flag = arg.split_whitespace().next().unwrap_or(arg);
+                eprintln!("error: {flag} is required");
+            }
+            if missing.is_empty() {
+                let _ = e.print();
+            } else {
+                eprintln!("\nFor more information, try '--help'.");
+            }
+            std::process::exit(2)
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+fn choice(s: &str) -> Result<Choice, String> {
+    match s {
+        "core-only" => Ok(Choice::CoreOnly),
+        "core-and-additional" => Ok(Choice::CoreAndAdditional),
+        "opt-out" => Ok(Choice::OptOut),
+        _ => Err("--choice is core-only, core-and-additional or opt-out".to_owned()),
+    }
+}
+
+fn alert_outcome(s: &str) -> Result<scr_server::archive::AlertOutcome, String> {
+    use scr_server::archive::AlertOutcome;
+    match s {
+        "justified" => Ok(AlertOutcome::Justified),
+        "referred" => Ok(AlertOutcome::Referred),
+        _ => Err("is justified or referred".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,248 @@
+//! Each purpose a device connects for, after the handshake: a sync
+//! session (new or resumed), or one exchange (holdings list, audit upload,
+//! access log, encounter, login) and close.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use scr_core::channel::{self, Hello, Purpose, from_hex, to_hex};
+use scr_core::protocol::{LoginRequest, LoginResponse};
+
+use super::{Channel, Shared};
+
+/// Serves the connection for the purpose its hello named.
+pub(super) async fn route(channel: Channel, hello: Hello, shared: &Arc<Shared>, peer: SocketAddr) {
+    let outcome = match hello.purpose {
+        Purpose::Sync => {
+            match &hello.resume {
+                None => open_sync_session(channel, shared, peer).await,
+                Some(resume) => resume_sync_session(channel, shared, resume).await,
+            }
+            return;
+        }
+        Purpose::Holdings => serve_holdings(channel, shared)
+            .await
+            .map_err(|r| ("holdings request failed", r)),
+        Purpose::Audit => serve_audit(channel, shared, peer)
+            .await
+            .map_err(|r| ("audit upload failed", r)),
+        Purpose::AccessLog => serve_access_log(channel, shared)
+            .await
+            .map_err(|r| ("access log request failed", r)),
+        Purpose::Encounter => serve_encounter(channel, shared)
+            .await
+            .map_err(|r| ("encounter request failed", r)),
+        Purpose::Login => serve_login(channel, shared)
+            .await
+            .map_err(|r| ("login exchange failed", r)),
+    };
+    if let Err((what, reason)) = outcome {
+        tracing::info!(%peer, %reason, "{what}");
+    }
+}
+
+/// A new sync session for the device: counted against its cap, told its
+/// id, handed to samod, and carried over this connection and any it
+/// resumes on.
+async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: SocketAddr) {
+    let device = channel.remote_static();
+    shared.sessions.end_all_of(&device);
+    shared.sessions.released(&device).await;
+    let Some(guard) = shared.metrics.open_session(device) else {
+        shared
+            .metrics
+            .sessions_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%peer, "too many sync sessions for one device; refused");
+        return;
+    };
+    let inspect = crate::pushes::watch(
+        shared.policy.clone(),
+        shared.store.clone(),
+        device,
+        shared.metrics.pushes_refused.clone(),
+        shared.metrics.flood_dropped.clone(),
+    );
+    let (session, transport) = channel::Session::open(
+        device,
+        shared.metrics.traffic.clone(),
+        Box::new(guard),
+        inspect,
+    );
+    let Some(id) = shared.sessions.insert(device, session.clone()) else {
+        session.end();
+        return;
+    };
+    let reply = channel::SessionReply::Opened { id: to_hex(&id) };
+    if channel.send(&reply.encode()).await.is_err() {
+        session.end();
+        return;
+    }
+    if shared.acceptor.accept(transport).is_err() {
+        tracing::warn!("sync repo stopped; connection dropped");
+        session.end();
+        return;
+    }
+    super::sessions::carry(session, channel, 0).await;
+}
+
+/// A device back on a new connection: its session goes on if it is still
+/// open and was opened by this device key; otherwise the device is told to
+/// open a new one.
+async fn resume_sync_session(mut channel: Channel, shared: &Arc<Shared>, resume: &channel::Resume) {
+    let device = channel.remote_static();
+    let found = from_hex(&resume.session).and_then(|id| shared.sessions.find(&id, &device));
+    let Some(session) = found else {
+        let _ = channel.send(&channel::SessionReply::Unknown.encode()).await;
+        return;
+    };
+    let reply = channel::SessionReply::Resumed {
+        received: session.received(),
+    };
+    if channel.send(&reply.encode()).await.is_err() {
+        return;
+    }
+    shared
+        .metrics
+        .sessions_resumed
+        .fetch_add(1, Ordering::Relaxed);
+    super::sessions::carry(session, channel, resume.received).await;
+}
+
+/// One holdings request: the device's current list (what its grant lets it
+/// hold now), computed from the same decisions as the share policy.
+async fn serve_holdings(mut channel: Channel, shared: &Shared) -> Result<(), String> {
+    let policy = shared.policy.clone();
+    let device = channel.remote_static();
+    // The version first: the list computed after it is at least that new.
+    let notice_version = shared.holdings.notice_version(device).await;
+    let list = tokio::task::spawn_blocking(move || policy.holdings_for(&device))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = scr_core::protocol::HoldingsReply {
+        list,
+        notice_version,
+    };
+    let body = serde_json::to_vec(&reply).map_err(|e| e.to_string())?;
+    channel.send(&body).await.map_err(|e| e.to_string())
+}
+
+/// One batch of the device's audit queue, archived before it is
+/// acknowledged. Admitted for a revoked device too: its trail is owed.
+async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Result<(), String> {
+    let (directory, policy) = (shared.directory.clone(), shared.policy.clone());
+    let device = channel.remote_static();
+    // A lost tablet, or a tablet holding a revoked user's grant.
+    let revoked = tokio::task::spawn_blocking(move || {
+        directory
+            .device(&device)
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.revoked)
+            || policy.holds_revoked_users_grant(&device)
+    })
+    .await
+    .unwrap_or(false);
+    let ack = crate::archive::serve_upload(channel, shared.archive.clone(), revoked).await?;
+    shared
+        .metrics
+        .audit_archived
+        .fetch_add(u64::from(ack.stored), Ordering::Relaxed);
+    shared
+        .metrics
+        .audit_flagged
+        .fetch_add(u64::from(ack.flagged), Ordering::Relaxed);
+    if ack.flagged > 0 {
+        tracing::warn!(%peer, flagged = ack.flagged, "uploaded audit events stored flagged for review");
+    }
+    Ok(())
+}
+
+/// "Who has looked at my record", for the patient's phone or a privacy officer.
+async fn serve_access_log(channel: Channel, shared: &Shared) -> Result<(), String> {
+    let sources = crate::access_log::AccessLogSources {
+        policy: shared.policy.clone(),
+        archive: shared.archive.clone(),
+        store: shared.store.clone(),
+        directory: shared.directory.clone(),
+        server_key: shared.identity.noise.public(),
+    };
+    crate::access_log::serve_access_log(channel, sources).await
+}
+
+/// Opens or closes an encounter; the new grant decides what the device holds.
+async fn serve_encounter(mut channel: Channel, shared: &Shared) -> Result<(), String> {
+    let device = channel.remote_static();
+    let desk = crate::encounters::EncounterDesk {
+        store: shared.store.clone(),
+        policy: shared.policy.clone(),
+        archive: shared.archive.clone(),
+        signer_seed: shared.identity.signer_seed(),
+        server_key: shared.identity.noise.public(),
+    };
+    if crate::encounters::serve_encounter(&mut channel, desk).await? {
+        shared.epoch.bump_device(&device);
+        shared.holdings.refresh(device).await;
+    }
+    Ok(())
+}
+
+/// One login exchange on an authenticated channel: the grant is bound to
+/// the key the device proved in the handshake.
+async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String> {
+    let request = crate::request::one_request(&mut channel, "login request").await?;
+    if request.len() > 4096 {
+        return Err("login request too large".into());
+    }
+    let parsed = serde_json::from_slice::<LoginRequest>(&request)
+        .ok()
+        .filter(|r| r.user_id.len() <= 64 && r.card_serial.len() <= 64 && r.passcode.len() <= 256);
+    let response = match parsed {
+        Some(request) => {
+            let _slot = shared
+                .login_slots
+                .acquire()
+                .await
+                .map_err(|_| "the server is stopping".to_owned())?;
+            // Argon2 and SQLite: off the async runtime.
+            let (directory, store) = (shared.directory.clone(), shared.store.clone());
+            let signer_seed = shared.identity.signer_seed();
+            let device = channel.remote_static();
+            tokio::task::spawn_blocking(move || {
+                let signer = scr_core::grant::GrantSigner::from_seed(*signer_seed);
+                match directory.device(&device) {
+                    Ok(Some(d)) if !d.revoked => crate::login::login(
+                        &directory,
+                        &store,
+                        &signer,
+                        &d,
+                        &request,
+                        scr_core::clock::now_ms(),
+                    ),
+                    _ => LoginResponse::Refused {
+                        reason: "this device is not enrolled".into(),
+                    },
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
+        None => LoginResponse::Refused {
+            reason: "the login request is malformed".into(),
+        },
+    };
+    let mut response = response;
+    if let LoginResponse::Granted { holdings_doc, .. } = &mut response {
+        shared.metrics.logins.fetch_add(1, Ordering::Relaxed);
+        // The device's documents follow its new grant at once, and its
+        // holdings list names them.
+        shared.epoch.bump_device(&channel.remote_static());
+        match shared.holdings.ensure(channel.remote_static()).await {
+            Ok(id) => *holdings_doc = Some(id),
+            Err(e) => tracing::warn!(error = %e, "no holdings list for a device"),
+        }
+    }
+    let body = serde_json::to_vec(&response).map_err(|e| e.to_string())?;
+    channel.send(&body).await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,104 @@
+//! The server's background tasks: share decisions remade when what they
+//! depend on changes, and the server's own audit trail archived.
+
+use std::sync::Arc;
+
+use scr_core::Store;
+use scr_core::store::SamodStorage;
+use tokio::sync::watch;
+
+use crate::directory::Directory;
+
+/// Once a second, asks every share decision to be made again if anything it
+/// depends on changed: admin commands (another process's commits show in
+/// SQLite's `data_version`) or governance documents written by sync (a
+/// patient's choices). Other documents written by sync change no decision:
+/// re-deciding every (document, device) pair on each of them was what first
+/// broke under load (40 tablets syncing kept the server busy re-deciding).
+pub(super) async fn watch_for_changes(
+    mut stopped: watch::Receiver<bool>,
+    store: Store,
+    directory: Arc<Directory>,
+    storage: SamodStorage,
+    epoch: crate::policy::Epoch,
+    holdings: crate::holdings::HoldingsWriter,
+    repo: samod::Repo,
+) {
+    // SQLite reads behind the store's lock: off the runtime.
+    let seen = |s: &Store, d: &Arc<Directory>, st: &SamodStorage| {
+        let (s, d, written) = (s.clone(), d.clone(), st.take_written());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let governance = written.iter().any(|doc| {
+                    matches!(
+                        s.owner_of_document(doc),
+                        Ok(Some((_, scr_core::record::Compartment::Governance)))
+                    )
+                });
+                ((s.data_version().ok(), d.data_version().ok()), governance)
+            })
+            .await
+            .unwrap_or(((None, None), true))
+        }
+    };
+    let (mut last, _) = seen(&store, &directory, &storage).await;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tick.tick() => {
+                let (now, governance_written) = seen(&store, &directory, &storage).await;
+                ticks += 1;
+                // Also once a minute regardless, so grants that expire on a
+                // quiet server stop sharing within a minute.
+                if now != last || governance_written || ticks.is_multiple_of(60) {
+                    // Decide again at once (a revocation must not wait for
+                    // the refresh below)...
+                    epoch.bump();
+                    // ...then, if another process (an admin command) wrote
+                    // documents, merge them into samod's copies in memory
+                    // and decide again with them.
+                    if now.0 != last.0 {
+                        let n = crate::outside_writes::refresh_from_store(&repo, &store, &storage).await;
+                        if n > 0 {
+                            tracing::info!(documents = n, "documents refreshed from the store");
+                            epoch.bump();
+                        }
+                    }
+                    last = now;
+                    // Rewrites only lists that changed, so this settles: the
+                    // tick after a rewrite finds nothing new to write.
+                    holdings.refresh_all().await;
+                }
+            }
+        }
+    }
+}
+
+/// Once a second, copies the server's own new audit events (logins, admin
+/// commands from other processes, encounters) into the archive, where the
+/// patient's access log and privacy officers' alerts read them.
+pub(super) async fn archive_own_trail(
+    mut stopped: watch::Receiver<bool>,
+    store: Store,
+    archive: Arc<crate::archive::Archive>,
+    server_key: [u8; 32],
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tick.tick() => {
+                let (store, archive) = (store.clone(), archive.clone());
+                let taken = tokio::task::spawn_blocking(move || {
+                    archive.take_server_trail(&store, &server_key, scr_core::clock::now_ms())
+                })
+                .await;
+                if !matches!(taken, Ok(Ok(_))) {
+                    tracing::warn!("the server's own audit trail could not be archived");
+                }
+            }
+        }
+    }
+}
