@@ -161,7 +161,25 @@ impl State {
             connection_id: *connection_id,
         });
         if notify_doc_actors {
-            self.notify_doc_actors_of_removed_connection(results, *connection_id);
+            if conn.subscribes_on_demand() {
+                // SCR Sync patch: only the documents it joined know it.
+                let joined = conn
+                    .established_connection()
+                    .map(|e| e.document_subscriptions().keys().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default();
+                for doc_id in joined {
+                    if let Some(actor) = self.document_to_actor.get(&doc_id) {
+                        results.send_to_doc_actor(
+                            *actor,
+                            HubToDocMsgPayload::ConnectionClosed {
+                                connection_id: *connection_id,
+                            },
+                        );
+                    }
+                }
+            } else {
+                self.notify_doc_actors_of_removed_connection(results, *connection_id);
+            }
         }
         Some(conn)
     }
@@ -295,6 +313,15 @@ impl State {
     pub(crate) fn ensure_connections(&mut self) -> Vec<(DocumentActorId, ConnectionId, PeerId)> {
         let mut to_connect = Vec::new();
         for (conn_id, conn) in &mut self.connections {
+            // SCR Sync patch (vendor/README.md): a connection a listener
+            // accepted is subscribed to a document only when its peer sends
+            // a message about it (`handle_doc_message`), never to every
+            // document in memory. A server with thousands of devices and
+            // tens of thousands of documents otherwise holds a sync state
+            // and a share decision for every pair.
+            if conn.subscribes_on_demand() {
+                continue;
+            }
             if let Some(established) = conn.established_connection_mut() {
                 for (doc_id, doc_actor) in &self.document_to_actor {
                     if !established.document_subscriptions().contains_key(doc_id) {
@@ -752,9 +779,27 @@ impl State {
 
         // Ensure there's a document actor for this document
         if let Some(existing_actor) = self.find_actor_for_document(&doc_id) {
+            // SCR Sync patch: an on-demand connection joins the document's
+            // actor when its peer first speaks about the document.
+            let actor_id = existing_actor.actor_id;
+            if let Some(conn) = self.connections.get_mut(&connection_id)
+                && conn.subscribes_on_demand()
+                && let Some(established) = conn.established_connection_mut()
+                && !established.document_subscriptions().contains_key(&doc_id)
+            {
+                let peer_id = established.remote_peer_id().clone();
+                established.add_document_subscription(doc_id.clone());
+                out.send_to_doc_actor(
+                    actor_id,
+                    HubToDocMsgPayload::NewConnection {
+                        connection_id,
+                        peer_id,
+                    },
+                );
+            }
             // Forward the request to the document actor
             out.send_to_doc_actor(
-                existing_actor.actor_id,
+                actor_id,
                 HubToDocMsgPayload::HandleDocMessage {
                     connection_id,
                     message: msg,
@@ -884,9 +929,19 @@ impl State {
         // Create the actor and initialize it
         self.add_document_actor(actor_id, document_id.clone());
 
+        // SCR Sync patch: on-demand connections join only the document
+        // their peer asked about.
+        let requester = from_sync_msg.as_ref().map(|(conn_id, _)| *conn_id);
         let mut initial_connections: HashMap<ConnectionId, (PeerId, Option<DocMessage>)> = self
             .established_peers()
             .iter()
+            .filter(|(c, _)| {
+                Some(*c) == requester
+                    || self
+                        .connections
+                        .get(c)
+                        .is_some_and(|conn| !conn.subscribes_on_demand())
+            })
             .map(|(c, p)| (*c, (p.clone(), None)))
             .collect();
 

@@ -99,6 +99,15 @@ impl Connection {
         self.owner
     }
 
+    /// SCR Sync patch (vendor/README.md): whether this connection joins a
+    /// document only when its peer asks about it. True for connections a
+    /// listener accepted (a server's devices); a dialer's connection (a
+    /// device's one link to its server) still joins every document, so a
+    /// device announces everything it holds.
+    pub(crate) fn subscribes_on_demand(&self) -> bool {
+        matches!(self.owner, ConnectionOwner::Listener(_))
+    }
+
     pub(crate) fn receive_msg(
         &mut self,
         out: &mut HubResults,
