@@ -270,6 +270,8 @@ impl State {
     ) {
         let handle = ActorInfo::new_with_id(actor_id, document_id.clone());
         self.actors.insert(actor_id, handle);
+        // SCR Sync patch: its first search phase is news.
+        self.searches.touch(actor_id);
         self.document_to_actor.insert(document_id, actor_id);
     }
 
@@ -304,6 +306,8 @@ impl State {
         };
         actor_info.search_phase = new_phase.clone();
         let doc_id = actor_info.document_id.clone();
+        // SCR Sync patch: only touched actors are compared after the event.
+        self.searches.touch(actor_id);
         if new_phase == DocSearchPhase::Ready {
             self.pending_commands
                 .resolve_pending_create(actor_id, &doc_id);
