@@ -4,9 +4,9 @@
 
 /// One incoming samod message, read by the guard in front of samod.
 pub fn sync_wire_message(data: &[u8]) {
-    if let Some(incoming) = crate::wire::parse(data) {
-        let _ = crate::wire::acceptable(&incoming);
-        let _ = crate::pushes::document_with_changes(&incoming);
+    if let Some(incoming) = crate::guard::wire::parse(data) {
+        let _ = crate::guard::wire::acceptable(&incoming);
+        let _ = crate::guard::wire::document_with_changes(&incoming);
     }
 }
 

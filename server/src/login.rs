@@ -3,6 +3,7 @@
 //! passcode bound to the token it enrolled with). How an attempt is
 //! counted, what every refusal reads, and the grant issued for one device.
 
+use rusqlite::params;
 use scr_core::access::DenyReason;
 use scr_core::audit::Outcome;
 use scr_core::channel::{hex_key, to_hex};
@@ -14,6 +15,32 @@ use scr_core::{NhsNumber, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::directory::{Device, Directory};
+use crate::users::UserError;
+
+/// Failed logins before an account is locked (until an administrator resets it).
+pub const MAX_FAILED_LOGINS: i64 = 5;
+
+/// How a login attempt is counted: against the named user, before it is
+/// checked, at most `MAX_FAILED_LOGINS` outstanding (atomically, so
+/// parallel guesses cannot exceed it); a success resets the count.
+impl Directory {
+    /// Takes one of the user's allowed attempts; false once they are used up.
+    pub(crate) fn begin_login_attempt(&self, user_id: &str) -> Result<bool, UserError> {
+        Ok(self.conn()?.execute(
+            "UPDATE users SET failed_logins = failed_logins + 1
+             WHERE user_id = ?1 AND failed_logins < ?2 AND revoked = 0",
+            params![user_id, MAX_FAILED_LOGINS],
+        )? == 1)
+    }
+
+    pub(crate) fn reset_login_attempts(&self, user_id: &str) -> Result<(), UserError> {
+        self.conn()?.execute(
+            "UPDATE users SET failed_logins = 0 WHERE user_id = ?1",
+            [user_id],
+        )?;
+        Ok(())
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Binding {

@@ -8,9 +8,6 @@ use scr_core::{NhsNumber, Store};
 
 use crate::directory::{Directory, DirectoryError};
 
-/// Failed logins before an account is locked (until an administrator resets it).
-pub const MAX_FAILED_LOGINS: i64 = 5;
-
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewUser {
     pub user_id: String,
@@ -112,23 +109,6 @@ impl Directory {
                 },
             )
             .optional()?)
-    }
-
-    /// Takes one of the user's allowed attempts; false once they are used up.
-    pub(crate) fn begin_login_attempt(&self, user_id: &str) -> Result<bool, UserError> {
-        Ok(self.conn()?.execute(
-            "UPDATE users SET failed_logins = failed_logins + 1
-             WHERE user_id = ?1 AND failed_logins < ?2 AND revoked = 0",
-            params![user_id, MAX_FAILED_LOGINS],
-        )? == 1)
-    }
-
-    pub(crate) fn reset_login_attempts(&self, user_id: &str) -> Result<(), UserError> {
-        self.conn()?.execute(
-            "UPDATE users SET failed_logins = 0 WHERE user_id = ?1",
-            [user_id],
-        )?;
-        Ok(())
     }
 }
 

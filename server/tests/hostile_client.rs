@@ -315,7 +315,7 @@ async fn hostile_clients_are_refused_memory_stays_bounded_and_others_keep_syncin
     // or samod cut the flooder off (requests piling up behind a pending
     // share decision end the session), whichever came first; sends still
     // in the socket when the cut came were never read.
-    let allowance = scr_server::flood::MAX_REQUESTS;
+    let allowance = scr_server::guard::flood::MAX_REQUESTS;
     assert!(
         dropped as usize >= allowance / 4 && (cut_off || dropped as usize + allowance >= sent),
         "the flood was dropped before samod or cut off: {dropped} dropped of {sent} sent"

@@ -57,7 +57,7 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         tracing::info!(%peer, "too many sync sessions for one device; refused");
         return;
     };
-    let inspect = crate::pushes::watch(
+    let inspect = crate::guard::inspector(
         shared.policy.clone(),
         shared.store.clone(),
         device,

@@ -95,6 +95,17 @@ fn sane_bloom(encoded: &[u8]) -> bool {
     }
 }
 
+/// The document an incoming wire message carries changes for, if any (a
+/// `sync` or `request` message whose Automerge sync message has changes).
+pub fn document_with_changes(incoming: &Incoming) -> Option<String> {
+    let Some(Ok(sync)) = &incoming.sync else {
+        return None;
+    };
+    (!sync.changes.is_empty())
+        .then(|| incoming.document_id.clone())
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
