@@ -20,7 +20,9 @@ pub mod clock;
 pub mod crypto;
 pub mod device;
 pub mod engine;
+#[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz_entry;
 pub mod grant;

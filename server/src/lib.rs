@@ -5,9 +5,11 @@
 pub mod access_log;
 pub mod archive;
 pub mod audit;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod directory;
 pub mod encounters;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz_entry;
 pub mod grants;

@@ -12,6 +12,7 @@ use cli::{AdminCommand, Command, ServeArgs, admin, governance};
 fn main() -> ExitCode {
     let cli = cli::parse();
     let result = match &cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo(args.data_dir.clone()),
         Command::Serve(args) => serve(args),
         Command::Admin(command) => match command {
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
 fn demo(data_dir: Option<std::path::PathBuf>) -> Result<ExitCode, String> {
     let outcome = scr_server::demo::run(data_dir).map_err(|e| e.to_string())?;
     Ok(if outcome.all_passed() {

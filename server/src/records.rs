@@ -3,7 +3,7 @@
 
 use scr_core::access::PatientChoices;
 use scr_core::audit::{AuditDraft, Outcome};
-use scr_core::fixtures::now_ms;
+use scr_core::clock::now_ms;
 use scr_core::record::{Compartment, EntryContent, Provenance, SharingChoice};
 use scr_core::replica::AuditSpec;
 use scr_core::{NhsNumber, Store};

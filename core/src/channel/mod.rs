@@ -25,9 +25,12 @@ use tokio_tungstenite::tungstenite::Message;
 pub use error::ChannelError;
 pub use hello::{Hello, Purpose, Resume, from_hex, to_hex};
 pub use keys::{StaticKeypair, hex_key};
-pub use session::{Detached, PlainSession, RESUME_WINDOW, Session, SessionId, SessionReply};
+#[cfg(any(test, feature = "testing"))]
+pub use session::PlainSession;
+pub use session::{Detached, RESUME_WINDOW, Session, SessionId, SessionReply};
 
 /// A sync session frame's parts, if it is one (for the fuzz targets).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn session_frame_parts(bytes: &[u8]) -> Option<(u8, u64, u64, usize)> {
     session::parse(bytes)
         .ok()

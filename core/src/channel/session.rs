@@ -500,12 +500,14 @@ impl Session {
 
 /// One connection's worth of the session protocol, with no resume: for
 /// tools and tests that speak to the server directly (a hostile client
-/// among them).
+/// among them). Test support: behind the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub struct PlainSession<S> {
     channel: NoiseChannel<S>,
     window: Window,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl<S: WebSocket> PlainSession<S> {
     /// Reads the server's reply to a sync hello that asked for no session.
     pub async fn open(mut channel: NoiseChannel<S>) -> Result<Self, ChannelError> {

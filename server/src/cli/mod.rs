@@ -27,6 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The server and three devices over loopback: the whole story, with timings.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Serve devices (sync, enrollment, login, audit uploads) and /health, /metrics.
     Serve(ServeArgs),
