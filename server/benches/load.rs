@@ -599,7 +599,9 @@ async fn http_get(addr: &str, path: &str) -> String {
         return String::new();
     };
     let _ = tcp
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
         .await;
     let mut out = String::new();
     let _ = tcp.read_to_string(&mut out).await;

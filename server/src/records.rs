@@ -39,15 +39,46 @@ pub enum LoadError {
     Store(#[from] scr_core::StoreError),
 }
 
-/// Parses a load file. Errors name the problem (serde's message gives the
-/// line and column) and never echo patient data back.
+/// Parses a load file. An error names the field that is wrong (its path,
+/// as `entries[2].content.kind`) and where, never the value found there:
+/// serde's own messages quote values ("invalid value: string ..."), so
+/// only a missing field's name is taken from them.
 pub fn parse(json: &str) -> Result<RecordFile, LoadError> {
-    serde_json::from_str(json).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // A path is field names and indices; anything else (a map key from
+        // the file) could be data, so it is not repeated.
+        let path = Some(e.path().to_string())
+            .filter(|p| p.len() <= 120)
+            .filter(|p| {
+                p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c))
+            })
+            .unwrap_or_else(|| "a field".to_owned());
+        let inner = e.inner();
+        let what = match inner.classify() {
+            serde_json::error::Category::Syntax => "not JSON".to_owned(),
+            serde_json::error::Category::Eof => "the file ends early".to_owned(),
+            serde_json::error::Category::Io => "unreadable".to_owned(),
+            serde_json::error::Category::Data => {
+                let message = inner.to_string();
+                match message.split('`').nth(1) {
+                    Some(field) if message.starts_with("missing field `") => {
+                        format!("missing field {field}")
+                    }
+                    _ => "a missing, invalid or mistyped value".to_owned(),
+                }
+            }
+        };
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
         LoadError::Parse(format!(
-            "line {} column {}: {:?}",
-            e.line(),
-            e.column(),
-            e.classify()
+            "{at}{what} (line {} column {})",
+            inner.line(),
+            inner.column()
         ))
     })
 }
@@ -266,5 +297,26 @@ mod tests {
             details[2],
             "CoreAndAdditional include-sensitive=true hidden=true"
         );
+    }
+
+    #[test]
+    fn a_bad_load_file_names_the_field_never_the_value() {
+        let nhs = test_nhs_number(5).digits();
+        let err = |json: String| parse(&json).err().unwrap().to_string();
+        let wrong_number = err(r#"{"nhs_number": "9434765918", "entries": []}"#.to_owned());
+        assert!(wrong_number.contains("nhs_number: "), "{wrong_number}");
+        assert!(!wrong_number.contains("9434765918"), "{wrong_number}");
+        let secret = "Allergic to penicillin";
+        let bad_entry = err(format!(
+            r#"{{"nhs_number": "{nhs}", "entries": [{{"content": {{"kind": "{secret}"}}}}]}}"#
+        ));
+        assert!(bad_entry.contains("entries[0].content"), "{bad_entry}");
+        assert!(
+            !bad_entry.contains(secret) && !bad_entry.contains(&nhs),
+            "{bad_entry}"
+        );
+        let missing = err(format!(r#"{{"nhs_number": "{nhs}"}}"#));
+        assert!(missing.contains("missing field entries"), "{missing}");
+        assert!(err("{".into()).contains("line 1"));
     }
 }

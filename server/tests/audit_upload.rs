@@ -6,7 +6,6 @@
 //! officer as an alert.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use scr_core::access::AccessRequest;
@@ -159,7 +158,7 @@ async fn a_cut_at_any_point_of_an_upload_loses_no_event_and_stores_none_twice() 
         "the archived events differ from those sent"
     );
     assert_eq!(
-        srv.metrics.audit_archived.load(Ordering::Relaxed),
+        srv.metrics.audit_archived.get(),
         earlier + queued.len() as u64
     );
     srv.shutdown().await;
@@ -252,7 +251,7 @@ async fn gaps_forks_and_foreign_events_are_stored_flagged_and_a_revoked_device_s
     let reply = String::from_utf8(ch.recv().await.unwrap().unwrap()).unwrap();
     assert!(reply.contains("refused"), "{reply}");
     assert_eq!(srv.archive.counts_of(&keys.public()).unwrap(), (5, 3));
-    assert_eq!(srv.metrics.audit_flagged.load(Ordering::Relaxed), 3);
+    assert_eq!(srv.metrics.audit_flagged.get(), 3);
     let flags: Vec<Option<String>> = srv
         .archive
         .events_about(&test_nhs_number(82))

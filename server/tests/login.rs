@@ -124,12 +124,7 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
     )
     .unwrap();
     assert!(other.login_online(&grant, "tablet-1357").is_err());
-    assert_eq!(
-        srv.metrics
-            .logins
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(srv.metrics.logins.get(), 1);
 
     // A tablet of another organisation cannot carry her session.
     let foreign = StaticKeypair::generate().unwrap();

@@ -58,7 +58,7 @@ async fn a_dropped_connection_resumes_its_session_and_a_restarted_server_gets_a_
     let first = nurse.sync().await;
     assert!(first.documents >= 3 * PATIENTS.count());
     assert_eq!(first.in_step, first.documents);
-    let sessions = srv.metrics.sync_sessions.load(Ordering::Relaxed);
+    let sessions = srv.metrics.sync_sessions.get();
 
     // The signal goes, and stays gone for a while: the app shows it is
     // reconnecting, and the nurse writes a visit summary meanwhile.
@@ -89,9 +89,9 @@ async fn a_dropped_connection_resumes_its_session_and_a_restarted_server_gets_a_
     let resumed = nurse.sync().await;
     let resumed_bytes = bytes(&srv) - before;
     assert_eq!(resumed.in_step, resumed.documents);
-    assert!(srv.metrics.sessions_resumed.load(Ordering::Relaxed) >= 1);
+    assert!(srv.metrics.sessions_resumed.get() >= 1);
     assert_eq!(
-        srv.metrics.sync_sessions.load(Ordering::Relaxed),
+        srv.metrics.sync_sessions.get(),
         sessions,
         "no new session: samod's sync states carried over"
     );
@@ -143,8 +143,8 @@ async fn a_dropped_connection_resumes_its_session_and_a_restarted_server_gets_a_
         after = nurse.sync().await;
     }
     assert_eq!(after.in_step, after.documents);
-    assert_eq!(srv.metrics.sessions_resumed.load(Ordering::Relaxed), 0);
-    assert_eq!(srv.metrics.sync_sessions.load(Ordering::Relaxed), 1);
+    assert_eq!(srv.metrics.sessions_resumed.get(), 0);
+    assert_eq!(srv.metrics.sync_sessions.get(), 1);
     paramedic.url = format!("ws://{}/sync", srv.sync_addr);
     paramedic.online().await;
     paramedic.settle().await;

@@ -6,7 +6,6 @@
 
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
@@ -158,7 +157,7 @@ async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_surv
         read_visit(srv.repo(), care.clone()).await.as_deref(),
         Some("Quillfeather dressing changed")
     );
-    assert_eq!(srv.metrics.enrollments.load(Ordering::Relaxed), 1);
+    assert_eq!(srv.metrics.enrollments.get(), 1);
     let enrolled = srv
         .directory
         .device(&device_keys.public())
@@ -255,13 +254,13 @@ async fn strangers_reused_or_expired_tokens_and_revoked_devices_are_refused() {
     );
     // The server counts a refusal after the device has seen it: wait for it.
     let counted = tokio::time::timeout(Duration::from_secs(5), async {
-        while srv.metrics.handshakes_refused.load(Ordering::Relaxed) < 5 {
+        while srv.metrics.handshakes_refused.get() < 5 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
     assert!(counted.is_ok());
-    assert_eq!(srv.metrics.handshakes_refused.load(Ordering::Relaxed), 5);
+    assert_eq!(srv.metrics.handshakes_refused.get(), 5);
     srv.shutdown().await;
 }
 

@@ -343,11 +343,7 @@ async fn journey(story: &mut Story, site: &Site, nhs: NhsNumber) -> Result<(), D
         chains &= matches!(e.verify_audit_chain(), Ok(Ok(())));
         e.lock().map_err(fail("lock"))?;
     }
-    let flagged = site
-        .server
-        .metrics
-        .audit_flagged
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let flagged = site.server.metrics.audit_flagged.get();
     let locked = matches!(
         engine.view(&nhs, AccessRequest::with_permission()),
         Err(EngineError::Locked)

@@ -5,9 +5,7 @@
 //! it, logs it (no patient data) and audits it, once per session and
 //! document.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-
+use prometheus_client::metrics::counter::Counter;
 use samod::{DocumentId, PeerId, ShareConfig};
 use scr_core::Store;
 use scr_core::audit::Outcome;
@@ -21,7 +19,7 @@ pub(super) fn spawn_flagger(
     policy: AccessPolicy,
     store: Store,
     device: [u8; 32],
-    refused: Arc<AtomicU64>,
+    refused: Counter,
 ) -> mpsc::Sender<String> {
     // Bounded: a device cannot queue unbounded work; pushes past the
     // bound are still refused by samod, just not flagged.
@@ -69,7 +67,7 @@ pub(super) fn spawn_flagger(
             .await
             .unwrap_or(false);
             if flag {
-                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                refused.inc();
                 tracing::warn!(
                     "a device pushed changes to a document it may not write; not merged"
                 );

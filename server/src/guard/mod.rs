@@ -16,9 +16,8 @@ pub mod flood;
 pub mod wire;
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
+use prometheus_client::metrics::counter::Counter;
 use scr_core::Store;
 
 use crate::policy::AccessPolicy;
@@ -33,8 +32,8 @@ pub fn inspector(
     policy: AccessPolicy,
     store: Store,
     device: [u8; 32],
-    refused: Arc<AtomicU64>,
-    flood_dropped: Arc<AtomicU64>,
+    refused: Counter,
+    flood_dropped: Counter,
 ) -> scr_core::channel::Inspector {
     let tx = flag::spawn_flagger(policy, store, device, refused);
     let checked = std::sync::Mutex::new(HashSet::new());
@@ -53,7 +52,7 @@ pub fn inspector(
             .map(|mut g| g.admit(&incoming.kind, incoming.document_id.as_deref()))
             .unwrap_or(false);
         if !admitted {
-            let dropped = flood_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dropped = flood_dropped.inc();
             if dropped.is_multiple_of(1024) {
                 tracing::warn!(
                     "a device asked about more documents than any caseload holds; dropped"

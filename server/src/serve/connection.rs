@@ -3,7 +3,6 @@
 //! with the token in its hello), then handed to its purpose's route.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use scr_core::Store;
 use scr_core::channel::{self, Hello, Purpose, hex_key};
@@ -29,17 +28,17 @@ pub(super) async fn accept_loop(
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 };
-                shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.connections.inc();
                 keep_alive(&tcp);
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     match handshake(tcp, &shared).await {
                         Ok((channel, hello)) => {
-                            shared.metrics.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+                            shared.metrics.handshakes_ok.inc();
                             super::routes::route(channel, hello, &shared, peer).await;
                         }
                         Err(reason) => {
-                            shared.metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                            shared.metrics.handshakes_refused.inc();
                             // The address and the reason only: no keys, no payload.
                             tracing::info!(%peer, %reason, "connection refused");
                         }
@@ -184,7 +183,7 @@ fn admit(
         }
         Err(_) => return (false, purpose),
     };
-    metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+    metrics.enrollments.inc();
     tracing::info!(organisation = %device.organisation, class = device.device_class.as_str(), "device enrolled");
     (true, purpose)
 }

@@ -1,10 +1,15 @@
-//! A minimal HTTP endpoint on its own port: `GET /health` and
-//! `GET /metrics` (Prometheus text). Nothing else, and no patient data.
+//! The HTTP endpoint on its own port, served by axum (HTTP/1.1): `GET
+//! /health` and `GET /metrics` (Prometheus text). Nothing else, and no
+//! patient data.
 
 use std::sync::Arc;
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
 use scr_core::store::SamodStorage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -39,44 +44,53 @@ impl Sources {
     }
 }
 
+/// The Prometheus text format's content type.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
+async fn health() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], "ok\n")
+}
+
+async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
+    let metrics = sources.metrics.clone();
+    // SQLite reads: off the runtime.
+    match tokio::task::spawn_blocking(move || sources.gauges()).await {
+        Ok(g) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            metrics.render(&g),
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            "metrics failed\n".to_owned(),
+        ),
+    }
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        "not found\n",
+    )
+}
+
+/// Serves until `stopped` changes.
 pub async fn serve(listener: TcpListener, mut stopped: watch::Receiver<bool>, sources: Sources) {
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => return,
-            accepted = listener.accept() => {
-                let Ok((mut tcp, _)) = accepted else {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                };
-                let sources = sources.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let n = match tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf)).await {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
-                    let request = String::from_utf8_lossy(&buf[..n]);
-                    let path = request.split_whitespace().nth(1).unwrap_or("");
-                    let (status, body) = match (request.starts_with("GET "), path) {
-                        (true, "/health") => ("200 OK", "ok\n".to_owned()),
-                        (true, "/metrics") => {
-                            // SQLite reads: off the runtime.
-                            let metrics = sources.metrics.clone();
-                            let gauges = tokio::task::spawn_blocking(move || sources.gauges()).await;
-                            match gauges {
-                                Ok(g) => ("200 OK", metrics.render(&g)),
-                                Err(_) => ("500 Internal Server Error", "metrics failed\n".to_owned()),
-                            }
-                        }
-                        _ => ("404 Not Found", "not found\n".to_owned()),
-                    };
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = tcp.write_all(response.as_bytes()).await;
-                });
-            }
-        }
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(sources);
+    let shutdown = async move {
+        let _ = stopped.changed().await;
+    };
+    if axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the health endpoint stopped");
     }
 }

@@ -1,8 +1,16 @@
-//! The server's counters and gauges, and the `/metrics` text.
+//! The server's counters and gauges, and the `/metrics` text (Prometheus
+//! text format 0.0.4, written by the Prometheus project's own client,
+//! `prometheus-client`). No metric carries a label naming a device, a user
+//! or a patient.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use scr_core::channel;
 
 /// A device may hold this many sync sessions at once; more are refused.
@@ -10,32 +18,35 @@ use scr_core::channel;
 /// so this is a backstop against races, not the usual limit.
 pub const MAX_SESSIONS_PER_DEVICE: usize = 4;
 
-/// Counters for `/metrics`.
-#[derive(Default)]
+/// Counters for `/metrics`, counted where things happen.
 pub struct Metrics {
-    pub connections: AtomicU64,
-    pub handshakes_ok: AtomicU64,
-    pub handshakes_refused: AtomicU64,
-    pub enrollments: AtomicU64,
-    pub logins: AtomicU64,
-    pub sync_sessions: AtomicU64,
-    pub sessions_refused: AtomicU64,
+    pub connections: Counter,
+    pub handshakes_ok: Counter,
+    pub handshakes_refused: Counter,
+    pub enrollments: Counter,
+    pub logins: Counter,
+    pub sync_sessions: Counter,
+    pub sessions_refused: Counter,
     /// Sync sessions a device resumed over a new connection (ADR 0005).
-    pub sessions_resumed: AtomicU64,
+    pub sessions_resumed: Counter,
     /// Audit events devices uploaded and the archive stored (duplicates
     /// not counted), and those stored flagged.
-    pub audit_archived: AtomicU64,
-    pub audit_flagged: AtomicU64,
+    pub audit_archived: Counter,
+    pub audit_flagged: Counter,
     /// Pushes to documents the device may not write (not merged).
-    pub pushes_refused: Arc<AtomicU64>,
+    pub pushes_refused: Counter,
     /// Messages dropped because a session named more documents, or sent
-    /// more requests, than any caseload needs (see `flood`).
-    pub flood_dropped: Arc<AtomicU64>,
+    /// more requests, than any caseload needs (see `guard::flood`).
+    pub flood_dropped: Counter,
     pub traffic: Arc<channel::Traffic>,
-    open: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
+    open: Arc<Mutex<HashMap<[u8; 32], usize>>>,
+    /// What the last scrape read from elsewhere (set just before encoding).
+    observed: Arc<Mutex<Option<Gauges>>>,
+    registry: Registry,
 }
 
-/// What `/metrics` reads from elsewhere.
+/// What `/metrics` reads from elsewhere at each scrape.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Gauges {
     pub devices: i64,
     pub storage_failures: u64,
@@ -44,9 +55,71 @@ pub struct Gauges {
     pub audit_devices_overdue: u64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let open = Arc::<Mutex<HashMap<[u8; 32], usize>>>::default();
+        let observed = Arc::<Mutex<Option<Gauges>>>::default();
+        let traffic = Arc::<channel::Traffic>::default();
+        let mut registry = Registry::default();
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let counters = Self {
+            connections: counter("scr_connections", "TCP connections accepted"),
+            handshakes_ok: counter("scr_handshakes_ok", "Noise handshakes admitted"),
+            handshakes_refused: counter(
+                "scr_handshakes_refused",
+                "Connections refused before or during the handshake",
+            ),
+            enrollments: counter("scr_enrollments", "Devices enrolled with a one-time token"),
+            logins: counter("scr_logins", "Logins granted"),
+            sync_sessions: counter("scr_sync_sessions", "Sync sessions opened"),
+            sessions_refused: counter(
+                "scr_sync_sessions_refused",
+                "Sync sessions refused at the per-device cap",
+            ),
+            sessions_resumed: counter(
+                "scr_sync_sessions_resumed",
+                "Sync sessions resumed over a new connection",
+            ),
+            pushes_refused: counter(
+                "scr_sync_pushes_refused",
+                "Pushes to documents the device may not write (not merged)",
+            ),
+            flood_dropped: counter(
+                "scr_sync_flood_dropped",
+                "Messages dropped past a session's bound on documents and requests",
+            ),
+            audit_archived: counter(
+                "scr_audit_events_archived",
+                "Uploaded audit events stored in the archive",
+            ),
+            audit_flagged: counter(
+                "scr_audit_events_flagged",
+                "Uploaded audit events stored flagged for review",
+            ),
+            traffic: traffic.clone(),
+            open: open.clone(),
+            observed: observed.clone(),
+            registry: Registry::default(),
+        };
+        registry.register_collector(Box::new(Observed {
+            traffic,
+            open,
+            observed,
+        }));
+        Self {
+            registry,
+            ..counters
+        }
+    }
+}
+
 impl Metrics {
     pub fn open_sessions(&self) -> usize {
-        self.open.lock().map(|m| m.values().sum()).unwrap_or(0)
+        open_sessions(&self.open)
     }
 
     /// Counts a new sync session for `device`, or refuses it at the cap.
@@ -57,54 +130,105 @@ impl Metrics {
             return None;
         }
         *n += 1;
-        self.sync_sessions.fetch_add(1, Ordering::Relaxed);
+        self.sync_sessions.inc();
         Some(SessionGuard {
-            metrics: self.clone(),
+            open: self.open.clone(),
             device,
         })
     }
 
+    /// The `/metrics` text, with `gauges` as read for this scrape.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "# TYPE scr_connections_total counter\nscr_connections_total {}\n\
-             # TYPE scr_handshakes_ok_total counter\nscr_handshakes_ok_total {}\n\
-             # TYPE scr_handshakes_refused_total counter\nscr_handshakes_refused_total {}\n\
-             # TYPE scr_enrollments_total counter\nscr_enrollments_total {}\n\
-             # TYPE scr_logins_total counter\nscr_logins_total {}\n\
-             # TYPE scr_sync_sessions_total counter\nscr_sync_sessions_total {}\n\
-             # TYPE scr_sync_sessions_open gauge\nscr_sync_sessions_open {}\n\
-             # TYPE scr_sync_sessions_refused_total counter\nscr_sync_sessions_refused_total {}\n\
-             # TYPE scr_sync_sessions_resumed_total counter\nscr_sync_sessions_resumed_total {}\n\
-             # TYPE scr_sync_pushes_refused_total counter\nscr_sync_pushes_refused_total {}\n\
-             # TYPE scr_sync_flood_dropped_total counter\nscr_sync_flood_dropped_total {}\n\
-             # TYPE scr_sync_bytes_received_total counter\nscr_sync_bytes_received_total {}\n\
-             # TYPE scr_sync_bytes_sent_total counter\nscr_sync_bytes_sent_total {}\n\
-             # TYPE scr_enrolled_devices gauge\nscr_enrolled_devices {}\n\
-             # TYPE scr_storage_failures_total counter\nscr_storage_failures_total {}\n\
-             # TYPE scr_audit_backlog gauge\nscr_audit_backlog {}\n\
-             # TYPE scr_audit_events_archived_total counter\nscr_audit_events_archived_total {}\n\
-             # TYPE scr_audit_events_flagged_total counter\nscr_audit_events_flagged_total {}\n\
-             # TYPE scr_audit_devices_overdue gauge\nscr_audit_devices_overdue {}\n",
-            g(&self.connections),
-            g(&self.handshakes_ok),
-            g(&self.handshakes_refused),
-            g(&self.enrollments),
-            g(&self.logins),
-            g(&self.sync_sessions),
-            self.open_sessions(),
-            g(&self.sessions_refused),
-            g(&self.sessions_resumed),
-            g(&self.pushes_refused),
-            g(&self.flood_dropped),
-            g(&self.traffic.received),
-            g(&self.traffic.sent),
-            gauges.devices,
-            gauges.storage_failures,
-            gauges.audit_backlog,
-            g(&self.audit_archived),
-            g(&self.audit_flagged),
-            gauges.audit_devices_overdue,
+        if let Ok(mut observed) = self.observed.lock() {
+            *observed = Some(*gauges);
+        }
+        let mut text = String::new();
+        if prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry).is_err()
+        {
+            text.clear();
+        }
+        text
+    }
+}
+
+fn open_sessions(open: &Mutex<HashMap<[u8; 32], usize>>) -> usize {
+    open.lock().map(|m| m.values().sum()).unwrap_or(0)
+}
+
+/// The values owned elsewhere, encoded at each scrape.
+struct Observed {
+    traffic: Arc<channel::Traffic>,
+    open: Arc<Mutex<HashMap<[u8; 32], usize>>>,
+    observed: Arc<Mutex<Option<Gauges>>>,
+}
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed").finish_non_exhaustive()
+    }
+}
+
+impl Observed {
+    fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
+        let c = ConstCounter::new(v);
+        c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+    }
+
+    fn gauge(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> std::fmt::Result {
+        let g = ConstGauge::new(v);
+        g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+    }
+}
+
+impl Collector for Observed {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        use std::sync::atomic::Ordering::Relaxed;
+        let g = self
+            .observed
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .unwrap_or_default();
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let open = n(open_sessions(&self.open) as u64);
+        Self::gauge(
+            &mut e,
+            "scr_sync_sessions_open",
+            "Sync sessions open now",
+            open,
+        )?;
+        let received = self.traffic.received.load(Relaxed);
+        let sent = self.traffic.sent.load(Relaxed);
+        Self::counter(
+            &mut e,
+            "scr_sync_bytes_received",
+            "Sync bytes received",
+            received,
+        )?;
+        Self::counter(&mut e, "scr_sync_bytes_sent", "Sync bytes sent", sent)?;
+        Self::gauge(
+            &mut e,
+            "scr_enrolled_devices",
+            "Devices enrolled and not revoked",
+            g.devices,
+        )?;
+        Self::counter(
+            &mut e,
+            "scr_storage_failures",
+            "Writes of samod's storage that failed",
+            g.storage_failures,
+        )?;
+        Self::gauge(
+            &mut e,
+            "scr_audit_backlog",
+            "The server's own audit events not yet archived",
+            n(g.audit_backlog),
+        )?;
+        Self::gauge(
+            &mut e,
+            "scr_audit_devices_overdue",
+            "Devices whose oldest unsent audit event is older than the threshold",
+            n(g.audit_devices_overdue),
         )
     }
 }
@@ -112,13 +236,13 @@ impl Metrics {
 /// Held by a sync session's transport: the session counts as open (and
 /// against its device's cap) until samod drops it.
 pub(super) struct SessionGuard {
-    metrics: Arc<Metrics>,
+    open: Arc<Mutex<HashMap<[u8; 32], usize>>>,
     device: [u8; 32],
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.metrics.open.lock()
+        if let Ok(mut open) = self.open.lock()
             && let Some(n) = open.get_mut(&self.device)
         {
             *n = n.saturating_sub(1);
@@ -126,5 +250,43 @@ impl Drop for SessionGuard {
                 open.remove(&self.device);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_in_the_prometheus_text_once() {
+        let m = Metrics::default();
+        m.logins.inc();
+        m.audit_archived.inc_by(3);
+        let text = m.render(&Gauges {
+            devices: 2,
+            storage_failures: 1,
+            audit_backlog: 4,
+            audit_devices_overdue: 0,
+        });
+        for line in [
+            "# TYPE scr_logins_total counter",
+            "scr_logins_total 1",
+            "scr_audit_events_archived_total 3",
+            "scr_connections_total 0",
+            "# TYPE scr_enrolled_devices gauge",
+            "scr_enrolled_devices 2",
+            "scr_storage_failures_total 1",
+            "scr_audit_backlog 4",
+            "scr_audit_devices_overdue 0",
+            "scr_sync_sessions_open 0",
+            "scr_sync_bytes_sent_total 0",
+        ] {
+            assert_eq!(
+                text.lines().filter(|l| *l == line).count(),
+                1,
+                "{line}: {text}"
+            );
+        }
+        assert_eq!(text.matches("# TYPE").count(), 19, "{text}");
     }
 }

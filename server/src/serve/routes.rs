@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use scr_core::channel::{self, Hello, Purpose, from_hex, to_hex};
 use scr_core::protocol::{LoginRequest, LoginResponse};
@@ -50,10 +49,7 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
     shared.sessions.end_all_of(&device);
     shared.sessions.released(&device).await;
     let Some(guard) = shared.metrics.open_session(device) else {
-        shared
-            .metrics
-            .sessions_refused
-            .fetch_add(1, Ordering::Relaxed);
+        shared.metrics.sessions_refused.inc();
         tracing::info!(%peer, "too many sync sessions for one device; refused");
         return;
     };
@@ -103,10 +99,7 @@ async fn resume_sync_session(mut channel: Channel, shared: &Arc<Shared>, resume:
     if channel.send(&reply.encode()).await.is_err() {
         return;
     }
-    shared
-        .metrics
-        .sessions_resumed
-        .fetch_add(1, Ordering::Relaxed);
+    shared.metrics.sessions_resumed.inc();
     super::sessions::carry(session, channel, resume.received).await;
 }
 
@@ -145,14 +138,8 @@ async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Res
     .await
     .unwrap_or(false);
     let ack = crate::archive::serve_upload(channel, shared.archive.clone(), revoked).await?;
-    shared
-        .metrics
-        .audit_archived
-        .fetch_add(u64::from(ack.stored), Ordering::Relaxed);
-    shared
-        .metrics
-        .audit_flagged
-        .fetch_add(u64::from(ack.flagged), Ordering::Relaxed);
+    shared.metrics.audit_archived.inc_by(u64::from(ack.stored));
+    shared.metrics.audit_flagged.inc_by(u64::from(ack.flagged));
     if ack.flagged > 0 {
         tracing::warn!(%peer, flagged = ack.flagged, "uploaded audit events stored flagged for review");
     }
@@ -234,7 +221,7 @@ async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String
     };
     let mut response = response;
     if let LoginResponse::Granted { holdings_doc, .. } = &mut response {
-        shared.metrics.logins.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.logins.inc();
         // The device's documents follow its new grant at once, and its
         // holdings list names them.
         shared.epoch.bump_device(&channel.remote_static());
