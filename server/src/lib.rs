@@ -9,7 +9,6 @@ pub mod audit;
 pub mod demo;
 pub mod directory;
 pub mod encounters;
-#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz_entry;
 pub mod grants;
