@@ -1,0 +1,56 @@
+//! [`PlainSession`]: one connection's worth of the session protocol, no resume.
+
+use super::frame::{ACK, DATA, frame, parse};
+use super::reply::SessionReply;
+use super::window::{Arrival, Window};
+use crate::channel::{ChannelError, NoiseChannel, WebSocket};
+
+/// One connection's worth of the session protocol, with no resume: for
+/// tools and tests that speak to the server directly (a hostile client
+/// among them). Test support: behind the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub struct PlainSession<S> {
+    channel: NoiseChannel<S>,
+    window: Window,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl<S: WebSocket> PlainSession<S> {
+    /// Reads the server's reply to a sync hello that asked for no session.
+    pub async fn open(mut channel: NoiseChannel<S>) -> Result<Self, ChannelError> {
+        let reply = channel.recv().await?.ok_or(ChannelError::Closed)?;
+        match SessionReply::decode(&reply)? {
+            SessionReply::Opened { .. } => Ok(Self {
+                channel,
+                window: Window::default(),
+            }),
+            _ => Err(ChannelError::Malformed("session reply")),
+        }
+    }
+
+    pub async fn send(&mut self, message: &[u8]) -> Result<(), ChannelError> {
+        self.window.sent += 1;
+        let f = frame(DATA, self.window.sent, self.window.received, message);
+        self.channel.send(&f).await
+    }
+
+    /// An acknowledgement with nothing else: the heartbeat that keeps an
+    /// idle session from counting as lost (after 30 s of silence).
+    pub async fn heartbeat(&mut self) -> Result<(), ChannelError> {
+        let f = frame(ACK, 0, self.window.received, &[]);
+        self.channel.send(&f).await
+    }
+
+    /// The next samod message (acknowledgements and heartbeats skipped).
+    pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
+        loop {
+            let Some(bytes) = self.channel.recv().await? else {
+                return Ok(None);
+            };
+            let (kind, seq, _, payload) = parse(&bytes)?;
+            if kind == DATA && self.window.arrived(seq) == Arrival::Next {
+                return Ok(Some(payload.to_vec()));
+            }
+        }
+    }
+}

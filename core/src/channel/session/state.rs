@@ -1,0 +1,225 @@
+//! The [`Session`] itself: samod's transport, its window, and what arrives
+//! from the peer, across whichever connection carries it.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc as fmpsc;
+use samod::PeerId;
+use samod::transport::Transport;
+use tokio::sync::watch;
+
+use super::frame::{ACK, END, parse};
+use super::window::{Arrival, Window};
+use crate::channel::{ChannelError, Inspector, Traffic, hex_key};
+
+/// Bytes delivered to samod and not yet read by it. Delivery never waits
+/// (see [`Session::take_in`]); a peer that keeps sending this much more
+/// than samod reads, while not reading what we send, is cut off.
+const MAX_QUEUED_FOR_SAMOD: usize = 16 * 1024 * 1024;
+
+/// Why [`Session::attach`] returned.
+#[derive(Debug)]
+pub enum Detached {
+    /// The connection was lost or replaced; the session waits to resume.
+    /// Carries the attachment's generation, for [`Session::expire_unless_resumed`].
+    Lost {
+        generation: u64,
+        cause: ChannelError,
+    },
+    /// The session is over (samod closed it, the peer broke the protocol,
+    /// or too much waited for replay).
+    Ended,
+}
+
+/// What samod reads from a session: ends when the session does.
+pub(super) type Incoming = futures::stream::TakeUntil<
+    futures::stream::BoxStream<'static, Result<Vec<u8>, ChannelError>>,
+    Pin<Box<dyn Future<Output = ()> + Send>>,
+>;
+
+/// A sync session: samod's transport on one side, whichever connection is
+/// current on the other.
+pub struct Session {
+    pub(super) window: Mutex<Window>,
+    pub(super) to_samod: fmpsc::UnboundedSender<Result<Vec<u8>, ChannelError>>,
+    /// Bytes in `to_samod` that samod has not read yet.
+    queued_for_samod: Arc<AtomicUsize>,
+    /// Held by the attached connection for as long as it runs.
+    pub(super) from_samod: tokio::sync::Mutex<fmpsc::Receiver<Vec<u8>>>,
+    pub(super) ended: watch::Sender<bool>,
+    /// Bumped by every attach; a running attachment that sees it move
+    /// knows it was replaced.
+    pub(super) generation: watch::Sender<u64>,
+    pub(super) traffic: Arc<Traffic>,
+    inspect: Inspector,
+    /// The caller's token for an open session (the server's per-device
+    /// count), dropped the moment the session ends.
+    guard: Mutex<Option<Box<dyn Send + Sync>>>,
+    pub(super) attached: std::sync::atomic::AtomicBool,
+}
+
+impl Session {
+    /// A new session with the peer whose key `remote` the handshake proved.
+    /// Returns the transport to hand to samod; `guard` is dropped when the
+    /// session ends (the server's open-session count).
+    pub fn open(
+        remote: [u8; 32],
+        traffic: Arc<Traffic>,
+        guard: Box<dyn Send + Sync>,
+        inspect: Inspector,
+    ) -> (Arc<Self>, Transport) {
+        let (session, incoming, outgoing) = Self::open_parts(traffic, guard, inspect);
+        let transport = Transport::new(incoming, outgoing)
+            .with_expected_peer_id(PeerId::from(hex_key(&remote)));
+        (session, transport)
+    }
+
+    /// The session and samod's two ends of it: what arrives, and where
+    /// samod puts what it sends.
+    pub(super) fn open_parts(
+        traffic: Arc<Traffic>,
+        guard: Box<dyn Send + Sync>,
+        inspect: Inspector,
+    ) -> (Arc<Self>, Incoming, fmpsc::Sender<Vec<u8>>) {
+        // Unbounded towards samod: its connection driver stops reading
+        // while its own send to us waits, and only the attach loop empties
+        // that; a loop waiting on samod would wait forever (both sides
+        // stalled until the silence detection cut the connection).
+        let (to_samod, incoming) = fmpsc::unbounded();
+        let queued_for_samod = Arc::new(AtomicUsize::new(0));
+        let read = queued_for_samod.clone();
+        let incoming = incoming
+            .inspect(move |m: &Result<Vec<u8>, ChannelError>| {
+                if let Ok(m) = m {
+                    read.fetch_sub(m.len(), Ordering::SeqCst);
+                }
+            })
+            .boxed();
+        let (outgoing, from_samod) = fmpsc::channel(64);
+        let (ended, mut ended_rx) = watch::channel(false);
+        let session = Arc::new(Self {
+            window: Mutex::default(),
+            to_samod,
+            queued_for_samod,
+            from_samod: tokio::sync::Mutex::new(from_samod),
+            ended,
+            generation: watch::channel(0).0,
+            traffic,
+            inspect,
+            guard: Mutex::new(Some(guard)),
+            attached: Default::default(),
+        });
+        let over = Box::pin(async move {
+            let _ = ended_rx.wait_for(|e| *e).await;
+        });
+        let over: Pin<Box<dyn Future<Output = ()> + Send>> = over;
+        (session, incoming.take_until(over), outgoing)
+    }
+
+    /// Messages received so far (what the peer need not replay).
+    pub fn received(&self) -> u64 {
+        self.window.lock().map(|w| w.received).unwrap_or(0)
+    }
+
+    /// Ended, or samod has let go of its end (the repo stopped).
+    pub fn is_ended(&self) -> bool {
+        *self.ended.borrow() || self.to_samod.is_closed()
+    }
+
+    /// samod has let go of its end (it dropped the transport).
+    pub fn is_released(&self) -> bool {
+        self.to_samod.is_closed()
+    }
+
+    /// Whether a connection carries the session now.
+    pub fn is_attached(&self) -> bool {
+        self.attached.load(Ordering::SeqCst)
+    }
+
+    /// Ends the session: samod sees its connection close.
+    pub fn end(&self) {
+        self.ended.send_replace(true);
+        if let Ok(mut g) = self.guard.lock() {
+            g.take();
+        }
+    }
+
+    /// Resolves when the session has ended.
+    pub async fn ended(&self) {
+        let mut rx = self.ended.subscribe();
+        let _ = rx.wait_for(|e| *e).await;
+    }
+
+    /// Ends the session if no connection attached after the one whose
+    /// loss returned `generation` within `within`.
+    pub async fn expire_unless_resumed(self: Arc<Self>, generation: u64, within: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(within) => {
+                if *self.generation.borrow() == generation {
+                    self.end();
+                }
+            }
+            _ = self.ended() => {}
+        }
+    }
+
+    pub(super) fn ended_now(&self) -> Detached {
+        self.end();
+        Detached::Ended
+    }
+
+    /// The acknowledgement to put on a frame being sent now.
+    pub(super) fn ack_now(&self) -> u64 {
+        self.window
+            .lock()
+            .map(|mut w| {
+                w.acked_to_peer = w.received;
+                w.received
+            })
+            .unwrap_or(0)
+    }
+
+    /// One frame from the peer: its acknowledgement, then its message (in
+    /// order, once) to samod, without waiting. An error ends the session.
+    pub(super) fn take_in(&self, bytes: &[u8]) -> Result<(), ChannelError> {
+        let (kind, seq, ack, payload) = parse(bytes)?;
+        let arrival = {
+            let mut w = self.window.lock().map_err(|_| ChannelError::Closed)?;
+            if kind == END {
+                return Err(ChannelError::Closed);
+            }
+            w.acked(ack)?;
+            if kind == ACK {
+                return Ok(());
+            }
+            w.arrived(seq)
+        };
+        match arrival {
+            Arrival::Duplicate => Ok(()),
+            Arrival::Gap => Err(ChannelError::Malformed("a session message is missing")),
+            Arrival::Next => {
+                self.traffic
+                    .received
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                if !(self.inspect)(payload) {
+                    return Ok(());
+                }
+                let queued = self
+                    .queued_for_samod
+                    .fetch_add(payload.len(), Ordering::SeqCst);
+                if queued > MAX_QUEUED_FOR_SAMOD {
+                    return Err(ChannelError::Malformed(
+                        "the peer sends far faster than the session is read",
+                    ));
+                }
+                self.to_samod
+                    .unbounded_send(Ok(payload.to_vec()))
+                    .map_err(|_| ChannelError::Closed)
+            }
+        }
+    }
+}
