@@ -56,7 +56,8 @@ fn permitted_view(c: &mut Criterion) {
     let nhs = test_nhs_number(1);
     let mut rec = origin.create_record(&nhs, &Compartment::ALL).unwrap();
     for i in 0..100 {
-        rec.add_entry(sample_entry(i), i % 25 == 3, gp()).unwrap();
+        rec.add_entry(sample_entry(i), i % 25 == 3, gp(), None)
+            .unwrap();
     }
     let signer = GrantSigner::from_seed([7; 32]);
     let config = EngineConfig::new("nurse-1", DeviceClass::NurseTablet, signer.public_key());

@@ -19,7 +19,8 @@ fn measure(label: &str, records: u32, entries: usize) {
             .create_record(&test_nhs_number(r), &Compartment::ALL)
             .unwrap();
         for i in 0..entries {
-            rec.add_entry(sample_entry(i), i % 25 == 3, gp()).unwrap();
+            rec.add_entry(sample_entry(i), i % 25 == 3, gp(), None)
+                .unwrap();
         }
         saved += rec.export().iter().map(|e| e.bytes.len()).sum::<usize>();
     }

@@ -24,7 +24,8 @@ fn run(label: &str, entries: usize, rounds: usize) {
     let nhs = test_nhs_number(7);
     let mut rec = store.create_record(&nhs, &Compartment::ALL).unwrap();
     for i in 0..entries {
-        rec.add_entry(sample_entry(i), i % 25 == 3, gp()).unwrap();
+        rec.add_entry(sample_entry(i), i % 25 == 3, gp(), None)
+            .unwrap();
     }
     let exports = rec.export();
     drop(rec);

@@ -23,7 +23,8 @@ fn record_with(
     let nhs = test_nhs_number(n);
     let mut rec = store.create_record(&nhs, &Compartment::ALL).unwrap();
     for i in 0..entries {
-        rec.add_entry(sample_entry(i), i % 25 == 3, gp()).unwrap();
+        rec.add_entry(sample_entry(i), i % 25 == 3, gp(), None)
+            .unwrap();
     }
     let exports = rec.export();
     (store, nhs, exports)
@@ -83,7 +84,7 @@ fn add_entry(c: &mut Criterion) {
     group.bench_function("encrypted_store_durable_commit", |b| {
         b.iter(|| {
             i += 1;
-            rec.add_entry(sample_entry(i), false, gp()).unwrap()
+            rec.add_entry(sample_entry(i), false, gp(), None).unwrap()
         })
     });
     let core = exports

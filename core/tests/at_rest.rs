@@ -31,6 +31,7 @@ fn write_known_record(path: &Path, nhs: NhsNumber) -> Vec<String> {
         },
         false,
         gp(),
+        None,
     )
     .unwrap();
     rec.add_entry(
@@ -43,6 +44,7 @@ fn write_known_record(path: &Path, nhs: NhsNumber) -> Vec<String> {
         },
         false,
         gp(),
+        None,
     )
     .unwrap();
     rec.export().into_iter().map(|e| e.doc_id).collect()

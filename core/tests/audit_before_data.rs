@@ -80,7 +80,7 @@ proptest! {
         let engine = Engine::open(&path, &keys(), config, Arc::new(clock.clone())).unwrap();
         for nhs in &patients {
             let mut rec = origin.create_record(nhs, &Compartment::ALL).unwrap();
-            rec.add_entry(sample_entry(0), false, gp()).unwrap();
+            rec.add_entry(sample_entry(0), false, gp(), None).unwrap();
             engine.receive_patient(nhs, &rec.export(), HoldReason::Incident { incident_id: "I".into(), closed_at_ms: None }).unwrap();
         }
         let grant = || {

@@ -97,7 +97,7 @@ fn run(ops: Vec<Op>, merge_orders: Vec<Vec<usize>>) -> Result<(), TestCaseError>
             Op::Add { replica, kind } => {
                 let who = provenance("u", "R0050", "X1", &format!("device-{replica}"));
                 let v = replicas[replica]
-                    .add_entry(content(kind), false, who)
+                    .add_entry(content(kind), false, who, None)
                     .unwrap();
                 created.insert(v.version_id);
             }
@@ -121,7 +121,7 @@ fn run(ops: Vec<Op>, merge_orders: Vec<Vec<usize>>) -> Result<(), TestCaseError>
                     .clone();
                 let who = provenance("u", "R0050", "X1", &format!("device-{replica}"));
                 let v = replicas[replica]
-                    .supersede(*c, *id, &replaces, head, who)
+                    .supersede(*c, *id, &replaces, head, who, None)
                     .unwrap();
                 created.insert(v.version_id);
             }
@@ -133,7 +133,7 @@ fn run(ops: Vec<Op>, merge_orders: Vec<Vec<usize>>) -> Result<(), TestCaseError>
                 let (c, id, heads, _) = &live[entry.index(live.len())];
                 let who = provenance("u", "R0050", "X1", &format!("device-{replica}"));
                 let v = replicas[replica]
-                    .mark_entered_in_error(*c, *id, heads, "recorded in error", who)
+                    .mark_entered_in_error(*c, *id, heads, "recorded in error", who, None)
                     .unwrap();
                 created.insert(v.version_id);
             }

@@ -48,10 +48,10 @@ impl World {
     fn patient(&self, n: u32) -> (NhsNumber, Vec<CompartmentExport>) {
         let nhs = test_nhs_number(n);
         let mut rec = self.origin.create_record(&nhs, &Compartment::ALL).unwrap();
-        rec.add_entry(sample_entry(0), false, gp()).unwrap();
-        rec.add_entry(sample_entry(3), false, gp()).unwrap();
-        rec.add_entry(sample_entry(7), false, gp()).unwrap();
-        rec.add_entry(sample_entry(3), true, gp()).unwrap();
+        rec.add_entry(sample_entry(0), false, gp(), None).unwrap();
+        rec.add_entry(sample_entry(3), false, gp(), None).unwrap();
+        rec.add_entry(sample_entry(7), false, gp(), None).unwrap();
+        rec.add_entry(sample_entry(3), true, gp(), None).unwrap();
         (nhs, rec.export())
     }
 

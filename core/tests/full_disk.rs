@@ -52,7 +52,7 @@ fn a_full_disk_refuses_views_and_loses_nothing() {
     let nhs = test_nhs_number(1);
     let mut rec = origin.create_record(&nhs, &Compartment::ALL).unwrap();
     for i in 0..10 {
-        rec.add_entry(sample_entry(i), false, gp()).unwrap();
+        rec.add_entry(sample_entry(i), false, gp(), None).unwrap();
     }
     let signer = GrantSigner::from_seed([7; 32]);
     let config = EngineConfig::new("nurse-1", DeviceClass::NurseTablet, signer.public_key());

@@ -84,7 +84,7 @@ fn write_fixture_v1() {
         .create_record(&test_nhs_number(FIXTURE_PATIENT), &Compartment::ALL)
         .unwrap();
     for i in 0..FIXTURE_ENTRIES {
-        rec.add_entry(sample_entry(i), false, gp()).unwrap();
+        rec.add_entry(sample_entry(i), false, gp(), None).unwrap();
     }
     store.checkpoint().unwrap();
     store.vacuum().unwrap();

@@ -34,11 +34,11 @@ fn a_record_survives_close_and_reopen() {
     let (entry, version) = {
         let store = open(&path);
         let mut rec = store.create_record(&nhs, &Compartment::ALL).unwrap();
-        rec.add_entry(fixtures::demographics(nhs), false, gp())
+        rec.add_entry(fixtures::demographics(nhs), false, gp(), None)
             .unwrap();
-        let v = rec.add_entry(penicillin(), false, gp()).unwrap();
+        let v = rec.add_entry(penicillin(), false, gp(), None).unwrap();
         for i in 0..40 {
-            rec.add_entry(sample_entry(i), false, gp()).unwrap();
+            rec.add_entry(sample_entry(i), false, gp(), None).unwrap();
         }
         (v.entry_id, v)
     };
@@ -56,7 +56,7 @@ fn supersede_and_entered_in_error_keep_every_version() {
     let store = open(&dir.path().join("d.db"));
     let nhs = test_nhs_number(2);
     let mut rec = store.create_record(&nhs, &Compartment::ALL).unwrap();
-    let v1 = rec.add_entry(penicillin(), false, gp()).unwrap();
+    let v1 = rec.add_entry(penicillin(), false, gp(), None).unwrap();
     let corrected = EntryContent::Allergy {
         substance: Code::snomed("764146007", "Penicillin"),
         reaction: Some("Urticaria".into()),
@@ -69,6 +69,7 @@ fn supersede_and_entered_in_error_keep_every_version() {
             &[v1.version_id],
             corrected,
             gp(),
+            None,
         )
         .unwrap();
     assert_eq!(v2.replaces, vec![v1.version_id]);
@@ -79,6 +80,7 @@ fn supersede_and_entered_in_error_keep_every_version() {
         &[v1.version_id],
         penicillin(),
         gp(),
+        None,
     );
     assert!(matches!(stale, Err(StoreError::InvalidEdit(_))));
     // A kind change is refused.
@@ -88,6 +90,7 @@ fn supersede_and_entered_in_error_keep_every_version() {
         &[v2.version_id],
         sample_entry(1),
         gp(),
+        None,
     );
     assert!(matches!(wrong_kind, Err(StoreError::InvalidEdit(_))));
     let eie = rec
@@ -97,6 +100,7 @@ fn supersede_and_entered_in_error_keep_every_version() {
             &[v2.version_id],
             "wrong patient",
             gp(),
+            None,
         )
         .unwrap();
     assert!(eie.is_entered_in_error());
@@ -114,7 +118,8 @@ fn supersede_and_entered_in_error_keep_every_version() {
             v1.entry_id,
             &[eie.version_id],
             "  ",
-            gp()
+            gp(),
+            None,
         ),
         Err(StoreError::InvalidEdit(_))
     ));
@@ -126,7 +131,7 @@ fn sensitive_items_are_held_apart() {
     let store = open(&dir.path().join("d.db"));
     let nhs = test_nhs_number(3);
     let mut rec = store.create_record(&nhs, &Compartment::ALL).unwrap();
-    let v = rec.add_entry(sample_entry(3), true, gp()).unwrap();
+    let v = rec.add_entry(sample_entry(3), true, gp(), None).unwrap();
     let view = rec.view();
     assert!(
         view.compartment(Compartment::Sensitive)
@@ -141,7 +146,7 @@ fn sensitive_items_are_held_apart() {
             .is_none()
     );
     assert!(matches!(
-        rec.add_entry(fixtures::demographics(nhs), true, gp()),
+        rec.add_entry(fixtures::demographics(nhs), true, gp(), None),
         Err(StoreError::InvalidEdit(_))
     ));
 }
@@ -153,7 +158,7 @@ fn two_devices_edit_offline_and_merge_without_loss() {
     let gp_store = open(&dir.path().join("gp.db"));
     let nurse_store = Store::open(dir.path().join("nurse.db"), &key(2)).unwrap();
     let mut gp_rec = gp_store.create_record(&nhs, &Compartment::ALL).unwrap();
-    let allergy = gp_rec.add_entry(penicillin(), false, gp()).unwrap();
+    let allergy = gp_rec.add_entry(penicillin(), false, gp(), None).unwrap();
     let mut nurse_rec = nurse_store.import_record(&nhs, &gp_rec.export()).unwrap();
 
     // Offline on both sides: each supersedes the same allergy, and the nurse
@@ -166,6 +171,7 @@ fn two_devices_edit_offline_and_merge_without_loss() {
             &[allergy.version_id],
             sample_entry(0),
             gp(),
+            None,
         )
         .unwrap();
     let from_nurse = nurse_rec
@@ -175,10 +181,11 @@ fn two_devices_edit_offline_and_merge_without_loss() {
             &[allergy.version_id],
             penicillin(),
             nurse.clone(),
+            None,
         )
         .unwrap();
     let visit = nurse_rec
-        .add_entry(sample_entry(7), false, nurse.clone())
+        .add_entry(sample_entry(7), false, nurse.clone(), None)
         .unwrap();
 
     for e in nurse_rec.export() {
@@ -202,6 +209,7 @@ fn two_devices_edit_offline_and_merge_without_loss() {
             &[from_gp.version_id, from_nurse.version_id],
             penicillin(),
             gp(),
+            None,
         )
         .unwrap();
     for e in gp_rec.export() {
@@ -219,7 +227,9 @@ fn a_device_holding_only_core_receives_and_keeps_only_core() {
     let nhs = test_nhs_number(5);
     let gp_store = open(&dir.path().join("gp.db"));
     let mut gp_rec = gp_store.create_record(&nhs, &Compartment::ALL).unwrap();
-    gp_rec.add_entry(sample_entry(3), false, gp()).unwrap();
+    gp_rec
+        .add_entry(sample_entry(3), false, gp(), None)
+        .unwrap();
     let core_only: Vec<_> = gp_rec
         .export()
         .into_iter()
@@ -240,7 +250,7 @@ fn merging_a_different_compartment_or_garbage_is_refused_without_damage() {
     let store = open(&dir.path().join("d.db"));
     let nhs = test_nhs_number(6);
     let mut rec = store.create_record(&nhs, &Compartment::ALL).unwrap();
-    rec.add_entry(penicillin(), false, gp()).unwrap();
+    rec.add_entry(penicillin(), false, gp(), None).unwrap();
     let before = rec.view();
     let mut exports = rec.export();
     let core_id = exports[0].doc_id.clone();
@@ -322,9 +332,9 @@ fn forgetting_a_patient_crypto_shreds_and_leaves_others() {
     let store = open(&path);
     let (a, b) = (test_nhs_number(12), test_nhs_number(13));
     let mut ra = store.create_record(&a, &Compartment::ALL).unwrap();
-    ra.add_entry(penicillin(), false, gp()).unwrap();
+    ra.add_entry(penicillin(), false, gp(), None).unwrap();
     let mut rb = store.create_record(&b, &Compartment::ALL).unwrap();
-    let kept = rb.add_entry(penicillin(), false, gp()).unwrap();
+    let kept = rb.add_entry(penicillin(), false, gp(), None).unwrap();
     assert!(store.forget_record(&a).unwrap());
     assert!(!store.forget_record(&a).unwrap());
     assert!(matches!(

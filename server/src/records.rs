@@ -99,7 +99,7 @@ pub fn load(
     };
     let mut record = store.create_record(&file.nhs_number, &Compartment::ALL)?;
     for entry in &file.entries {
-        record.add_entry(entry.content.clone(), entry.sensitive, provenance())?;
+        record.add_entry(entry.content.clone(), entry.sensitive, provenance(), None)?;
     }
     record.add_entry(
         EntryContent::Sharing {
@@ -109,6 +109,7 @@ pub fn load(
         },
         false,
         provenance(),
+        None,
     )?;
     Ok(record
         .export()
@@ -235,7 +236,7 @@ fn write_choices(
     };
     match scr_core::access::sharing_entry(&governance) {
         Some((entry, heads)) => {
-            record.supersede_audited(
+            record.supersede(
                 Compartment::Governance,
                 entry,
                 &heads,
@@ -245,7 +246,7 @@ fn write_choices(
             )?;
         }
         None => {
-            record.add_entry_audited(content, false, provenance, Some(&audit))?;
+            record.add_entry(content, false, provenance, Some(&audit))?;
         }
     }
     Ok(next)

@@ -48,9 +48,10 @@ fn a_day_of_offline_visits_merges_without_loss() {
     for (i, nhs) in patients.iter().enumerate() {
         let mut rec = practice.create_record(nhs, &Compartment::ALL).unwrap();
         for j in 0..8 {
-            rec.add_entry(sample_entry(i + j), false, gp()).unwrap();
+            rec.add_entry(sample_entry(i + j), false, gp(), None)
+                .unwrap();
         }
-        rec.add_entry(sample_entry(3), true, gp()).unwrap();
+        rec.add_entry(sample_entry(3), true, gp(), None).unwrap();
         let shared: Vec<_> = rec
             .export()
             .into_iter()
@@ -65,10 +66,12 @@ fn a_day_of_offline_visits_merges_without_loss() {
     for visit in 0..10usize {
         let p = visit % patients.len();
         let v = tablet_recs[p]
-            .add_entry(sample_entry(7), false, nurse.clone())
+            .add_entry(sample_entry(7), false, nurse.clone(), None)
             .unwrap();
         written.insert(v.version_id);
-        let g = gp_recs[p].add_entry(sample_entry(1), false, gp()).unwrap();
+        let g = gp_recs[p]
+            .add_entry(sample_entry(1), false, gp(), None)
+            .unwrap();
         written.insert(g.version_id);
     }
 

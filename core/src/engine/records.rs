@@ -244,10 +244,10 @@ impl Engine {
         &self,
         state: &mut State,
         nhs: &NhsNumber,
-        result: Result<(crate::record::EntryVersion, Option<AuditEvent>), StoreError>,
+        result: Result<crate::record::EntryVersion, StoreError>,
         now: i64,
     ) -> Result<crate::record::EntryVersion, EngineError> {
-        let (version, _) = result?;
+        let version = result?;
         // Sync picks the change up from here (and keeps the record until
         // the server has it).
         self.local_changes.mark(nhs);
@@ -274,7 +274,7 @@ impl Engine {
             self.authorise_write(&mut state, nhs, Action::AddEntry(compartment), self_claim)?;
         let provenance = self.provenance(&grant, now);
         let replica = self.replica(&mut state, nhs)?;
-        let result = replica.add_entry_audited(content, sensitive, provenance, Some(&spec));
+        let result = replica.add_entry(content, sensitive, provenance, Some(&spec));
         self.written(&mut state, nhs, result, now)
     }
 
@@ -296,7 +296,7 @@ impl Engine {
         let (grant, spec, now) = self.authorise_write(&mut state, nhs, action, None)?;
         let provenance = self.provenance(&grant, now);
         let replica = self.replica(&mut state, nhs)?;
-        let result = replica.supersede_audited(
+        let result = replica.supersede(
             compartment,
             entry,
             replaces,
@@ -326,7 +326,7 @@ impl Engine {
         let (grant, spec, now) = self.authorise_write(&mut state, nhs, action, None)?;
         let provenance = self.provenance(&grant, now);
         let replica = self.replica(&mut state, nhs)?;
-        let result = replica.mark_entered_in_error_audited(
+        let result = replica.mark_entered_in_error(
             compartment,
             entry,
             replaces,
@@ -403,7 +403,7 @@ impl Engine {
         };
         let provenance = self.provenance(&grant, now);
         let replica = self.replica(&mut state, nhs)?;
-        let result = replica.add_entry_audited(content, false, provenance, Some(&spec));
+        let result = replica.add_entry(content, false, provenance, Some(&spec));
         self.written(&mut state, nhs, result, now).map(|_| ())
     }
 
@@ -476,7 +476,7 @@ impl Engine {
             hidden: next.hidden,
         };
         let result = match sharing_entry(&governance) {
-            Some((entry, heads)) => replica.supersede_audited(
+            Some((entry, heads)) => replica.supersede(
                 Compartment::Governance,
                 entry,
                 &heads,
@@ -484,7 +484,7 @@ impl Engine {
                 provenance,
                 Some(&spec),
             ),
-            None => replica.add_entry_audited(content, false, provenance, Some(&spec)),
+            None => replica.add_entry(content, false, provenance, Some(&spec)),
         };
         self.written(&mut state, nhs, result, now).map(|_| ())
     }

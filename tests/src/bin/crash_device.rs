@@ -103,7 +103,7 @@ fn open(dir: &std::path::Path) -> Result<Engine, String> {
         };
         if record.view().entry_count() == 0 {
             record
-                .add_entry(sample_entry(0), false, gp())
+                .add_entry(sample_entry(0), false, gp(), None)
                 .map_err(|e| e.to_string())?;
             // Shared beyond core, so the nurse sees her visit notes.
             let sharing = EntryContent::Sharing {
@@ -112,7 +112,7 @@ fn open(dir: &std::path::Path) -> Result<Engine, String> {
                 hidden: false,
             };
             record
-                .add_entry(sharing, false, gp())
+                .add_entry(sharing, false, gp(), None)
                 .map_err(|e| e.to_string())?;
         }
         let shared: Vec<_> = record

@@ -1,0 +1,15 @@
+//! A patient's record on this device: the compartment documents it holds,
+//! loaded from the encrypted store, with the edit rules (supersede, never
+//! overwrite) and durable persistence of every change.
+
+mod edits;
+mod held;
+mod keys;
+mod merge;
+mod open;
+mod persist;
+mod reading;
+mod values;
+
+pub use reading::PatientReplica;
+pub use values::{AuditSpec, CompartmentExport, RecordView};
