@@ -1,0 +1,12 @@
+//! The engine on a device: grants verified offline, unlock and lock-out,
+//! the three access tests and patient choices applied, every decision
+//! audited before anything is released, and retention forgetting patients.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod access;
+mod audit_queue;
+mod retention;
+mod sessions;
+mod writes;
