@@ -2869,7 +2869,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_scr_bindings_checksum_method_scrdevice_add_entry() != 43699) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_scr_bindings_checksum_method_scrdevice_audit_trail() != 9436) {
+    if (uniffi_scr_bindings_checksum_method_scrdevice_audit_trail() != 25522) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_scr_bindings_checksum_method_scrdevice_hide() != 18998) {
@@ -2887,19 +2887,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_scr_bindings_checksum_method_scrdevice_supersede() != 2501) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_scr_bindings_checksum_method_scrdevice_view() != 4901) {
+    if (uniffi_scr_bindings_checksum_method_scrdevice_view() != 36319) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_scr_bindings_checksum_method_scrdevice_access_log() != 38436) {
+    if (uniffi_scr_bindings_checksum_method_scrdevice_access_log() != 48536) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_scr_bindings_checksum_method_scrdevice_audit_backlog() != 30155) {
+    if (uniffi_scr_bindings_checksum_method_scrdevice_audit_backlog() != 20864) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_scr_bindings_checksum_method_scrdevice_close_encounter() != 35635) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_scr_bindings_checksum_method_scrdevice_open_encounter() != 10137) {
+    if (uniffi_scr_bindings_checksum_method_scrdevice_open_encounter() != 41396) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_scr_bindings_checksum_method_scrdevice_start_sync() != 33946) {

@@ -1115,7 +1115,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_add_entry() and 0xFFFF) != 43699) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_audit_trail() and 0xFFFF) != 9436) {
+    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_audit_trail() and 0xFFFF) != 25522) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_hide() and 0xFFFF) != 18998) {
@@ -1133,19 +1133,19 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_supersede() and 0xFFFF) != 2501) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_view() and 0xFFFF) != 4901) {
+    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_view() and 0xFFFF) != 36319) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_access_log() and 0xFFFF) != 38436) {
+    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_access_log() and 0xFFFF) != 48536) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_audit_backlog() and 0xFFFF) != 30155) {
+    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_audit_backlog() and 0xFFFF) != 20864) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_close_encounter() and 0xFFFF) != 35635) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_open_encounter() and 0xFFFF) != 10137) {
+    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_open_encounter() and 0xFFFF) != 41396) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_start_sync() and 0xFFFF) != 33946) {
