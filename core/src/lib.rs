@@ -28,6 +28,7 @@ pub mod fuzz_entry;
 pub mod grant;
 pub mod nhs_number;
 pub mod protocol;
+pub mod push_rules;
 pub mod record;
 pub mod replica;
 pub mod retention;

@@ -2,7 +2,10 @@
 //! is made from: one place for how a grant is named, stored and read back.
 //! Both are sealed in the server store (they name patients); the share
 //! policy, the holdings list, encounters and the access log read a device's
-//! grant from here, never from what the device says.
+//! grant from here, never from what the device says. The grants a device
+//! was issued before its current one are kept too (the newest
+//! `KEPT_GRANTS`): what it wrote offline under yesterday's grant is checked
+//! against that grant when it is pushed today.
 
 use scr_core::Store;
 use scr_core::channel::hex_key;
@@ -34,6 +37,14 @@ fn grant_secret_name(device_key: &[u8; 32]) -> String {
     format!("grant:{}", hex_key(device_key))
 }
 
+/// Where it keeps every grant it issued to the device, oldest first.
+fn history_name(device_key: &[u8; 32]) -> String {
+    format!("grants-issued:{}", hex_key(device_key))
+}
+
+/// Grants kept per device: two months of daily logins and encounters.
+pub const KEPT_GRANTS: usize = 128;
+
 /// Records `grant` as the device's current grant, before it is signed and
 /// sent: the share policy decides this device's documents from it.
 pub(crate) fn store_issued(
@@ -42,8 +53,29 @@ pub(crate) fn store_issued(
     grant: &RoleProfileGrant,
 ) -> Result<(), GrantsError> {
     let bytes = serde_json::to_vec(grant).map_err(|_| GrantsError::Encode)?;
+    // History first: a grant the device holds is always in it.
+    store.update_secret(&history_name(device_key), |old| {
+        let mut list: Vec<RoleProfileGrant> = old
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        list.push(grant.clone());
+        let excess = list.len().saturating_sub(KEPT_GRANTS);
+        list.drain(..excess);
+        serde_json::to_vec(&list).unwrap_or_default()
+    })?;
     store.put_secret(&grant_secret_name(device_key), &bytes)?;
     Ok(())
+}
+
+/// Every grant the server issued to this device (the newest
+/// `KEPT_GRANTS`), oldest first.
+pub(crate) fn issued_history(store: &Store, device_key: &[u8; 32]) -> Vec<RoleProfileGrant> {
+    store
+        .secret(&history_name(device_key))
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
 }
 
 /// The grant the server last issued to this device, if any.

@@ -19,11 +19,11 @@ use scr_server::users::assign;
 
 mod common;
 
-/// A sync message carrying one change made on top of `bytes`.
-fn push(bytes: &[u8], key: &str) -> Vec<u8> {
+/// A sync message carrying one change, `edit`, made on top of `bytes`.
+fn push(bytes: &[u8], edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>)) -> Vec<u8> {
     let mut doc = automerge::Automerge::load(bytes).unwrap();
     let mut tx = doc.transaction();
-    tx.put(ROOT, key, "x").unwrap();
+    edit(&mut tx);
     tx.commit();
     let change = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
     automerge::sync::Message {
@@ -39,7 +39,14 @@ fn push(bytes: &[u8], key: &str) -> Vec<u8> {
 
 async fn server_has(srv: &scr_server::serve::RunningServer, id: &str, key: &str) -> bool {
     let handle = srv.repo().find(id.parse().unwrap()).await.unwrap().unwrap();
-    handle.with_document(|d| d.get(ROOT, key).ok().flatten().is_some())
+    handle.with_document(|d| {
+        let in_versions = d
+            .get(ROOT, "versions")
+            .ok()
+            .flatten()
+            .is_some_and(|(_, vs)| d.get(&vs, key).ok().flatten().is_some());
+        in_versions || d.get(ROOT, key).ok().flatten().is_some()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,10 +129,47 @@ async fn a_push_to_a_read_only_document_is_refused_and_flagged() {
     let peer = ch.recv().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&peer).contains("peer"));
 
-    // A nurse may write care events, not core.
-    for (c, key) in [
-        (Compartment::Core, "tamper"),
-        (Compartment::CareEvents, "visit"),
+    // A nurse may write care events, not core. (The care-event push is an
+    // honest version, so the record's rules pass it too: push_rules.rs
+    // has the dishonest ones.)
+    let n = common::nurse();
+    let visit = scr_core::record::EntryVersion::new(
+        scr_core::record::EntryId::new(),
+        Vec::new(),
+        scr_core::record::VersionStatus::Current,
+        scr_core::record::EntryContent::EncounterSummary {
+            setting: "home visit".into(),
+            occurred_at: "2026-12-03".into(),
+            note: "visit".into(),
+        },
+        scr_core::record::Provenance {
+            author_id: n.user_id,
+            role: n.job_role,
+            organisation: n.organisation,
+            device: me.clone(),
+            recorded_at_ms: scr_core::clock::now_ms(),
+        },
+    );
+    let visit_key = visit.version_id.to_string();
+    for (c, change) in [
+        (
+            Compartment::Core,
+            push(&bytes_of(Compartment::Core), |doc| {
+                doc.put(ROOT, "tamper", "x").unwrap();
+            }),
+        ),
+        (
+            Compartment::CareEvents,
+            push(&bytes_of(Compartment::CareEvents), |doc| {
+                let vs = doc.get(ROOT, "versions").unwrap().unwrap().1;
+                doc.put(
+                    &vs,
+                    visit_key.as_str(),
+                    serde_json::to_string(&visit).unwrap(),
+                )
+                .unwrap();
+            }),
+        ),
     ] {
         let msg = common::wire(
             "sync",
@@ -134,12 +178,12 @@ async fn a_push_to_a_read_only_document_is_refused_and_flagged() {
                 ("senderId", &me),
                 ("targetId", &server),
             ],
-            Some(&push(&bytes_of(c), key)),
+            Some(&change),
         );
         ch.send(&msg).await.unwrap();
     }
     let merged = tokio::time::timeout(Duration::from_secs(10), async {
-        while !server_has(&srv, &doc_of(Compartment::CareEvents), "visit").await {
+        while !server_has(&srv, &doc_of(Compartment::CareEvents), &visit_key).await {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

@@ -8,7 +8,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use automerge::transaction::Transactable;
 use common::http_get;
 use scr_core::Store;
 use scr_core::channel::{self, Hello, Purpose, StaticKeypair, hex_key};
@@ -27,11 +26,9 @@ async fn read_visit(repo: &samod::Repo, id: samod::DocumentId) -> Option<String>
         loop {
             if let Ok(Some(h)) = repo.find(id.clone()).await {
                 let v = h.with_document(|d| {
-                    use automerge::ReadDoc;
-                    d.get(automerge::ROOT, "visit")
-                        .ok()
-                        .flatten()
-                        .and_then(|(v, _)| v.as_str().map(str::to_owned))
+                    common::notes_of(d)
+                        .into_iter()
+                        .find(|n| n.contains("dressing"))
                 });
                 if v.is_some() {
                     return v;
@@ -146,12 +143,8 @@ async fn a_device_enrolls_logs_in_writes_into_the_sealed_store_and_the_data_surv
         .unwrap()
         .unwrap()
         .unwrap();
-    handle.with_document(|d| {
-        let mut tx = d.transaction();
-        tx.put(automerge::ROOT, "visit", "Quillfeather dressing changed")
-            .unwrap();
-        tx.commit();
-    });
+    let visit = common::nurse_note(&device_keys.public(), "Quillfeather dressing changed");
+    handle.with_document(|d| common::put_version(d, &visit));
 
     assert_eq!(
         read_visit(srv.repo(), care.clone()).await.as_deref(),

@@ -65,7 +65,12 @@ async fn server_has_key(srv: &RunningServer, id: samod::DocumentId, key: &str) -
     let handle = srv.repo().find(id).await.unwrap().unwrap();
     handle.with_document(|d| {
         use automerge::ReadDoc;
-        d.get(automerge::ROOT, key).ok().flatten().is_some()
+        let in_versions = d
+            .get(automerge::ROOT, "versions")
+            .ok()
+            .flatten()
+            .is_some_and(|(_, vs)| d.get(&vs, key).ok().flatten().is_some());
+        in_versions || d.get(automerge::ROOT, key).ok().flatten().is_some()
     })
 }
 
@@ -209,26 +214,29 @@ async fn a_tablet_receives_exactly_what_its_user_may_see_and_cannot_write_core()
     assert!(!received(&device, doc(&stranger, Compartment::Core)).await);
 
     // Writes: care events merge; a push to core (read-only for a nurse) does not.
-    for (compartment, key) in [
-        (Compartment::CareEvents, "nurse-visit"),
-        (Compartment::Core, "nurse-tamper"),
-    ] {
-        let handle = device
-            .find(doc(&on_caseload, compartment))
-            .await
-            .unwrap()
-            .unwrap();
-        handle.with_document(|d| {
-            let mut tx = d.transaction();
-            tx.put(automerge::ROOT, key, "x").unwrap();
-            tx.commit();
-        });
-    }
+    // (The care event is an honest version, as her engine writes it.)
+    let visit = common::nurse_note(&tablet.public(), "nurse-visit");
+    let handle = device
+        .find(doc(&on_caseload, Compartment::CareEvents))
+        .await
+        .unwrap()
+        .unwrap();
+    handle.with_document(|d| common::put_version(d, &visit));
+    let handle = device
+        .find(doc(&on_caseload, Compartment::Core))
+        .await
+        .unwrap()
+        .unwrap();
+    handle.with_document(|d| {
+        let mut tx = d.transaction();
+        tx.put(automerge::ROOT, "nurse-tamper", "x").unwrap();
+        tx.commit();
+    });
     let merged = tokio::time::timeout(Duration::from_secs(10), async {
         while !server_has_key(
             &srv,
             doc(&on_caseload, Compartment::CareEvents),
-            "nurse-visit",
+            &visit.version_id.to_string(),
         )
         .await
         {

@@ -25,6 +25,13 @@ pub struct Traffic {
 /// it on (the server's guard and push check).
 pub type Inspector = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
+/// Sees every message the inspector passed, in order, on samod's side of
+/// the session, and may take its time (read the document the message is
+/// for): it answers the message to hand to samod, or `None` to drop it.
+/// The server's check of pushed changes against the record's rules.
+pub type Gate =
+    Arc<dyn Fn(Vec<u8>) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> + Send + Sync>;
+
 /// Hands the channel to samod. The transport only accepts samod messages
 /// from the peer whose static key the handshake proved (`with_expected_peer_id`),
 /// so a device cannot speak as another.

@@ -9,8 +9,13 @@
 //!    dropped and counted;
 //! 4. a push to a document the device may not write goes on (samod's share
 //!    policy does not merge it) and is flagged (`flag`): counted, logged and
-//!    audited.
+//!    audited;
+//! 5. then, in order and off the read path (`changes::gate`), a push of
+//!    changes to a record's document is checked against the record's rules
+//!    (`scr_core::push_rules`) on a copy of the document as samod holds
+//!    it: refused whole, counted and audited, or handed to samod.
 
+pub mod changes;
 pub mod flag;
 pub mod flood;
 pub mod wire;

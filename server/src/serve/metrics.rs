@@ -35,6 +35,8 @@ pub struct Metrics {
     pub audit_flagged: Counter,
     /// Pushes to documents the device may not write (not merged).
     pub pushes_refused: Counter,
+    /// Pushes whose changes the record's rules refuse (not merged).
+    pub changes_refused: Counter,
     /// Messages dropped because a session named more documents, or sent
     /// more requests, than any caseload needs (see `guard::flood`).
     pub flood_dropped: Counter,
@@ -87,6 +89,10 @@ impl Default for Metrics {
             pushes_refused: counter(
                 "scr_sync_pushes_refused",
                 "Pushes to documents the device may not write (not merged)",
+            ),
+            changes_refused: counter(
+                "scr_sync_changes_refused",
+                "Pushes whose changes the record's rules refuse (not merged)",
             ),
             flood_dropped: counter(
                 "scr_sync_flood_dropped",
@@ -287,6 +293,6 @@ mod tests {
                 "{line}: {text}"
             );
         }
-        assert_eq!(text.matches("# TYPE").count(), 19, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 20, "{text}");
     }
 }

@@ -160,6 +160,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         metrics: metrics.clone(),
         store,
         acceptor,
+        repo: repo.clone(),
         epoch,
         holdings,
         policy: push_policy,
@@ -203,6 +204,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     store: Store,
     acceptor: samod::AcceptorHandle,
+    /// The documents as samod holds them, for the push check.
+    repo: samod::Repo,
     epoch: crate::policy::Epoch,
     holdings: crate::holdings::HoldingsWriter,
     policy: crate::policy::AccessPolicy,

@@ -60,11 +60,19 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         shared.metrics.pushes_refused.clone(),
         shared.metrics.flood_dropped.clone(),
     );
-    let (session, transport) = channel::Session::open(
+    let gate = crate::guard::changes::gate(
+        shared.repo.clone(),
+        shared.store.clone(),
+        shared.policy.clone(),
+        device,
+        shared.metrics.changes_refused.clone(),
+    );
+    let (session, transport) = channel::Session::open_gated(
         device,
         shared.metrics.traffic.clone(),
         Box::new(guard),
         inspect,
+        gate,
     );
     let Some(id) = shared.sessions.insert(device, session.clone()) else {
         session.end();

@@ -5,6 +5,7 @@
 pub mod device;
 pub mod fault_proxy;
 pub mod proxy;
+pub mod pusher;
 pub mod site;
 
 use std::sync::Arc;
@@ -116,4 +117,60 @@ pub fn wire(kind: &str, fields: &[(&str, &str)], data: Option<&[u8]>) -> Vec<u8>
         e.str("data").unwrap().bytes(d).unwrap();
     }
     buf
+}
+
+/// A visit note as the nurse's tablet writes it (her grant's author, role,
+/// organisation and device; recorded now): what the record's rules let a
+/// push add to care events.
+pub fn nurse_note(device: &[u8; 32], note: &str) -> scr_core::record::EntryVersion {
+    let n = nurse();
+    scr_core::record::EntryVersion::new(
+        scr_core::record::EntryId::new(),
+        Vec::new(),
+        scr_core::record::VersionStatus::Current,
+        scr_core::record::EntryContent::EncounterSummary {
+            setting: "home visit".into(),
+            occurred_at: "2026-12-03".into(),
+            note: note.into(),
+        },
+        scr_core::record::Provenance {
+            author_id: n.user_id,
+            role: n.job_role,
+            organisation: n.organisation,
+            device: channel::hex_key(device),
+            recorded_at_ms: scr_core::clock::now_ms(),
+        },
+    )
+}
+
+/// Adds `version` to a compartment document, as the engine does.
+pub fn put_version(doc: &mut automerge::Automerge, version: &scr_core::record::EntryVersion) {
+    use automerge::ReadDoc;
+    use automerge::transaction::Transactable;
+    let versions = doc.get(automerge::ROOT, "versions").unwrap().unwrap().1;
+    let mut tx = doc.transaction();
+    tx.put(
+        &versions,
+        version.version_id.to_string(),
+        serde_json::to_string(version).unwrap(),
+    )
+    .unwrap();
+    tx.commit();
+}
+
+/// The notes of the encounter summaries in a compartment document.
+pub fn notes_of(doc: &automerge::Automerge) -> Vec<String> {
+    use automerge::ReadDoc;
+    let Some((_, versions)) = doc.get(automerge::ROOT, "versions").ok().flatten() else {
+        return Vec::new();
+    };
+    doc.keys(&versions)
+        .filter_map(|k| doc.get(&versions, k.as_str()).ok().flatten())
+        .filter_map(|(v, _)| v.as_str().map(str::to_owned))
+        .filter_map(|json| serde_json::from_str::<scr_core::record::EntryVersion>(&json).ok())
+        .filter_map(|v| match v.content {
+            scr_core::record::EntryContent::EncounterSummary { note, .. } => Some(note),
+            _ => None,
+        })
+        .collect()
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::frame::{ACK, END, parse};
 use super::window::{Arrival, Window};
-use crate::channel::{ChannelError, Inspector, Traffic, hex_key};
+use crate::channel::{ChannelError, Gate, Inspector, Traffic, hex_key};
 
 /// Bytes delivered to samod and not yet read by it. Delivery never waits
 /// (see [`Session::take_in`]); a peer that keeps sending this much more
@@ -75,6 +75,33 @@ impl Session {
         let (session, incoming, outgoing) = Self::open_parts(traffic, guard, inspect);
         let transport = Transport::new(incoming, outgoing)
             .with_expected_peer_id(PeerId::from(hex_key(&remote)));
+        (session, transport)
+    }
+
+    /// [`Session::open`], with every message the inspector passed going
+    /// through `gate`, in order, before samod reads it.
+    pub fn open_gated(
+        remote: [u8; 32],
+        traffic: Arc<Traffic>,
+        guard: Box<dyn Send + Sync>,
+        inspect: Inspector,
+        gate: Gate,
+    ) -> (Arc<Self>, Transport) {
+        let (session, incoming, outgoing) = Self::open_parts(traffic, guard, inspect);
+        let gated = incoming
+            .then(move |message| {
+                let gate = gate.clone();
+                async move {
+                    match message {
+                        Ok(bytes) => gate(bytes).await.map(Ok),
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+            })
+            .filter_map(futures::future::ready)
+            .boxed();
+        let transport =
+            Transport::new(gated, outgoing).with_expected_peer_id(PeerId::from(hex_key(&remote)));
         (session, transport)
     }
 

@@ -1,0 +1,362 @@
+//! What a push may change in a compartment document: the one check, pure,
+//! that the server runs on every incoming change before anything merges it
+//! (and a device may run on what it receives). It compares the document as
+//! the checker holds it (`before`) with the same document with the pushed
+//! changes applied (`after`), for one writer: the grants the server issued
+//! to the pushing device (a version written offline under yesterday's
+//! grant and pushed after this morning's login is normal).
+//!
+//! - The header (format, compartment, the versions map) never changes, and
+//!   nothing is added beside it.
+//! - Versions are only added: no existing version is changed or deleted.
+//! - Each new version is readable, filed under its own id, small enough,
+//!   of a kind that belongs in the compartment, authored by the writer
+//!   (author, role, organisation and device from the grant, never from the
+//!   message), recorded within the grant's validity and not in the future,
+//!   and replaces only versions of the same entry present in the document.
+//! - Who writes what: a sharing choice only by the patient or their
+//!   registered GP practice's GP (or a privacy officer's unhide, which
+//!   changes nothing else); a permission to view only by staff, for
+//!   their own organisation; a staff member replaces another organisation's
+//!   version only as the patient's GP; a patient replaces only versions in
+//!   their own compartments (patient-entered, governance).
+//!
+//! Which compartments a device may write at all is the share policy's
+//! decision (`access::decide`); this check is about what is in the change.
+
+use std::collections::HashMap;
+
+use automerge::{ObjType, ROOT, ReadDoc, Value};
+
+use crate::NhsNumber;
+use crate::access::Principal;
+use crate::grant::{CLOCK_SKEW_MS, RelationshipKind, RoleProfileGrant};
+use crate::record::{Compartment, EntryContent, EntryVersion, VersionStatus};
+
+const VERSIONS: &str = "versions";
+
+/// Bounds on one push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushLimits {
+    /// New versions one push may add to one document.
+    pub max_new_versions: usize,
+    /// The largest version, as stored (JSON bytes).
+    pub max_version_bytes: usize,
+    /// How far a version's `recorded_at` may lie ahead of the receipt, or
+    /// outside its grant's validity (device clocks drift).
+    pub clock_skew_ms: i64,
+}
+
+impl Default for PushLimits {
+    fn default() -> Self {
+        Self {
+            max_new_versions: 512,
+            max_version_bytes: 64 * 1024,
+            clock_skew_ms: CLOCK_SKEW_MS,
+        }
+    }
+}
+
+/// Why a push is refused. Names what is wrong, never a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the document's header (format, compartment or versions map) was changed")]
+    HeaderChanged,
+    #[error("a field outside the compartment layout was added")]
+    UnknownField,
+    #[error("an existing version was changed")]
+    VersionChanged,
+    #[error("an existing version was deleted")]
+    VersionDeleted,
+    #[error("a new version is not one this build reads")]
+    MalformedVersion,
+    #[error("a new version is filed under another id than its own")]
+    MisfiledVersion,
+    #[error("the push adds more versions than one push may")]
+    TooManyVersions,
+    #[error("a new version is larger than a version may be")]
+    VersionTooLarge,
+    #[error("a new version's kind does not belong in this compartment")]
+    WrongCompartment,
+    #[error("a new version's author, role, organisation or device is not the writer's")]
+    ForgedProvenance,
+    #[error("a new version was recorded in the future or outside the writer's grant")]
+    ImplausibleTime,
+    #[error("a new version replaces versions that are not earlier versions of its entry here")]
+    UnknownReplaces,
+    #[error("a new version changes its entry's kind")]
+    KindChanged,
+    #[error("the writer may not write this kind of entry")]
+    NotPermitted,
+}
+
+/// Checks what `after` adds to `before`, pushed by a device the server
+/// issued `grants` to, on the record of `patient`, received at
+/// `received_at_ms` (the checker's clock). Each new version must be the
+/// work of one of those grants, recorded while it was valid. Returns how
+/// many versions the push adds.
+pub fn check_push(
+    compartment: Compartment,
+    before: &impl ReadDoc,
+    after: &impl ReadDoc,
+    grants: &[RoleProfileGrant],
+    patient: &NhsNumber,
+    received_at_ms: i64,
+    limits: &PushLimits,
+) -> Result<usize, Refusal> {
+    let versions = header_unchanged(before, after)?;
+    let Some(versions) = versions else {
+        // No versions map in either: nothing can have been added to it.
+        return Ok(0);
+    };
+    let old = entries(before, &versions);
+    let new = entries(after, &versions);
+    for (key, values) in &old {
+        match new.get(key) {
+            None => return Err(Refusal::VersionDeleted),
+            Some(now) if now != values => return Err(Refusal::VersionChanged),
+            Some(_) => {}
+        }
+    }
+    let added: Vec<(&String, &Vec<Option<String>>)> =
+        new.iter().filter(|(k, _)| !old.contains_key(*k)).collect();
+    if added.len() > limits.max_new_versions {
+        return Err(Refusal::TooManyVersions);
+    }
+    let present = parsed(&new);
+    for (key, values) in &added {
+        let [Some(json)] = values.as_slice() else {
+            return Err(Refusal::MalformedVersion);
+        };
+        if json.len() > limits.max_version_bytes {
+            return Err(Refusal::VersionTooLarge);
+        }
+        let version: EntryVersion =
+            serde_json::from_str(json).map_err(|_| Refusal::MalformedVersion)?;
+        if version.version_id.to_string() != **key {
+            return Err(Refusal::MisfiledVersion);
+        }
+        check_version(
+            compartment,
+            &version,
+            &present,
+            grants,
+            patient,
+            received_at_ms,
+            limits,
+        )?;
+    }
+    Ok(added.len())
+}
+
+/// The header is the same in both, and the root holds nothing else; the
+/// versions map's id, if there is one.
+fn header_unchanged(
+    before: &impl ReadDoc,
+    after: &impl ReadDoc,
+) -> Result<Option<automerge::ObjId>, Refusal> {
+    let before_keys: Vec<String> = before.keys(ROOT).collect();
+    if after.keys(ROOT).any(|k| !before_keys.contains(&k)) {
+        return Err(Refusal::UnknownField);
+    }
+    for key in ["format", "compartment", VERSIONS] {
+        let was = before
+            .get_all(ROOT, key)
+            .map_err(|_| Refusal::HeaderChanged)?;
+        let is = after
+            .get_all(ROOT, key)
+            .map_err(|_| Refusal::HeaderChanged)?;
+        if was != is {
+            return Err(Refusal::HeaderChanged);
+        }
+    }
+    match after.get_all(ROOT, VERSIONS).unwrap_or_default().as_slice() {
+        [] => Ok(None),
+        [(Value::Object(ObjType::Map), id)] => Ok(Some(id.clone())),
+        _ => Err(Refusal::HeaderChanged),
+    }
+}
+
+/// Every key of the versions map, with all its values (text, or `None`
+/// for anything that is not text).
+fn entries(
+    doc: &impl ReadDoc,
+    versions: &automerge::ObjId,
+) -> HashMap<String, Vec<Option<String>>> {
+    doc.keys(versions)
+        .map(|key| {
+            let values = doc
+                .get_all(versions, key.as_str())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(v, _)| match v {
+                    Value::Scalar(s) => s.as_str().map(str::to_owned),
+                    Value::Object(_) => None,
+                })
+                .collect();
+            (key, values)
+        })
+        .collect()
+}
+
+/// The readable versions present after the push, by id.
+fn parsed(entries: &HashMap<String, Vec<Option<String>>>) -> HashMap<String, EntryVersion> {
+    entries
+        .iter()
+        .filter_map(|(key, values)| {
+            let json = values.first()?.as_deref()?;
+            let version: EntryVersion = serde_json::from_str(json).ok()?;
+            Some((key.clone(), version))
+        })
+        .collect()
+}
+
+fn check_version(
+    compartment: Compartment,
+    version: &EntryVersion,
+    present: &HashMap<String, EntryVersion>,
+    grants: &[RoleProfileGrant],
+    patient: &NhsNumber,
+    received_at_ms: i64,
+    limits: &PushLimits,
+) -> Result<(), Refusal> {
+    let belongs = match compartment {
+        Compartment::Sensitive => version.content.may_be_sensitive(),
+        c => version.content.home_compartment() == c,
+    };
+    if !belongs {
+        return Err(Refusal::WrongCompartment);
+    }
+    let p = &version.provenance;
+    let authored_by = |g: &&RoleProfileGrant| {
+        let (author, role, organisation) = g.actor();
+        p.author_id == author
+            && p.role == role
+            && p.organisation == organisation
+            && p.device == g.device_id
+    };
+    let skew = limits.clock_skew_ms;
+    let valid_then = |g: &&RoleProfileGrant| {
+        p.recorded_at_ms >= g.issued_at_ms.saturating_sub(skew)
+            && p.recorded_at_ms <= g.expires_at_ms.saturating_add(skew)
+    };
+    if !grants.iter().any(|g| authored_by(&g)) {
+        return Err(Refusal::ForgedProvenance);
+    }
+    let Some(writer) = grants.iter().filter(authored_by).find(valid_then) else {
+        return Err(Refusal::ImplausibleTime);
+    };
+    if p.recorded_at_ms > received_at_ms.saturating_add(skew) {
+        return Err(Refusal::ImplausibleTime);
+    }
+    let mut replaced = Vec::new();
+    for id in &version.replaces {
+        match present.get(&id.to_string()) {
+            Some(old)
+                if old.entry_id == version.entry_id && old.version_id != version.version_id =>
+            {
+                replaced.push(old)
+            }
+            _ => return Err(Refusal::UnknownReplaces),
+        }
+    }
+    if replaced
+        .iter()
+        .any(|old| old.content.kind_name() != version.content.kind_name())
+    {
+        return Err(Refusal::KindChanged);
+    }
+    may_write(compartment, version, &replaced, writer, patient)
+}
+
+/// Who may write what (beyond which compartments, which the share policy
+/// decides).
+fn may_write(
+    compartment: Compartment,
+    version: &EntryVersion,
+    replaced: &[&EntryVersion],
+    writer: &RoleProfileGrant,
+    patient: &NhsNumber,
+) -> Result<(), Refusal> {
+    let patients_gp = match writer.principal() {
+        Principal::Staff(role) => {
+            role.is_gp()
+                && writer
+                    .relationship_with(patient)
+                    .is_some_and(|r| r.kind == RelationshipKind::Registration)
+        }
+        Principal::Patient => false,
+    };
+    let is_patient = writer.is_patient(patient);
+    let (_, _, organisation) = writer.actor();
+    let unhide = privacy_officer_unhides(version, replaced, writer);
+    let allowed = match &version.content {
+        EntryContent::Sharing { .. } => is_patient || patients_gp || unhide,
+        EntryContent::PermissionToView {
+            organisation: org, ..
+        } => {
+            !is_patient && matches!(writer.principal(), Principal::Staff(_)) && *org == organisation
+        }
+        _ => true,
+    };
+    if !allowed {
+        return Err(Refusal::NotPermitted);
+    }
+    let retracting_or_superseding =
+        !replaced.is_empty() || matches!(version.status, VersionStatus::EnteredInError { .. });
+    if retracting_or_superseding && !unhide {
+        let own = |old: &&EntryVersion| {
+            if is_patient {
+                matches!(
+                    compartment,
+                    Compartment::PatientEntered | Compartment::Governance
+                )
+            } else {
+                old.provenance.organisation == organisation || patients_gp
+            }
+        };
+        if !replaced.iter().all(own) {
+            return Err(Refusal::NotPermitted);
+        }
+        if is_patient && !own(&version) {
+            return Err(Refusal::NotPermitted);
+        }
+    }
+    Ok(())
+}
+
+/// A privacy officer's unhide: the replaced choices were hidden, and the
+/// new one only lifts that (an opt-out becomes core only, as an unhide
+/// does; the references are in the audit event that goes with it).
+fn privacy_officer_unhides(
+    version: &EntryVersion,
+    replaced: &[&EntryVersion],
+    writer: &RoleProfileGrant,
+) -> bool {
+    use crate::record::SharingChoice::{CoreOnly, OptOut};
+    let officer = matches!(writer.principal(), Principal::Staff(role) if role.privacy_officer);
+    let EntryContent::Sharing {
+        choice,
+        include_sensitive,
+        hidden: false,
+    } = &version.content
+    else {
+        return false;
+    };
+    officer
+        && !replaced.is_empty()
+        && replaced.iter().all(|old| match &old.content {
+            EntryContent::Sharing {
+                choice: was,
+                include_sensitive: sensitive_was,
+                hidden: true,
+            } => {
+                sensitive_was == include_sensitive
+                    && (was == choice || (*was == OptOut && *choice == CoreOnly))
+            }
+            _ => false,
+        })
+}
+
+#[cfg(test)]
+mod tests;

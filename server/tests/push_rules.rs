@@ -1,0 +1,172 @@
+//! The server is the guard: a nurse tablet's valid grant and a client that
+//! speaks the sync protocol directly. Pushes that rewrite or delete a
+//! clinical version, forge its author, date it in the future or change the
+//! document's header are refused whole: the server's document stays as it
+//! was, each is counted and audited (patient, compartment, reason), and an
+//! honest push on the same session after them is merged.
+#![allow(clippy::unwrap_used)]
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ROOT, ReadDoc};
+use scr_core::record::{Compartment, EntryContent, EntryId, EntryVersion, VersionStatus};
+
+mod common;
+use common::pusher::Pusher;
+
+fn note(text: &str) -> EntryContent {
+    EntryContent::EncounterSummary {
+        setting: "home visit".into(),
+        occurred_at: "2026-12-03".into(),
+        note: text.into(),
+    }
+}
+
+/// Every (key, value) under `versions`, all values of each key.
+fn versions(doc: &Automerge) -> Vec<(String, Vec<String>)> {
+    let vs = doc.get(ROOT, "versions").unwrap().unwrap().1;
+    let mut out: Vec<(String, Vec<String>)> = doc
+        .keys(&vs)
+        .map(|k| {
+            let values = doc
+                .get_all(&vs, k.as_str())
+                .unwrap()
+                .into_iter()
+                .map(|(v, _)| v.as_str().unwrap_or("?").to_owned())
+                .collect();
+            (k, values)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn put(doc: &mut Automerge, vs: &automerge::ObjId, v: &EntryVersion) {
+    let mut tx = doc.transaction();
+    tx.put(
+        vs,
+        v.version_id.to_string(),
+        serde_json::to_string(v).unwrap(),
+    )
+    .unwrap();
+    tx.commit();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_deleting_forging_and_bricking_are_refused_whole_and_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Pusher::new(dir.path(), 72, vec![note("seen by the GP: no concerns")]).await;
+    let c = Compartment::CareEvents;
+    let original = versions(&p.server_doc(c).await);
+    let (key, values) = original
+        .iter()
+        .find(|(_, v)| v[0].contains("no concerns"))
+        .unwrap()
+        .clone();
+    let gp_version: EntryVersion = serde_json::from_str(&values[0]).unwrap();
+    let now = scr_core::clock::now_ms();
+
+    // 1. The GP's version rewritten in place.
+    let mut rewritten = gp_version.clone();
+    rewritten.content = note("REWRITTEN: no concerns, discharge");
+    p.push(c, |doc, vs| {
+        let mut tx = doc.transaction();
+        tx.put(
+            &vs,
+            key.as_str(),
+            serde_json::to_string(&rewritten).unwrap(),
+        )
+        .unwrap();
+        tx.commit();
+    })
+    .await;
+    // 2. Deleted outright.
+    p.push(c, |doc, vs| {
+        let mut tx = doc.transaction();
+        tx.delete(&vs, key.as_str()).unwrap();
+        tx.commit();
+    })
+    .await;
+    // 3. A new entry under another user's name.
+    let mut framed = p.nurse_wrote(now);
+    framed.author_id = "555000000999".into();
+    let forged = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note("x"),
+        framed,
+    );
+    p.push(c, |doc, vs| put(doc, &vs, &forged)).await;
+    // 4. Dated a day ahead, to win over whatever comes later.
+    let ahead = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note("x"),
+        p.nurse_wrote(now + 24 * 3_600_000),
+    );
+    p.push(c, |doc, vs| put(doc, &vs, &ahead)).await;
+    // 5. The header's format raised: nobody could read the document again.
+    p.push(c, |doc, _| {
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "format", 2).unwrap();
+        tx.commit();
+    })
+    .await;
+    // An honest visit note after them, on the same session: merged.
+    let honest = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note("visit: dressing changed"),
+        p.nurse_wrote(now),
+    );
+    p.push(c, |doc, vs| put(doc, &vs, &honest)).await;
+    let id = honest.version_id.to_string();
+    let merged = p
+        .until(c, |d| versions(d).iter().any(|(k, _)| *k == id))
+        .await;
+    assert!(merged, "the honest push after the refused ones is merged");
+
+    let now_held = p.server_doc(c).await;
+    let mut expected = original.clone();
+    expected.push((id, vec![serde_json::to_string(&honest).unwrap()]));
+    expected.sort();
+    assert_eq!(
+        versions(&now_held),
+        expected,
+        "nothing of a refused push was merged"
+    );
+    assert_eq!(
+        now_held.get(ROOT, "format").unwrap().unwrap().0.as_i64(),
+        Some(1)
+    );
+    assert_eq!(p.srv.metrics.changes_refused.get(), 5);
+    let refusals = p.refusals();
+    assert_eq!(refusals.len(), 5, "each refusal audited");
+    let details: Vec<String> = refusals.iter().map(|e| e.detail.clone().unwrap()).collect();
+    for e in &refusals {
+        assert_eq!(e.patient, Some(p.nhs));
+    }
+    for reason in [
+        "an existing version was changed",
+        "an existing version was deleted",
+        "author, role, organisation or device is not the writer's",
+        "recorded in the future",
+        "header",
+    ] {
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("care-events") && d.contains(reason)),
+            "{reason}: {details:?}"
+        );
+    }
+    // Nothing that names the patient or the note in the audit details.
+    assert!(
+        details
+            .iter()
+            .all(|d| !d.contains("REWRITTEN") && !d.contains(&p.nhs.digits()))
+    );
+    p.srv.shutdown().await;
+}
