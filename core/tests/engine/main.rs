@@ -7,6 +7,7 @@ mod support;
 
 mod access;
 mod audit_queue;
+mod honest_pushes;
 mod retention;
 mod sessions;
 mod writes;
