@@ -118,28 +118,26 @@ pub fn check_push(
             Some(_) => {}
         }
     }
-    let added: Vec<(&String, &Vec<Option<String>>)> =
-        new.iter().filter(|(k, _)| !old.contains_key(*k)).collect();
+    let added: Vec<&String> = new.keys().filter(|k| !old.contains_key(*k)).collect();
     if added.len() > limits.max_new_versions {
         return Err(Refusal::TooManyVersions);
     }
-    let present = parsed(&new);
-    for (key, values) in &added {
-        let [Some(json)] = values.as_slice() else {
+    for key in &added {
+        let Some(json) = text_at(after, &versions, key) else {
             return Err(Refusal::MalformedVersion);
         };
         if json.len() > limits.max_version_bytes {
             return Err(Refusal::VersionTooLarge);
         }
         let version: EntryVersion =
-            serde_json::from_str(json).map_err(|_| Refusal::MalformedVersion)?;
+            serde_json::from_str(&json).map_err(|_| Refusal::MalformedVersion)?;
         if version.version_id.to_string() != **key {
             return Err(Refusal::MisfiledVersion);
         }
         check_version(
             compartment,
             &version,
-            &present,
+            (after, &versions),
             grants,
             patient,
             received_at_ms,
@@ -177,44 +175,43 @@ fn header_unchanged(
     }
 }
 
-/// Every key of the versions map, with all its values (text, or `None`
-/// for anything that is not text).
+/// Every key of the versions map, with the ids of the operations that
+/// put its values: a value changed or put again has a new id, so versions
+/// compare without reading them.
 fn entries(
     doc: &impl ReadDoc,
     versions: &automerge::ObjId,
-) -> HashMap<String, Vec<Option<String>>> {
+) -> HashMap<String, Vec<automerge::ObjId>> {
     doc.keys(versions)
         .map(|key| {
-            let values = doc
+            let ids = doc
                 .get_all(versions, key.as_str())
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(v, _)| match v {
-                    Value::Scalar(s) => s.as_str().map(str::to_owned),
-                    Value::Object(_) => None,
-                })
+                .map(|(_, id)| id)
                 .collect();
-            (key, values)
+            (key, ids)
         })
         .collect()
 }
 
-/// The readable versions present after the push, by id.
-fn parsed(entries: &HashMap<String, Vec<Option<String>>>) -> HashMap<String, EntryVersion> {
-    entries
-        .iter()
-        .filter_map(|(key, values)| {
-            let json = values.first()?.as_deref()?;
-            let version: EntryVersion = serde_json::from_str(json).ok()?;
-            Some((key.clone(), version))
-        })
-        .collect()
+/// The text under `key` after the push, if it is one text value.
+fn text_at(doc: &impl ReadDoc, versions: &automerge::ObjId, key: &str) -> Option<String> {
+    match doc.get_all(versions, key).ok()?.as_slice() {
+        [(Value::Scalar(s), _)] => s.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// The version under `id` after the push, if it is there and readable.
+fn present(doc: &impl ReadDoc, versions: &automerge::ObjId, id: &str) -> Option<EntryVersion> {
+    serde_json::from_str(&text_at(doc, versions, id)?).ok()
 }
 
 fn check_version(
     compartment: Compartment,
     version: &EntryVersion,
-    present: &HashMap<String, EntryVersion>,
+    (after, versions): (&impl ReadDoc, &automerge::ObjId),
     grants: &[RoleProfileGrant],
     patient: &NhsNumber,
     received_at_ms: i64,
@@ -251,7 +248,7 @@ fn check_version(
     }
     let mut replaced = Vec::new();
     for id in &version.replaces {
-        match present.get(&id.to_string()) {
+        match present(after, versions, &id.to_string()) {
             Some(old)
                 if old.entry_id == version.entry_id && old.version_id != version.version_id =>
             {
@@ -260,6 +257,7 @@ fn check_version(
             _ => return Err(Refusal::UnknownReplaces),
         }
     }
+    let replaced: Vec<&EntryVersion> = replaced.iter().collect();
     if replaced
         .iter()
         .any(|old| old.content.kind_name() != version.content.kind_name())

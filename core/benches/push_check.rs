@@ -1,0 +1,151 @@
+//! What the server's push check costs beside the merge it guards, side by
+//! side on the same care-events document and the same incoming change (one
+//! new visit note): samod's merge of the change (`merge`), the check as the
+//! server runs it (a copy of the document, the change applied to it, then
+//! `push_rules::check_push`: `check_as_served`), and the rule alone on the
+//! two documents (`rule_only`).
+//!
+//! Run: `cargo bench -p scr-core --bench push_check`
+#![allow(clippy::unwrap_used)]
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ROOT, ReadDoc};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use scr_core::Store;
+use scr_core::crypto::{SecretKey, StaticKeyProvider};
+use scr_core::fixtures::{gp, test_nhs_number};
+use scr_core::grant::{GrantPrincipal, GrantRelationship, RelationshipKind, RoleProfileGrant};
+use scr_core::push_rules::{PushLimits, check_push};
+use scr_core::record::{
+    Compartment, EntryContent, EntryId, EntryVersion, Provenance, VersionStatus,
+};
+
+fn note(i: usize) -> EntryContent {
+    EntryContent::EncounterSummary {
+        setting: "home visit".into(),
+        occurred_at: "2026-12-03".into(),
+        note: format!("visit {i}: dressing changed, wound healing well"),
+    }
+}
+
+fn bench_with(c: &mut Criterion, notes: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = StaticKeyProvider::new(SecretKey::from_bytes([1; 32]));
+    let store = Store::open(dir.path().join("bench.db"), &keys).unwrap();
+    let nhs = test_nhs_number(1);
+    let mut rec = store
+        .create_record(&nhs, &[Compartment::CareEvents])
+        .unwrap();
+    for i in 0..notes {
+        rec.add_entry(note(i), false, gp(), None).unwrap();
+    }
+    let bytes = rec.export().pop().unwrap().bytes;
+    let held = Automerge::load(&bytes).unwrap();
+    let now = scr_core::clock::now_ms();
+    let grant = RoleProfileGrant {
+        grant_id: "g".into(),
+        principal: GrantPrincipal::Staff {
+            user_id: "555000000102".into(),
+            display_name: "Jo".into(),
+            job_role: "R0050".into(),
+            job_role_name: "Nurse".into(),
+            organisation: "RX1".into(),
+            activities: vec!["B0264".into(), "B0370".into()],
+            privacy_officer: false,
+        },
+        device_id: "tablet".into(),
+        issued_at_ms: now - 3_600_000,
+        expires_at_ms: now + 3_600_000,
+        relationships: vec![GrantRelationship {
+            nhs_number: nhs,
+            kind: RelationshipKind::Caseload,
+        }],
+    };
+    let (author_id, role, organisation) = grant.actor();
+    let version = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note(notes),
+        Provenance {
+            author_id,
+            role,
+            organisation,
+            device: "tablet".into(),
+            recorded_at_ms: now,
+        },
+    );
+    let mut device = held.fork();
+    let vs = device.get(ROOT, "versions").unwrap().unwrap().1;
+    let mut tx = device.transaction();
+    tx.put(
+        &vs,
+        version.version_id.to_string(),
+        serde_json::to_string(&version).unwrap(),
+    )
+    .unwrap();
+    tx.commit();
+    let change = device.get_last_local_change().unwrap().raw_bytes().to_vec();
+    let mut after = held.clone();
+    after.load_incremental(&change).unwrap();
+    let grants = [grant];
+    let limits = PushLimits::default();
+    assert_eq!(
+        check_push(
+            Compartment::CareEvents,
+            &held,
+            &after,
+            &grants,
+            &nhs,
+            now,
+            &limits
+        ),
+        Ok(1)
+    );
+
+    let mut group = c.benchmark_group(format!("push_of_one_note_to_{notes}_notes"));
+    group.bench_function("merge", |b| {
+        b.iter_batched(
+            || held.clone(),
+            |mut doc| doc.load_incremental(&change).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("check_as_served", |b| {
+        b.iter(|| {
+            let mut copy = held.clone();
+            copy.load_incremental(&change).unwrap();
+            check_push(
+                Compartment::CareEvents,
+                &held,
+                &copy,
+                &grants,
+                &nhs,
+                now,
+                &limits,
+            )
+        })
+    });
+    group.bench_function("rule_only", |b| {
+        b.iter(|| {
+            check_push(
+                Compartment::CareEvents,
+                &held,
+                &after,
+                &grants,
+                &nhs,
+                now,
+                &limits,
+            )
+        })
+    });
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    bench_with(c, 50);
+    bench_with(c, 500);
+}
+
+criterion_group!(push_check, benches);
+criterion_main!(push_check);
