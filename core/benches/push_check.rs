@@ -1,9 +1,11 @@
 //! What the server's push check costs beside the merge it guards, side by
 //! side on the same care-events document and the same incoming change (one
 //! new visit note): samod's merge of the change (`merge`), the check as the
-//! server runs it (a copy of the document, the change applied to it, then
-//! `push_rules::check_push`: `check_as_served`), and the rule alone on the
-//! two documents (`rule_only`).
+//! server runs it (`push_rules::check_changes` on the change's operations
+//! against the document as held: `check_on_operations`), and the check it
+//! falls back to when a change cannot be judged alone (a copy of the
+//! document, the change applied to it, then `push_rules::check_push`:
+//! `check_on_copy`).
 //!
 //! Run: `cargo bench -p scr-core --bench push_check`
 #![allow(clippy::unwrap_used)]
@@ -15,7 +17,7 @@ use scr_core::Store;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::fixtures::{gp, test_nhs_number};
 use scr_core::grant::{GrantPrincipal, GrantRelationship, RelationshipKind, RoleProfileGrant};
-use scr_core::push_rules::{PushLimits, check_push};
+use scr_core::push_rules::{PushLimits, check_changes, check_push};
 use scr_core::record::{
     Compartment, EntryContent, EntryId, EntryVersion, Provenance, VersionStatus,
 };
@@ -111,14 +113,25 @@ fn bench_with(c: &mut Criterion, notes: usize) {
             BatchSize::SmallInput,
         )
     });
-    group.bench_function("check_as_served", |b| {
+    let changes = [change.clone()];
+    assert_eq!(
+        check_changes(
+            Compartment::CareEvents,
+            &held,
+            &changes,
+            &grants,
+            &nhs,
+            now,
+            &limits
+        ),
+        Some(Ok(1))
+    );
+    group.bench_function("check_on_operations", |b| {
         b.iter(|| {
-            let mut copy = held.clone();
-            copy.load_incremental(&change).unwrap();
-            check_push(
+            check_changes(
                 Compartment::CareEvents,
                 &held,
-                &copy,
+                &changes,
                 &grants,
                 &nhs,
                 now,
@@ -126,12 +139,14 @@ fn bench_with(c: &mut Criterion, notes: usize) {
             )
         })
     });
-    group.bench_function("rule_only", |b| {
+    group.bench_function("check_on_copy", |b| {
         b.iter(|| {
+            let mut copy = held.clone();
+            copy.load_incremental(&change).unwrap();
             check_push(
                 Compartment::CareEvents,
                 &held,
-                &after,
+                &copy,
                 &grants,
                 &nhs,
                 now,

@@ -122,29 +122,49 @@ pub fn check_push(
     if added.len() > limits.max_new_versions {
         return Err(Refusal::TooManyVersions);
     }
+    let lookup = |id: &str| present(after, &versions, id);
+    let writer = Writer {
+        grants,
+        patient,
+        received_at_ms,
+        limits,
+    };
     for key in &added {
         let Some(json) = text_at(after, &versions, key) else {
             return Err(Refusal::MalformedVersion);
         };
-        if json.len() > limits.max_version_bytes {
-            return Err(Refusal::VersionTooLarge);
-        }
-        let version: EntryVersion =
-            serde_json::from_str(&json).map_err(|_| Refusal::MalformedVersion)?;
-        if version.version_id.to_string() != **key {
-            return Err(Refusal::MisfiledVersion);
-        }
-        check_version(
-            compartment,
-            &version,
-            (after, &versions),
-            grants,
-            patient,
-            received_at_ms,
-            limits,
-        )?;
+        new_version(compartment, key, &json, &lookup, &writer)?;
     }
     Ok(added.len())
+}
+
+/// Who pushed, to whose record, when, within which bounds.
+pub(crate) struct Writer<'a> {
+    pub(crate) grants: &'a [RoleProfileGrant],
+    pub(crate) patient: &'a NhsNumber,
+    pub(crate) received_at_ms: i64,
+    pub(crate) limits: &'a PushLimits,
+}
+
+/// One new version, `json` filed under `key`: readable, small enough,
+/// filed under its own id, and within the rules. `lookup` finds the
+/// versions the document holds once the push is merged.
+pub(crate) fn new_version(
+    compartment: Compartment,
+    key: &str,
+    json: &str,
+    lookup: &dyn Fn(&str) -> Option<EntryVersion>,
+    writer: &Writer<'_>,
+) -> Result<(), Refusal> {
+    if json.len() > writer.limits.max_version_bytes {
+        return Err(Refusal::VersionTooLarge);
+    }
+    let version: EntryVersion =
+        serde_json::from_str(json).map_err(|_| Refusal::MalformedVersion)?;
+    if version.version_id.to_string() != key {
+        return Err(Refusal::MisfiledVersion);
+    }
+    check_version(compartment, &version, lookup, writer)
 }
 
 /// The header is the same in both, and the root holds nothing else; the
@@ -203,20 +223,27 @@ fn text_at(doc: &impl ReadDoc, versions: &automerge::ObjId, key: &str) -> Option
     }
 }
 
-/// The version under `id` after the push, if it is there and readable.
-fn present(doc: &impl ReadDoc, versions: &automerge::ObjId, id: &str) -> Option<EntryVersion> {
+/// The version under `id`, if it is there and readable.
+pub(crate) fn present(
+    doc: &impl ReadDoc,
+    versions: &automerge::ObjId,
+    id: &str,
+) -> Option<EntryVersion> {
     serde_json::from_str(&text_at(doc, versions, id)?).ok()
 }
 
 fn check_version(
     compartment: Compartment,
     version: &EntryVersion,
-    (after, versions): (&impl ReadDoc, &automerge::ObjId),
-    grants: &[RoleProfileGrant],
-    patient: &NhsNumber,
-    received_at_ms: i64,
-    limits: &PushLimits,
+    lookup: &dyn Fn(&str) -> Option<EntryVersion>,
+    writer: &Writer<'_>,
 ) -> Result<(), Refusal> {
+    let Writer {
+        grants,
+        patient,
+        received_at_ms,
+        limits,
+    } = *writer;
     let belongs = match compartment {
         Compartment::Sensitive => version.content.may_be_sensitive(),
         c => version.content.home_compartment() == c,
@@ -248,7 +275,7 @@ fn check_version(
     }
     let mut replaced = Vec::new();
     for id in &version.replaces {
-        match present(after, versions, &id.to_string()) {
+        match lookup(&id.to_string()) {
             Some(old)
                 if old.entry_id == version.entry_id && old.version_id != version.version_id =>
             {
@@ -355,6 +382,9 @@ fn privacy_officer_unhides(
             _ => false,
         })
 }
+
+mod changes;
+pub use changes::check_changes;
 
 #[cfg(test)]
 mod tests;

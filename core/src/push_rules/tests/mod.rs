@@ -137,19 +137,46 @@ fn put(doc: &mut AutoCommit, versions: &ObjId, v: &EntryVersion) {
 
 fn check(
     compartment: Compartment,
-    d: &Doc,
-    after: &AutoCommit,
+    d: &mut Doc,
+    after: &mut AutoCommit,
     grants: &[RoleProfileGrant],
 ) -> Result<usize, Refusal> {
-    check_push(
+    both(
         compartment,
-        &d.doc,
+        &mut d.doc,
         after,
+        grants,
+        &PushLimits::default(),
+    )
+}
+
+/// `check_push` on the two documents and `check_changes` on the changes
+/// `after` adds, which must agree.
+fn both(
+    compartment: Compartment,
+    before: &mut AutoCommit,
+    after: &mut AutoCommit,
+    grants: &[RoleProfileGrant],
+    limits: &PushLimits,
+) -> Result<usize, Refusal> {
+    let on_documents = check_push(compartment, before, after, grants, &patient(), NOW, limits);
+    let heads = before.get_heads();
+    let changes: Vec<Vec<u8>> = after
+        .get_changes(&heads)
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let on_changes = check_changes(
+        compartment,
+        before.document(),
+        &changes,
         grants,
         &patient(),
         NOW,
-        &PushLimits::default(),
-    )
+        limits,
+    );
+    assert_eq!(on_changes, Some(on_documents), "the two checks disagree");
+    on_documents
 }
 
 /// `d` with `edit` applied to a fork, checked for `grants`.
@@ -162,7 +189,7 @@ fn pushed(
     let mut after = d.doc.fork();
     edit(&mut after, &d.versions, &d.existing);
     after.commit();
-    check(compartment, d, &after, grants)
+    check(compartment, d, &mut after, grants)
 }
 
 #[test]
@@ -378,13 +405,11 @@ fn a_push_is_bounded() {
             &version(note("x"), by(&nurse(), NOW)),
         );
     }
-    let r = check_push(
+    let r = both(
         Compartment::CareEvents,
-        &d.doc,
-        &after,
+        &mut d.doc,
+        &mut after,
         &[nurse()],
-        &patient(),
-        NOW,
         &limits,
     );
     assert_eq!(r, Err(Refusal::TooManyVersions));
@@ -394,13 +419,11 @@ fn a_push_is_bounded() {
         &d.versions,
         &version(note(&"x".repeat(4096)), by(&nurse(), NOW)),
     );
-    let r = check_push(
+    let r = both(
         Compartment::CareEvents,
-        &d.doc,
-        &after,
+        &mut d.doc,
+        &mut after,
         &[nurse()],
-        &patient(),
-        NOW,
         &limits,
     );
     assert_eq!(r, Err(Refusal::VersionTooLarge));
@@ -573,3 +596,5 @@ fn who_writes_choices_permissions_and_other_organisations_versions() {
     assert_eq!(phone_edit, Err(Refusal::NotPermitted));
     assert!(care.doc.get(ROOT, "format").unwrap().is_some());
 }
+
+mod changes;

@@ -1,0 +1,174 @@
+//! The same rules, read from the pushed changes' own operations instead of
+//! from a copy of the document with them applied: what the server runs on
+//! the way in, because its cost is the change's size, not the document's.
+//!
+//! An honest push is a set of changes whose every operation puts a new
+//! text value under a new key of the `versions` map, overwriting nothing
+//! (no predecessor). Anything else is refused by kind: an operation on the
+//! root is a header change or a field beside it, a delete under `versions`
+//! deletes a version, a put with a predecessor or on a key the document
+//! holds rewrites one, a nested object or a non-text value is a malformed
+//! version, an operation on any other object is outside the layout. The
+//! new versions then go through the same per-version rules as
+//! `check_push`, looking the versions they replace up in the document as
+//! held or in the push itself.
+//!
+//! When the changes cannot be judged on their own (one depends on a change
+//! the checker does not hold, the document holds changes waiting for one,
+//! or a chunk is not a single change), this answers `None` and the caller
+//! runs `check_push` on a copy with the changes applied, which sees what
+//! applying them would really do.
+
+use std::collections::{HashMap, HashSet};
+
+use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::{Automerge, Change, ChangeHash, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+
+use super::{PushLimits, Refusal, VERSIONS, Writer, new_version, present};
+use crate::NhsNumber;
+use crate::grant::RoleProfileGrant;
+use crate::record::Compartment;
+
+/// Checks the raw `changes` of one push against `held`, the document as
+/// the checker holds it, as `check_push` would: how many versions they
+/// add, or why they are refused; `None` when they cannot be judged without
+/// applying them (see the module's note).
+pub fn check_changes(
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Vec<u8>],
+    grants: &[RoleProfileGrant],
+    patient: &NhsNumber,
+    received_at_ms: i64,
+    limits: &PushLimits,
+) -> Option<Result<usize, Refusal>> {
+    if !held.get_missing_deps(&[]).is_empty() {
+        // Changes are waiting for a dependency: the next push may apply
+        // them, and only applying shows what they do then.
+        return None;
+    }
+    let versions = versions_map(held)?;
+    let mut taken: HashSet<ChangeHash> = HashSet::new();
+    let mut added: Vec<(String, String)> = Vec::new();
+    for bytes in changes {
+        let change = Change::try_from(bytes.as_slice()).ok()?;
+        let hash = change.hash();
+        if taken.contains(&hash) || held.get_missing_deps(&[hash]).is_empty() {
+            // Held already: merging it again changes nothing.
+            continue;
+        }
+        let unknown_dep = change
+            .deps()
+            .iter()
+            .any(|dep| !taken.contains(dep) && !held.get_missing_deps(&[*dep]).is_empty());
+        if unknown_dep {
+            return None;
+        }
+        taken.insert(hash);
+        if let Err(refusal) = operations(&change, held, versions.as_ref(), &mut added) {
+            return Some(Err(refusal));
+        }
+    }
+    Some(judge(
+        compartment,
+        held,
+        versions.as_ref(),
+        added,
+        &Writer {
+            grants,
+            patient,
+            received_at_ms,
+            limits,
+        },
+    ))
+}
+
+/// The held versions map's id as a change names it (counter and actor),
+/// with its document id; `Some(None)` when there is none; `None` when the
+/// root's `versions` is anything but one map (only applying can tell).
+fn versions_map(held: &Automerge) -> Option<Option<VersionsMap>> {
+    match held.get_all(ROOT, VERSIONS).ok()?.as_slice() {
+        [] => Some(None),
+        [(Value::Object(ObjType::Map), id)] => match id {
+            automerge::ObjId::Id(counter, actor, _) => {
+                Some(Some((*counter, actor.clone(), id.clone())))
+            }
+            automerge::ObjId::Root => None,
+        },
+        _ => None,
+    }
+}
+
+type VersionsMap = (u64, automerge::ActorId, automerge::ObjId);
+
+/// Every operation of one change, judged on its own; the new versions'
+/// keys and texts are added to `added`.
+fn operations(
+    change: &Change,
+    held: &Automerge,
+    versions: Option<&VersionsMap>,
+    added: &mut Vec<(String, String)>,
+) -> Result<(), Refusal> {
+    let expanded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| change.decode()))
+        .map_err(|_| Refusal::MalformedVersion)?;
+    for op in expanded.operations {
+        let under_versions = match (&op.obj, versions) {
+            (ObjectId::Root, _) => {
+                return Err(match &op.key {
+                    Key::Map(k) if ["format", "compartment", VERSIONS].contains(&k.as_str()) => {
+                        Refusal::HeaderChanged
+                    }
+                    _ => Refusal::UnknownField,
+                });
+            }
+            (ObjectId::Id(id), Some((counter, actor, _))) => {
+                id.counter() == *counter && id.actor() == actor
+            }
+            (ObjectId::Id(_), None) => false,
+        };
+        let (Some((_, _, map)), true, Key::Map(key)) = (versions, under_versions, &op.key) else {
+            return Err(Refusal::UnknownField);
+        };
+        let held_already = held.get(map, key.as_str()).ok().flatten().is_some();
+        match op.action {
+            OpType::Delete => return Err(Refusal::VersionDeleted),
+            _ if op.insert => return Err(Refusal::UnknownField),
+            _ if held_already || !op.pred.is_empty() => return Err(Refusal::VersionChanged),
+            // Two puts of one new key: a conflict, not one version.
+            _ if added.iter().any(|(k, _)| k == key.as_str()) => {
+                return Err(Refusal::MalformedVersion);
+            }
+            OpType::Put(ScalarValue::Str(text)) => added.push((key.to_string(), text.to_string())),
+            _ => return Err(Refusal::MalformedVersion),
+        }
+    }
+    Ok(())
+}
+
+/// The new versions, bounded, each by the per-version rules.
+fn judge(
+    compartment: Compartment,
+    held: &Automerge,
+    versions: Option<&VersionsMap>,
+    added: Vec<(String, String)>,
+    writer: &Writer<'_>,
+) -> Result<usize, Refusal> {
+    if added.len() > writer.limits.max_new_versions {
+        return Err(Refusal::TooManyVersions);
+    }
+    let Some((_, _, map)) = versions else {
+        return Ok(0);
+    };
+    let pushed: HashMap<&str, &str> = added
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let lookup = |id: &str| match pushed.get(id) {
+        Some(json) => serde_json::from_str(json).ok(),
+        None => present(held, map, id),
+    };
+    for (key, json) in &added {
+        new_version(compartment, key, json, &lookup, writer)?;
+    }
+    Ok(added.len())
+}

@@ -1,0 +1,120 @@
+//! What only the operation-level check sees: changes it already holds,
+//! changes it cannot judge without applying them, and two changes that
+//! each look honest but together rewrite a version.
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ReadDoc};
+
+use super::*;
+
+fn raw(doc: &mut AutoCommit, since: &[automerge::ChangeHash]) -> Vec<Vec<u8>> {
+    doc.get_changes(since)
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect()
+}
+
+fn judged(d: &mut Doc, changes: &[Vec<u8>]) -> Option<Result<usize, Refusal>> {
+    check_changes(
+        Compartment::CareEvents,
+        d.doc.document(),
+        changes,
+        &[nurse()],
+        &patient(),
+        NOW,
+        &PushLimits::default(),
+    )
+}
+
+#[test]
+fn a_change_held_already_adds_nothing() {
+    let mut d = doc(Compartment::CareEvents, note("x"));
+    let all = raw(&mut d.doc, &[]);
+    assert_eq!(judged(&mut d, &all), Some(Ok(0)));
+    // The same new change twice in one push is one change.
+    let heads = d.doc.get_heads();
+    let mut after = d.doc.fork();
+    put(
+        &mut after,
+        &d.versions,
+        &version(note("v"), by(&nurse(), NOW)),
+    );
+    let mut twice = raw(&mut after, &heads);
+    twice.extend(twice.clone());
+    assert_eq!(judged(&mut d, &twice), Some(Ok(1)));
+}
+
+#[test]
+fn what_cannot_be_judged_alone_is_left_to_the_full_check() {
+    let mut d = doc(Compartment::CareEvents, note("x"));
+    let heads = d.doc.get_heads();
+    let mut after = d.doc.fork();
+    put(
+        &mut after,
+        &d.versions,
+        &version(note("a"), by(&nurse(), NOW)),
+    );
+    after.commit();
+    put(
+        &mut after,
+        &d.versions,
+        &version(note("b"), by(&nurse(), NOW)),
+    );
+    let changes = raw(&mut after, &heads);
+    assert_eq!(changes.len(), 2);
+    // The second alone depends on a change the checker does not hold.
+    assert_eq!(judged(&mut d, &changes[1..]), None);
+    // Once the document holds a change waiting for that one, nothing is
+    // judged alone: the next push may apply it.
+    d.doc.load_incremental(&changes[1]).unwrap();
+    assert_eq!(judged(&mut d, &changes[..1]), None);
+    // A chunk that is not one change (a saved document, or noise).
+    let mut d = doc(Compartment::CareEvents, note("x"));
+    let saved = after.save();
+    assert_eq!(judged(&mut d, &[saved]), None);
+    assert_eq!(judged(&mut d, &[b"not a change".to_vec()]), None);
+}
+
+#[test]
+fn two_honest_looking_puts_of_one_key_are_refused() {
+    // Two changes, neither seeing the other, each putting the same new
+    // key: merged, the version would have two values.
+    let mut d = doc(Compartment::CareEvents, note("x"));
+    let heads = d.doc.get_heads();
+    let v = version(note("a"), by(&nurse(), NOW));
+    let mut one = d.doc.fork();
+    put(&mut one, &d.versions, &v);
+    let mut other = d.doc.fork();
+    let mut w = v.clone();
+    w.content = note("b");
+    put(&mut other, &d.versions, &w);
+    let mut changes = raw(&mut one, &heads);
+    changes.extend(raw(&mut other, &heads));
+    assert_eq!(
+        judged(&mut d, &changes),
+        Some(Err(Refusal::MalformedVersion))
+    );
+    // And a new version put twice in one change's history.
+    let mut again = d.doc.fork();
+    put(&mut again, &d.versions, &v);
+    again.commit();
+    put(&mut again, &d.versions, &w);
+    let changes = raw(&mut again, &heads);
+    assert_eq!(judged(&mut d, &changes), Some(Err(Refusal::VersionChanged)));
+    // The versions map itself is never written beside its versions.
+    let mut nested = d.doc.fork();
+    nested
+        .put_object(&d.versions, VersionId::new().to_string(), ObjType::Map)
+        .unwrap();
+    let changes = raw(&mut nested, &heads);
+    assert_eq!(
+        judged(&mut d, &changes),
+        Some(Err(Refusal::MalformedVersion))
+    );
+    assert!(
+        d.doc
+            .get(&d.versions, v.version_id.to_string())
+            .unwrap()
+            .is_none()
+    );
+}
