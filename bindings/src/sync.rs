@@ -30,6 +30,20 @@ pub struct SyncSummary {
     /// The server said this device or its user was revoked: it forgot
     /// every patient.
     pub wiped: bool,
+    /// This device's pushes the server refused, as it last said
+    /// (`server_refusals` says which and why).
+    pub refused_by_server: u64,
+}
+
+/// One push of this device the server refused: the app shows it as
+/// "refused by the server: {reason}". The refused changes stay on this
+/// device; nothing else is held back.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct ServerRefusal {
+    pub compartment: scr_core::record::Compartment,
+    /// The rule the push broke, in words.
+    pub reason: String,
+    pub refused_at_ms: i64,
 }
 
 /// What the app shows about sync.
@@ -70,6 +84,7 @@ impl From<PassSummary> for SyncSummary {
             audit_events_uploaded: count(s.audit.uploaded),
             audit_failed: s.audit_failed,
             wiped: s.audit.wiped.is_some(),
+            refused_by_server: count(s.refused),
         }
     }
 }
@@ -171,6 +186,27 @@ impl ScrDevice {
         })
         .await
         .unwrap_or(SyncStatus::Offline)
+    }
+
+    /// The pushes of this device the server refused, as it last said
+    /// (oldest first; empty when sync is not running).
+    pub async fn server_refusals(&self) -> Vec<ServerRefusal> {
+        let device = self.inner.clone();
+        run(async move {
+            Ok(device
+                .with_sync(async |s| s.server_refusals())
+                .await
+                .unwrap_or_default())
+        })
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| ServerRefusal {
+            compartment: r.compartment,
+            reason: r.reason,
+            refused_at_ms: r.refused_at_ms,
+        })
+        .collect()
     }
 
     /// Audit events waiting for upload, and whether they are overdue.

@@ -90,6 +90,22 @@ impl HoldingsWriter {
         }
     }
 
+    /// Bumps the device's notice whatever its list: the server has
+    /// something new to tell it (a push it refused).
+    pub async fn notify(&self, device: [u8; 32]) {
+        let Some(id) = self.notice_of(device).await else {
+            return;
+        };
+        if let Ok(Some(handle)) = self.repo.find(id).await {
+            let bumped = handle
+                .with_document_async(scr_core::protocol::bump_notice)
+                .await;
+            if !matches!(bumped, Ok(Ok(_))) {
+                tracing::warn!("a holdings notice could not be written");
+            }
+        }
+    }
+
     /// The current version of the device's notice, if it has one.
     pub async fn notice_version(&self, device: [u8; 32]) -> Option<u64> {
         let id = self.notice_of(device).await?;

@@ -21,6 +21,7 @@ pub mod patients;
 pub mod policy;
 pub mod privacy;
 pub mod records;
+pub mod refusals;
 pub mod request;
 pub mod serve;
 pub mod sqlite;

@@ -170,3 +170,60 @@ async fn rewriting_deleting_forging_and_bricking_are_refused_whole_and_flagged()
     );
     p.srv.shutdown().await;
 }
+
+/// A refused change is flagged once however often the device offers it
+/// again, and the device is told: its holdings reply names the document,
+/// the compartment, the rule and the change, never the patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_change_is_flagged_once_and_the_device_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Pusher::new(dir.path(), 73, vec![note("seen by the GP")]).await;
+    let c = Compartment::CareEvents;
+    let now = scr_core::clock::now_ms();
+    let mut framed = p.nurse_wrote(now);
+    framed.author_id = "555000000999".into();
+    let forged = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note("x"),
+        framed,
+    );
+    let changes = p.push(c, |doc, vs| put(doc, &vs, &forged)).await;
+    let heads: Vec<automerge::ChangeHash> = changes
+        .iter()
+        .map(|b| automerge::Change::try_from(b.as_slice()).unwrap().hash())
+        .collect();
+    for _ in 0..3 {
+        p.push_changes(c, &changes, heads.clone()).await;
+    }
+    let honest = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note("visit"),
+        p.nurse_wrote(now),
+    );
+    p.push(c, |doc, vs| put(doc, &vs, &honest)).await;
+    let id = honest.version_id.to_string();
+    assert!(
+        p.until(c, |d| versions(d).iter().any(|(k, _)| *k == id))
+            .await
+    );
+    assert_eq!(p.srv.metrics.changes_refused.get(), 1, "counted once");
+    assert_eq!(p.refusals().len(), 1, "audited once");
+
+    let url = format!("ws://{}/sync", p.srv.sync_addr);
+    let reply = scr_core::sync::fetch_holdings(&url, &p.keys, &p.srv.server_key)
+        .await
+        .unwrap();
+    assert_eq!(reply.refused.len(), 1);
+    let told = &reply.refused[0];
+    assert_eq!(told.document, p.doc_id(c));
+    assert_eq!(told.compartment, c);
+    assert!(told.reason.contains("not the writer's"), "{}", told.reason);
+    assert_eq!(told.change, heads[0].to_string());
+    let json = serde_json::to_string(&reply.refused).unwrap();
+    assert!(!json.contains(&p.nhs.digits()) && !json.contains("555000000999"));
+    p.srv.shutdown().await;
+}

@@ -67,6 +67,9 @@ fun theNurseJourney() = runBlocking {
     assertEquals(patient, withTimeout(10_000) { heard.await() })
     val summary = device.syncNow(20_000uL)
     assertTrue(summary.documents > 0uL)
+    // An honest visit note: nothing refused by the server.
+    assertEquals(0uL, summary.refusedByServer)
+    assertEquals(emptyList(), device.serverRefusals())
     collecting.cancel()
     device.stopSync()
     device.close()

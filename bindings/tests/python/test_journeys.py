@@ -156,6 +156,10 @@ def test_the_nurse_reads_her_caseload_and_writes_a_visit_offline(site, nurse):
         isinstance(s, scr.SyncStatus.IDLE) and s.summary.in_step == s.summary.documents
         and s.summary.documents > 0 for s in statuses.seen))
     assert any(isinstance(s, scr.SyncStatus.SYNCING) for s in statuses.seen)
+    # Written offline by an honest tablet: the server refused none of it.
+    assert all(s.summary.refused_by_server == 0
+               for s in statuses.seen if isinstance(s, scr.SyncStatus.IDLE))
+    assert run(device.server_refusals()) == []
     backlog = device.audit_backlog()
     assert not backlog.overdue
 

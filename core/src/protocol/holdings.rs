@@ -50,6 +50,10 @@ pub struct HoldingsReply {
     /// the notice lags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice_version: Option<u64>,
+    /// The pushes of this device the server refused (the newest
+    /// `KEPT_REFUSALS`): what the app shows as "refused by the server".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<super::PushRefusal>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

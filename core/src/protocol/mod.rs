@@ -1,6 +1,7 @@
 //! Every request and reply between a device and the server, beside the
 //! samod sync messages: the login, the holdings list and its notice
-//! document, the audit upload, the access log and encounters. Pure formats
+//! document, the audit upload, the access log, encounters and the server's
+//! word on pushes it refused. Pure formats
 //! (serde, versioned), imported by both sides: the device's `sync` speaks
 //! them, the server answers them, and neither imports the other.
 
@@ -9,6 +10,7 @@ mod audit_upload;
 mod encounter;
 mod holdings;
 mod login;
+mod refusal;
 
 pub use access_log::{ACCESS_LOG_FORMAT, AccessLogEntry, AccessLogReply, AccessLogRequest};
 pub use audit_upload::{
@@ -21,3 +23,4 @@ pub use holdings::{
     HeldPatient, HoldingsList, HoldingsReply, NOTICE_FORMAT, NoticeError, bump_notice, read_notice,
 };
 pub use login::{LoginRequest, LoginResponse};
+pub use refusal::{KEPT_REFUSALS, PushRefusal};

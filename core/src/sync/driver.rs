@@ -35,6 +35,8 @@ pub(super) struct Driver {
     /// The notice version whose list was last applied, and when: the list
     /// is fetched again only when the notice moves (or it grows old).
     pub applied_notice: Arc<Mutex<Option<(u64, Instant)>>>,
+    /// What the server last said it refused of this device's pushes.
+    pub server_refusals: Arc<Mutex<Vec<crate::protocol::PushRefusal>>>,
     /// The server has heard this device's audit queue is empty.
     pub audit_reported_empty: std::sync::atomic::AtomicBool,
     /// Backoff for the audit upload after failures.
@@ -253,6 +255,7 @@ impl Driver {
                 blocking(&self.engine, move |e| e.confirm_sent_unless_dirty(&nhs)).await?;
             }
         }
+        summary.refused = self.server_refusals.lock().map_or(0, |r| r.len());
         Ok(summary)
     }
 
@@ -310,6 +313,9 @@ impl Driver {
             ))
         })??;
         let served_notice = list.notice_version;
+        if let Ok(mut refused) = self.server_refusals.lock() {
+            *refused = list.refused;
+        }
         let outcome = match list.list {
             Some(list) => blocking(&self.engine, move |e| e.apply_holdings(&list)).await?,
             // No current grant: hold what is held.

@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 
 use crate::channel::{StaticKeypair, hex_key};
 use crate::engine::{Engine, EngineError, HoldingsOutcome};
-use crate::protocol::{AccessLogEntry, ENCOUNTER_FORMAT, EncounterReply, EncounterRequest};
+use crate::protocol::{
+    AccessLogEntry, ENCOUNTER_FORMAT, EncounterReply, EncounterRequest, PushRefusal,
+};
 
 pub use access_log::{AccessLogError, access_log, fetch_access_log};
 pub use audit_upload::{
@@ -73,6 +75,9 @@ pub struct PassSummary {
     pub audit: AuditUploadOutcome,
     /// The upload failed (retried next pass; nothing was released).
     pub audit_failed: bool,
+    /// This device's pushes the server has refused, as it last said
+    /// ([`DeviceSync::server_refusals`] says which and why).
+    pub refused: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +152,8 @@ pub struct DeviceSync {
     /// Shared with the driver: cleared to make the next pass fetch the
     /// holdings list whatever the notice says.
     applied_notice: Arc<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
+    /// What the server last said it refused of this device's pushes.
+    server_refusals: Arc<std::sync::Mutex<Vec<PushRefusal>>>,
 }
 
 impl DeviceSync {
@@ -178,6 +185,7 @@ impl DeviceSync {
         let started = Arc::new(AtomicU64::new(0));
         let config_copy = config.clone();
         let applied_notice = Arc::new(std::sync::Mutex::new(None));
+        let server_refusals = Arc::new(std::sync::Mutex::new(Vec::new()));
         let driver = driver::Driver {
             engine: engine.clone(),
             repo: repo.clone(),
@@ -191,6 +199,7 @@ impl DeviceSync {
             wake: wake.clone(),
             started: started.clone(),
             applied_notice: applied_notice.clone(),
+            server_refusals: server_refusals.clone(),
             audit_reported_empty: Default::default(),
             audit_retry: std::sync::Mutex::new(backoff::AuditRetry::new()),
         };
@@ -206,6 +215,7 @@ impl DeviceSync {
             engine,
             config: config_copy,
             applied_notice,
+            server_refusals,
         })
     }
 
@@ -216,6 +226,17 @@ impl DeviceSync {
     /// A receiver the app can await for every change of state.
     pub fn watch(&self) -> watch::Receiver<SyncState> {
         self.state.clone()
+    }
+
+    /// The pushes of this device the server refused, as it last said
+    /// (oldest first): each names the document, the rule it broke and the
+    /// change. The app shows them as "refused by the server: reason"; the
+    /// refused changes stay on this device.
+    pub fn server_refusals(&self) -> Vec<PushRefusal> {
+        self.server_refusals
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// Asks for a pass now (after the one running, if any).

@@ -1250,6 +1250,12 @@ public protocol ScrDeviceProtocol: AnyObject, Sendable {
     func openEncounter(nhsNumber: String, dateOfBirth: String, access: AccessRequest) async throws  -> String?
     
     /**
+     * The pushes of this device the server refused, as it last said
+     * (oldest first; empty when sync is not running).
+     */
+    func serverRefusals() async  -> [ServerRefusal]
+    
+    /**
      * Starts background sync; `observer` hears each state until sync stops.
      */
     func startSync(observer: SyncObserver?) async throws 
@@ -1649,6 +1655,27 @@ open func openEncounter(nhsNumber: String, dateOfBirth: String, access: AccessRe
             freeFunc: ffi_scr_bindings_rust_future_free_rust_buffer,
             liftFunc: FfiConverterOptionString.lift,
             errorHandler: FfiConverterTypeScrError_lift
+        )
+}
+    
+    /**
+     * The pushes of this device the server refused, as it last said
+     * (oldest first; empty when sync is not running).
+     */
+open func serverRefusals()async  -> [ServerRefusal]  {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_scr_bindings_fn_method_scrdevice_server_refusals(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_scr_bindings_rust_future_poll_rust_buffer,
+            completeFunc: ffi_scr_bindings_rust_future_complete_rust_buffer,
+            freeFunc: ffi_scr_bindings_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeServerRefusal.lift,
+            errorHandler: nil
+            
         )
 }
     
@@ -2065,6 +2092,75 @@ public func FfiConverterTypeRecordRelease_lower(_ value: RecordRelease) -> RustB
 
 
 /**
+ * One push of this device the server refused: the app shows it as
+ * "refused by the server: {reason}". The refused changes stay on this
+ * device; nothing else is held back.
+ */
+public struct ServerRefusal: Equatable, Hashable {
+    public var compartment: Compartment
+    /**
+     * The rule the push broke, in words.
+     */
+    public var reason: String
+    public var refusedAtMs: Int64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(compartment: Compartment, 
+        /**
+         * The rule the push broke, in words.
+         */reason: String, refusedAtMs: Int64) {
+        self.compartment = compartment
+        self.reason = reason
+        self.refusedAtMs = refusedAtMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ServerRefusal: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeServerRefusal: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ServerRefusal {
+        return
+            try ServerRefusal(
+                compartment: FfiConverterTypeCompartment.read(from: &buf), 
+                reason: FfiConverterString.read(from: &buf), 
+                refusedAtMs: FfiConverterInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ServerRefusal, into buf: inout [UInt8]) {
+        FfiConverterTypeCompartment.write(value.compartment, into: &buf)
+        FfiConverterString.write(value.reason, into: &buf)
+        FfiConverterInt64.write(value.refusedAtMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeServerRefusal_lift(_ buf: RustBuffer) throws -> ServerRefusal {
+    return try FfiConverterTypeServerRefusal.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeServerRefusal_lower(_ value: ServerRefusal) -> RustBuffer {
+    return FfiConverterTypeServerRefusal.lower(value)
+}
+
+
+/**
  * What one pass did.
  */
 public struct SyncSummary: Equatable, Hashable {
@@ -2092,6 +2188,11 @@ public struct SyncSummary: Equatable, Hashable {
      * every patient.
      */
     public var wiped: Bool
+    /**
+     * This device's pushes the server refused, as it last said
+     * (`server_refusals` says which and why).
+     */
+    public var refusedByServer: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2111,7 +2212,11 @@ public struct SyncSummary: Equatable, Hashable {
         /**
          * The server said this device or its user was revoked: it forgot
          * every patient.
-         */wiped: Bool) {
+         */wiped: Bool, 
+        /**
+         * This device's pushes the server refused, as it last said
+         * (`server_refusals` says which and why).
+         */refusedByServer: UInt64) {
         self.documents = documents
         self.inStep = inStep
         self.received = received
@@ -2120,6 +2225,7 @@ public struct SyncSummary: Equatable, Hashable {
         self.auditEventsUploaded = auditEventsUploaded
         self.auditFailed = auditFailed
         self.wiped = wiped
+        self.refusedByServer = refusedByServer
     }
 
     
@@ -2145,7 +2251,8 @@ public struct FfiConverterTypeSyncSummary: FfiConverterRustBuffer {
                 compartmentsForgotten: FfiConverterUInt64.read(from: &buf), 
                 auditEventsUploaded: FfiConverterUInt64.read(from: &buf), 
                 auditFailed: FfiConverterBool.read(from: &buf), 
-                wiped: FfiConverterBool.read(from: &buf)
+                wiped: FfiConverterBool.read(from: &buf), 
+                refusedByServer: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -2158,6 +2265,7 @@ public struct FfiConverterTypeSyncSummary: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.auditEventsUploaded, into: &buf)
         FfiConverterBool.write(value.auditFailed, into: &buf)
         FfiConverterBool.write(value.wiped, into: &buf)
+        FfiConverterUInt64.write(value.refusedByServer, into: &buf)
     }
 }
 
@@ -2679,6 +2787,31 @@ fileprivate struct FfiConverterOptionTypeAlertReason: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeServerRefusal: FfiConverterRustBuffer {
+    typealias SwiftType = [ServerRefusal]
+
+    public static func write(_ value: [ServerRefusal], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeServerRefusal.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ServerRefusal] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ServerRefusal]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeServerRefusal.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeAccessLogEntry: FfiConverterRustBuffer {
     typealias SwiftType = [AccessLogEntry]
 
@@ -2900,6 +3033,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_scr_bindings_checksum_method_scrdevice_open_encounter() != 41396) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_scr_bindings_checksum_method_scrdevice_server_refusals() != 8010) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_scr_bindings_checksum_method_scrdevice_start_sync() != 33946) {

@@ -411,6 +411,11 @@ uint64_t uniffi_scr_bindings_fn_method_scrdevice_close_encounter(uint64_t ptr, R
 uint64_t uniffi_scr_bindings_fn_method_scrdevice_open_encounter(uint64_t ptr, RustBuffer nhs_number, RustBuffer date_of_birth, RustBuffer access
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_SERVER_REFUSALS
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_SERVER_REFUSALS
+uint64_t uniffi_scr_bindings_fn_method_scrdevice_server_refusals(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_START_SYNC
 #define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_START_SYNC
 uint64_t uniffi_scr_bindings_fn_method_scrdevice_start_sync(uint64_t ptr, RustBuffer observer
@@ -889,6 +894,12 @@ uint16_t uniffi_scr_bindings_checksum_method_scrdevice_close_encounter(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_OPEN_ENCOUNTER
 #define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_OPEN_ENCOUNTER
 uint16_t uniffi_scr_bindings_checksum_method_scrdevice_open_encounter(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_SERVER_REFUSALS
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_SERVER_REFUSALS
+uint16_t uniffi_scr_bindings_checksum_method_scrdevice_server_refusals(void
     
 );
 #endif

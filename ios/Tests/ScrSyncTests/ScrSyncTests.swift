@@ -102,6 +102,10 @@ final class ScrSyncTests: XCTestCase {
         XCTAssertEqual(changes.count, heard, "a dropped handle stops the observer")
         let summary = try await device.syncNow(timeoutMs: 20_000)
         XCTAssertGreaterThan(summary.documents, 0)
+        // An honest visit note: nothing refused by the server.
+        XCTAssertEqual(summary.refusedByServer, 0)
+        let refused = await device.serverRefusals()
+        XCTAssertTrue(refused.isEmpty)
         try await device.stopSync()
     }
 

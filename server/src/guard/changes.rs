@@ -18,11 +18,13 @@ use samod::{DocumentId, PeerId, Repo, ShareConfig};
 use scr_core::audit::Outcome;
 use scr_core::channel::{Gate, hex_key};
 use scr_core::grant::RoleProfileGrant;
+use scr_core::protocol::PushRefusal;
 use scr_core::push_rules::{PushLimits, Refusal, check_changes, check_push};
 use scr_core::record::Compartment;
 use scr_core::{NhsNumber, Store};
 
 use super::wire;
+use crate::holdings::HoldingsWriter;
 use crate::policy::AccessPolicy;
 
 /// The gate for one sync session of `device`.
@@ -30,6 +32,7 @@ pub fn gate(
     repo: Repo,
     store: Store,
     policy: AccessPolicy,
+    holdings: HoldingsWriter,
     device: [u8; 32],
     refused: Counter,
 ) -> Gate {
@@ -37,6 +40,7 @@ pub fn gate(
         repo,
         store,
         policy,
+        holdings,
         device,
         refused,
         owners: Mutex::default(),
@@ -52,6 +56,8 @@ struct Checker {
     repo: Repo,
     store: Store,
     policy: AccessPolicy,
+    /// To bump the device's notice, so it fetches what was refused.
+    holdings: HoldingsWriter,
     device: [u8; 32],
     refused: Counter,
     /// The record and compartment of each document seen this session.
@@ -91,7 +97,7 @@ impl Checker {
             .await?;
         if matches!(
             verdict,
-            Err(Refusal::ForgedProvenance | Refusal::ImplausibleTime)
+            Err((Refusal::ForgedProvenance | Refusal::ImplausibleTime, _))
         ) {
             // The device may have logged in again since the grants were
             // read: read them again before refusing.
@@ -107,8 +113,15 @@ impl Checker {
         }
         match verdict {
             Ok(_) => Some(message),
-            Err(refusal) => {
-                self.flag(patient, compartment, refusal).await;
+            Err((refusal, change)) => {
+                let refusal = PushRefusal {
+                    document: doc_id.to_string(),
+                    compartment,
+                    reason: refusal.to_string(),
+                    change,
+                    refused_at_ms: scr_core::clock::now_ms(),
+                };
+                self.refuse(patient, refusal).await;
                 None
             }
         }
@@ -160,10 +173,9 @@ impl Checker {
         grants
     }
 
-    /// The rules on `changes` to `doc` as samod holds it: on the changes'
-    /// own operations when they can be judged alone, else on a copy with
-    /// them applied. `None` when the repo has stopped (samod merges
-    /// nothing either).
+    /// The rules on `changes` to `doc` as samod holds it, and when they
+    /// refuse, the first change they refuse (its hash, hex). `None` when
+    /// the repo has stopped (samod merges nothing either).
     async fn judge(
         &self,
         doc: &DocumentId,
@@ -171,7 +183,7 @@ impl Checker {
         patient: &NhsNumber,
         changes: &Arc<Vec<Vec<u8>>>,
         grants: Arc<Vec<RoleProfileGrant>>,
-    ) -> Option<Result<usize, Refusal>> {
+    ) -> Option<Result<usize, (Refusal, String)>> {
         let Ok(Some(handle)) = self.repo.find(doc.clone()).await else {
             // A record's document samod cannot open: nothing to merge
             // into, so nothing to check; samod answers it.
@@ -181,31 +193,54 @@ impl Checker {
         let now = scr_core::clock::now_ms();
         handle
             .with_document_async(move |held: &mut Automerge| {
-                let limits = PushLimits::default();
-                let alone =
-                    check_changes(compartment, held, &changes, &grants, &patient, now, &limits);
-                alone.unwrap_or_else(|| {
-                    let mut after = held.clone();
-                    for chunk in changes.iter() {
-                        if after.load_incremental(chunk).is_err() {
-                            return Err(Refusal::MalformedVersion);
-                        }
-                    }
-                    check_push(compartment, &*held, &after, &grants, &patient, now, &limits)
-                })
+                let rules = |changes: &[Vec<u8>]| {
+                    verdict(compartment, held, changes, &grants, &patient, now)
+                };
+                let refusal = match rules(&changes) {
+                    Ok(added) => return Ok(added),
+                    Err(refusal) => refusal,
+                };
+                // Rare (a refusal): the shortest refused prefix names the
+                // change to blame.
+                let first = (1..=changes.len())
+                    .find(|n| rules(&changes[..*n]).is_err())
+                    .map_or_else(String::new, |n| change_name(&changes[n - 1]));
+                Err((refusal, first))
             })
             .await
             .ok()
     }
 
-    async fn flag(&self, patient: NhsNumber, compartment: Compartment, refusal: Refusal) {
+    /// A refused push: recorded for the device, and the first time that
+    /// change is refused, counted, audited and told to the device (its
+    /// notice is bumped, so it fetches the refusal with its list).
+    async fn refuse(&self, patient: NhsNumber, refusal: PushRefusal) {
+        let (store, device, kept) = (self.store.clone(), self.device, refusal.clone());
+        let new =
+            tokio::task::spawn_blocking(move || crate::refusals::record(&store, &device, &kept))
+                .await;
+        if matches!(new, Ok(Ok(false))) {
+            tracing::debug!("a device offered a change refused before; not merged");
+            return;
+        }
+        self.flag(patient, &refusal).await;
+        self.holdings.notify(self.device).await;
+    }
+
+    async fn flag(&self, patient: NhsNumber, refusal: &PushRefusal) {
         self.refused.inc();
         tracing::warn!(
-            compartment = compartment.as_str(),
-            %refusal,
+            compartment = refusal.compartment.as_str(),
+            reason = %refusal.reason,
             "a device pushed changes the record's rules refuse; not merged"
         );
-        let (store, device) = (self.store.clone(), self.device);
+        let detail = format!(
+            "device {} pushed to {}: {}",
+            &hex_key(&self.device)[..16],
+            refusal.compartment.as_str(),
+            refusal.reason
+        );
+        let store = self.store.clone();
         let audited = tokio::task::spawn_blocking(move || {
             crate::audit::record(
                 &store,
@@ -213,16 +248,43 @@ impl Checker {
                 "push-refused",
                 Some(patient),
                 Outcome::Recorded,
-                Some(format!(
-                    "device {} pushed to {}: {refusal}",
-                    &hex_key(&device)[..16],
-                    compartment.as_str()
-                )),
+                Some(detail),
             )
         })
         .await;
         if !matches!(audited, Ok(Ok(()))) {
             tracing::error!("a refused push could not be audited");
         }
+    }
+}
+
+/// The rules on `changes` to `held`: on their own operations when they can
+/// be judged alone, else on a copy with them applied.
+fn verdict(
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Vec<u8>],
+    grants: &[RoleProfileGrant],
+    patient: &NhsNumber,
+    now: i64,
+) -> Result<usize, Refusal> {
+    let limits = PushLimits::default();
+    check_changes(compartment, held, changes, grants, patient, now, &limits).unwrap_or_else(|| {
+        let mut after = held.clone();
+        for chunk in changes {
+            if after.load_incremental(chunk).is_err() {
+                return Err(Refusal::MalformedVersion);
+            }
+        }
+        check_push(compartment, held, &after, grants, patient, now, &limits)
+    })
+}
+
+/// A chunk's name: its change hash, or (a chunk that is not one change)
+/// a digest of its bytes.
+fn change_name(chunk: &[u8]) -> String {
+    match automerge::Change::try_from(chunk) {
+        Ok(change) => change.hash().to_string(),
+        Err(_) => blake3::hash(chunk).to_hex().to_string(),
     }
 }

@@ -64,6 +64,7 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         shared.repo.clone(),
         shared.store.clone(),
         shared.policy.clone(),
+        shared.holdings.clone(),
         device,
         shared.metrics.changes_refused.clone(),
     );
@@ -118,12 +119,17 @@ async fn serve_holdings(mut channel: Channel, shared: &Shared) -> Result<(), Str
     let device = channel.remote_static();
     // The version first: the list computed after it is at least that new.
     let notice_version = shared.holdings.notice_version(device).await;
-    let list = tokio::task::spawn_blocking(move || policy.holdings_for(&device))
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = shared.store.clone();
+    let (list, refused) = tokio::task::spawn_blocking(move || {
+        let refused = crate::refusals::of_device(&store, &device);
+        (policy.holdings_for(&device), refused)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let reply = scr_core::protocol::HoldingsReply {
         list,
         notice_version,
+        refused,
     };
     let body = serde_json::to_vec(&reply).map_err(|e| e.to_string())?;
     channel.send(&body).await.map_err(|e| e.to_string())

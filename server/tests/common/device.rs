@@ -80,7 +80,37 @@ impl Device {
                 scr_core::clock::now_ms() + 60_000,
             )
             .unwrap();
-        Self::enroll_with(srv, dir, name, device_class, &token, login).await
+        Self::enroll_with(
+            srv,
+            dir,
+            name,
+            device_class,
+            &token,
+            login,
+            Arc::new(SystemClock),
+        )
+        .await
+    }
+
+    /// [`Device::enroll`] with the device's own clock (one that runs fast,
+    /// say).
+    pub async fn enroll_with_clock(
+        srv: &RunningServer,
+        dir: &std::path::Path,
+        name: &str,
+        (organisation, device_class): (&str, DeviceClass),
+        login: LoginRequest,
+        clock: Arc<dyn scr_core::clock::Clock>,
+    ) -> Self {
+        let token = srv
+            .directory
+            .create_enrollment_token(
+                organisation,
+                device_class,
+                scr_core::clock::now_ms() + 60_000,
+            )
+            .unwrap();
+        Self::enroll_with(srv, dir, name, device_class, &token, login, clock).await
     }
 
     /// A patient's own phone, enrolled with a token bound to them and the
@@ -113,6 +143,7 @@ impl Device {
             DeviceClass::PatientPhone,
             &token,
             login,
+            Arc::new(SystemClock),
         )
         .await
     }
@@ -124,6 +155,7 @@ impl Device {
         device_class: DeviceClass,
         token: &str,
         login: LoginRequest,
+        clock: Arc<dyn scr_core::clock::Clock>,
     ) -> Self {
         let keys = Arc::new(StaticKeypair::generate().unwrap());
         super::enroll(srv, &keys, token).await;
@@ -148,7 +180,7 @@ impl Device {
             dir.join(format!("{name}.db")),
             &StaticKeyProvider::new(SecretKey::from_bytes([name.len() as u8; 32])),
             EngineConfig::new(&hex_key(&keys.public()), device_class, grant_key),
-            Arc::new(SystemClock),
+            clock,
         )
         .unwrap();
         engine

@@ -143,12 +143,12 @@ impl Pusher {
     }
 
     /// Applies `edit` to a copy of the server's document and pushes the
-    /// changes it made, as one sync message.
+    /// changes it made, as one sync message. Returns them, to offer again.
     pub async fn push(
         &mut self,
         c: Compartment,
         edit: impl FnOnce(&mut Automerge, automerge::ObjId),
-    ) {
+    ) -> Vec<Vec<u8>> {
         let before = self.server_doc(c).await;
         let mut after = before.fork();
         let versions = after.get(ROOT, "versions").unwrap().unwrap().1;
@@ -158,11 +158,22 @@ impl Pusher {
             .into_iter()
             .map(|ch| ch.raw_bytes().to_vec())
             .collect();
+        self.push_changes(c, &changes, after.get_heads()).await;
+        changes
+    }
+
+    /// Pushes `changes` as one sync message claiming `heads`.
+    pub async fn push_changes(
+        &mut self,
+        c: Compartment,
+        changes: &[Vec<u8>],
+        heads: Vec<automerge::ChangeHash>,
+    ) {
         let message = automerge::sync::Message {
-            heads: after.get_heads(),
+            heads,
             need: Vec::new(),
             have: Vec::new(),
-            changes: changes.into(),
+            changes: changes.to_vec().into(),
             flags: None,
             version: automerge::sync::MessageVersion::V1,
         }

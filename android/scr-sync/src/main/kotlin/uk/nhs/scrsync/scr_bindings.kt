@@ -838,6 +838,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_scr_bindings_checksum_method_scrdevice_open_encounter(
     ): Int
+    external fun uniffi_scr_bindings_checksum_method_scrdevice_server_refusals(
+    ): Int
     external fun uniffi_scr_bindings_checksum_method_scrdevice_start_sync(
     ): Int
     external fun uniffi_scr_bindings_checksum_method_scrdevice_stop_sync(
@@ -927,6 +929,8 @@ internal object UniffiLib {
     external fun uniffi_scr_bindings_fn_method_scrdevice_close_encounter(`ptr`: Long,`encounterId`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_scr_bindings_fn_method_scrdevice_open_encounter(`ptr`: Long,`nhsNumber`: RustBuffer.ByValue,`dateOfBirth`: RustBuffer.ByValue,`access`: RustBufferAccessRequest.ByValue,
+    ): Long
+    external fun uniffi_scr_bindings_fn_method_scrdevice_server_refusals(`ptr`: Long,
     ): Long
     external fun uniffi_scr_bindings_fn_method_scrdevice_start_sync(`ptr`: Long,`observer`: RustBuffer.ByValue,
     ): Long
@@ -1146,6 +1150,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_open_encounter() and 0xFFFF) != 41396) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_server_refusals() and 0xFFFF) != 8010) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_start_sync() and 0xFFFF) != 33946) {
@@ -2680,6 +2687,12 @@ public interface ScrDeviceInterface {
     suspend fun `openEncounter`(`nhsNumber`: kotlin.String, `dateOfBirth`: kotlin.String, `access`: AccessRequest): kotlin.String?
     
     /**
+     * The pushes of this device the server refused, as it last said
+     * (oldest first; empty when sync is not running).
+     */
+    suspend fun `serverRefusals`(): List<ServerRefusal>
+    
+    /**
      * Starts background sync; `observer` hears each state until sync stops.
      */
     suspend fun `startSync`(`observer`: SyncObserver?)
@@ -3237,6 +3250,30 @@ open class ScrDevice: Disposable, AutoCloseable, ScrDeviceInterface
 
     
     /**
+     * The pushes of this device the server refused, as it last said
+     * (oldest first; empty when sync is not running).
+     */
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `serverRefusals`() : List<ServerRefusal> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_scr_bindings_fn_method_scrdevice_server_refusals(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_scr_bindings_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_scr_bindings_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_scr_bindings_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceTypeServerRefusal.lift(it) },
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
+    /**
      * Starts background sync; `observer` hears each state until sync stops.
      */
     @Throws(ScrException::class)
@@ -3766,6 +3803,57 @@ public object FfiConverterTypeRecordRelease: FfiConverterRustBuffer<RecordReleas
 
 
 /**
+ * One push of this device the server refused: the app shows it as
+ * "refused by the server: {reason}". The refused changes stay on this
+ * device; nothing else is held back.
+ */
+data class ServerRefusal (
+    var `compartment`: Compartment
+    , 
+    /**
+     * The rule the push broke, in words.
+     */
+    var `reason`: kotlin.String
+    , 
+    var `refusedAtMs`: kotlin.Long
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeServerRefusal: FfiConverterRustBuffer<ServerRefusal> {
+    override fun read(buf: ByteBuffer): ServerRefusal {
+        return ServerRefusal(
+            FfiConverterTypeCompartment.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterLong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ServerRefusal) = (
+            FfiConverterTypeCompartment.allocationSize(value.`compartment`) +
+            FfiConverterString.allocationSize(value.`reason`) +
+            FfiConverterLong.allocationSize(value.`refusedAtMs`)
+    )
+
+    override fun write(value: ServerRefusal, buf: ByteBuffer) {
+            FfiConverterTypeCompartment.write(value.`compartment`, buf)
+            FfiConverterString.write(value.`reason`, buf)
+            FfiConverterLong.write(value.`refusedAtMs`, buf)
+    }
+}
+
+
+
+/**
  * What one pass did.
  */
 data class SyncSummary (
@@ -3800,6 +3888,12 @@ data class SyncSummary (
      * every patient.
      */
     var `wiped`: kotlin.Boolean
+    , 
+    /**
+     * This device's pushes the server refused, as it last said
+     * (`server_refusals` says which and why).
+     */
+    var `refusedByServer`: kotlin.ULong
     
 ){
     
@@ -3824,6 +3918,7 @@ public object FfiConverterTypeSyncSummary: FfiConverterRustBuffer<SyncSummary> {
             FfiConverterULong.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -3835,7 +3930,8 @@ public object FfiConverterTypeSyncSummary: FfiConverterRustBuffer<SyncSummary> {
             FfiConverterULong.allocationSize(value.`compartmentsForgotten`) +
             FfiConverterULong.allocationSize(value.`auditEventsUploaded`) +
             FfiConverterBoolean.allocationSize(value.`auditFailed`) +
-            FfiConverterBoolean.allocationSize(value.`wiped`)
+            FfiConverterBoolean.allocationSize(value.`wiped`) +
+            FfiConverterULong.allocationSize(value.`refusedByServer`)
     )
 
     override fun write(value: SyncSummary, buf: ByteBuffer) {
@@ -3847,6 +3943,7 @@ public object FfiConverterTypeSyncSummary: FfiConverterRustBuffer<SyncSummary> {
             FfiConverterULong.write(value.`auditEventsUploaded`, buf)
             FfiConverterBoolean.write(value.`auditFailed`, buf)
             FfiConverterBoolean.write(value.`wiped`, buf)
+            FfiConverterULong.write(value.`refusedByServer`, buf)
     }
 }
 
@@ -4551,6 +4648,34 @@ public object FfiConverterOptionalTypeAlertReason: FfiConverterRustBuffer<AlertR
         } else {
             buf.put(1)
             FfiConverterTypeAlertReason.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeServerRefusal: FfiConverterRustBuffer<List<ServerRefusal>> {
+    override fun read(buf: ByteBuffer): List<ServerRefusal> {
+        val len = buf.getInt()
+        return List<ServerRefusal>(len) {
+            FfiConverterTypeServerRefusal.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<ServerRefusal>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeServerRefusal.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<ServerRefusal>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeServerRefusal.write(it, buf)
         }
     }
 }
