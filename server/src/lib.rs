@@ -22,6 +22,7 @@ pub mod policy;
 pub mod privacy;
 pub mod records;
 pub mod refusals;
+pub mod repair;
 pub mod request;
 pub mod serve;
 pub mod sqlite;

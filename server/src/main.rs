@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             AdminCommand::Alerts(a) => governance::alerts(a),
             AdminCommand::CloseAlert(a) => governance::close_alert(a),
             AdminCommand::Unhide(a) => governance::unhide(a),
+            AdminCommand::RepairDocument(a) => admin::repair_document(a),
         },
     };
     match result {

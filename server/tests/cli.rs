@@ -21,6 +21,7 @@ const COMMANDS: &[&[&str]] = &[
     &["admin", "alerts"],
     &["admin", "close-alert"],
     &["admin", "unhide"],
+    &["admin", "repair-document"],
 ];
 
 fn scr_server(args: &[&str]) -> std::process::Output {

@@ -96,40 +96,7 @@ impl CompartmentDoc {
     /// another document's bytes leaves conflicting values there, and the
     /// winner alone would hide that.
     fn check_header(&self) -> Result<(), DocError> {
-        let formats = self.doc.get_all(ROOT, "format").unwrap_or_default();
-        if formats.is_empty() {
-            return Err(DocError::NotACompartment);
-        }
-        for (value, _) in &formats {
-            let format = match value {
-                Value::Scalar(s) => match s.as_ref() {
-                    automerge::ScalarValue::Int(n) => *n,
-                    automerge::ScalarValue::Uint(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-                    _ => return Err(DocError::NotACompartment),
-                },
-                Value::Object(_) => return Err(DocError::NotACompartment),
-            };
-            if format > DOC_FORMAT {
-                return Err(DocError::NewerFormat(format));
-            }
-        }
-        let found: Vec<Option<Compartment>> = self
-            .doc
-            .get_all(ROOT, "compartment")
-            .unwrap_or_default()
-            .iter()
-            .map(|(value, _)| match value {
-                Value::Scalar(s) => s.as_str().and_then(Compartment::parse),
-                Value::Object(_) => None,
-            })
-            .collect();
-        if found.is_empty() || found.iter().any(|c| *c != Some(self.compartment)) {
-            return Err(DocError::WrongCompartment {
-                expected: self.compartment,
-                found: found.into_iter().flatten().find(|c| *c != self.compartment),
-            });
-        }
-        Ok(())
+        check_header(&self.doc, self.compartment)
     }
 
     pub fn compartment(&self) -> Compartment {
@@ -263,6 +230,45 @@ fn push_parsed(
         Some(Ok(v)) if v.format <= VERSION_FORMAT && v.version_id.to_string() == key => out.push(v),
         _ => unreadable.push(key.to_owned()),
     }
+}
+
+/// Every value under "format" and "compartment" must agree: merging in
+/// another document's bytes leaves conflicting values there, and the
+/// winner alone would hide that.
+pub(crate) fn check_header(doc: &impl ReadDoc, expected: Compartment) -> Result<(), DocError> {
+    let formats = doc.get_all(ROOT, "format").unwrap_or_default();
+    if formats.is_empty() {
+        return Err(DocError::NotACompartment);
+    }
+    for (value, _) in &formats {
+        let format = match value {
+            Value::Scalar(s) => match s.as_ref() {
+                automerge::ScalarValue::Int(n) => *n,
+                automerge::ScalarValue::Uint(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+                _ => return Err(DocError::NotACompartment),
+            },
+            Value::Object(_) => return Err(DocError::NotACompartment),
+        };
+        if format > DOC_FORMAT {
+            return Err(DocError::NewerFormat(format));
+        }
+    }
+    let found: Vec<Option<Compartment>> = doc
+        .get_all(ROOT, "compartment")
+        .unwrap_or_default()
+        .iter()
+        .map(|(value, _)| match value {
+            Value::Scalar(s) => s.as_str().and_then(Compartment::parse),
+            Value::Object(_) => None,
+        })
+        .collect();
+    if found.is_empty() || found.iter().any(|c| *c != Some(expected)) {
+        return Err(DocError::WrongCompartment {
+            expected,
+            found: found.into_iter().flatten().find(|c| *c != expected),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use scr_server::directory::Directory;
 use scr_server::serve::identity::{ServerIdentity, key_provider};
 
 use super::{
-    AddUserArgs, AssignArgs, Choice, EnrollTokenArgs, LoadRecordArgs, Patient, RevokeDeviceArgs,
-    SetChoiceArgs, UnassignArgs, UserArgs,
+    AddUserArgs, AssignArgs, Choice, EnrollTokenArgs, LoadRecordArgs, Patient, RepairDocumentArgs,
+    RevokeDeviceArgs, SetChoiceArgs, UnassignArgs, UserArgs,
 };
 
 pub fn enroll_token(args: &EnrollTokenArgs) -> Result<ExitCode, String> {
@@ -262,4 +262,26 @@ pub fn nhs_number(patient: &Patient) -> Result<scr_core::NhsNumber, String> {
 
 fn parse_hex_key(hex: &str) -> Option<[u8; 32]> {
     scr_core::channel::from_hex(hex)?.try_into().ok()
+}
+
+/// `admin repair-document`: a record's document that no longer reads,
+/// repaired from its last readable state (audited).
+pub fn repair_document(args: &RepairDocumentArgs) -> Result<ExitCode, String> {
+    let (store, _) = open_server(&args.dir.data_dir)?;
+    match scr_server::repair::repair_document(&store, &args.document) {
+        Ok((compartment, None)) => {
+            println!(
+                "the {} document reads: nothing to repair",
+                compartment.as_str()
+            );
+        }
+        Ok((compartment, Some(r))) => println!(
+            "the {} document is repaired: header {}, {} versions restored",
+            compartment.as_str(),
+            if r.header { "put back" } else { "intact" },
+            r.versions_restored
+        ),
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -100,6 +100,8 @@ pub enum AdminCommand {
     CloseAlert(CloseAlertArgs),
     /// Unhide a hidden record, citing the request and the investigation.
     Unhide(UnhideArgs),
+    /// Repair a record's document that no longer reads, from its last readable state (audited).
+    RepairDocument(RepairDocumentArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -280,6 +282,15 @@ pub struct UnhideArgs {
     /// The privacy officer's investigation.
     #[arg(long, value_name = "REF")]
     pub investigation_ref: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairDocumentArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The document's id (as samod names it; never an NHS number).
+    #[arg(long, value_name = "ID")]
+    pub document: String,
 }
 
 fn device_class(s: &str) -> Result<DeviceClass, String> {
