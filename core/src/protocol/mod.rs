@@ -1,7 +1,8 @@
 //! Every request and reply between a device and the server, beside the
 //! samod sync messages: the login, the holdings list and its notice
 //! document, the audit upload, the access log, encounters and the server's
-//! word on pushes it refused. Pure formats
+//! word on pushes it refused; and `wire`, reading samod's own messages just
+//! far enough to guard either end. Pure formats
 //! (serde, versioned), imported by both sides: the device's `sync` speaks
 //! them, the server answers them, and neither imports the other.
 
@@ -11,6 +12,7 @@ mod encounter;
 mod holdings;
 mod login;
 mod refusal;
+pub mod wire;
 
 pub use access_log::{ACCESS_LOG_FORMAT, AccessLogEntry, AccessLogReply, AccessLogRequest};
 pub use audit_upload::{

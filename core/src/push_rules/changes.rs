@@ -42,6 +42,35 @@ pub fn check_changes(
     received_at_ms: i64,
     limits: &PushLimits,
 ) -> Option<Result<usize, Refusal>> {
+    let writer = Writer {
+        pusher: Some((grants, patient, received_at_ms)),
+        limits,
+    };
+    on_changes(compartment, held, changes, &writer)
+}
+
+/// What a device checks of the changes it receives, as
+/// [`super::check_received`] does on documents (everything but who wrote
+/// them); `None` when they cannot be judged alone.
+pub fn check_received_changes(
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Vec<u8>],
+    limits: &PushLimits,
+) -> Option<Result<usize, Refusal>> {
+    let writer = Writer {
+        pusher: None,
+        limits,
+    };
+    on_changes(compartment, held, changes, &writer)
+}
+
+fn on_changes(
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Vec<u8>],
+    writer: &Writer<'_>,
+) -> Option<Result<usize, Refusal>> {
     if !held.get_missing_deps(&[]).is_empty() {
         // Changes are waiting for a dependency: the next push may apply
         // them, and only applying shows what they do then.
@@ -69,18 +98,7 @@ pub fn check_changes(
             return Some(Err(refusal));
         }
     }
-    Some(judge(
-        compartment,
-        held,
-        versions.as_ref(),
-        added,
-        &Writer {
-            grants,
-            patient,
-            received_at_ms,
-            limits,
-        },
-    ))
+    Some(judge(compartment, held, versions.as_ref(), added, writer))
 }
 
 /// The held versions map's id as a change names it (counter and actor),

@@ -104,6 +104,36 @@ pub fn check_push(
     received_at_ms: i64,
     limits: &PushLimits,
 ) -> Result<usize, Refusal> {
+    let writer = Writer {
+        pusher: Some((grants, patient, received_at_ms)),
+        limits,
+    };
+    on_documents(compartment, before, after, &writer)
+}
+
+/// What a device checks of what it receives, on the two documents: the
+/// same rules but who wrote it (the server checked that; the device holds
+/// no one else's grants). A server that sends a rewritten, deleted or
+/// misplaced version, or a changed header, is refused as a pusher is.
+pub fn check_received(
+    compartment: Compartment,
+    before: &impl ReadDoc,
+    after: &impl ReadDoc,
+    limits: &PushLimits,
+) -> Result<usize, Refusal> {
+    let writer = Writer {
+        pusher: None,
+        limits,
+    };
+    on_documents(compartment, before, after, &writer)
+}
+
+fn on_documents(
+    compartment: Compartment,
+    before: &impl ReadDoc,
+    after: &impl ReadDoc,
+    writer: &Writer<'_>,
+) -> Result<usize, Refusal> {
     let versions = header_unchanged(before, after)?;
     let Some(versions) = versions else {
         // No versions map in either: nothing can have been added to it.
@@ -119,30 +149,24 @@ pub fn check_push(
         }
     }
     let added: Vec<&String> = new.keys().filter(|k| !old.contains_key(*k)).collect();
-    if added.len() > limits.max_new_versions {
+    if added.len() > writer.limits.max_new_versions {
         return Err(Refusal::TooManyVersions);
     }
     let lookup = |id: &str| present(after, &versions, id);
-    let writer = Writer {
-        grants,
-        patient,
-        received_at_ms,
-        limits,
-    };
     for key in &added {
         let Some(json) = text_at(after, &versions, key) else {
             return Err(Refusal::MalformedVersion);
         };
-        new_version(compartment, key, &json, &lookup, &writer)?;
+        new_version(compartment, key, &json, &lookup, writer)?;
     }
     Ok(added.len())
 }
 
-/// Who pushed, to whose record, when, within which bounds.
+/// Who pushed (the device's grants, the record's patient, the receipt
+/// time), within which bounds. No pusher: what a device receives, whose
+/// writers the server checked.
 pub(crate) struct Writer<'a> {
-    pub(crate) grants: &'a [RoleProfileGrant],
-    pub(crate) patient: &'a NhsNumber,
-    pub(crate) received_at_ms: i64,
+    pub(crate) pusher: Option<(&'a [RoleProfileGrant], &'a NhsNumber, i64)>,
     pub(crate) limits: &'a PushLimits,
 }
 
@@ -238,12 +262,6 @@ fn check_version(
     lookup: &dyn Fn(&str) -> Option<EntryVersion>,
     writer: &Writer<'_>,
 ) -> Result<(), Refusal> {
-    let Writer {
-        grants,
-        patient,
-        received_at_ms,
-        limits,
-    } = *writer;
     let belongs = match compartment {
         Compartment::Sensitive => version.content.may_be_sensitive(),
         c => version.content.home_compartment() == c,
@@ -251,28 +269,13 @@ fn check_version(
     if !belongs {
         return Err(Refusal::WrongCompartment);
     }
-    let p = &version.provenance;
-    let authored_by = |g: &&RoleProfileGrant| {
-        let (author, role, organisation) = g.actor();
-        p.author_id == author
-            && p.role == role
-            && p.organisation == organisation
-            && p.device == g.device_id
+    let author = match writer.pusher {
+        Some((grants, patient, received_at_ms)) => Some((
+            authorising_grant(version, grants, received_at_ms, writer.limits)?,
+            patient,
+        )),
+        None => None,
     };
-    let skew = limits.clock_skew_ms;
-    let valid_then = |g: &&RoleProfileGrant| {
-        p.recorded_at_ms >= g.issued_at_ms.saturating_sub(skew)
-            && p.recorded_at_ms <= g.expires_at_ms.saturating_add(skew)
-    };
-    if !grants.iter().any(|g| authored_by(&g)) {
-        return Err(Refusal::ForgedProvenance);
-    }
-    let Some(writer) = grants.iter().filter(authored_by).find(valid_then) else {
-        return Err(Refusal::ImplausibleTime);
-    };
-    if p.recorded_at_ms > received_at_ms.saturating_add(skew) {
-        return Err(Refusal::ImplausibleTime);
-    }
     let mut replaced = Vec::new();
     for id in &version.replaces {
         match lookup(&id.to_string()) {
@@ -291,7 +294,44 @@ fn check_version(
     {
         return Err(Refusal::KindChanged);
     }
-    may_write(compartment, version, &replaced, writer, patient)
+    match author {
+        Some((grant, patient)) => may_write(compartment, version, &replaced, grant, patient),
+        None => Ok(()),
+    }
+}
+
+/// The grant `version` was written under: one of `grants` whose author,
+/// role, organisation and device it names, valid when it was recorded, and
+/// recorded no later than its receipt (both within the clock skew).
+fn authorising_grant<'g>(
+    version: &EntryVersion,
+    grants: &'g [RoleProfileGrant],
+    received_at_ms: i64,
+    limits: &PushLimits,
+) -> Result<&'g RoleProfileGrant, Refusal> {
+    let p = &version.provenance;
+    let authored_by = |g: &&RoleProfileGrant| {
+        let (author, role, organisation) = g.actor();
+        p.author_id == author
+            && p.role == role
+            && p.organisation == organisation
+            && p.device == g.device_id
+    };
+    let skew = limits.clock_skew_ms;
+    let valid_then = |g: &&RoleProfileGrant| {
+        p.recorded_at_ms >= g.issued_at_ms.saturating_sub(skew)
+            && p.recorded_at_ms <= g.expires_at_ms.saturating_add(skew)
+    };
+    if !grants.iter().any(|g| authored_by(&g)) {
+        return Err(Refusal::ForgedProvenance);
+    }
+    let Some(grant) = grants.iter().filter(authored_by).find(valid_then) else {
+        return Err(Refusal::ImplausibleTime);
+    };
+    if p.recorded_at_ms > received_at_ms.saturating_add(skew) {
+        return Err(Refusal::ImplausibleTime);
+    }
+    Ok(grant)
 }
 
 /// Who may write what (beyond which compartments, which the share policy
@@ -384,7 +424,7 @@ fn privacy_officer_unhides(
 }
 
 mod changes;
-pub use changes::check_changes;
+pub use changes::{check_changes, check_received_changes};
 
 #[cfg(test)]
 mod tests;

@@ -119,6 +119,16 @@ impl Store {
         })
     }
 
+    /// Whether any chunk of the document is stored (nothing is unsealed).
+    pub fn has_chunks(&self, doc_id: &str) -> Result<bool, StoreError> {
+        let doc_ref = self.doc_ref_of(doc_id);
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM chunks WHERE doc_ref = ?1 LIMIT 1")?
+                .exists([doc_ref])?)
+        })
+    }
+
     /// Every chunk whose key starts with `prefix`.
     pub fn load_chunk_range(
         &self,

@@ -38,6 +38,8 @@ pub struct NoiseDialer {
     /// The server refused this device at its last attempt (revoked, or
     /// not enrolled).
     refused: Arc<AtomicBool>,
+    /// What the device checks of what it receives, before samod merges it.
+    gate: Option<crate::channel::Gate>,
 }
 impl NoiseDialer {
     /// `url`: the server's sync endpoint, `ws://host:port/sync`.
@@ -58,7 +60,15 @@ impl NoiseDialer {
             last_error: Arc::new(Mutex::new(None)),
             link: Arc::new(watch::channel(Link::default()).0),
             refused: Arc::default(),
+            gate: None,
         })
+    }
+
+    /// Every message of the sessions it opens goes through `gate` before
+    /// samod reads it (`sync::received`).
+    pub(super) fn with_gate(mut self, gate: crate::channel::Gate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Presents an enrollment token in the hello (first contact).
@@ -107,7 +117,7 @@ impl samod::Dialer for NoiseDialer {
             last_error: self.last_error.clone(),
             refused: self.refused.clone(),
         };
-        let (token, link) = (self.token.clone(), self.link.clone());
+        let (token, link, gate) = (self.token.clone(), self.link.clone(), self.gate.clone());
         Box::pin(async move {
             // samod puts no deadline on a dial: a stalled server must not
             // leave the device connecting forever.
@@ -127,12 +137,21 @@ impl samod::Dialer for NoiseDialer {
                     "session id",
                 )));
             };
-            let (session, transport) = Session::open(
-                channel.remote_static(),
-                Arc::default(),
-                Box::new(()),
-                Box::new(|_| true),
-            );
+            let (session, transport) = match gate {
+                Some(gate) => Session::open_gated(
+                    channel.remote_static(),
+                    Arc::default(),
+                    Box::new(()),
+                    Box::new(|_| true),
+                    gate,
+                ),
+                None => Session::open(
+                    channel.remote_static(),
+                    Arc::default(),
+                    Box::new(()),
+                    Box::new(|_| true),
+                ),
+            };
             set(
                 &link,
                 Link {

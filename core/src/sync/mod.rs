@@ -15,6 +15,7 @@ mod dialer;
 mod driver;
 mod encounter;
 mod holdings;
+mod received;
 mod request;
 mod storage;
 
@@ -154,12 +155,21 @@ pub struct DeviceSync {
     applied_notice: Arc<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
     /// What the server last said it refused of this device's pushes.
     server_refusals: Arc<std::sync::Mutex<Vec<PushRefusal>>>,
+    /// Messages from the server the record's rules refused (not merged).
+    received_refused: Arc<AtomicU64>,
 }
 
 impl DeviceSync {
     /// Starts syncing `engine`'s store with the server in the background.
     pub async fn start(engine: Arc<Engine>, config: SyncConfig) -> Result<Self, SyncError> {
-        let dialer = NoiseDialer::new(&config.server_url, config.keys.clone(), config.server_key)?;
+        let received_repo = Arc::new(std::sync::OnceLock::new());
+        let received_refused = Arc::new(AtomicU64::new(0));
+        let dialer = NoiseDialer::new(&config.server_url, config.keys.clone(), config.server_key)?
+            .with_gate(received::gate(
+                received_repo.clone(),
+                engine.store_handle(),
+                received_refused.clone(),
+            ));
         let last_error = dialer.last_error();
         let link = dialer.link();
         let refused = dialer.refused();
@@ -173,6 +183,7 @@ impl DeviceSync {
             .with_peer_id(samod::PeerId::from(hex_key(&config.keys.public())))
             .load()
             .await;
+        let _ = received_repo.set(repo.clone());
         let dial = repo
             .dial(config.backoff.clone(), Arc::new(dialer))
             .map_err(|_| SyncError::Stopped)?;
@@ -216,6 +227,7 @@ impl DeviceSync {
             config: config_copy,
             applied_notice,
             server_refusals,
+            received_refused,
         })
     }
 
@@ -237,6 +249,13 @@ impl DeviceSync {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
+    }
+
+    /// Messages from the server carrying changes the record's rules refuse
+    /// (a rewritten or deleted version, a changed header), dropped before
+    /// they merged: a buggy or tampered server. Should stay 0.
+    pub fn received_refused(&self) -> u64 {
+        self.received_refused.load(Ordering::Relaxed)
     }
 
     /// Asks for a pass now (after the one running, if any).

@@ -18,7 +18,7 @@
 pub mod changes;
 pub mod flag;
 pub mod flood;
-pub mod wire;
+pub use scr_core::protocol::wire;
 
 use std::collections::HashSet;
 

@@ -118,3 +118,65 @@ fn two_honest_looking_puts_of_one_key_are_refused() {
             .is_none()
     );
 }
+
+#[test]
+fn what_a_device_receives_is_checked_for_all_but_its_writer() {
+    let mut d = doc(Compartment::CareEvents, note("no concerns"));
+    let heads = d.doc.get_heads();
+    let limits = PushLimits::default();
+    let received = |d: &mut Doc, after: &mut AutoCommit| {
+        let on_documents = check_received(Compartment::CareEvents, &d.doc, after, &limits);
+        let changes = raw(after, &heads);
+        let on_changes =
+            check_received_changes(Compartment::CareEvents, d.doc.document(), &changes, &limits);
+        assert_eq!(on_changes, Some(on_documents), "the two checks disagree");
+        on_documents
+    };
+    // Someone else's new note (a GP's, say): the device cannot know their
+    // grant, and does not need to.
+    let mut other = d.doc.fork();
+    let mut by_someone = by(&gp(), NOW);
+    by_someone.author_id = "555000000777".into();
+    put(&mut other, &d.versions, &version(note("seen"), by_someone));
+    assert_eq!(received(&mut d, &mut other), Ok(1));
+    // A rewritten version, a deleted one, a raised format, a misplaced
+    // kind: refused as from a pusher.
+    let existing = d.existing.clone();
+    let mut rewritten = d.doc.fork();
+    let mut forged = existing.clone();
+    forged.content = note("REWRITTEN");
+    rewritten
+        .put(
+            &d.versions,
+            existing.version_id.to_string(),
+            serde_json::to_string(&forged).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        received(&mut d, &mut rewritten),
+        Err(Refusal::VersionChanged)
+    );
+    let mut deleted = d.doc.fork();
+    deleted
+        .delete(&d.versions, existing.version_id.to_string())
+        .unwrap();
+    assert_eq!(received(&mut d, &mut deleted), Err(Refusal::VersionDeleted));
+    let mut bricked = d.doc.fork();
+    bricked.put(automerge::ROOT, "format", 2).unwrap();
+    assert_eq!(received(&mut d, &mut bricked), Err(Refusal::HeaderChanged));
+    let mut misplaced = d.doc.fork();
+    let sharing = EntryContent::Sharing {
+        choice: SharingChoice::CoreAndAdditional,
+        include_sensitive: true,
+        hidden: false,
+    };
+    put(
+        &mut misplaced,
+        &d.versions,
+        &version(sharing, by(&gp(), NOW)),
+    );
+    assert_eq!(
+        received(&mut d, &mut misplaced),
+        Err(Refusal::WrongCompartment)
+    );
+}

@@ -1,9 +1,10 @@
-//! Reading samod's wire messages (CBOR maps) just far enough to guard the
-//! server: which kind of message, which document, and the Automerge sync
-//! message inside. samod decodes them fully afterwards.
+//! Reading samod's wire messages (CBOR maps) just far enough to guard
+//! either end (the server against devices, a device against what it
+//! receives): which kind of message, which document, and the Automerge
+//! sync message inside. samod decodes them fully afterwards.
 
+use crate::record::untrusted::{changes_parse, uleb128};
 use automerge::sync::Message;
-use scr_core::record::untrusted::{changes_parse, uleb128};
 
 pub struct Incoming {
     pub kind: String,
