@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{Automerge, Change, ChangeHash, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
-use super::{PushLimits, Refusal, VERSIONS, Writer, new_version, present};
+use super::{PushLimits, Refusal, VERSIONS, Writer, new_version, present, restores_header};
 use crate::NhsNumber;
 use crate::grant::RoleProfileGrant;
 use crate::record::Compartment;
@@ -94,7 +94,8 @@ fn on_changes(
             return None;
         }
         taken.insert(hash);
-        if let Err(refusal) = operations(&change, held, versions.as_ref(), &mut added) {
+        let restore = writer.pusher.is_none().then_some(compartment);
+        if let Err(refusal) = operations(&change, held, versions.as_ref(), restore, &mut added) {
             return Some(Err(refusal));
         }
     }
@@ -125,6 +126,7 @@ fn operations(
     change: &Change,
     held: &Automerge,
     versions: Option<&VersionsMap>,
+    restore: Option<Compartment>,
     added: &mut Vec<(String, String)>,
 ) -> Result<(), Refusal> {
     let expanded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| change.decode()))
@@ -132,6 +134,14 @@ fn operations(
     for op in expanded.operations {
         let under_versions = match (&op.obj, versions) {
             (ObjectId::Root, _) => {
+                // What a device receives may put the header back (a
+                // server's repair); nothing else on the root, from anyone.
+                if let (Some(c), Key::Map(k), OpType::Put(v), false) =
+                    (restore, &op.key, &op.action, op.insert)
+                    && restores_header(c, k, v)
+                {
+                    continue;
+                }
                 return Err(match &op.key {
                     Key::Map(k) if ["format", "compartment", VERSIONS].contains(&k.as_str()) => {
                         Refusal::HeaderChanged

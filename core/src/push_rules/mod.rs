@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 
-use automerge::{ObjType, ROOT, ReadDoc, Value};
+use automerge::{ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 use crate::NhsNumber;
 use crate::access::Principal;
@@ -134,7 +134,8 @@ fn on_documents(
     after: &impl ReadDoc,
     writer: &Writer<'_>,
 ) -> Result<usize, Refusal> {
-    let versions = header_unchanged(before, after)?;
+    let restore = writer.pusher.is_none().then_some(compartment);
+    let versions = header_unchanged(before, after, restore)?;
     let Some(versions) = versions else {
         // No versions map in either: nothing can have been added to it.
         return Ok(0);
@@ -192,10 +193,14 @@ pub(crate) fn new_version(
 }
 
 /// The header is the same in both, and the root holds nothing else; the
-/// versions map's id, if there is one.
+/// versions map's id, if there is one. With `restore` (what a device
+/// receives), format and compartment may also be put back to what
+/// `restore`'s document reads as: the server's repair of a document the
+/// device merged unreadable before it checked what it received.
 fn header_unchanged(
     before: &impl ReadDoc,
     after: &impl ReadDoc,
+    restore: Option<Compartment>,
 ) -> Result<Option<automerge::ObjId>, Refusal> {
     let before_keys: Vec<String> = before.keys(ROOT).collect();
     if after.keys(ROOT).any(|k| !before_keys.contains(&k)) {
@@ -208,7 +213,11 @@ fn header_unchanged(
         let is = after
             .get_all(ROOT, key)
             .map_err(|_| Refusal::HeaderChanged)?;
-        if was != is {
+        let restored = match (restore, is.as_slice()) {
+            (Some(c), [(Value::Scalar(v), _)]) => restores_header(c, key, v),
+            _ => false,
+        };
+        if was != is && !restored {
             return Err(Refusal::HeaderChanged);
         }
     }
@@ -216,6 +225,17 @@ fn header_unchanged(
         [] => Ok(None),
         [(Value::Object(ObjType::Map), id)] => Ok(Some(id.clone())),
         _ => Err(Refusal::HeaderChanged),
+    }
+}
+
+/// Whether `value` under root `key` is what a readable `compartment`
+/// document holds there (format 1, its own compartment).
+pub(crate) fn restores_header(compartment: Compartment, key: &str, value: &ScalarValue) -> bool {
+    match (key, value) {
+        ("format", ScalarValue::Int(n)) => *n == crate::record::DOC_FORMAT,
+        ("format", ScalarValue::Uint(n)) => i64::try_from(*n) == Ok(crate::record::DOC_FORMAT),
+        ("compartment", ScalarValue::Str(s)) => s.as_str() == compartment.as_str(),
+        _ => false,
     }
 }
 

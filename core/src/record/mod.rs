@@ -17,7 +17,7 @@ pub use content::{
     CarePlanKind, Code, EntryContent, MedicationCourse, PermissionScope, PreferenceKind, Severity,
     SharingChoice,
 };
-pub use doc::{CompartmentDoc, DocError};
+pub use doc::{CompartmentDoc, DOC_FORMAT, DocError};
 pub use ids::{EntryId, VersionId};
 pub use view::{CompartmentView, EntryState, EntryView, materialise};
 

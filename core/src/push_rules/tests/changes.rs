@@ -180,3 +180,42 @@ fn what_a_device_receives_is_checked_for_all_but_its_writer() {
         Err(Refusal::WrongCompartment)
     );
 }
+
+#[test]
+fn a_device_takes_the_servers_repair_of_its_header_and_a_pusher_may_not() {
+    // A document the device merged unreadable (format raised) before it
+    // checked what it received.
+    let mut d = doc(Compartment::CareEvents, note("x"));
+    d.doc.put(automerge::ROOT, "format", 2).unwrap();
+    d.doc.commit();
+    let heads = d.doc.get_heads();
+    let limits = PushLimits::default();
+    let mut repaired = d.doc.fork();
+    repaired.put(automerge::ROOT, "format", 1).unwrap();
+    repaired
+        .put(automerge::ROOT, "compartment", "care-events")
+        .unwrap();
+    let changes = raw(&mut repaired, &heads);
+    assert_eq!(
+        check_received(Compartment::CareEvents, &d.doc, &repaired, &limits),
+        Ok(0)
+    );
+    assert_eq!(
+        check_received_changes(Compartment::CareEvents, d.doc.document(), &changes, &limits),
+        Some(Ok(0))
+    );
+    // From a pusher, the same is a header change; and a device takes no
+    // other value there.
+    assert_eq!(judged(&mut d, &changes), Some(Err(Refusal::HeaderChanged)));
+    let mut moved = d.doc.fork();
+    moved.put(automerge::ROOT, "compartment", "core").unwrap();
+    let changes = raw(&mut moved, &heads);
+    assert_eq!(
+        check_received_changes(Compartment::CareEvents, d.doc.document(), &changes, &limits),
+        Some(Err(Refusal::HeaderChanged))
+    );
+    assert_eq!(
+        check_received(Compartment::CareEvents, &d.doc, &moved, &limits),
+        Err(Refusal::HeaderChanged)
+    );
+}
