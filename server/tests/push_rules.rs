@@ -218,7 +218,54 @@ async fn a_refused_change_is_flagged_once_and_the_device_is_told() {
         .await
         .unwrap();
     assert_eq!(reply.refused.len(), 1);
-    let told = &reply.refused[0];
+    let told = reply.refused[0].clone();
+
+    // A new forged change behind the one refused before is still flagged:
+    // blame lands on each change that is wrong, not on the first one.
+    let mut again = p.nurse_wrote(now);
+    again.role = "R0260".into();
+    let forged_again = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note("y"),
+        again,
+    );
+    let before = p.server_doc(c).await;
+    let mut fork = before.fork();
+    let vs = fork.get(ROOT, "versions").unwrap().unwrap().1;
+    put(&mut fork, &vs, &forged_again);
+    let mut behind = changes.clone();
+    behind.extend(
+        fork.get_changes(&before.get_heads())
+            .into_iter()
+            .map(|ch| ch.raw_bytes().to_vec()),
+    );
+    p.push_changes(c, &behind, fork.get_heads()).await;
+    let later = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note("visit two"),
+        p.nurse_wrote(now),
+    );
+    p.push(c, |doc, vs| put(doc, &vs, &later)).await;
+    let id = later.version_id.to_string();
+    assert!(
+        p.until(c, |d| versions(d).iter().any(|(k, _)| *k == id))
+            .await
+    );
+    assert_eq!(
+        p.srv.metrics.changes_refused.get(),
+        2,
+        "the new one counted"
+    );
+    assert_eq!(p.refusals().len(), 2, "and audited");
+    let reply = scr_core::sync::fetch_holdings(&url, &p.keys, &p.srv.server_key)
+        .await
+        .unwrap();
+    assert_eq!(reply.refused.len(), 2);
+    let told = &told;
     assert_eq!(told.document, p.doc_id(c));
     assert_eq!(told.compartment, c);
     assert!(told.reason.contains("not the writer's"), "{}", told.reason);

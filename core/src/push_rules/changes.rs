@@ -78,7 +78,7 @@ fn on_changes(
     }
     let versions = versions_map(held)?;
     let mut taken: HashSet<ChangeHash> = HashSet::new();
-    let mut added: Vec<(String, String)> = Vec::new();
+    let mut added = Added::default();
     for bytes in changes {
         let change = Change::try_from(bytes.as_slice()).ok()?;
         let hash = change.hash();
@@ -95,11 +95,167 @@ fn on_changes(
         }
         taken.insert(hash);
         let restore = writer.pusher.is_none().then_some(compartment);
-        if let Err(refusal) = operations(&change, held, versions.as_ref(), restore, &mut added) {
+        if let Err(refusal) = operations(
+            &change,
+            held,
+            versions.as_ref(),
+            restore,
+            writer.limits,
+            &mut added,
+        ) {
             return Some(Err(refusal));
         }
     }
-    Some(judge(compartment, held, versions.as_ref(), added, writer))
+    Some(judge(
+        compartment,
+        held,
+        versions.as_ref(),
+        added.versions,
+        writer,
+    ))
+}
+
+/// The fallback, for changes that cannot be judged alone: applied to a
+/// copy of `held`, then every change that applying them made part of the
+/// document (waiting ones included, once their dependencies came) judged
+/// on its operations exactly as [`check_changes`] judges them. Changes
+/// still waiting for a dependency are judged when it comes.
+#[allow(clippy::too_many_arguments)]
+pub fn check_applied(
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Vec<u8>],
+    grants: &[RoleProfileGrant],
+    patient: &NhsNumber,
+    received_at_ms: i64,
+    limits: &PushLimits,
+) -> Result<usize, Refusal> {
+    let writer = Writer {
+        pusher: Some((grants, patient, received_at_ms)),
+        limits,
+    };
+    on_applied(compartment, held, changes, &writer)
+}
+
+/// [`check_applied`] for what a device receives.
+pub fn check_received_applied(
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Vec<u8>],
+    limits: &PushLimits,
+) -> Result<usize, Refusal> {
+    let writer = Writer {
+        pusher: None,
+        limits,
+    };
+    on_applied(compartment, held, changes, &writer)
+}
+
+fn on_applied(
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Vec<u8>],
+    writer: &Writer<'_>,
+) -> Result<usize, Refusal> {
+    // A root `versions` that is not one map: nothing may be added to it.
+    let versions = versions_map(held).ok_or(Refusal::HeaderChanged)?;
+    let mut after = held.clone();
+    for chunk in changes {
+        after
+            .load_incremental(chunk)
+            .map_err(|_| Refusal::MalformedVersion)?;
+    }
+    let restore = writer.pusher.is_none().then_some(compartment);
+    let mut added = Added::default();
+    for change in after.get_changes(&held.get_heads()) {
+        operations(
+            &change,
+            held,
+            versions.as_ref(),
+            restore,
+            writer.limits,
+            &mut added,
+        )?;
+    }
+    judge(compartment, held, versions.as_ref(), added.versions, writer)
+}
+
+/// Which changes of a refused push are refused on their own: each change
+/// judged by its own operations and versions (the versions it replaces
+/// looked up in the document and in the whole push), whatever it depends
+/// on. A change refused only because it builds on a refused one is not
+/// named: blame lands on what was wrong, not on what followed it. A chunk
+/// that is not one change is named by `None` with its index.
+#[allow(clippy::too_many_arguments)]
+pub fn refused_changes(
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Vec<u8>],
+    grants: &[RoleProfileGrant],
+    patient: &NhsNumber,
+    received_at_ms: i64,
+    limits: &PushLimits,
+) -> Vec<(usize, Option<ChangeHash>, Refusal)> {
+    let writer = Writer {
+        pusher: Some((grants, patient, received_at_ms)),
+        limits,
+    };
+    let Some(versions) = versions_map(held) else {
+        return vec![(0, None, Refusal::HeaderChanged)];
+    };
+    let parsed: Vec<Option<Change>> = changes
+        .iter()
+        .map(|b| Change::try_from(b.as_slice()).ok())
+        .collect();
+    // Every version the push adds, for the versions one replaces.
+    let mut everything = Added::default();
+    let unbounded = PushLimits {
+        max_new_versions: usize::MAX,
+        ..*limits
+    };
+    for change in parsed.iter().flatten() {
+        let mut own = Added::default();
+        if operations(change, held, versions.as_ref(), None, &unbounded, &mut own).is_ok() {
+            for (k, v) in own.versions {
+                if everything.keys.insert(k.clone()) {
+                    everything.versions.push((k, v));
+                }
+            }
+        }
+    }
+    let mut refused = Vec::new();
+    for (i, change) in parsed.iter().enumerate() {
+        let Some(change) = change else {
+            refused.push((i, None, Refusal::MalformedVersion));
+            continue;
+        };
+        if held.get_missing_deps(&[change.hash()]).is_empty() {
+            continue;
+        }
+        let mut own = Added::default();
+        let verdict =
+            operations(change, held, versions.as_ref(), None, limits, &mut own).and_then(|()| {
+                judge_with(
+                    compartment,
+                    held,
+                    versions.as_ref(),
+                    own.versions,
+                    &everything,
+                    &writer,
+                )
+            });
+        if let Err(refusal) = verdict {
+            refused.push((i, Some(change.hash()), refusal));
+        }
+    }
+    refused
+}
+
+/// The new versions a push adds, in order, and their keys.
+#[derive(Default)]
+struct Added {
+    versions: Vec<(String, String)>,
+    keys: HashSet<String>,
 }
 
 /// The held versions map's id as a change names it (counter and actor),
@@ -121,14 +277,19 @@ fn versions_map(held: &Automerge) -> Option<Option<VersionsMap>> {
 type VersionsMap = (u64, automerge::ActorId, automerge::ObjId);
 
 /// Every operation of one change, judged on its own; the new versions'
-/// keys and texts are added to `added`.
+/// keys and texts are added to `added` (no more than a push may add:
+/// every operation of an honest push adds one).
 fn operations(
     change: &Change,
     held: &Automerge,
     versions: Option<&VersionsMap>,
     restore: Option<Compartment>,
-    added: &mut Vec<(String, String)>,
+    limits: &PushLimits,
+    added: &mut Added,
 ) -> Result<(), Refusal> {
+    if added.versions.len().saturating_add(change.len()) > limits.max_new_versions {
+        return Err(Refusal::TooManyVersions);
+    }
     let expanded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| change.decode()))
         .map_err(|_| Refusal::MalformedVersion)?;
     for op in expanded.operations {
@@ -163,10 +324,13 @@ fn operations(
             _ if op.insert => return Err(Refusal::UnknownField),
             _ if held_already || !op.pred.is_empty() => return Err(Refusal::VersionChanged),
             // Two puts of one new key: a conflict, not one version.
-            _ if added.iter().any(|(k, _)| k == key.as_str()) => {
+            _ if added.keys.contains(key.as_str()) => {
                 return Err(Refusal::MalformedVersion);
             }
-            OpType::Put(ScalarValue::Str(text)) => added.push((key.to_string(), text.to_string())),
+            OpType::Put(ScalarValue::Str(text)) => {
+                added.keys.insert(key.to_string());
+                added.versions.push((key.to_string(), text.to_string()));
+            }
             _ => return Err(Refusal::MalformedVersion),
         }
     }
@@ -181,14 +345,36 @@ fn judge(
     added: Vec<(String, String)>,
     writer: &Writer<'_>,
 ) -> Result<usize, Refusal> {
+    judge_with(
+        compartment,
+        held,
+        versions,
+        added,
+        &Added::default(),
+        writer,
+    )
+}
+
+/// [`judge`], looking the versions a new one replaces up in the document,
+/// in `added` and in `also`.
+fn judge_with(
+    compartment: Compartment,
+    held: &Automerge,
+    versions: Option<&VersionsMap>,
+    added: Vec<(String, String)>,
+    also: &Added,
+    writer: &Writer<'_>,
+) -> Result<usize, Refusal> {
     if added.len() > writer.limits.max_new_versions {
         return Err(Refusal::TooManyVersions);
     }
     let Some((_, _, map)) = versions else {
         return Ok(0);
     };
-    let pushed: HashMap<&str, &str> = added
+    let pushed: HashMap<&str, &str> = also
+        .versions
         .iter()
+        .chain(&added)
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let lookup = |id: &str| match pushed.get(id) {

@@ -444,7 +444,9 @@ fn privacy_officer_unhides(
 }
 
 mod changes;
-pub use changes::{check_changes, check_received_changes};
+pub use changes::{
+    check_applied, check_changes, check_received_applied, check_received_changes, refused_changes,
+};
 
 #[cfg(test)]
 mod tests;

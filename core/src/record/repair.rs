@@ -5,16 +5,18 @@
 //!
 //! The repair is one new change on top of the document's history, never a
 //! rewrite of it: the header is put back as it was in the last state that
-//! read (format, compartment), and if the versions map was replaced, a
-//! new one holds every version of the old ones and of the current one
-//! (versions are immutable, so this loses nothing). Every device then
-//! merges the repair like any other change.
+//! read (format, compartment), and if the versions map was replaced, the
+//! current one (or a new one, if there is none) is given every version of
+//! the maps it replaced that it lacks (versions are immutable, so this
+//! loses nothing; only values that read as the version their key names
+//! are put back). Every device then merges the repair like any other
+//! change.
 
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, Value};
 
-use super::Compartment;
 use super::doc::{DOC_FORMAT, check_header};
+use super::{Compartment, EntryVersion};
 
 const VERSIONS: &str = "versions";
 
@@ -23,7 +25,7 @@ const VERSIONS: &str = "versions";
 pub struct Repaired {
     /// The header (format, compartment) was put back.
     pub header: bool,
-    /// Versions copied into a new versions map (0: the map was intact).
+    /// Versions put back into the versions map (0: it was intact).
     pub versions_restored: usize,
     /// The repair change's hash.
     pub change: ChangeHash,
@@ -49,44 +51,52 @@ pub fn repair(expected: Compartment, doc: &mut Automerge) -> Result<Option<Repai
     let history = History::of(doc, expected).ok_or(RepairError::NeverReadable)?;
     let header_bad = check_header(doc, expected).is_err();
     let now_maps = versions_maps(doc, None);
-    // Intact: one map, hiding no version any map it has held has had (the
-    // map it was created with, or a repair's).
-    let map_bad = match now_maps.as_slice() {
-        [map] => history.maps.iter().filter(|old| *old != map).any(|old| {
-            doc.keys(old)
-                .any(|k| doc.get(map, k.as_str()).ok().flatten().is_none())
-        }),
-        _ => true,
-    };
-    if !header_bad && !map_bad {
-        return Ok(None);
-    }
     // Every version of every map the document has had, as they are now
-    // (versions added to an old map afterwards included).
+    // (versions added to an old map afterwards included), that the
+    // current map lacks. Only what reads as the version its key names:
+    // whatever else an old map holds is not put back.
+    let current = match now_maps.as_slice() {
+        [map] => Some(map),
+        _ => None,
+    };
     let mut versions: Vec<(String, String)> = Vec::new();
-    if map_bad {
-        for map in history.maps.iter().chain(&now_maps) {
-            for key in doc.keys(map) {
-                if versions.iter().any(|(k, _)| *k == key) {
-                    continue;
-                }
-                if let Ok(Some((Value::Scalar(s), _))) = doc.get(map, key.as_str())
-                    && let Some(text) = s.as_str()
-                {
-                    versions.push((key, text.to_owned()));
-                }
+    for map in history.maps.iter().chain(&now_maps) {
+        for key in doc.keys(map) {
+            let held_now =
+                current.is_some_and(|c| doc.get(c, key.as_str()).ok().flatten().is_some());
+            if held_now || versions.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            if let Ok(Some((Value::Scalar(s), _))) = doc.get(map, key.as_str())
+                && let Some(text) = s.as_str()
+                && serde_json::from_str::<EntryVersion>(text)
+                    .is_ok_and(|v| v.version_id.to_string() == key)
+            {
+                versions.push((key, text.to_owned()));
             }
         }
     }
+    // Intact: one map, hiding no version any map it has held has had.
+    let map_bad = current.is_none() || !versions.is_empty();
+    if !header_bad && !map_bad {
+        return Ok(None);
+    }
+    let mut restored = 0;
     let result = doc.transact::<_, _, automerge::AutomergeError>(|tx| {
         if header_bad {
             tx.put(ROOT, "format", DOC_FORMAT)?;
             tx.put(ROOT, "compartment", expected.as_str())?;
         }
         if map_bad {
-            let map = tx.put_object(ROOT, VERSIONS, ObjType::Map)?;
+            // Into the current map when there is one (plain additions, as
+            // devices take them); a new one only when there is none.
+            let map = match now_maps.as_slice() {
+                [map] => map.clone(),
+                _ => tx.put_object(ROOT, VERSIONS, ObjType::Map)?,
+            };
             for (key, text) in &versions {
                 tx.put(&map, key.as_str(), text.as_str())?;
+                restored += 1;
             }
         }
         Ok(())
@@ -100,7 +110,7 @@ pub fn repair(expected: Compartment, doc: &mut Automerge) -> Result<Option<Repai
     }
     Ok(Some(Repaired {
         header: header_bad,
-        versions_restored: if map_bad { versions.len() } else { 0 },
+        versions_restored: restored,
         change,
     }))
 }
@@ -153,6 +163,22 @@ mod tests {
     use super::*;
     use crate::record::CompartmentDoc;
 
+    /// A visit note's version: its key and its JSON.
+    fn version(text: &str) -> (String, String) {
+        let v = EntryVersion::new(
+            crate::record::EntryId::new(),
+            Vec::new(),
+            crate::record::VersionStatus::Current,
+            crate::record::EntryContent::EncounterSummary {
+                setting: "home".into(),
+                occurred_at: "2026-12-03".into(),
+                note: text.into(),
+            },
+            crate::fixtures::gp(),
+        );
+        (v.version_id.to_string(), serde_json::to_string(&v).unwrap())
+    }
+
     fn document(notes: usize) -> (Automerge, Vec<String>) {
         let mut doc = Automerge::new();
         let mut keys = Vec::new();
@@ -161,8 +187,8 @@ mod tests {
             tx.put(ROOT, "compartment", "care-events")?;
             let map = tx.put_object(ROOT, VERSIONS, ObjType::Map)?;
             for i in 0..notes {
-                let key = format!("v{i}");
-                tx.put(&map, key.as_str(), format!("version {i}"))?;
+                let (key, json) = version(&format!("visit {i}"));
+                tx.put(&map, key.as_str(), json)?;
                 keys.push(key);
             }
             Ok(())
@@ -203,28 +229,40 @@ mod tests {
         let (mut doc, keys) = document(3);
         let old_map = doc.get(ROOT, VERSIONS).unwrap().unwrap().1;
         // A device that had not seen the replacement adds to the old map;
-        // another version goes into the new, empty one.
+        // another version goes into the new one, beside a value that is
+        // not a version (never put back).
+        let (late, late_json) = version("late");
+        let (after, after_json) = version("after");
         let mut lagging = doc.fork();
         lagging
-            .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(&old_map, "late", "late one"))
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                tx.put(&old_map, late.as_str(), late_json.as_str())?;
+                tx.put(&old_map, "junk", "not a version")
+            })
             .unwrap();
         doc.transact::<_, _, automerge::AutomergeError>(|tx| {
             let map = tx.put_object(ROOT, VERSIONS, ObjType::Map)?;
-            tx.put(&map, "after", "after one")?;
+            tx.put(&map, after.as_str(), after_json.as_str())?;
             tx.put(ROOT, "compartment", "core")?;
             Ok(())
         })
         .unwrap();
         doc.merge(&mut lagging).unwrap();
         assert!(!readable(&doc, Compartment::CareEvents));
+        let current = doc.get(ROOT, VERSIONS).unwrap().unwrap().1;
         let repaired = repair(Compartment::CareEvents, &mut doc).unwrap().unwrap();
         assert!(repaired.header);
-        assert_eq!(repaired.versions_restored, 5);
+        assert_eq!(
+            repaired.versions_restored, 4,
+            "three old versions and the late one"
+        );
+        // Put back into the current map (devices take plain additions).
         let map = doc.get(ROOT, VERSIONS).unwrap().unwrap().1;
+        assert_eq!(map, current);
         let mut now: Vec<String> = doc.keys(&map).collect();
         now.sort();
         let mut expected: Vec<String> = keys;
-        expected.extend(["after".to_owned(), "late".to_owned()]);
+        expected.extend([after, late]);
         expected.sort();
         assert_eq!(now, expected);
         assert!(reads(&mut doc));

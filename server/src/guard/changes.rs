@@ -2,15 +2,22 @@
 //! them: for a sync message carrying changes to a compartment document,
 //! `scr_core::push_rules::check_changes` on the changes' own operations
 //! against the document as samod holds it (or, when they cannot be judged
-//! alone, `check_push` on a copy with them applied), for every grant the
-//! server issued to the pushing device. (A push to a document the
+//! alone, `check_applied`: the same on the changes applying them to a copy
+//! makes part of it), for every grant the server issued to the pushing
+//! device. (A push to a document the
 //! device may not write at all is samod's to drop and `flag`'s to report.)
 //! A refused message is dropped
 //! whole (nothing of it merged), counted and audited naming the device,
 //! the patient, the compartment and the reason.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Pushes of one session refused, audited and told; past this they are
+/// only counted (a device sending refused pushes in a loop cannot flood
+/// the audit trail or its own notice).
+const MAX_FLAGGED_PER_SESSION: usize = 16;
 
 use automerge::Automerge;
 use prometheus_client::metrics::counter::Counter;
@@ -19,7 +26,7 @@ use scr_core::audit::Outcome;
 use scr_core::channel::{Gate, hex_key};
 use scr_core::grant::RoleProfileGrant;
 use scr_core::protocol::PushRefusal;
-use scr_core::push_rules::{PushLimits, Refusal, check_changes, check_push};
+use scr_core::push_rules::{PushLimits, Refusal, check_applied, check_changes, refused_changes};
 use scr_core::record::Compartment;
 use scr_core::{NhsNumber, Store};
 
@@ -45,6 +52,7 @@ pub fn gate(
         refused,
         owners: Mutex::default(),
         grants: Mutex::default(),
+        flagged: AtomicUsize::new(0),
     });
     Arc::new(move |message: Vec<u8>| {
         let checker = checker.clone();
@@ -64,6 +72,8 @@ struct Checker {
     owners: Mutex<HashMap<DocumentId, (NhsNumber, Compartment)>>,
     /// The grants issued to the device, as read this session.
     grants: Mutex<Option<Arc<Vec<RoleProfileGrant>>>>,
+    /// Refused pushes flagged this session.
+    flagged: AtomicUsize,
 }
 
 impl Checker {
@@ -95,10 +105,10 @@ impl Checker {
                 self.grants(false).await,
             )
             .await?;
-        if matches!(
-            verdict,
-            Err((Refusal::ForgedProvenance | Refusal::ImplausibleTime, _))
-        ) {
+        let about_grants = |r: &(Refusal, String)| {
+            matches!(r.0, Refusal::ForgedProvenance | Refusal::ImplausibleTime)
+        };
+        if matches!(&verdict, Err(blamed) if blamed.iter().any(about_grants)) {
             // The device may have logged in again since the grants were
             // read: read them again before refusing.
             verdict = self
@@ -113,15 +123,19 @@ impl Checker {
         }
         match verdict {
             Ok(_) => Some(message),
-            Err((refusal, change)) => {
-                let refusal = PushRefusal {
-                    document: doc_id.to_string(),
-                    compartment,
-                    reason: refusal.to_string(),
-                    change,
-                    refused_at_ms: scr_core::clock::now_ms(),
-                };
-                self.refuse(patient, refusal).await;
+            Err(blamed) => {
+                let at = scr_core::clock::now_ms();
+                let refusals = blamed
+                    .into_iter()
+                    .map(|(refusal, change)| PushRefusal {
+                        document: doc_id.to_string(),
+                        compartment,
+                        reason: refusal.to_string(),
+                        change,
+                        refused_at_ms: at,
+                    })
+                    .collect();
+                self.refuse(patient, refusals).await;
                 None
             }
         }
@@ -174,7 +188,8 @@ impl Checker {
     }
 
     /// The rules on `changes` to `doc` as samod holds it, and when they
-    /// refuse, the first change they refuse (its hash, hex). `None` when
+    /// refuse, what to blame: each change refused on its own (hash, hex),
+    /// or, when none is, the push as a whole (a digest of it). `None` when
     /// the repo has stopped (samod merges nothing either).
     async fn judge(
         &self,
@@ -183,7 +198,7 @@ impl Checker {
         patient: &NhsNumber,
         changes: &Arc<Vec<Vec<u8>>>,
         grants: Arc<Vec<RoleProfileGrant>>,
-    ) -> Option<Result<usize, (Refusal, String)>> {
+    ) -> Option<Result<usize, Vec<(Refusal, String)>>> {
         let Ok(Some(handle)) = self.repo.find(doc.clone()).await else {
             // A record's document samod cannot open: nothing to merge
             // into, so nothing to check; samod answers it.
@@ -193,60 +208,74 @@ impl Checker {
         let now = scr_core::clock::now_ms();
         handle
             .with_document_async(move |held: &mut Automerge| {
-                let rules = |changes: &[Vec<u8>]| {
-                    verdict(compartment, held, changes, &grants, &patient, now)
-                };
-                let refusal = match rules(&changes) {
+                let refusal = match verdict(compartment, held, &changes, &grants, &patient, now) {
                     Ok(added) => return Ok(added),
                     Err(refusal) => refusal,
                 };
-                // Only on a refusal: the shortest refused prefix names the
-                // change to blame, found in a logarithmic number of checks
-                // (a change refused stays refused whatever follows it).
-                let (mut lo, mut hi) = (1, changes.len());
-                while lo < hi {
-                    let mid = lo + (hi - lo) / 2;
-                    if rules(&changes[..mid]).is_err() {
-                        hi = mid;
-                    } else {
-                        lo = mid + 1;
-                    }
+                // Only on a refusal, and linear in the push.
+                let limits = PushLimits::default();
+                let blamed: Vec<(Refusal, String)> =
+                    refused_changes(compartment, held, &changes, &grants, &patient, now, &limits)
+                        .into_iter()
+                        .map(|(i, hash, why)| match hash {
+                            Some(h) => (why, h.to_string()),
+                            None => (why, digest(&changes[i..=i])),
+                        })
+                        .collect();
+                if blamed.is_empty() {
+                    return Err(vec![(refusal, digest(&changes))]);
                 }
-                let first = changes.get(hi.wrapping_sub(1)).map(|c| change_name(c));
-                Err((refusal, first.unwrap_or_default()))
+                Err(blamed)
             })
             .await
             .ok()
     }
 
-    /// A refused push: recorded for the device, and the first time that
-    /// change is refused, counted, audited and told to the device (its
-    /// notice is bumped, so it fetches the refusal with its list).
-    async fn refuse(&self, patient: NhsNumber, refusal: PushRefusal) {
-        let (store, device, kept) = (self.store.clone(), self.device, refusal.clone());
-        let new =
-            tokio::task::spawn_blocking(move || crate::refusals::record(&store, &device, &kept))
-                .await;
-        if matches!(new, Ok(Ok(false))) {
-            tracing::debug!("a device offered a change refused before; not merged");
+    /// A refused push: each blamed change recorded for the device; those
+    /// refused for the first time are counted and audited (one event per
+    /// push, the first few pushes of a session; after that only counted)
+    /// and told to the device (its notice is bumped, so it fetches them
+    /// with its list). A change refused before is dropped silently.
+    async fn refuse(&self, patient: NhsNumber, refusals: Vec<PushRefusal>) {
+        let (store, device) = (self.store.clone(), self.device);
+        let new = tokio::task::spawn_blocking(move || {
+            refusals
+                .into_iter()
+                .filter(|r| !matches!(crate::refusals::record(&store, &device, r), Ok(false)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let Some(first) = new.first() else {
+            tracing::debug!("a device offered changes refused before; not merged");
+            return;
+        };
+        self.refused.inc_by(new.len() as u64);
+        let flagged = self.flagged.fetch_add(1, Ordering::Relaxed);
+        if flagged >= MAX_FLAGGED_PER_SESSION {
+            tracing::debug!("a session's refusals past the audit bound; counted only");
             return;
         }
-        self.flag(patient, &refusal).await;
+        self.flag(patient, first, new.len() - 1).await;
         self.holdings.notify(self.device).await;
     }
 
-    async fn flag(&self, patient: NhsNumber, refusal: &PushRefusal) {
-        self.refused.inc();
+    async fn flag(&self, patient: NhsNumber, refusal: &PushRefusal, more: usize) {
         tracing::warn!(
             compartment = refusal.compartment.as_str(),
             reason = %refusal.reason,
             "a device pushed changes the record's rules refuse; not merged"
         );
         let detail = format!(
-            "device {} pushed to {}: {}",
+            "device {} pushed to {}: {}{}",
             &hex_key(&self.device)[..16],
             refusal.compartment.as_str(),
-            refusal.reason
+            refusal.reason,
+            if more > 0 {
+                format!(" (and {more} more changes refused)")
+            } else {
+                String::new()
+            }
         );
         let store = self.store.clone();
         let audited = tokio::task::spawn_blocking(move || {
@@ -267,7 +296,7 @@ impl Checker {
 }
 
 /// The rules on `changes` to `held`: on their own operations when they can
-/// be judged alone, else on a copy with them applied.
+/// be judged alone, else on the changes applying them makes part of it.
 fn verdict(
     compartment: Compartment,
     held: &Automerge,
@@ -277,22 +306,15 @@ fn verdict(
     now: i64,
 ) -> Result<usize, Refusal> {
     let limits = PushLimits::default();
-    check_changes(compartment, held, changes, grants, patient, now, &limits).unwrap_or_else(|| {
-        let mut after = held.clone();
-        for chunk in changes {
-            if after.load_incremental(chunk).is_err() {
-                return Err(Refusal::MalformedVersion);
-            }
-        }
-        check_push(compartment, held, &after, grants, patient, now, &limits)
-    })
+    check_changes(compartment, held, changes, grants, patient, now, &limits)
+        .unwrap_or_else(|| check_applied(compartment, held, changes, grants, patient, now, &limits))
 }
 
-/// A chunk's name: its change hash, or (a chunk that is not one change)
-/// a digest of its bytes.
-fn change_name(chunk: &[u8]) -> String {
-    match automerge::Change::try_from(chunk) {
-        Ok(change) => change.hash().to_string(),
-        Err(_) => blake3::hash(chunk).to_hex().to_string(),
+/// A name for chunks that are not one change each: a digest of them.
+fn digest(chunks: &[Vec<u8>]) -> String {
+    let mut h = blake3::Hasher::new();
+    for c in chunks {
+        h.update(c);
     }
+    h.finalize().to_hex().to_string()
 }

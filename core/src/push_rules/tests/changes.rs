@@ -219,3 +219,69 @@ fn a_device_takes_the_servers_repair_of_its_header_and_a_pusher_may_not() {
         Err(Refusal::HeaderChanged)
     );
 }
+
+#[test]
+fn the_fallback_judges_every_change_not_only_the_end_state() {
+    // Two changes in one chunk (or out of order) cannot be judged alone.
+    // Together they put a field beside the header and delete it again, or
+    // put a forged version and delete it: the end state looks untouched,
+    // but every change stays in the history the server would send on.
+    let mut d = doc(Compartment::CareEvents, note("x"));
+    let heads = d.doc.get_heads();
+    let mut after = d.doc.fork();
+    after.put(automerge::ROOT, "x", "hidden").unwrap();
+    after.commit();
+    after.delete(automerge::ROOT, "x").unwrap();
+    let changes = raw(&mut after, &heads);
+    let one_chunk = vec![changes.concat()];
+    assert_eq!(judged(&mut d, &one_chunk), None);
+    let limits = PushLimits::default();
+    let applied = |d: &mut Doc, changes: &[Vec<u8>]| {
+        check_applied(
+            Compartment::CareEvents,
+            d.doc.document(),
+            changes,
+            &[nurse()],
+            &patient(),
+            NOW,
+            &limits,
+        )
+    };
+    assert_eq!(applied(&mut d, &one_chunk), Err(Refusal::UnknownField));
+    let reversed: Vec<Vec<u8>> = changes.iter().rev().cloned().collect();
+    assert_eq!(judged(&mut d, &reversed), None);
+    assert_eq!(applied(&mut d, &reversed), Err(Refusal::UnknownField));
+    // The end state alone would have passed.
+    assert_eq!(
+        check_push(
+            Compartment::CareEvents,
+            &d.doc,
+            &after,
+            &[nurse()],
+            &patient(),
+            NOW,
+            &limits
+        ),
+        Ok(0)
+    );
+    let mut after = d.doc.fork();
+    let forged = version(note("forged"), by(&gp(), NOW));
+    put(&mut after, &d.versions, &forged);
+    after.commit();
+    after
+        .delete(&d.versions, forged.version_id.to_string())
+        .unwrap();
+    let chunk = vec![raw(&mut after, &heads).concat()];
+    assert_eq!(applied(&mut d, &chunk), Err(Refusal::VersionDeleted));
+    // A push of far more operations than versions a push may add is
+    // refused before its operations are read.
+    let mut many = d.doc.fork();
+    for i in 0..600 {
+        many.put(&d.versions, format!("k{i}"), "x").unwrap();
+    }
+    let changes = raw(&mut many, &heads);
+    assert_eq!(
+        judged(&mut d, &changes),
+        Some(Err(Refusal::TooManyVersions))
+    );
+}

@@ -176,6 +176,16 @@ fn both(
         limits,
     );
     assert_eq!(on_changes, Some(on_documents), "the two checks disagree");
+    let applied = check_applied(
+        compartment,
+        before.document(),
+        &changes,
+        grants,
+        &patient(),
+        NOW,
+        limits,
+    );
+    assert_eq!(applied, on_documents, "the fallback disagrees");
     on_documents
 }
 
