@@ -4,8 +4,8 @@
 //! server runs it (`push_rules::check_changes` on the change's operations
 //! against the document as held: `check_on_operations`), and the check it
 //! falls back to when a change cannot be judged alone (a copy of the
-//! document, the change applied to it, then `push_rules::check_push`:
-//! `check_on_copy`).
+//! document with the change applied, then the same rules on the changes
+//! that made part of it: `push_rules::check_applied`, `fallback_applied`).
 //!
 //! Run: `cargo bench -p scr-core --bench push_check`
 #![allow(clippy::unwrap_used)]
@@ -17,7 +17,7 @@ use scr_core::Store;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::fixtures::{gp, test_nhs_number};
 use scr_core::grant::{GrantPrincipal, GrantRelationship, RelationshipKind, RoleProfileGrant};
-use scr_core::push_rules::{PushLimits, check_changes, check_push};
+use scr_core::push_rules::{PushLimits, check_applied, check_changes, check_push};
 use scr_core::record::{
     Compartment, EntryContent, EntryId, EntryVersion, Provenance, VersionStatus,
 };
@@ -139,14 +139,12 @@ fn bench_with(c: &mut Criterion, notes: usize) {
             )
         })
     });
-    group.bench_function("check_on_copy", |b| {
+    group.bench_function("fallback_applied", |b| {
         b.iter(|| {
-            let mut copy = held.clone();
-            copy.load_incremental(&change).unwrap();
-            check_push(
+            check_applied(
                 Compartment::CareEvents,
                 &held,
-                &copy,
+                &changes,
                 &grants,
                 &nhs,
                 now,
