@@ -174,7 +174,13 @@ mod tests {
                 occurred_at: "2026-12-03".into(),
                 note: text.into(),
             },
-            crate::fixtures::gp(),
+            crate::record::Provenance {
+                author_id: "555000000001".into(),
+                role: "R0260".into(),
+                organisation: "A99001".into(),
+                device: "gp-desktop".into(),
+                recorded_at_ms: 1,
+            },
         );
         (v.version_id.to_string(), serde_json::to_string(&v).unwrap())
     }
