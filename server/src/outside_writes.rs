@@ -8,7 +8,7 @@
 
 use samod::{DocumentId, Repo};
 use scr_core::Store;
-use scr_core::store::{ChunkKey, SamodStorage};
+use scr_core::store::SamodStorage;
 
 /// Merges what is on disk into samod's copy of every document it holds.
 /// Returns how many documents gained changes.
@@ -18,23 +18,12 @@ pub async fn refresh_from_store(repo: &Repo, store: &Store, storage: &SamodStora
         let Ok(doc_id) = id.parse::<DocumentId>() else {
             continue;
         };
-        let Ok(prefix) = ChunkKey::from_parts([id.as_str()]) else {
-            continue;
-        };
         let store = store.clone();
-        let chunks = tokio::task::spawn_blocking(move || store.load_chunk_range(&prefix)).await;
-        let Ok(Ok(chunks)) = chunks else {
+        let bytes = tokio::task::spawn_blocking(move || store.document_bytes(&id)).await;
+        let Ok(Ok(bytes)) = bytes else {
             tracing::warn!("stored chunks could not be read for a refresh");
             continue;
         };
-        // Snapshots first; Automerge queues changes whose dependencies
-        // come later in the buffer.
-        let mut chunks: Vec<_> = chunks.into_iter().collect();
-        chunks.sort_by_key(|(k, _)| {
-            let snapshot = k.into_iter().nth(1).is_some_and(|p| p == "snapshot");
-            (!snapshot, k.to_string())
-        });
-        let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, b)| b).collect();
         let Ok(Some(handle)) = repo.find(doc_id).await else {
             continue;
         };

@@ -33,15 +33,7 @@ pub fn repair_document(
     let (patient, compartment) = store
         .owner_of_document(doc_id)?
         .ok_or(RepairDocError::NotARecordDocument)?;
-    let prefix = ChunkKey::from_parts([doc_id]).map_err(|_| RepairDocError::NotARecordDocument)?;
-    // Snapshots first; Automerge queues changes whose dependencies come
-    // later in the buffer.
-    let mut chunks: Vec<_> = store.load_chunk_range(&prefix)?.into_iter().collect();
-    chunks.sort_by_key(|(k, _)| {
-        let snapshot = k.into_iter().nth(1).is_some_and(|p| p == "snapshot");
-        (!snapshot, k.to_string())
-    });
-    let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, b)| b).collect();
+    let bytes = store.document_bytes(doc_id)?;
     // The chunks were authenticated when unsealed.
     let mut doc = Automerge::load_with_options(
         &bytes,

@@ -28,16 +28,9 @@ fn repair_document(dir: &std::path::Path, doc: &str) -> std::process::Output {
         .unwrap()
 }
 
-/// The document as stored: every chunk, snapshots first.
+/// The document as stored.
 fn stored(store: &scr_core::Store, doc: &str) -> Automerge {
-    let mut chunks: Vec<_> = store
-        .load_chunk_range(&ChunkKey::from_parts([doc]).unwrap())
-        .unwrap()
-        .into_iter()
-        .collect();
-    chunks.sort_by_key(|(k, _)| (!k.to_string().contains("snapshot"), k.to_string()));
-    let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, b)| b).collect();
-    Automerge::load(&bytes).unwrap()
+    Automerge::load(&store.document_bytes(doc).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

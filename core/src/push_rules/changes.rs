@@ -16,7 +16,8 @@
 //! When the changes cannot be judged on their own (one depends on a change
 //! the checker does not hold, the document holds changes waiting for one,
 //! or a chunk is not a single change), this answers `None` and the caller
-//! runs `check_push` on a copy with the changes applied, which sees what
+//! runs `check_applied`: the changes applied to a copy, then every change
+//! that made part of the document judged the same way, which sees what
 //! applying them would really do.
 
 use std::collections::{HashMap, HashSet};

@@ -129,6 +129,20 @@ impl Store {
         })
     }
 
+    /// A document's stored chunks as one buffer Automerge loads: snapshots
+    /// first (it queues changes whose dependencies come later in the
+    /// buffer), then its changes.
+    pub fn document_bytes(&self, doc_id: &str) -> Result<Vec<u8>, StoreError> {
+        let prefix =
+            ChunkKey::from_parts([doc_id]).map_err(|_| StoreError::InvalidEdit("storage key"))?;
+        let mut chunks: Vec<_> = self.load_chunk_range(&prefix)?.into_iter().collect();
+        chunks.sort_by_key(|(k, _)| {
+            let snapshot = k.into_iter().nth(1).is_some_and(|p| p == "snapshot");
+            (!snapshot, k.to_string())
+        });
+        Ok(chunks.into_iter().flat_map(|(_, b)| b).collect())
+    }
+
     /// Every chunk whose key starts with `prefix`.
     pub fn load_chunk_range(
         &self,

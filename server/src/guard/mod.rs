@@ -12,8 +12,9 @@
 //!    audited;
 //! 5. then, in order and off the read path (`changes::gate`), a push of
 //!    changes to a record's document is checked against the record's rules
-//!    (`scr_core::push_rules`) on a copy of the document as samod holds
-//!    it: refused whole, counted and audited, or handed to samod.
+//!    (`scr_core::push_rules`, on the changes' own operations) against the
+//!    document as samod holds it: refused whole, counted and audited, or
+//!    handed to samod.
 
 pub mod changes;
 pub mod flag;
