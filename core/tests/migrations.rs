@@ -67,7 +67,26 @@ fn every_fixture_upgrades_to_the_fresh_schema_and_keeps_its_entries() {
             "{}",
             src.display()
         );
+        // Written before permissions had their own compartment: layout 1,
+        // until the server's upgrade (or the sync that follows it) adds it.
+        assert_eq!(rec.compartments(), Compartment::LAYOUT_1.to_vec());
+        let nhs = test_nhs_number(FIXTURE_PATIENT);
+        assert!(
+            store
+                .add_compartment(&nhs, Compartment::Permissions)
+                .unwrap()
+                .is_some()
+        );
+        let rec = store.open_record(&nhs).unwrap();
         assert_eq!(rec.compartments(), Compartment::ALL.to_vec());
+        assert_eq!(rec.view().entry_count(), FIXTURE_ENTRIES);
+        assert_eq!(
+            store
+                .add_compartment(&nhs, Compartment::Permissions)
+                .unwrap(),
+            None,
+            "added once"
+        );
         drop((rec, store));
         assert_eq!(schema(&copy), fresh_schema, "{}", src.display());
     }

@@ -14,6 +14,7 @@ pub mod fuzz_entry;
 pub mod grants;
 pub mod guard;
 pub mod holdings;
+pub mod layout;
 pub mod login;
 pub mod outside_writes;
 pub mod owners;

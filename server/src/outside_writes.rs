@@ -13,12 +13,20 @@ use scr_core::store::SamodStorage;
 /// Merges what is on disk into samod's copy of every document it holds.
 /// Returns how many documents gained changes.
 pub async fn refresh_from_store(repo: &Repo, store: &Store, storage: &SamodStorage) -> usize {
+    let ids = storage
+        .documents_seen()
+        .iter()
+        .filter_map(|id| id.parse::<DocumentId>().ok())
+        .collect();
+    refresh_documents(repo, store, ids).await
+}
+
+/// Merges what is on disk into samod's copy of each of `ids` (loading it
+/// if samod had not). Returns how many gained changes.
+pub async fn refresh_documents(repo: &Repo, store: &Store, ids: Vec<DocumentId>) -> usize {
     let mut refreshed = 0;
-    for id in storage.documents_seen() {
-        let Ok(doc_id) = id.parse::<DocumentId>() else {
-            continue;
-        };
-        let store = store.clone();
+    for doc_id in ids {
+        let (store, id) = (store.clone(), doc_id.to_string());
         let bytes = tokio::task::spawn_blocking(move || store.document_bytes(&id)).await;
         let Ok(Ok(bytes)) = bytes else {
             tracing::warn!("stored chunks could not be read for a refresh");

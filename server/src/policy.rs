@@ -32,6 +32,9 @@ pub struct AccessPolicy {
     store: Store,
     directory: Arc<Directory>,
     epoch: Epoch,
+    /// Until when apps of record layout 1 may push permissions to view
+    /// into governance.
+    legacy_permissions_until_ms: i64,
 }
 
 /// Tells open share-policy streams to decide again: all of them, or one
@@ -117,13 +120,18 @@ fn hold_reason(kind: &RelationshipKind) -> HoldReason {
 }
 
 impl AccessPolicy {
-    pub fn new(store: Store, directory: Arc<Directory>) -> (Self, Epoch) {
+    pub fn new(
+        store: Store,
+        directory: Arc<Directory>,
+        legacy_permissions_until_ms: i64,
+    ) -> (Self, Epoch) {
         let epoch = Epoch::default();
         (
             Self {
                 store,
                 directory,
                 epoch: epoch.clone(),
+                legacy_permissions_until_ms,
             },
             epoch,
         )
@@ -316,15 +324,17 @@ impl AccessPolicy {
         }
         let permits = |action| matches!(decide(&request(action)), Decision::Permit { .. });
         // Staff who ask permission to view record the answer in the
-        // governance document, and the patient (or their GP) records their
-        // choices there, so it is writable for them. samod decides
-        // per document, not per entry: checking each incoming entry against
-        // the rules is the server's next step (a Sharing entry from staff
-        // should be refused there).
+        // permissions document; the patient (or their GP practice) records
+        // their choices in governance. Until the transition ends, staff
+        // whose apps still record permission in governance (layout 1) may
+        // push there too: the push rules take nothing else from them, and
+        // the server moves what they write (`layout`).
+        let legacy = scr_core::clock::now_ms() < self.legacy_permissions_until_ms;
         let writable = permits(Action::AddEntry(compartment))
+            || (compartment == Compartment::Permissions && permits(Action::RecordPermissionToView))
             || (compartment == Compartment::Governance
-                && (permits(Action::RecordPermissionToView)
-                    || permits(Action::ChangePatientChoice)));
+                && (permits(Action::ChangePatientChoice)
+                    || (legacy && permits(Action::RecordPermissionToView))));
         if writable {
             ShareConfig::read_write()
         } else {
@@ -334,6 +344,14 @@ impl AccessPolicy {
 }
 
 impl AccessPolicy {
+    /// The bounds of a push the server takes, at this server's transition.
+    pub fn push_limits(&self) -> scr_core::push_rules::PushLimits {
+        scr_core::push_rules::PushLimits {
+            legacy_permissions_until_ms: self.legacy_permissions_until_ms,
+            ..Default::default()
+        }
+    }
+
     /// [`AccessPolicy::decide`] on a blocking thread: it reads SQLite and
     /// decrypts, which must not stall the async runtime samod runs on.
     async fn decide_off_runtime(&self, doc_id: DocumentId, peer_id: PeerId) -> ShareConfig {

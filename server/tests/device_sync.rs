@@ -162,7 +162,7 @@ async fn a_device_holds_what_its_list_names_and_forgets_a_patient_who_leaves() {
     );
     w.nurse.online().await;
     let summary = w.nurse.sync().await;
-    assert_eq!(summary.documents, 8, "two caseload patients arrived");
+    assert_eq!(summary.documents, 10, "two caseload patients arrived");
     assert_eq!(summary.in_step, summary.documents, "every document in step");
     assert!(matches!(
         w.nurse.sync.as_ref().unwrap().state(),
@@ -174,11 +174,18 @@ async fn a_device_holds_what_its_list_names_and_forgets_a_patient_who_leaves() {
     use Compartment::*;
     assert_eq!(
         w.nurse.compartments(&on_list),
-        vec![Core, Additional, CareEvents, PatientEntered, Governance]
+        vec![
+            Core,
+            Additional,
+            CareEvents,
+            PatientEntered,
+            Governance,
+            Permissions
+        ]
     );
     assert_eq!(
         w.nurse.compartments(&core_only),
-        vec![Core, PatientEntered, Governance]
+        vec![Core, PatientEntered, Governance, Permissions]
     );
     assert!(!w.nurse.engine.holds(&stranger).unwrap());
     let traffic = &w.srv.metrics.traffic;
@@ -393,7 +400,14 @@ async fn an_operator_sets_core_only_and_back_and_the_tablet_follows() {
     let patient = test_nhs_number(61);
     w.nurse.online().await;
     w.nurse.sync().await;
-    let everything = [Core, Additional, CareEvents, PatientEntered, Governance];
+    let everything = [
+        Core,
+        Additional,
+        CareEvents,
+        PatientEntered,
+        Governance,
+        Permissions,
+    ];
     assert_eq!(w.nurse.compartments(&patient), everything);
 
     // `admin set-choice` (another connection to the server's store, as the
@@ -408,7 +422,12 @@ async fn an_operator_sets_core_only_and_back_and_the_tablet_follows() {
     )
     .unwrap();
     assert!(!now.hidden && !now.include_sensitive);
-    until_compartments(&w.nurse, &patient, &[Core, PatientEntered, Governance]).await;
+    until_compartments(
+        &w.nurse,
+        &patient,
+        &[Core, PatientEntered, Governance, Permissions],
+    )
+    .await;
     let forgotten: Vec<Compartment> = w
         .nurse
         .trail(&w.srv, &patient)

@@ -291,12 +291,12 @@ async fn a_nurse_who_finds_a_patient_with_permission_records_it_before_viewing()
     sync.close_encounter(&encounter).await.unwrap();
     assert!(!nurse.engine.holds(&patient).unwrap());
     // The recorded permission reached the record on the server.
-    let governance = store
-        .view_of_compartment(&patient, Compartment::Governance)
+    let permissions = store
+        .view_of_compartment(&patient, Compartment::Permissions)
         .unwrap()
         .unwrap();
     assert!(
-        governance
+        permissions
             .entries
             .iter()
             .flat_map(|e| e.heads())

@@ -335,7 +335,14 @@ async fn the_patient_changes_her_choices_on_her_phone_and_the_nurses_tablet_foll
     nurse.settle().await;
     assert_eq!(
         nurse.compartments(&patient),
-        [Core, Additional, CareEvents, PatientEntered, Governance]
+        [
+            Core,
+            Additional,
+            CareEvents,
+            PatientEntered,
+            Governance,
+            Permissions
+        ]
     );
     let mut phone = Device::patient(&srv, &store, dir.path(), patient, "tulip-2468").await;
     phone.online().await;
@@ -360,14 +367,22 @@ async fn the_patient_changes_her_choices_on_her_phone_and_the_nurses_tablet_foll
         .set_patient_choices(&patient, SharingChoice::CoreOnly, false)
         .unwrap();
     phone.settle().await;
-    until(&[Core, PatientEntered, Governance]).await;
+    until(&[Core, PatientEntered, Governance, Permissions]).await;
     // She changes her mind back.
     phone
         .engine
         .set_patient_choices(&patient, SharingChoice::CoreAndAdditional, false)
         .unwrap();
     phone.settle().await;
-    until(&[Core, Additional, CareEvents, PatientEntered, Governance]).await;
+    until(&[
+        Core,
+        Additional,
+        CareEvents,
+        PatientEntered,
+        Governance,
+        Permissions,
+    ])
+    .await;
     // She opts out: the tablet forgets her record; it is not deleted.
     phone
         .engine
@@ -437,7 +452,14 @@ async fn sensitive_items_reach_a_tablet_only_while_the_patient_includes_them() {
     .await;
     tablet.online().await;
     tablet.settle().await;
-    let everything_but_sensitive = [Core, Additional, CareEvents, PatientEntered, Governance];
+    let everything_but_sensitive = [
+        Core,
+        Additional,
+        CareEvents,
+        PatientEntered,
+        Governance,
+        Permissions,
+    ];
     assert_eq!(tablet.compartments(&patient), everything_but_sensitive);
     let mut phone = Device::patient(&srv, &store, dir.path(), patient, "tulip-2468").await;
     phone.online().await;
@@ -468,6 +490,7 @@ async fn sensitive_items_reach_a_tablet_only_while_the_patient_includes_them() {
         PatientEntered,
         Governance,
         Sensitive,
+        Permissions,
     ])
     .await;
     // She leaves them out again: the tablet forgets them.

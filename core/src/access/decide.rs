@@ -106,7 +106,7 @@ fn clinical(role: &StaffRole, req: &Request) -> Result<Permitted, DenyReason> {
         }
         Action::RecordPermissionToView => {
             require_view(role)?;
-            Ok((vec![Compartment::Governance], alerts))
+            Ok((vec![Compartment::Permissions], alerts))
         }
         Action::AddEntry(c) => {
             require_write(role)?;
@@ -163,7 +163,8 @@ fn require_write(role: &StaffRole) -> Result<(), DenyReason> {
 
 /// The patient's GP writes core, additional and sensitive (sensitive also
 /// needs B1611); any treating clinician adds care events; patient-entered
-/// items and governance are written through their own actions only.
+/// items, choices and permissions are written through their own actions
+/// only.
 fn require_may_write(
     role: &StaffRole,
     req: &Request,
@@ -180,7 +181,9 @@ fn require_may_write(
         Compartment::Core | Compartment::Additional | Compartment::Sensitive => {
             Err(DenyReason::NotTheGp)
         }
-        Compartment::PatientEntered | Compartment::Governance => Err(DenyReason::NotAllowed),
+        Compartment::PatientEntered | Compartment::Governance | Compartment::Permissions => {
+            Err(DenyReason::NotAllowed)
+        }
     }
 }
 
@@ -208,8 +211,8 @@ fn view_basis_alert(role: &StaffRole, basis: ViewBasis) -> Result<Option<Alert>,
     }
 }
 
-/// Core information, the patient's own entries and the governance record
-/// always; additional information and care events when the patient shares
+/// Core information, the patient's own entries, their choices and the
+/// permissions to view recorded always; additional information and care events when the patient shares
 /// them; sensitive items only when the patient asked for them to be included
 /// and the role has B1611.
 fn visible_to_staff(choices: &PatientChoices, role: &StaffRole) -> Vec<Compartment> {
@@ -217,7 +220,11 @@ fn visible_to_staff(choices: &PatientChoices, role: &StaffRole) -> Vec<Compartme
     if choices.sharing == SharingChoice::CoreAndAdditional {
         out.extend([Compartment::Additional, Compartment::CareEvents]);
     }
-    out.extend([Compartment::PatientEntered, Compartment::Governance]);
+    out.extend([
+        Compartment::PatientEntered,
+        Compartment::Governance,
+        Compartment::Permissions,
+    ]);
     if choices.include_sensitive && role.has(activity::SENSITIVE) {
         out.push(Compartment::Sensitive);
     }

@@ -35,6 +35,18 @@ pub struct Hello {
     /// A sync session to resume (ADR 0005), on a reconnect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// The record layout the app reads (ADR 0011); apps that do not say
+    /// read layout 1, and are never sent a compartment it lacks.
+    #[serde(default = "layout_1")]
+    pub layout: u8,
+}
+
+/// The record layout this build reads: permissions in their own
+/// compartment.
+pub const RECORD_LAYOUT: u8 = 2;
+
+fn layout_1() -> u8 {
+    1
 }
 
 /// Which session to go on with, and how many of the server's messages the
@@ -53,6 +65,7 @@ impl Hello {
             purpose,
             enrollment_token: enrollment_token.map(str::to_owned),
             resume: None,
+            layout: RECORD_LAYOUT,
         }
     }
 
@@ -108,6 +121,9 @@ mod tests {
         assert_eq!(Hello::decode(b"not json"), None);
         let r = Hello::resuming(&[1, 2], 5);
         assert_eq!(Hello::decode(&r.encode()), Some(r));
+        // An older app's hello, without a layout: layout 1.
+        let old = Hello::decode(br#"{"v":1,"purpose":"holdings"}"#).unwrap();
+        assert_eq!((old.purpose, old.layout), (Purpose::Holdings, 1));
         assert_eq!(Hello::decode(br#"{"v":2,"purpose":"sync"}"#), None);
     }
 

@@ -40,6 +40,18 @@ pub struct HoldingsList {
     pub withdrawn: Vec<crate::NhsNumber>,
 }
 
+impl HoldingsList {
+    /// The list as an app of record layout 1 reads it: without the
+    /// compartments that layout lacks.
+    pub fn in_layout_1(mut self) -> Self {
+        for p in &mut self.patients {
+            p.documents
+                .retain(|d| crate::record::Compartment::LAYOUT_1.contains(&d.compartment));
+        }
+        self
+    }
+}
+
 /// The server's answer to a holdings request: no list when the device has
 /// no current grant (it then keeps what it holds, under its own retention).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,7 +45,17 @@ pub struct PushLimits {
     /// How far a version's `recorded_at` may lie ahead of the receipt, or
     /// outside its grant's validity (device clocks drift).
     pub clock_skew_ms: i64,
+    /// Until when (the checker's clock) a permission to view pushed into
+    /// governance, as apps of record layout 1 write it, is taken (and the
+    /// server moves it to the permissions compartment); refused as in the
+    /// wrong compartment after. What a device receives is never refused
+    /// for it: records of layout 1 hold such entries for good.
+    pub legacy_permissions_until_ms: i64,
 }
+
+/// The end of the transition for apps that record permission to view in
+/// governance (ADR 0011): 1 July 2027, 00:00 UTC.
+pub const LEGACY_PERMISSIONS_UNTIL_MS: i64 = 1_814_400_000_000;
 
 impl Default for PushLimits {
     fn default() -> Self {
@@ -53,6 +63,7 @@ impl Default for PushLimits {
             max_new_versions: 512,
             max_version_bytes: 64 * 1024,
             clock_skew_ms: CLOCK_SKEW_MS,
+            legacy_permissions_until_ms: LEGACY_PERMISSIONS_UNTIL_MS,
         }
     }
 }
@@ -282,9 +293,15 @@ fn check_version(
     lookup: &dyn Fn(&str) -> Option<EntryVersion>,
     writer: &Writer<'_>,
 ) -> Result<(), Refusal> {
-    let belongs = match compartment {
-        Compartment::Sensitive => version.content.may_be_sensitive(),
-        c => version.content.home_compartment() == c,
+    let belongs = match (compartment, &version.content) {
+        (Compartment::Sensitive, content) => content.may_be_sensitive(),
+        (Compartment::Governance, EntryContent::PermissionToView { .. }) => match writer.pusher {
+            Some((_, _, received_at_ms)) => {
+                received_at_ms < writer.limits.legacy_permissions_until_ms
+            }
+            None => true,
+        },
+        (c, content) => content.home_compartment() == c,
     };
     if !belongs {
         return Err(Refusal::WrongCompartment);
@@ -300,7 +317,8 @@ fn check_version(
     for id in &version.replaces {
         match lookup(&id.to_string()) {
             Some(old)
-                if old.entry_id == version.entry_id && old.version_id != version.version_id =>
+                if old.version_id != version.version_id
+                    && (old.entry_id == version.entry_id || both_choices(&old, version)) =>
             {
                 replaced.push(old)
             }
@@ -318,6 +336,13 @@ fn check_version(
         Some((grant, patient)) => may_write(compartment, version, &replaced, grant, patient),
         None => Ok(()),
     }
+}
+
+/// A sharing choice names every choice its writer saw, whichever entry
+/// holds it (`access::current_choices`).
+fn both_choices(old: &EntryVersion, new: &EntryVersion) -> bool {
+    matches!(old.content, EntryContent::Sharing { .. })
+        && matches!(new.content, EntryContent::Sharing { .. })
 }
 
 /// The grant `version` was written under: one of `grants` whose author,
@@ -410,14 +435,16 @@ fn may_write(
     Ok(())
 }
 
-/// A privacy officer's unhide: the replaced choices were hidden, and the
-/// new one only lifts that (an opt-out becomes core only, as an unhide
-/// does; the references are in the audit event that goes with it).
+/// A privacy officer's unhide: the choice that held among the replaced
+/// ones (the most restrictive) was hidden, and the new one only lifts
+/// that (an opt-out becomes core only, as an unhide does; the references
+/// are in the audit event that goes with it).
 fn privacy_officer_unhides(
     version: &EntryVersion,
     replaced: &[&EntryVersion],
     writer: &RoleProfileGrant,
 ) -> bool {
+    use crate::access::PatientChoices;
     use crate::record::SharingChoice::{CoreOnly, OptOut};
     let officer = matches!(writer.principal(), Principal::Staff(role) if role.privacy_officer);
     let EntryContent::Sharing {
@@ -428,18 +455,31 @@ fn privacy_officer_unhides(
     else {
         return false;
     };
-    officer
-        && !replaced.is_empty()
-        && replaced.iter().all(|old| match &old.content {
+    let held = replaced
+        .iter()
+        .map(|old| match &old.content {
             EntryContent::Sharing {
-                choice: was,
-                include_sensitive: sensitive_was,
-                hidden: true,
-            } => {
-                sensitive_was == include_sensitive
-                    && (was == choice || (*was == OptOut && *choice == CoreOnly))
-            }
-            _ => false,
+                choice,
+                include_sensitive,
+                hidden,
+            } => Some(PatientChoices {
+                sharing: *choice,
+                include_sensitive: *include_sensitive,
+                hidden: *hidden,
+            }),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .and_then(|choices| {
+            choices
+                .into_iter()
+                .max_by_key(crate::access::restrictiveness)
+        });
+    officer
+        && held.is_some_and(|was| {
+            was.hidden
+                && was.include_sensitive == *include_sensitive
+                && (was.sharing == *choice || (was.sharing == OptOut && *choice == CoreOnly))
         })
 }
 

@@ -197,7 +197,8 @@ impl EntryContent {
             | Self::TestResult { .. }
             | Self::CareTeamMember { .. } => Compartment::CareEvents,
             Self::Preference { .. } => Compartment::PatientEntered,
-            Self::Sharing { .. } | Self::PermissionToView { .. } => Compartment::Governance,
+            Self::Sharing { .. } => Compartment::Governance,
+            Self::PermissionToView { .. } => Compartment::Permissions,
         }
     }
 

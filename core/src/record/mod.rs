@@ -35,14 +35,32 @@ pub enum Compartment {
     CareEvents,
     /// Preferences the patient adds themselves.
     PatientEntered,
-    /// The patient's choices and recorded permissions.
+    /// The patient's choices: what is shared, sensitive items, hiding.
+    /// Written by the patient, their GP practice on their instruction, and
+    /// a privacy officer's unhide; never by other staff.
     Governance,
     /// Items in the RCGP sensitive categories, held apart.
     Sensitive,
+    /// The patient's answers when staff ask permission to view, recorded
+    /// by the staff who asked (record layout 2; layout 1 kept them in
+    /// governance, ADR 0011).
+    Permissions,
 }
 
 impl Compartment {
-    pub const ALL: [Compartment; 6] = [
+    pub const ALL: [Compartment; 7] = [
+        Compartment::Core,
+        Compartment::Additional,
+        Compartment::CareEvents,
+        Compartment::PatientEntered,
+        Compartment::Governance,
+        Compartment::Sensitive,
+        Compartment::Permissions,
+    ];
+
+    /// What a record held in layout 1, before permissions had their own
+    /// compartment: what an older app reads.
+    pub const LAYOUT_1: [Compartment; 6] = [
         Compartment::Core,
         Compartment::Additional,
         Compartment::CareEvents,
@@ -59,6 +77,7 @@ impl Compartment {
             Self::PatientEntered => "patient-entered",
             Self::Governance => "governance",
             Self::Sensitive => "sensitive",
+            Self::Permissions => "permissions",
         }
     }
 

@@ -29,6 +29,33 @@ impl PatientReplica {
         } else {
             content.home_compartment()
         };
+        self.add_entry_in(compartment, content, provenance, audit)
+    }
+
+    /// Adds a permission to view to a record of layout 1 (no permissions
+    /// compartment yet: a device offline since before the server moved the
+    /// record to layout 2), in governance where layout 1 keeps it.
+    pub fn add_legacy_permission(
+        &mut self,
+        content: EntryContent,
+        provenance: Provenance,
+        audit: Option<&AuditSpec>,
+    ) -> Result<EntryVersion, StoreError> {
+        if !matches!(content, EntryContent::PermissionToView { .. }) {
+            return Err(StoreError::InvalidEdit(
+                "only a permission to view goes to governance",
+            ));
+        }
+        self.add_entry_in(Compartment::Governance, content, provenance, audit)
+    }
+
+    fn add_entry_in(
+        &mut self,
+        compartment: Compartment,
+        content: EntryContent,
+        provenance: Provenance,
+        audit: Option<&AuditSpec>,
+    ) -> Result<EntryVersion, StoreError> {
         let version = EntryVersion::new(
             EntryId::new(),
             Vec::new(),
@@ -104,6 +131,8 @@ impl PatientReplica {
 
     /// Checks that `replaces` names only current heads of the entry: writing
     /// over a version someone else already replaced would hide their change.
+    /// A sharing choice also names the heads of other sharing entries (each
+    /// choice supersedes every choice its writer saw, `access::sharing_entry`).
     fn checked_heads(
         &self,
         compartment: Compartment,
@@ -115,15 +144,26 @@ impl PatientReplica {
                 "a new version must name the versions it replaces",
             ));
         }
-        let view = self
-            .held(compartment)?
-            .doc
-            .view()
-            .entries
-            .into_iter()
+        let entries = self.held(compartment)?.doc.view().entries;
+        let view = entries
+            .iter()
             .find(|e| e.entry_id == entry)
+            .cloned()
             .ok_or(StoreError::EntryNotFound)?;
-        let heads = view.head_ids();
+        let is_choice = |e: &EntryView| {
+            e.heads()
+                .iter()
+                .any(|v| matches!(v.content, EntryContent::Sharing { .. }))
+        };
+        let mut heads = view.head_ids();
+        if is_choice(&view) {
+            heads.extend(
+                entries
+                    .iter()
+                    .filter(|e| is_choice(e))
+                    .flat_map(|e| e.head_ids()),
+            );
+        }
         if !replaces.iter().all(|r| heads.contains(r)) {
             return Err(StoreError::InvalidEdit(
                 "a named version is not current; review the entry and try again",

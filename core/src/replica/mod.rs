@@ -5,11 +5,13 @@
 mod edits;
 mod held;
 mod keys;
+mod layout;
 mod merge;
 mod open;
 mod persist;
 mod reading;
 mod values;
 
+pub use layout::permissions_to_move;
 pub use reading::PatientReplica;
 pub use values::{AuditSpec, CompartmentExport, RecordView};

@@ -53,7 +53,8 @@ fn a_paramedic_asks_permission_or_uses_emergency_access_and_every_decision_is_au
         vec![
             Compartment::Core,
             Compartment::PatientEntered,
-            Compartment::Governance
+            Compartment::Governance,
+            Compartment::Permissions
         ]
     );
     assert!(seen.withheld.contains(&Compartment::Sensitive));
@@ -115,7 +116,8 @@ fn patient_choices_decide_what_staff_see() {
         vec![
             Compartment::Core,
             Compartment::PatientEntered,
-            Compartment::Governance
+            Compartment::Governance,
+            Compartment::Permissions
         ]
     );
 
@@ -146,7 +148,8 @@ fn patient_choices_decide_what_staff_see() {
             Compartment::Additional,
             Compartment::CareEvents,
             Compartment::PatientEntered,
-            Compartment::Governance
+            Compartment::Governance,
+            Compartment::Permissions
         ],
         "no B1611: sensitive stays withheld even when included"
     );
@@ -186,7 +189,8 @@ fn patient_choices_decide_what_staff_see() {
         vec![
             Compartment::Core,
             Compartment::PatientEntered,
-            Compartment::Governance
+            Compartment::Governance,
+            Compartment::Permissions
         ]
     );
     let unhide = po

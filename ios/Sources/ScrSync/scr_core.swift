@@ -1698,13 +1698,21 @@ public enum Compartment: Equatable, Hashable {
      */
     case patientEntered
     /**
-     * The patient's choices and recorded permissions.
+     * The patient's choices: what is shared, sensitive items, hiding.
+     * Written by the patient, their GP practice on their instruction, and
+     * a privacy officer's unhide; never by other staff.
      */
     case governance
     /**
      * Items in the RCGP sensitive categories, held apart.
      */
     case sensitive
+    /**
+     * The patient's answers when staff ask permission to view, recorded
+     * by the staff who asked (record layout 2; layout 1 kept them in
+     * governance, ADR 0011).
+     */
+    case permissions
 
 
 
@@ -1738,6 +1746,8 @@ public struct FfiConverterTypeCompartment: FfiConverterRustBuffer {
         
         case 6: return .sensitive
         
+        case 7: return .permissions
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -1768,6 +1778,10 @@ public struct FfiConverterTypeCompartment: FfiConverterRustBuffer {
         
         case .sensitive:
             writeInt(&buf, Int32(6))
+        
+        
+        case .permissions:
+            writeInt(&buf, Int32(7))
         
         }
     }

@@ -56,6 +56,34 @@ pub struct ServeArgs {
     /// A device whose oldest unsent audit event is older than this counts as overdue.
     #[arg(long, value_name = "HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..))]
     pub audit_overdue_hours: u64,
+    /// Until when (a UTC date, YYYY-MM-DD) a permission to view that an app
+    /// of record layout 1 pushes into governance is taken and moved to the
+    /// permissions compartment, rather than refused (ADR 0011).
+    #[arg(long, value_name = "DATE", default_value = "2027-07-01", value_parser = utc_date_ms)]
+    pub legacy_permissions_until: i64,
+}
+
+/// Midnight UTC of a YYYY-MM-DD date, in milliseconds since the Unix epoch.
+pub fn utc_date_ms(date: &str) -> Result<i64, String> {
+    let bad = || "expected a date as YYYY-MM-DD".to_owned();
+    let mut parts = date
+        .splitn(3, '-')
+        .map(|p| p.parse::<i64>().map_err(|_| bad()));
+    let (y, m, d) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(y), Some(m), Some(d)) => (y?, m?, d?),
+        _ => return Err(bad()),
+    };
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    // Days from the civil date (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok((era * 146_097 + doe - 719_468) * 86_400_000)
 }
 
 /// The server's data directory.

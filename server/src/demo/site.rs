@@ -30,19 +30,21 @@ use crate::users::{NewUser, UserError, assign, unassign};
 
 /// Everything a staff tablet holds of a patient who shares core and
 /// additional information (sensitive items stay with the patient).
-pub const SHARED: [Compartment; 5] = [
+pub const SHARED: [Compartment; 6] = [
     Compartment::Core,
     Compartment::Additional,
     Compartment::CareEvents,
     Compartment::PatientEntered,
     Compartment::Governance,
+    Compartment::Permissions,
 ];
 
 /// What a staff tablet may still hold once the patient chooses core only.
-pub const CORE_ONLY: [Compartment; 3] = [
+pub const CORE_ONLY: [Compartment; 4] = [
     Compartment::Core,
     Compartment::PatientEntered,
     Compartment::Governance,
+    Compartment::Permissions,
 ];
 
 #[derive(Debug, thiserror::Error)]

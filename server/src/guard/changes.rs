@@ -206,14 +206,21 @@ impl Checker {
         };
         let (changes, patient) = (changes.clone(), *patient);
         let now = scr_core::clock::now_ms();
+        let limits = self.policy.push_limits();
         handle
             .with_document_async(move |held: &mut Automerge| {
-                let refusal = match verdict(compartment, held, &changes, &grants, &patient, now) {
+                let on = Push {
+                    compartment,
+                    grants: &grants,
+                    patient: &patient,
+                    now,
+                    limits: &limits,
+                };
+                let refusal = match verdict(held, &changes, &on) {
                     Ok(added) => return Ok(added),
                     Err(refusal) => refusal,
                 };
                 // Only on a refusal, and linear in the push.
-                let limits = PushLimits::default();
                 let blamed: Vec<(Refusal, String)> =
                     refused_changes(compartment, held, &changes, &grants, &patient, now, &limits)
                         .into_iter()
@@ -295,19 +302,28 @@ impl Checker {
     }
 }
 
+/// What a push is judged on: its document's compartment, the device's
+/// grants, the record's patient, the receipt time, the server's bounds.
+struct Push<'a> {
+    compartment: Compartment,
+    grants: &'a [RoleProfileGrant],
+    patient: &'a NhsNumber,
+    now: i64,
+    limits: &'a PushLimits,
+}
+
 /// The rules on `changes` to `held`: on their own operations when they can
 /// be judged alone, else on the changes applying them makes part of it.
-fn verdict(
-    compartment: Compartment,
-    held: &Automerge,
-    changes: &[Vec<u8>],
-    grants: &[RoleProfileGrant],
-    patient: &NhsNumber,
-    now: i64,
-) -> Result<usize, Refusal> {
-    let limits = PushLimits::default();
-    check_changes(compartment, held, changes, grants, patient, now, &limits)
-        .unwrap_or_else(|| check_applied(compartment, held, changes, grants, patient, now, &limits))
+fn verdict(held: &Automerge, changes: &[Vec<u8>], on: &Push<'_>) -> Result<usize, Refusal> {
+    let Push {
+        compartment,
+        grants,
+        patient,
+        now,
+        limits,
+    } = *on;
+    check_changes(compartment, held, changes, grants, patient, now, limits)
+        .unwrap_or_else(|| check_applied(compartment, held, changes, grants, patient, now, limits))
 }
 
 /// A name for chunks that are not one change each: a digest of them.

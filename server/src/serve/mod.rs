@@ -42,6 +42,9 @@ pub struct ServeConfig {
     /// A device whose oldest unsent audit event is older than this counts
     /// as overdue in the metrics.
     pub audit_overdue_after: std::time::Duration,
+    /// The end of the transition for apps of record layout 1, which record
+    /// permission to view in governance (`push_rules::PushLimits`).
+    pub legacy_permissions_until_ms: i64,
 }
 
 impl ServeConfig {
@@ -55,6 +58,7 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             health: SocketAddr::from(([127, 0, 0, 1], 0)),
             audit_overdue_after: Self::DEFAULT_AUDIT_OVERDUE,
+            legacy_permissions_until_ms: scr_core::push_rules::LEGACY_PERMISSIONS_UNTIL_MS,
         }
     }
 }
@@ -102,7 +106,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     )?);
     let directory = Arc::new(Directory::open(&config.data_dir.join("directory.db"))?);
     let storage = SamodStorage::new(store.clone());
-    let (policy, epoch) = crate::policy::AccessPolicy::new(store.clone(), directory.clone());
+    crate::layout::upgrade_records(&store)?;
+    let (policy, epoch) = crate::policy::AccessPolicy::new(
+        store.clone(),
+        directory.clone(),
+        config.legacy_permissions_until_ms,
+    );
     let policy_handle = policy.clone();
     let push_policy = policy.clone();
     let repo = samod::Repo::build_tokio()

@@ -20,7 +20,7 @@ pub(super) async fn route(channel: Channel, hello: Hello, shared: &Arc<Shared>, 
             }
             return;
         }
-        Purpose::Holdings => serve_holdings(channel, shared)
+        Purpose::Holdings => serve_holdings(channel, shared, hello.layout)
             .await
             .map_err(|r| ("holdings request failed", r)),
         Purpose::Audit => serve_audit(channel, shared, peer)
@@ -114,7 +114,7 @@ async fn resume_sync_session(mut channel: Channel, shared: &Arc<Shared>, resume:
 
 /// One holdings request: the device's current list (what its grant lets it
 /// hold now), computed from the same decisions as the share policy.
-async fn serve_holdings(mut channel: Channel, shared: &Shared) -> Result<(), String> {
+async fn serve_holdings(mut channel: Channel, shared: &Shared, layout: u8) -> Result<(), String> {
     let policy = shared.policy.clone();
     let device = channel.remote_static();
     // The version first: the list computed after it is at least that new.
@@ -126,6 +126,12 @@ async fn serve_holdings(mut channel: Channel, shared: &Shared) -> Result<(), Str
     })
     .await
     .map_err(|e| e.to_string())?;
+    // An app of layout 1 reads six compartments and would refuse the list
+    // naming a seventh: it goes on recording permissions in governance.
+    let list = match (list, layout) {
+        (Some(list), 1) => Some(list.in_layout_1()),
+        (list, _) => list,
+    };
     let reply = scr_core::protocol::HoldingsReply {
         list,
         notice_version,

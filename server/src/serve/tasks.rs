@@ -29,16 +29,19 @@ pub(super) async fn watch_for_changes(
         let (s, d, written) = (s.clone(), d.clone(), st.take_written());
         async move {
             tokio::task::spawn_blocking(move || {
-                let governance = written.iter().any(|doc| {
-                    matches!(
-                        s.owner_of_document(doc),
-                        Ok(Some((_, scr_core::record::Compartment::Governance)))
-                    )
-                });
+                let governance: Vec<String> = written
+                    .into_iter()
+                    .filter(|doc| {
+                        matches!(
+                            s.owner_of_document(doc),
+                            Ok(Some((_, scr_core::record::Compartment::Governance)))
+                        )
+                    })
+                    .collect();
                 ((s.data_version().ok(), d.data_version().ok()), governance)
             })
             .await
-            .unwrap_or(((None, None), true))
+            .unwrap_or(((None, None), Vec::new()))
         }
     };
     let (mut last, _) = seen(&store, &directory, &storage).await;
@@ -48,7 +51,12 @@ pub(super) async fn watch_for_changes(
         tokio::select! {
             _ = stopped.changed() => return,
             _ = tick.tick() => {
-                let (now, governance_written) = seen(&store, &directory, &storage).await;
+                let (now, governance) = seen(&store, &directory, &storage).await;
+                let governance_written = !governance.is_empty();
+                if governance_written {
+                    // Permissions an app of layout 1 recorded in governance.
+                    crate::layout::move_written(&repo, &store, governance).await;
+                }
                 ticks += 1;
                 // Also once a minute regardless, so grants that expire on a
                 // quiet server stop sharing within a minute.

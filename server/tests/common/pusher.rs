@@ -34,7 +34,19 @@ impl Pusher {
     /// A server, the patient (core, additional, care events and
     /// governance, core only), the nurse enrolled, logged in and joined.
     pub async fn new(dir: &std::path::Path, patient: u32, entries: Vec<EntryContent>) -> Self {
-        let srv = super::server(dir).await;
+        Self::with_config(dir, patient, entries, |_| {}).await
+    }
+
+    /// [`Pusher::new`], the server started with `config` changed.
+    pub async fn with_config(
+        dir: &std::path::Path,
+        patient: u32,
+        entries: Vec<EntryContent>,
+        config: impl FnOnce(&mut scr_server::serve::ServeConfig),
+    ) -> Self {
+        let mut c = scr_server::serve::ServeConfig::on_loopback(dir);
+        config(&mut c);
+        let srv = scr_server::serve::start(c).await.unwrap();
         let store = super::server_store(dir);
         let nhs = test_nhs_number(patient);
         let entries = entries

@@ -126,7 +126,8 @@ fn open(dir: &std::path::Path) -> Result<Engine, String> {
     }
     engine
         .login_online(&grant(SystemClock.now_ms()), "2468")
-        .map_err(|e| format!("login: {e}"))?;
+        // A login is audited first: on a full disk it is refused as a view is.
+        .map_err(|e| format!("login: {}", refused(&e)))?;
     Ok(engine)
 }
 

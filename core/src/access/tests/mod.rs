@@ -2,6 +2,7 @@
 //! they share: the decision as a table ([`table`]), and every combination
 //! checked against invariants ([`invariants`]).
 
+mod choices;
 mod invariants;
 mod table;
 
@@ -72,14 +73,22 @@ use AlertReason as R;
 use Relationship as Rel;
 use ViewBasis as B;
 
-const SEEN_CORE: &[Compartment] = &[Core, PatientEntered, Governance];
-const SEEN_ADD: &[Compartment] = &[Core, Additional, CareEvents, PatientEntered, Governance];
+const SEEN_CORE: &[Compartment] = &[Core, PatientEntered, Governance, Permissions];
+const SEEN_ADD: &[Compartment] = &[
+    Core,
+    Additional,
+    CareEvents,
+    PatientEntered,
+    Governance,
+    Permissions,
+];
 const SEEN_ADD_SENS: &[Compartment] = &[
     Core,
     Additional,
     CareEvents,
     PatientEntered,
     Governance,
+    Permissions,
     Sensitive,
 ];
 

@@ -33,7 +33,13 @@ impl Engine {
         };
         let provenance = self.provenance(&grant, now);
         let replica = self.replica(&mut state, nhs)?;
-        let result = replica.add_entry(content, false, provenance, Some(&spec));
+        // A record not yet moved to layout 2 (no permissions compartment
+        // has arrived) keeps the answer in governance, as layout 1 did.
+        let result = if replica.compartments().contains(&Compartment::Permissions) {
+            replica.add_entry(content, false, provenance, Some(&spec))
+        } else {
+            replica.add_legacy_permission(content, provenance, Some(&spec))
+        };
         self.written(&mut state, nhs, result, now).map(|_| ())
     }
 

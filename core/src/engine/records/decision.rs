@@ -9,7 +9,7 @@ use crate::access::{
 use crate::audit::{AuditDraft, Outcome};
 use crate::engine::Engine;
 use crate::grant::{RelationshipKind, RoleProfileGrant};
-use crate::record::Compartment;
+use crate::record::{Compartment, CompartmentView};
 use crate::replica::PatientReplica;
 
 /// The relationship the grant gives with this patient, or the one claimed now.
@@ -36,13 +36,16 @@ impl Engine {
         access: Option<AccessRequest>,
     ) -> Request {
         let governance = replica.view_compartment(Compartment::Governance).ok();
+        let permissions = replica.view_compartment(Compartment::Permissions).ok();
         let relationship = relationship_of(grant, nhs, access.and_then(|a| a.self_claim));
         let (_, _, organisation) = grant.actor();
         let basis = match access.map(|a| a.basis) {
             Some(RequestedBasis::Emergency) => ViewBasis::Emergency,
             Some(RequestedBasis::LegalOverride(r)) => ViewBasis::LegalOverride(r),
             Some(RequestedBasis::Permission) | None => {
-                permission_from(governance.as_ref(), &organisation, &grant.grant_id)
+                let recorded: Vec<&CompartmentView> =
+                    [&permissions, &governance].into_iter().flatten().collect();
+                permission_from(&recorded, &organisation, &grant.grant_id)
             }
         };
         let principal = grant.principal();

@@ -608,3 +608,4 @@ fn who_writes_choices_permissions_and_other_organisations_versions() {
 }
 
 mod changes;
+mod layout;

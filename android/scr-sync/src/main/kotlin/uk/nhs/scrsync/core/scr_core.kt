@@ -1829,13 +1829,21 @@ enum class Compartment {
      */
     PATIENT_ENTERED,
     /**
-     * The patient's choices and recorded permissions.
+     * The patient's choices: what is shared, sensitive items, hiding.
+     * Written by the patient, their GP practice on their instruction, and
+     * a privacy officer's unhide; never by other staff.
      */
     GOVERNANCE,
     /**
      * Items in the RCGP sensitive categories, held apart.
      */
-    SENSITIVE;
+    SENSITIVE,
+    /**
+     * The patient's answers when staff ask permission to view, recorded
+     * by the staff who asked (record layout 2; layout 1 kept them in
+     * governance, ADR 0011).
+     */
+    PERMISSIONS;
 
     
 
