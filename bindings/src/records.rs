@@ -41,6 +41,17 @@ impl ScrDevice {
         })
     }
 
+    /// The versions this device wrote that the server refused, kept aside
+    /// (the app shows them as "refused by the server"; they are never sent
+    /// again). Audited first.
+    pub fn quarantined(
+        &self,
+        nhs_number: String,
+    ) -> Result<Vec<scr_core::engine::QuarantinedVersion>, ScrError> {
+        let nhs = crate::error::nhs_number(&nhs_number)?;
+        Ok(self.engine()?.quarantined(&nhs)?)
+    }
+
     /// Adds an entry (a visit summary, a preference, ...).
     pub fn add_entry(
         &self,

@@ -33,6 +33,9 @@ pub struct SyncSummary {
     /// This device's pushes the server refused, as it last said
     /// (`server_refusals` says which and why).
     pub refused_by_server: u64,
+    /// Versions this pass kept aside after the server refused them (their
+    /// documents rebuilt so later writes merge; `quarantined` shows them).
+    pub quarantined: u64,
 }
 
 /// One push of this device the server refused: the app shows it as
@@ -85,6 +88,7 @@ impl From<PassSummary> for SyncSummary {
             audit_failed: s.audit_failed,
             wiped: s.audit.wiped.is_some(),
             refused_by_server: count(s.refused),
+            quarantined: 0,
         }
     }
 }
@@ -169,7 +173,12 @@ impl ScrDevice {
             let summary = device
                 .with_sync(async |s| s.sync_once(wait).await)
                 .await??;
-            Ok(summary.into())
+            let mut summary: SyncSummary = summary.into();
+            if summary.refused_by_server > 0 {
+                let rebuilt = device.rebuild_refused().await?;
+                summary.quarantined = rebuilt.iter().map(|r| r.quarantined as u64).sum();
+            }
+            Ok(summary)
         })
         .await
     }

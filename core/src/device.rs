@@ -270,6 +270,25 @@ impl Device {
         }
     }
 
+    /// When the server refused a change a document here still holds (later
+    /// writes to it then wait on it): stops sync, rebuilds those documents
+    /// from what the server took (the refused versions kept aside, the rest
+    /// written again) and starts sync again. Returns what was rebuilt;
+    /// nothing when sync is not running or nothing waits.
+    pub async fn rebuild_refused(&self) -> Result<Vec<crate::engine::Rebuild>, DeviceError> {
+        let mut slot = self.sync.write().await;
+        let Some(sync) = slot.take() else {
+            return Ok(Vec::new());
+        };
+        if !sync.holds_refused().await {
+            *slot = Some(sync);
+            return Ok(Vec::new());
+        }
+        let (sync, rebuilt) = sync.rebuild_refused().await?;
+        *slot = Some(sync);
+        Ok(rebuilt?)
+    }
+
     /// Runs `f` with the running sync, or says it is not running.
     pub async fn with_sync<T>(
         &self,

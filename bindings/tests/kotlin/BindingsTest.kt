@@ -70,6 +70,8 @@ fun theNurseJourney() = runBlocking {
     // An honest visit note: nothing refused by the server.
     assertEquals(0uL, summary.refusedByServer)
     assertEquals(emptyList(), device.serverRefusals())
+    assertEquals(0uL, summary.quarantined)
+    assertEquals(emptyList(), device.quarantined(patient))
     collecting.cancel()
     device.stopSync()
     device.close()

@@ -160,6 +160,7 @@ def test_the_nurse_reads_her_caseload_and_writes_a_visit_offline(site, nurse):
     assert all(s.summary.refused_by_server == 0
                for s in statuses.seen if isinstance(s, scr.SyncStatus.IDLE))
     assert run(device.server_refusals()) == []
+    assert device.quarantined(patient) == []
     backlog = device.audit_backlog()
     assert not backlog.overdue
 

@@ -8,6 +8,7 @@ mod encounter;
 mod error;
 mod forgetting;
 mod login;
+mod rebuild;
 mod records;
 mod session;
 mod sync_support;
@@ -26,6 +27,7 @@ use crate::store::{HoldReason, Store};
 
 pub use audit_queue::AuditBacklog;
 pub use error::EngineError;
+pub use rebuild::{QuarantinedVersion, Rebuild};
 pub use records::ReleasedView;
 pub use sync_support::HoldingsOutcome;
 

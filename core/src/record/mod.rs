@@ -7,6 +7,7 @@
 mod content;
 mod doc;
 mod ids;
+pub mod rebuild;
 pub mod repair;
 pub mod untrusted;
 mod view;

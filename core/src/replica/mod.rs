@@ -10,6 +10,7 @@ mod merge;
 mod open;
 mod persist;
 mod reading;
+mod rebuilt;
 mod values;
 
 pub use layout::permissions_to_move;

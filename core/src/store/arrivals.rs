@@ -145,6 +145,7 @@ impl Store {
         }
         let doc_ref = self.doc_ref_of(doc_id);
         tx.execute("DELETE FROM chunks WHERE doc_ref = ?1", [doc_ref])?;
+        tx.execute("DELETE FROM quarantine WHERE doc_ref = ?1", [doc_ref])?;
         tx.execute("DELETE FROM documents WHERE doc_ref = ?1", [doc_ref])?;
         tx.execute(
             "UPDATE records SET sealed_docs = ?1 WHERE record_ref = ?2",

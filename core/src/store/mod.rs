@@ -17,6 +17,7 @@ mod audit;
 mod chunks;
 mod error;
 mod holdings;
+mod quarantine;
 mod records;
 mod samod_storage;
 mod schema;

@@ -240,6 +240,10 @@ impl Store {
             "DELETE FROM chunks WHERE doc_ref IN (SELECT doc_ref FROM documents WHERE record_ref = ?1)",
             [record_ref],
         )?;
+        tx.execute(
+            "DELETE FROM quarantine WHERE doc_ref IN (SELECT doc_ref FROM documents WHERE record_ref = ?1)",
+            [record_ref],
+        )?;
         tx.execute("DELETE FROM documents WHERE record_ref = ?1", [record_ref])?;
         tx.execute("DELETE FROM holdings WHERE record_ref = ?1", [record_ref])?;
         let existed = tx.execute("DELETE FROM records WHERE record_ref = ?1", [record_ref])? > 0;

@@ -15,6 +15,7 @@ mod dialer;
 mod driver;
 mod encounter;
 mod holdings;
+mod rebuild;
 mod received;
 mod request;
 mod storage;

@@ -1204,6 +1204,13 @@ public protocol ScrDeviceProtocol: AnyObject, Sendable {
     func markEnteredInError(nhsNumber: String, entry: EntryId, replaces: [VersionId], reason: String) throws  -> EntryVersion
     
     /**
+     * The versions this device wrote that the server refused, kept aside
+     * (the app shows them as "refused by the server"; they are never sent
+     * again). Audited first.
+     */
+    func quarantined(nhsNumber: String) throws  -> [QuarantinedVersion]
+    
+    /**
      * Records the patient's answer when asked for permission to view, for
      * this encounter or for future use at this organisation.
      */
@@ -1521,6 +1528,21 @@ open func markEnteredInError(nhsNumber: String, entry: EntryId, replaces: [Versi
         FfiConverterTypeEntryId_lower(entry),
         FfiConverterSequenceTypeVersionId.lower(replaces),
         FfiConverterString.lower(reason),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The versions this device wrote that the server refused, kept aside
+     * (the app shows them as "refused by the server"; they are never sent
+     * again). Audited first.
+     */
+open func quarantined(nhsNumber: String)throws  -> [QuarantinedVersion]  {
+    return try  FfiConverterSequenceTypeQuarantinedVersion.lift(try rustCallWithError(FfiConverterTypeScrError_lift) {
+        uniffiCallStatus in
+    uniffi_scr_bindings_fn_method_scrdevice_quarantined(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(nhsNumber),uniffiCallStatus
     )
 })
 }
@@ -2193,6 +2215,11 @@ public struct SyncSummary: Equatable, Hashable {
      * (`server_refusals` says which and why).
      */
     public var refusedByServer: UInt64
+    /**
+     * Versions this pass kept aside after the server refused them (their
+     * documents rebuilt so later writes merge; `quarantined` shows them).
+     */
+    public var quarantined: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2216,7 +2243,11 @@ public struct SyncSummary: Equatable, Hashable {
         /**
          * This device's pushes the server refused, as it last said
          * (`server_refusals` says which and why).
-         */refusedByServer: UInt64) {
+         */refusedByServer: UInt64, 
+        /**
+         * Versions this pass kept aside after the server refused them (their
+         * documents rebuilt so later writes merge; `quarantined` shows them).
+         */quarantined: UInt64) {
         self.documents = documents
         self.inStep = inStep
         self.received = received
@@ -2226,6 +2257,7 @@ public struct SyncSummary: Equatable, Hashable {
         self.auditFailed = auditFailed
         self.wiped = wiped
         self.refusedByServer = refusedByServer
+        self.quarantined = quarantined
     }
 
     
@@ -2252,7 +2284,8 @@ public struct FfiConverterTypeSyncSummary: FfiConverterRustBuffer {
                 auditEventsUploaded: FfiConverterUInt64.read(from: &buf), 
                 auditFailed: FfiConverterBool.read(from: &buf), 
                 wiped: FfiConverterBool.read(from: &buf), 
-                refusedByServer: FfiConverterUInt64.read(from: &buf)
+                refusedByServer: FfiConverterUInt64.read(from: &buf), 
+                quarantined: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -2266,6 +2299,7 @@ public struct FfiConverterTypeSyncSummary: FfiConverterRustBuffer {
         FfiConverterBool.write(value.auditFailed, into: &buf)
         FfiConverterBool.write(value.wiped, into: &buf)
         FfiConverterUInt64.write(value.refusedByServer, into: &buf)
+        FfiConverterUInt64.write(value.quarantined, into: &buf)
     }
 }
 
@@ -2862,6 +2896,31 @@ fileprivate struct FfiConverterSequenceTypeHolding: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeQuarantinedVersion: FfiConverterRustBuffer {
+    typealias SwiftType = [QuarantinedVersion]
+
+    public static func write(_ value: [QuarantinedVersion], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeQuarantinedVersion.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [QuarantinedVersion] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [QuarantinedVersion]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeQuarantinedVersion.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeCompartment: FfiConverterRustBuffer {
     typealias SwiftType = [Compartment]
 
@@ -3009,6 +3068,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_scr_bindings_checksum_method_scrdevice_mark_entered_in_error() != 37624) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_scr_bindings_checksum_method_scrdevice_quarantined() != 49433) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_scr_bindings_checksum_method_scrdevice_record_permission() != 64103) {

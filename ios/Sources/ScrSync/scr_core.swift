@@ -1333,6 +1333,63 @@ public func FfiConverterTypeProvenance_lower(_ value: Provenance) -> RustBuffer 
 
 
 /**
+ * A version this device wrote that the server refused, kept aside.
+ */
+public struct QuarantinedVersion: Equatable, Hashable {
+    public var compartment: Compartment
+    public var version: EntryVersion
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(compartment: Compartment, version: EntryVersion) {
+        self.compartment = compartment
+        self.version = version
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension QuarantinedVersion: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQuarantinedVersion: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QuarantinedVersion {
+        return
+            try QuarantinedVersion(
+                compartment: FfiConverterTypeCompartment.read(from: &buf), 
+                version: FfiConverterTypeEntryVersion.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: QuarantinedVersion, into buf: inout [UInt8]) {
+        FfiConverterTypeCompartment.write(value.compartment, into: &buf)
+        FfiConverterTypeEntryVersion.write(value.version, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuarantinedVersion_lift(_ buf: RustBuffer) throws -> QuarantinedVersion {
+    return try FfiConverterTypeQuarantinedVersion.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuarantinedVersion_lower(_ value: QuarantinedVersion) -> RustBuffer {
+    return FfiConverterTypeQuarantinedVersion.lower(value)
+}
+
+
+/**
  * Every compartment this device holds for one patient, as views.
  */
 public struct RecordView: Equatable, Hashable {

@@ -371,6 +371,11 @@ void uniffi_scr_bindings_fn_method_scrdevice_hide(uint64_t ptr, RustBuffer nhs_n
 RustBuffer uniffi_scr_bindings_fn_method_scrdevice_mark_entered_in_error(uint64_t ptr, RustBuffer nhs_number, RustBuffer entry, RustBuffer replaces, RustBuffer reason, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_QUARANTINED
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_QUARANTINED
+RustBuffer uniffi_scr_bindings_fn_method_scrdevice_quarantined(uint64_t ptr, RustBuffer nhs_number, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_RECORD_PERMISSION
 #define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_RECORD_PERMISSION
 void uniffi_scr_bindings_fn_method_scrdevice_record_permission(uint64_t ptr, RustBuffer nhs_number, int8_t future_use, int8_t granted, RustCallStatus *_Nonnull out_status
@@ -846,6 +851,12 @@ uint16_t uniffi_scr_bindings_checksum_method_scrdevice_hide(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_MARK_ENTERED_IN_ERROR
 #define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_MARK_ENTERED_IN_ERROR
 uint16_t uniffi_scr_bindings_checksum_method_scrdevice_mark_entered_in_error(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_QUARANTINED
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_QUARANTINED
+uint16_t uniffi_scr_bindings_checksum_method_scrdevice_quarantined(void
     
 );
 #endif

@@ -106,6 +106,8 @@ final class ScrSyncTests: XCTestCase {
         XCTAssertEqual(summary.refusedByServer, 0)
         let refused = await device.serverRefusals()
         XCTAssertTrue(refused.isEmpty)
+        XCTAssertEqual(summary.quarantined, 0)
+        XCTAssertTrue(try device.quarantined(nhsNumber: patient).isEmpty)
         try await device.stopSync()
     }
 

@@ -60,12 +60,14 @@ import uk.nhs.scrsync.core.FfiConverterTypeEntryId
 import uk.nhs.scrsync.core.FfiConverterTypeEntryVersion
 import uk.nhs.scrsync.core.FfiConverterTypeHolding
 import uk.nhs.scrsync.core.FfiConverterTypeNhsNumber
+import uk.nhs.scrsync.core.FfiConverterTypeQuarantinedVersion
 import uk.nhs.scrsync.core.FfiConverterTypeRecordView
 import uk.nhs.scrsync.core.FfiConverterTypeSessionInfo
 import uk.nhs.scrsync.core.FfiConverterTypeSharingChoice
 import uk.nhs.scrsync.core.FfiConverterTypeVersionId
 import uk.nhs.scrsync.core.Holding
 import uk.nhs.scrsync.core.NhsNumber
+import uk.nhs.scrsync.core.QuarantinedVersion
 import uk.nhs.scrsync.core.RecordView
 import uk.nhs.scrsync.core.SessionInfo
 import uk.nhs.scrsync.core.SharingChoice
@@ -82,6 +84,7 @@ import uk.nhs.scrsync.core.RustBuffer as RustBufferEntryId
 import uk.nhs.scrsync.core.RustBuffer as RustBufferEntryVersion
 import uk.nhs.scrsync.core.RustBuffer as RustBufferHolding
 import uk.nhs.scrsync.core.RustBuffer as RustBufferNhsNumber
+import uk.nhs.scrsync.core.RustBuffer as RustBufferQuarantinedVersion
 import uk.nhs.scrsync.core.RustBuffer as RustBufferRecordView
 import uk.nhs.scrsync.core.RustBuffer as RustBufferSessionInfo
 import uk.nhs.scrsync.core.RustBuffer as RustBufferSharingChoice
@@ -822,6 +825,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_scr_bindings_checksum_method_scrdevice_mark_entered_in_error(
     ): Int
+    external fun uniffi_scr_bindings_checksum_method_scrdevice_quarantined(
+    ): Int
     external fun uniffi_scr_bindings_checksum_method_scrdevice_record_permission(
     ): Int
     external fun uniffi_scr_bindings_checksum_method_scrdevice_set_patient_choices(
@@ -914,6 +919,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_scr_bindings_fn_method_scrdevice_mark_entered_in_error(`ptr`: Long,`nhsNumber`: RustBuffer.ByValue,`entry`: RustBufferEntryId.ByValue,`replaces`: RustBuffer.ByValue,`reason`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBufferEntryVersion.ByValue
+    external fun uniffi_scr_bindings_fn_method_scrdevice_quarantined(`ptr`: Long,`nhsNumber`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_scr_bindings_fn_method_scrdevice_record_permission(`ptr`: Long,`nhsNumber`: RustBuffer.ByValue,`futureUse`: Byte,`granted`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_scr_bindings_fn_method_scrdevice_set_patient_choices(`ptr`: Long,`nhsNumber`: RustBuffer.ByValue,`sharing`: RustBufferSharingChoice.ByValue,`includeSensitive`: Byte,uniffi_out_err: UniffiRustCallStatus, 
@@ -1126,6 +1133,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_mark_entered_in_error() and 0xFFFF) != 37624) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_quarantined() and 0xFFFF) != 49433) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_record_permission() and 0xFFFF) != 64103) {
@@ -2641,6 +2651,13 @@ public interface ScrDeviceInterface {
     fun `markEnteredInError`(`nhsNumber`: kotlin.String, `entry`: EntryId, `replaces`: List<VersionId>, `reason`: kotlin.String): EntryVersion
     
     /**
+     * The versions this device wrote that the server refused, kept aside
+     * (the app shows them as "refused by the server"; they are never sent
+     * again). Audited first.
+     */
+    fun `quarantined`(`nhsNumber`: kotlin.String): List<QuarantinedVersion>
+    
+    /**
      * Records the patient's answer when asked for permission to view, for
      * this encounter or for future use at this organisation.
      */
@@ -3063,6 +3080,26 @@ open class ScrDevice: Disposable, AutoCloseable, ScrDeviceInterface
         FfiConverterTypeEntryId.lower(`entry`),
         FfiConverterSequenceTypeVersionId.lower(`replaces`),
         FfiConverterString.lower(`reason`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The versions this device wrote that the server refused, kept aside
+     * (the app shows them as "refused by the server"; they are never sent
+     * again). Audited first.
+     */
+    @Throws(ScrException::class)override fun `quarantined`(`nhsNumber`: kotlin.String): List<QuarantinedVersion> {
+            return FfiConverterSequenceTypeQuarantinedVersion.lift(
+    callWithHandle {
+    uniffiRustCallWithError(ScrException) { _status ->
+    UniffiLib.uniffi_scr_bindings_fn_method_scrdevice_quarantined(
+        it,
+        
+        FfiConverterString.lower(`nhsNumber`),_status)
 }
     }
     )
@@ -3894,6 +3931,12 @@ data class SyncSummary (
      * (`server_refusals` says which and why).
      */
     var `refusedByServer`: kotlin.ULong
+    , 
+    /**
+     * Versions this pass kept aside after the server refused them (their
+     * documents rebuilt so later writes merge; `quarantined` shows them).
+     */
+    var `quarantined`: kotlin.ULong
     
 ){
     
@@ -3919,6 +3962,7 @@ public object FfiConverterTypeSyncSummary: FfiConverterRustBuffer<SyncSummary> {
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -3931,7 +3975,8 @@ public object FfiConverterTypeSyncSummary: FfiConverterRustBuffer<SyncSummary> {
             FfiConverterULong.allocationSize(value.`auditEventsUploaded`) +
             FfiConverterBoolean.allocationSize(value.`auditFailed`) +
             FfiConverterBoolean.allocationSize(value.`wiped`) +
-            FfiConverterULong.allocationSize(value.`refusedByServer`)
+            FfiConverterULong.allocationSize(value.`refusedByServer`) +
+            FfiConverterULong.allocationSize(value.`quarantined`)
     )
 
     override fun write(value: SyncSummary, buf: ByteBuffer) {
@@ -3944,6 +3989,7 @@ public object FfiConverterTypeSyncSummary: FfiConverterRustBuffer<SyncSummary> {
             FfiConverterBoolean.write(value.`auditFailed`, buf)
             FfiConverterBoolean.write(value.`wiped`, buf)
             FfiConverterULong.write(value.`refusedByServer`, buf)
+            FfiConverterULong.write(value.`quarantined`, buf)
     }
 }
 
@@ -4742,6 +4788,34 @@ public object FfiConverterSequenceTypeHolding: FfiConverterRustBuffer<List<Holdi
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeQuarantinedVersion: FfiConverterRustBuffer<List<QuarantinedVersion>> {
+    override fun read(buf: ByteBuffer): List<QuarantinedVersion> {
+        val len = buf.getInt()
+        return List<QuarantinedVersion>(len) {
+            FfiConverterTypeQuarantinedVersion.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<QuarantinedVersion>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeQuarantinedVersion.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<QuarantinedVersion>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeQuarantinedVersion.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeCompartment: FfiConverterRustBuffer<List<Compartment>> {
     override fun read(buf: ByteBuffer): List<Compartment> {
         val len = buf.getInt()
@@ -4791,6 +4865,8 @@ public object FfiConverterSequenceTypeVersionId: FfiConverterRustBuffer<List<Ver
         }
     }
 }
+
+
 
 
 

@@ -1617,6 +1617,47 @@ public object FfiConverterTypeProvenance: FfiConverterRustBuffer<Provenance> {
 
 
 /**
+ * A version this device wrote that the server refused, kept aside.
+ */
+data class QuarantinedVersion (
+    var `compartment`: Compartment
+    , 
+    var `version`: EntryVersion
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeQuarantinedVersion: FfiConverterRustBuffer<QuarantinedVersion> {
+    override fun read(buf: ByteBuffer): QuarantinedVersion {
+        return QuarantinedVersion(
+            FfiConverterTypeCompartment.read(buf),
+            FfiConverterTypeEntryVersion.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: QuarantinedVersion) = (
+            FfiConverterTypeCompartment.allocationSize(value.`compartment`) +
+            FfiConverterTypeEntryVersion.allocationSize(value.`version`)
+    )
+
+    override fun write(value: QuarantinedVersion, buf: ByteBuffer) {
+            FfiConverterTypeCompartment.write(value.`compartment`, buf)
+            FfiConverterTypeEntryVersion.write(value.`version`, buf)
+    }
+}
+
+
+
+/**
  * Every compartment this device holds for one patient, as views.
  */
 data class RecordView (
