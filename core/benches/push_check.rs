@@ -1,6 +1,8 @@
 //! What the server's push check costs beside the merge it guards, side by
 //! side on the same care-events document and the same incoming change (one
-//! new visit note): samod's merge of the change (`merge`), the check as the
+//! new visit note): samod's merge of the change (`merge`; with the change
+//! then sealed and committed to the store, as the server's storage adapter
+//! does: `merge_and_store`), the check as the
 //! server runs it (`push_rules::check_changes` on the change's operations
 //! against the document as held: `check_on_operations`), and the check it
 //! falls back to when a change cannot be judged alone (a copy of the
@@ -41,7 +43,8 @@ fn bench_with(c: &mut Criterion, notes: usize) {
     for i in 0..notes {
         rec.add_entry(note(i), false, gp(), None).unwrap();
     }
-    let bytes = rec.export().pop().unwrap().bytes;
+    let export = rec.export().pop().unwrap();
+    let (doc_id, bytes) = (export.doc_id, export.bytes);
     let held = Automerge::load(&bytes).unwrap();
     let now = scr_core::clock::now_ms();
     let grant = RoleProfileGrant {
@@ -110,6 +113,22 @@ fn bench_with(c: &mut Criterion, notes: usize) {
         b.iter_batched(
             || held.clone(),
             |mut doc| doc.load_incremental(&change).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    // What the server's samod does with it: the merge, then the change
+    // sealed and committed to SQLite (its storage adapter), one per push.
+    let hash = device.get_last_local_change().unwrap().hash().to_string();
+    let key =
+        scr_core::store::ChunkKey::from_parts([doc_id.as_str(), "incremental", hash.as_str()])
+            .unwrap();
+    group.bench_function("merge_and_store", |b| {
+        b.iter_batched(
+            || held.clone(),
+            |mut doc| {
+                doc.load_incremental(&change).unwrap();
+                store.put_chunk(&key, &change).unwrap();
+            },
             BatchSize::SmallInput,
         )
     });
