@@ -274,7 +274,9 @@ impl Device {
     /// writes to it then wait on it): stops sync, rebuilds those documents
     /// from what the server took (the refused versions kept aside, the rest
     /// written again) and starts sync again. Returns what was rebuilt;
-    /// nothing when sync is not running or nothing waits.
+    /// nothing when sync is not running or nothing waits. Should sync not
+    /// start again, it is left stopped and the error says why
+    /// (`start_sync` tries again).
     pub async fn rebuild_refused(&self) -> Result<Vec<crate::engine::Rebuild>, DeviceError> {
         let mut slot = self.sync.write().await;
         let Some(sync) = slot.take() else {

@@ -358,3 +358,72 @@ fn forgetting_a_patient_crypto_shreds_and_leaves_others() {
         Compartment::ALL.len() as i64
     );
 }
+
+#[test]
+fn a_version_of_another_kind_under_the_sharing_entry_does_not_block_the_next_choice() {
+    use scr_core::record::{
+        CompartmentDoc, EntryId, EntryVersion, PermissionScope, SharingChoice, VersionStatus,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nhs = test_nhs_number(7);
+    let origin = open(&dir.path().join("origin.db"));
+    let mut exports = origin
+        .create_record(&nhs, &[Compartment::Governance])
+        .unwrap()
+        .export();
+    // Someone put a permission to view under the sharing entry's id (ahead
+    // of the choice, by version id) before the patient's choice arrived.
+    let entry = EntryId::new();
+    let foreign = EntryVersion::new(
+        entry,
+        Vec::new(),
+        VersionStatus::Current,
+        EntryContent::PermissionToView {
+            organisation: "RX1".into(),
+            user_id: "555000000102".into(),
+            scope: PermissionScope::Organisation,
+            granted: true,
+        },
+        gp(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let choice = |replaces, sharing| {
+        EntryVersion::new(
+            entry,
+            replaces,
+            VersionStatus::Current,
+            EntryContent::Sharing {
+                choice: sharing,
+                include_sensitive: false,
+                hidden: false,
+            },
+            gp(),
+        )
+    };
+    let first = choice(Vec::new(), SharingChoice::CoreOnly);
+    let mut doc = CompartmentDoc::load(Compartment::Governance, &exports[0].bytes).unwrap();
+    doc.put_version(&foreign).unwrap();
+    doc.put_version(&first).unwrap();
+    exports[0].bytes = doc.save();
+    let device = open(&dir.path().join("device.db"));
+    let mut rec = device.import_record(&nhs, &exports).unwrap();
+    let (at, names) =
+        scr_core::access::sharing_entry(&rec.view_compartment(Compartment::Governance).unwrap())
+            .unwrap();
+    assert_eq!((at, names.clone()), (entry, vec![first.version_id]));
+    let next = choice(names.clone(), SharingChoice::OptOut);
+    rec.supersede(
+        Compartment::Governance,
+        entry,
+        &names,
+        next.content.clone(),
+        gp(),
+        None,
+    )
+    .unwrap();
+    let governance = rec.view_compartment(Compartment::Governance).unwrap();
+    assert_eq!(
+        scr_core::access::choices_from(Some(&governance)).sharing,
+        SharingChoice::OptOut
+    );
+}

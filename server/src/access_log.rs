@@ -31,9 +31,12 @@ pub struct AccessLogSources {
     pub server_key: [u8; 32],
 }
 
+/// Answers one request; `layout`: the record layout the app reads (its
+/// hello says).
 pub async fn serve_access_log<S: WebSocket>(
     mut channel: NoiseChannel<S>,
     sources: AccessLogSources,
+    layout: u8,
 ) -> Result<(), String> {
     let request = crate::request::one_request(&mut channel, "access log request").await?;
     let device = channel.remote_static();
@@ -44,6 +47,11 @@ pub async fn serve_access_log<S: WebSocket>(
                 .unwrap_or_else(|_| refused("the access log could not be read"))
         }
         _ => refused("the access log request is malformed"),
+    };
+    let reply = if layout == 1 {
+        reply.in_layout_1()
+    } else {
+        reply
     };
     let body = serde_json::to_vec(&reply).map_err(|e| e.to_string())?;
     channel.send(&body).await.map_err(|e| e.to_string())

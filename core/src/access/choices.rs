@@ -11,7 +11,7 @@ use crate::record::{
 
 /// How much a choice withholds: hidden first, then less shared, then
 /// sensitive items withheld.
-pub(crate) fn restrictiveness(c: &PatientChoices) -> (bool, u8, bool) {
+fn restrictiveness(c: &PatientChoices) -> (bool, u8, bool) {
     let sharing = match c.sharing {
         SharingChoice::OptOut => 2,
         SharingChoice::CoreOnly => 1,
@@ -53,8 +53,13 @@ pub fn choices_from(governance: Option<&CompartmentView>) -> PatientChoices {
     let Some(view) = governance else {
         return PatientChoices::default();
     };
-    current_choices(view)
-        .into_iter()
+    // Choices that name each other round (no honest writer makes that):
+    // none is current, so the most restrictive of them all holds.
+    let mut held = current_choices(view);
+    if held.is_empty() {
+        held = sharing_heads(view);
+    }
+    held.into_iter()
         .filter(|v| !v.is_entered_in_error())
         .filter_map(|v| match &v.content {
             EntryContent::Sharing {

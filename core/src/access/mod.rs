@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use crate::record::{Compartment, SharingChoice};
 
 pub use alert::{Alert, AlertReason, AlertType};
-pub(crate) use choices::restrictiveness;
 pub use choices::{choices_from, current_choices, permission_from, sharing_entry};
 pub use decide::decide;
 pub use request::{AccessRequest, RequestedBasis};

@@ -45,6 +45,9 @@ impl Engine {
         let Some((nhs, compartment)) = self.store.owner_of_document(doc_id)? else {
             return Ok(None);
         };
+        // Held from the read to the replacement: an app's write to the
+        // record waits, so nothing written meanwhile is replaced away.
+        let mut state = self.state()?;
         let bytes = self.store.document_bytes(doc_id)?;
         if bytes.is_empty() {
             return Ok(None);
@@ -76,7 +79,6 @@ impl Engine {
             )
         };
         let now = self.clock.now_ms();
-        let mut state = self.state()?;
         // The replayed versions are unsent until the server has them.
         self.mark_unsent_durably(&nhs)?;
         let heads = rebuilt.doc.get_heads();

@@ -23,6 +23,20 @@ pub enum AccessLogReply {
     Refused { reason: String },
 }
 
+impl AccessLogReply {
+    /// The reply as an app of record layout 1 reads it: without the
+    /// compartments that layout lacks (it would refuse the whole reply).
+    pub fn in_layout_1(mut self) -> Self {
+        if let Self::Log { entries } = &mut self {
+            for e in entries {
+                e.compartments
+                    .retain(|c| crate::record::Compartment::LAYOUT_1.contains(c));
+            }
+        }
+        self
+    }
+}
+
 /// One line of the log, as a patient reads it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]

@@ -332,9 +332,25 @@ fn check_version(
     {
         return Err(Refusal::KindChanged);
     }
-    match author {
-        Some((grant, patient)) => may_write(compartment, version, &replaced, grant, patient),
-        None => Ok(()),
+    match (author, writer.pusher) {
+        (Some((grant, patient)), Some((grants, _, _))) => {
+            // A choice is the patient's GP's to record only while they are
+            // (the newest grant says so too): a choice names what it
+            // supersedes, so one dated back into an old grant would hold.
+            let still_gp = grants
+                .iter()
+                .max_by_key(|g| g.issued_at_ms)
+                .is_some_and(|newest| registered_gp(newest, patient));
+            if matches!(version.content, EntryContent::Sharing { .. })
+                && registered_gp(grant, patient)
+                && !still_gp
+                && !grant.is_patient(patient)
+            {
+                return Err(Refusal::NotPermitted);
+            }
+            may_write(compartment, version, &replaced, grant, patient)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -388,15 +404,7 @@ fn may_write(
     writer: &RoleProfileGrant,
     patient: &NhsNumber,
 ) -> Result<(), Refusal> {
-    let patients_gp = match writer.principal() {
-        Principal::Staff(role) => {
-            role.is_gp()
-                && writer
-                    .relationship_with(patient)
-                    .is_some_and(|r| r.kind == RelationshipKind::Registration)
-        }
-        Principal::Patient => false,
-    };
+    let patients_gp = registered_gp(writer, patient);
     let is_patient = writer.is_patient(patient);
     let (_, _, organisation) = writer.actor();
     let unhide = privacy_officer_unhides(version, replaced, writer);
@@ -435,16 +443,29 @@ fn may_write(
     Ok(())
 }
 
-/// A privacy officer's unhide: the choice that held among the replaced
-/// ones (the most restrictive) was hidden, and the new one only lifts
-/// that (an opt-out becomes core only, as an unhide does; the references
-/// are in the audit event that goes with it).
+/// A GP job role whose grant names the patient's registration.
+fn registered_gp(grant: &RoleProfileGrant, patient: &NhsNumber) -> bool {
+    match grant.principal() {
+        Principal::Staff(role) => {
+            role.is_gp()
+                && grant
+                    .relationship_with(patient)
+                    .is_some_and(|r| r.kind == RelationshipKind::Registration)
+        }
+        Principal::Patient => false,
+    }
+}
+
+/// A privacy officer's unhide: every replaced version is a hidden choice,
+/// and the new one only lifts that (the same sensitive inclusion, the same
+/// sharing, an opt-out becoming core only, as an unhide does; the
+/// references are in the audit event that goes with it). Naming a version
+/// that is not hidden (the patient's current choice, say) is not an unhide.
 fn privacy_officer_unhides(
     version: &EntryVersion,
     replaced: &[&EntryVersion],
     writer: &RoleProfileGrant,
 ) -> bool {
-    use crate::access::PatientChoices;
     use crate::record::SharingChoice::{CoreOnly, OptOut};
     let officer = matches!(writer.principal(), Principal::Staff(role) if role.privacy_officer);
     let EntryContent::Sharing {
@@ -455,31 +476,18 @@ fn privacy_officer_unhides(
     else {
         return false;
     };
-    let held = replaced
-        .iter()
-        .map(|old| match &old.content {
-            EntryContent::Sharing {
-                choice,
-                include_sensitive,
-                hidden,
-            } => Some(PatientChoices {
-                sharing: *choice,
-                include_sensitive: *include_sensitive,
-                hidden: *hidden,
-            }),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()
-        .and_then(|choices| {
-            choices
-                .into_iter()
-                .max_by_key(crate::access::restrictiveness)
-        });
     officer
-        && held.is_some_and(|was| {
-            was.hidden
-                && was.include_sensitive == *include_sensitive
-                && (was.sharing == *choice || (was.sharing == OptOut && *choice == CoreOnly))
+        && !replaced.is_empty()
+        && replaced.iter().all(|old| match &old.content {
+            EntryContent::Sharing {
+                choice: was,
+                include_sensitive: sensitive_was,
+                hidden: true,
+            } => {
+                sensitive_was == include_sensitive
+                    && (was == choice || (*was == OptOut && *choice == CoreOnly))
+            }
+            _ => false,
         })
 }
 

@@ -80,12 +80,20 @@ impl PatientReplica {
         audit: Option<&AuditSpec>,
     ) -> Result<EntryVersion, StoreError> {
         let view = self.checked_heads(compartment, entry, replaces)?;
-        let kind = view
+        // The kind of what it replaces, not of whatever else the entry holds
+        // (another writer may have put a version of another kind under the
+        // same entry id: that must not block this one).
+        let named: Vec<&EntryVersion> = view
             .heads()
-            .first()
-            .map(|h| h.content.kind_name())
-            .ok_or(StoreError::EntryNotFound)?;
-        if kind != content.kind_name() {
+            .into_iter()
+            .filter(|h| replaces.contains(&h.version_id))
+            .collect();
+        let sharing = matches!(content, EntryContent::Sharing { .. });
+        if (named.is_empty() && !sharing)
+            || named
+                .iter()
+                .any(|h| h.content.kind_name() != content.kind_name())
+        {
             return Err(StoreError::InvalidEdit(
                 "a new version must keep the entry's kind",
             ));
@@ -150,18 +158,15 @@ impl PatientReplica {
             .find(|e| e.entry_id == entry)
             .cloned()
             .ok_or(StoreError::EntryNotFound)?;
-        let is_choice = |e: &EntryView| {
-            e.heads()
-                .iter()
-                .any(|v| matches!(v.content, EntryContent::Sharing { .. }))
-        };
+        let choice = |v: &&EntryVersion| matches!(v.content, EntryContent::Sharing { .. });
         let mut heads = view.head_ids();
-        if is_choice(&view) {
+        if view.heads().iter().any(choice) {
             heads.extend(
                 entries
                     .iter()
-                    .filter(|e| is_choice(e))
-                    .flat_map(|e| e.head_ids()),
+                    .flat_map(|e| e.heads())
+                    .filter(choice)
+                    .map(|v| v.version_id),
             );
         }
         if !replaces.iter().all(|r| heads.contains(r)) {

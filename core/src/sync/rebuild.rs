@@ -41,23 +41,36 @@ impl DeviceSync {
         let (engine, config) = (self.engine.clone(), self.config.clone());
         self.stop().await;
         let rebuilding = engine.clone();
+        // Each document on its own: one that cannot be rebuilt does not
+        // hold back the others; sync starts again whatever happened.
         let rebuilt = tokio::task::spawn_blocking(move || {
             let mut done = Vec::new();
+            let mut failed = None;
             for (doc, hashes) in refused {
-                if let Some(r) = rebuilding.rebuild_refused(&doc, &hashes)? {
-                    tracing::info!(
-                        compartment = r.compartment.as_str(),
-                        quarantined = r.quarantined,
-                        replayed = r.replayed,
-                        "a document the server refused part of was rebuilt"
-                    );
-                    done.push(r);
+                match rebuilding.rebuild_refused(&doc, &hashes) {
+                    Ok(Some(r)) => {
+                        tracing::info!(
+                            compartment = r.compartment.as_str(),
+                            quarantined = r.quarantined,
+                            replayed = r.replayed,
+                            "a document the server refused part of was rebuilt"
+                        );
+                        done.push(r);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a document could not be rebuilt");
+                        failed.get_or_insert(e);
+                    }
                 }
             }
-            Ok(done)
+            match failed {
+                Some(e) if done.is_empty() => Err(e),
+                _ => Ok(done),
+            }
         })
         .await
-        .map_err(|_| SyncError::Internal)?;
+        .unwrap_or(Err(EngineError::InvalidInput("the rebuild stopped")));
         let sync = DeviceSync::start(engine, config).await?;
         Ok((sync, rebuilt))
     }

@@ -26,7 +26,7 @@ pub(super) async fn route(channel: Channel, hello: Hello, shared: &Arc<Shared>, 
         Purpose::Audit => serve_audit(channel, shared, peer)
             .await
             .map_err(|r| ("audit upload failed", r)),
-        Purpose::AccessLog => serve_access_log(channel, shared)
+        Purpose::AccessLog => serve_access_log(channel, shared, hello.layout)
             .await
             .map_err(|r| ("access log request failed", r)),
         Purpose::Encounter => serve_encounter(channel, shared)
@@ -167,7 +167,7 @@ async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Res
 }
 
 /// "Who has looked at my record", for the patient's phone or a privacy officer.
-async fn serve_access_log(channel: Channel, shared: &Shared) -> Result<(), String> {
+async fn serve_access_log(channel: Channel, shared: &Shared, layout: u8) -> Result<(), String> {
     let sources = crate::access_log::AccessLogSources {
         policy: shared.policy.clone(),
         archive: shared.archive.clone(),
@@ -175,7 +175,7 @@ async fn serve_access_log(channel: Channel, shared: &Shared) -> Result<(), Strin
         directory: shared.directory.clone(),
         server_key: shared.identity.noise.public(),
     };
-    crate::access_log::serve_access_log(channel, sources).await
+    crate::access_log::serve_access_log(channel, sources, layout).await
 }
 
 /// Opens or closes an encounter; the new grant decides what the device holds.

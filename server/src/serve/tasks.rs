@@ -38,10 +38,14 @@ pub(super) async fn watch_for_changes(
                         )
                     })
                     .collect();
-                ((s.data_version().ok(), d.data_version().ok()), governance)
+                (
+                    (s.data_version().ok(), d.data_version().ok()),
+                    Some(governance),
+                )
             })
             .await
-            .unwrap_or(((None, None), Vec::new()))
+            // Not known what was written: as if governance were (fail closed).
+            .unwrap_or(((None, None), None))
         }
     };
     let (mut last, _) = seen(&store, &directory, &storage).await;
@@ -52,10 +56,10 @@ pub(super) async fn watch_for_changes(
             _ = stopped.changed() => return,
             _ = tick.tick() => {
                 let (now, governance) = seen(&store, &directory, &storage).await;
-                let governance_written = !governance.is_empty();
-                if governance_written {
+                let governance_written = governance.as_ref().is_none_or(|g| !g.is_empty());
+                if let Some(written) = governance.filter(|g| !g.is_empty()) {
                     // Permissions an app of layout 1 recorded in governance.
-                    crate::layout::move_written(&repo, &store, governance).await;
+                    crate::layout::move_written(&repo, &store, written).await;
                 }
                 ticks += 1;
                 // Also once a minute regardless, so grants that expire on a

@@ -78,3 +78,14 @@ fn concurrent_choices_resolve_to_the_most_restrictive_until_one_names_both() {
         SharingChoice::CoreAndAdditional
     );
 }
+
+#[test]
+fn choices_that_name_each_other_round_hold_the_most_restrictive() {
+    let (a, b) = (EntryId::new(), EntryId::new());
+    let mut shared = choice(a, Vec::new(), SharingChoice::CoreAndAdditional, 100);
+    let opted_out = choice(b, vec![shared.version_id], SharingChoice::OptOut, 200);
+    shared.replaces = vec![opted_out.version_id];
+    let view = governance(&[&shared, &opted_out]);
+    assert!(current_choices(&view).is_empty());
+    assert_eq!(choices_from(Some(&view)).sharing, SharingChoice::OptOut);
+}

@@ -151,3 +151,98 @@ fn a_choice_names_the_choices_its_writer_saw_whichever_entry() {
         Err(Refusal::UnknownReplaces)
     );
 }
+
+#[test]
+fn an_unhide_lifts_only_hiding_and_a_choice_is_the_gps_only_while_they_are() {
+    let limits = PushLimits::default();
+    let mut officer = staff(
+        "555000000904",
+        "R8003",
+        "RX1",
+        "po-desktop",
+        RelationshipKind::Caseload,
+    );
+    if let GrantPrincipal::Staff {
+        privacy_officer, ..
+    } = &mut officer.principal
+    {
+        *privacy_officer = true;
+    }
+    // Once hidden with everything shared; the patient has since chosen
+    // core only, not hidden.
+    let hidden = EntryContent::Sharing {
+        choice: SharingChoice::CoreAndAdditional,
+        include_sensitive: true,
+        hidden: true,
+    };
+    let mut d = doc(Compartment::Governance, hidden);
+    let current = EntryVersion::new(
+        d.existing.entry_id,
+        vec![d.existing.version_id],
+        VersionStatus::Current,
+        sharing(SharingChoice::CoreOnly),
+        by(&phone(), NOW - HOUR),
+    );
+    put(&mut d.doc, &d.versions, &current);
+    d.doc.commit();
+    let widened = EntryVersion::new(
+        d.existing.entry_id,
+        vec![d.existing.version_id, current.version_id],
+        VersionStatus::Current,
+        EntryContent::Sharing {
+            choice: SharingChoice::CoreAndAdditional,
+            include_sensitive: true,
+            hidden: false,
+        },
+        by(&officer, NOW),
+    );
+    assert_eq!(
+        adding(
+            Compartment::Governance,
+            &mut d,
+            &widened,
+            &[officer.clone()],
+            &limits
+        ),
+        Err(Refusal::NotPermitted),
+        "naming the patient's current choice is not an unhide"
+    );
+
+    // A GP whose registration has since ended (the newest grant has none)
+    // records no choice, however it is dated.
+    let mut former = gp();
+    former.grant_id = "grant-gp-now".into();
+    former.issued_at_ms = NOW - HOUR;
+    former.relationships[0].kind = RelationshipKind::Caseload;
+    let mut then = gp();
+    then.expires_at_ms = NOW - HOUR;
+    then.issued_at_ms = NOW - 9 * HOUR;
+    let backdated = EntryVersion::new(
+        d.existing.entry_id,
+        vec![current.version_id],
+        VersionStatus::Current,
+        sharing(SharingChoice::CoreAndAdditional),
+        by(&then, NOW - 2 * HOUR),
+    );
+    assert_eq!(
+        adding(
+            Compartment::Governance,
+            &mut d,
+            &backdated,
+            &[then.clone(), former],
+            &limits
+        ),
+        Err(Refusal::NotPermitted)
+    );
+    // While still the GP (the newest grant says so), the same is taken.
+    assert_eq!(
+        adding(
+            Compartment::Governance,
+            &mut d,
+            &backdated,
+            &[then],
+            &limits
+        ),
+        Ok(1)
+    );
+}
