@@ -14,6 +14,15 @@ pub fn upgrade_records(store: &Store) -> Result<usize, StoreError> {
     let mut upgraded = 0;
     for holding in store.holdings()? {
         let nhs = holding.nhs_number;
+        // A read first: after the first start every record has it, and a
+        // write transaction per record at each start would cost.
+        let held = store.documents_of_record(&nhs)?;
+        if held
+            .iter()
+            .any(|d| d.compartment == Compartment::Permissions)
+        {
+            continue;
+        }
         if store
             .add_compartment(&nhs, Compartment::Permissions)?
             .is_some()
