@@ -25,19 +25,20 @@ mod common;
 
 use common::device::{Device, record, visit};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_push_is_shown_on_the_device_and_kept_there() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server holding patient `n` on the nurse's caseload, the nurse a user.
+async fn nurse_caseload(
+    dir: &tempfile::TempDir,
+    n: u32,
+) -> (
+    scr_server::serve::RunningServer,
+    scr_core::Store,
+    scr_core::NhsNumber,
+) {
     let server_dir = dir.path().join("server");
     let srv = common::server(&server_dir).await;
     let store = common::server_store(&server_dir);
-    let patient = test_nhs_number(64);
-    load(
-        &store,
-        &record(64, SharingChoice::CoreAndAdditional),
-        "test",
-    )
-    .unwrap();
+    let patient = test_nhs_number(n);
+    load(&store, &record(n, SharingChoice::CoreAndAdditional), "test").unwrap();
     srv.directory
         .add_user(&common::nurse(), common::NURSE_PASSCODE)
         .unwrap();
@@ -49,6 +50,13 @@ async fn a_refused_push_is_shown_on_the_device_and_kept_there() {
         RelationshipKind::Caseload,
     )
     .unwrap();
+    (srv, store, patient)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_push_is_shown_on_the_device_and_kept_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, store, patient) = nurse_caseload(&dir, 64).await;
     let fast = ManualClock::new(scr_core::clock::now_ms() + 2 * 3_600_000);
     let mut nurse = Device::enroll_with_clock(
         &srv,
@@ -155,27 +163,7 @@ async fn server_notes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_refusal_the_document_is_rebuilt_and_the_honest_note_after_it_merges() {
     let dir = tempfile::tempdir().unwrap();
-    let server_dir = dir.path().join("server");
-    let srv = common::server(&server_dir).await;
-    let store = common::server_store(&server_dir);
-    let patient = test_nhs_number(65);
-    load(
-        &store,
-        &record(65, SharingChoice::CoreAndAdditional),
-        "test",
-    )
-    .unwrap();
-    srv.directory
-        .add_user(&common::nurse(), common::NURSE_PASSCODE)
-        .unwrap();
-    assign(
-        &store,
-        &srv.directory,
-        common::NURSE_ID,
-        patient,
-        RelationshipKind::Caseload,
-    )
-    .unwrap();
+    let (srv, store, patient) = nurse_caseload(&dir, 65).await;
     // Six minutes fast: beyond the server's five minutes of skew.
     let clock = Arc::new(ManualClock::new(scr_core::clock::now_ms() + 6 * 60_000));
     let mut nurse = Device::enroll_with_clock(
