@@ -1,17 +1,26 @@
 //! What the server's push check costs beside the merge it guards, side by
 //! side on the same care-events document and the same incoming change (one
-//! new visit note): samod's merge of the change (`merge`; with the change
-//! then sealed and committed to the store, as the server's storage adapter
-//! does: `merge_and_store`), the check as the
-//! server runs it (`push_rules::check_changes` on the change's operations
-//! against the document as held: `check_on_operations`), and the check it
-//! falls back to when a change cannot be judged alone (a copy of the
+//! new visit note).
+//!
+//! The merge: automerge's load of the change alone (`merge`); with the
+//! change then sealed and committed (`merge_and_store`); and as the server
+//! merges a push (`merge_as_served`: samod-core's document actor decoding
+//! the sync message, receiving it, answering it and saving what is new
+//! through the sealed store), beside `compaction` (the whole document
+//! saved, which samod does instead of one change in eleven).
+//!
+//! The check: as the server runs it (`check_as_served`:
+//! `push_rules::check_parsed` on the change the guard already parsed,
+//! `guard_parse`, for its refusal of unparseable bytes); the same from the
+//! raw bytes (`check_on_operations`: `check_changes`, parsing them itself);
+//! and the fallback for changes that cannot be judged alone (a copy of the
 //! document with the change applied, then the same rules on the changes
-//! that made part of it: `push_rules::check_applied`, `fallback_applied`).
+//! that made part of it: `fallback_applied`).
 //!
 //! Run: `cargo bench -p scr-core --bench push_check`
 #![allow(clippy::unwrap_used)]
 
+use automerge::sync::SyncDoc;
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT, ReadDoc};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -19,7 +28,7 @@ use scr_core::Store;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::fixtures::{gp, test_nhs_number};
 use scr_core::grant::{GrantPrincipal, GrantRelationship, RelationshipKind, RoleProfileGrant};
-use scr_core::push_rules::{PushLimits, check_applied, check_changes, check_push};
+use scr_core::push_rules::{PushLimits, check_applied, check_changes, check_parsed, check_push};
 use scr_core::record::{
     Compartment, EntryContent, EntryId, EntryVersion, Provenance, VersionStatus,
 };
@@ -158,6 +167,64 @@ fn bench_with(c: &mut Criterion, notes: usize) {
             )
         })
     });
+    // What the server does with the push as it arrives, as samod-core's
+    // document actor does it: decode the sync message, receive it (parse
+    // and apply), answer it, then save what is new since the heads it last
+    // saved (`OnDiskState::save_new_changes`: each new change's raw bytes,
+    // sealed and committed by the storage adapter).
+    let (server, server_sync, message) = in_step_then_push(&held, &change);
+    let saved_heads = server.get_heads();
+    group.bench_function("merge_as_served", |b| {
+        b.iter_batched(
+            || (server.clone(), server_sync.clone()),
+            |(mut doc, mut state)| {
+                let m = automerge::sync::Message::decode(&message).unwrap();
+                doc.receive_sync_message(&mut state, m).unwrap();
+                let reply = doc.generate_sync_message(&mut state);
+                for new in doc.get_changes(&saved_heads) {
+                    let hash = new.hash().to_string();
+                    let key = scr_core::store::ChunkKey::from_parts([
+                        doc_id.as_str(),
+                        "incremental",
+                        hash.as_str(),
+                    ])
+                    .unwrap();
+                    store.put_chunk(&key, new.raw_bytes()).unwrap();
+                }
+                (doc, reply)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // And once a document has more than ten chunks stored, samod's next
+    // save is a compaction instead: the whole document saved, sealed and
+    // committed (then the chunks it covers deleted): one in every eleven
+    // changes once a document is past its first ten.
+    let snapshot =
+        scr_core::store::ChunkKey::from_parts([doc_id.as_str(), "snapshot", "bench"]).unwrap();
+    group.bench_function("compaction", |b| {
+        b.iter(|| store.put_chunk(&snapshot, &server.save()).unwrap())
+    });
+    // The check as the server runs it: the guard parsed the change once
+    // for its own refusal of unparseable bytes (`untrusted::parse_changes`,
+    // `guard_parse`) and the rules read that parse.
+    group.bench_function("guard_parse", |b| {
+        b.iter(|| scr_core::record::untrusted::parse_changes([change.as_slice()]).unwrap())
+    });
+    let parsed = [automerge::Change::try_from(change.as_slice()).unwrap()];
+    group.bench_function("check_as_served", |b| {
+        b.iter(|| {
+            check_parsed(
+                Compartment::CareEvents,
+                &held,
+                &parsed,
+                &grants,
+                &nhs,
+                now,
+                &limits,
+            )
+        })
+    });
     group.bench_function("fallback_applied", |b| {
         b.iter(|| {
             check_applied(
@@ -172,6 +239,34 @@ fn bench_with(c: &mut Criterion, notes: usize) {
         })
     });
     group.finish();
+}
+
+/// The server's copy of `held` and its sync state with a device holding
+/// the same, once they are in step; then the device's sync message
+/// carrying `change` (as samod sends it, encoded).
+fn in_step_then_push(
+    held: &Automerge,
+    change: &[u8],
+) -> (Automerge, automerge::sync::State, Vec<u8>) {
+    use automerge::sync::State;
+    let (mut server, mut device) = (held.clone(), held.clone());
+    let (mut on_server, mut on_device) = (State::new(), State::new());
+    loop {
+        let to_server = device.generate_sync_message(&mut on_device);
+        let to_device = server.generate_sync_message(&mut on_server);
+        if to_server.is_none() && to_device.is_none() {
+            break;
+        }
+        if let Some(m) = to_server {
+            server.receive_sync_message(&mut on_server, m).unwrap();
+        }
+        if let Some(m) = to_device {
+            device.receive_sync_message(&mut on_device, m).unwrap();
+        }
+    }
+    device.load_incremental(change).unwrap();
+    let message = device.generate_sync_message(&mut on_device).unwrap();
+    (server, on_server, message.encode())
 }
 
 fn benches(c: &mut Criterion) {

@@ -111,6 +111,20 @@ impl RoleProfileGrant {
         }
     }
 
+    /// [`Self::actor`], borrowed (the push check compares it with every
+    /// new version's provenance).
+    pub fn actor_ref(&self) -> (&str, &str, &str) {
+        match &self.principal {
+            GrantPrincipal::Staff {
+                user_id,
+                job_role,
+                organisation,
+                ..
+            } => (user_id, job_role, organisation),
+            GrantPrincipal::Patient { .. } => ("patient", "patient", ""),
+        }
+    }
+
     /// (user id, role, organisation) for audit records.
     pub fn actor(&self) -> (String, String, String) {
         match &self.principal {

@@ -25,13 +25,15 @@ use std::time::{Duration, Instant};
 
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ChangeHash, ROOT};
+use automerge::{Automerge, ChangeHash, ROOT, ReadDoc};
 use scr_core::channel::{self, Hello, Purpose, StaticKeypair};
 use scr_core::channel::{from_hex, hex_key};
 use scr_core::fixtures::{sample_entry, test_nhs_number};
 use scr_core::grant::RelationshipKind;
 use scr_core::protocol::{LoginRequest, LoginResponse};
-use scr_core::record::{Compartment, SharingChoice};
+use scr_core::record::{
+    Compartment, EntryContent, EntryId, EntryVersion, Provenance, SharingChoice, VersionStatus,
+};
 use scr_server::records::{FileEntry, RecordFile, load};
 use scr_server::serve::{ServeConfig, start};
 use scr_server::users::{NewUser, assign};
@@ -235,6 +237,8 @@ struct Tablet {
         >,
     >,
     me: String,
+    /// The nurse logged in on it (the author of what it writes).
+    user: String,
     server: String,
     /// The care-events document it pushes visits to.
     care: String,
@@ -384,6 +388,7 @@ async fn connect(
         session,
         care: docs[0].clone(),
         me,
+        user: nurse_id(nurse),
         server: hex_key(&site.server_key),
         docs: docs
             .iter()
@@ -421,10 +426,35 @@ async fn push(
             (index as u64 * 37 + n as u64 * 101) % 1000,
         ))
         .await;
+        // A visit note as the nurse's app writes it: a new version under
+        // the document's versions, authored as her grant says (anything
+        // else the server's push check refuses, and it never merges).
+        let version = EntryVersion::new(
+            EntryId::new(),
+            Vec::new(),
+            VersionStatus::Current,
+            EntryContent::EncounterSummary {
+                setting: "home visit".into(),
+                occurred_at: "2026-12-06".into(),
+                note: format!("load {index}-{n}: dressing changed"),
+            },
+            Provenance {
+                author_id: tab.user.clone(),
+                role: "R0050".into(),
+                organisation: "RX1".into(),
+                device: tab.me.clone(),
+                recorded_at_ms: scr_core::clock::now_ms(),
+            },
+        );
+        let json = serde_json::to_string(&version).map_err(|e| e.to_string())?;
         let head = {
             let (d, _) = tab.docs.get_mut(&care).ok_or("no care events")?;
+            let versions = match d.get(ROOT, "versions").map_err(|e| e.to_string())? {
+                Some((_, id)) => id,
+                None => return Err("care events without versions".into()),
+            };
             let mut tx = d.transaction();
-            tx.put(ROOT, format!("load-{index}-{n}"), "visit")
+            tx.put(&versions, version.version_id.to_string(), json)
                 .map_err(|e| e.to_string())?;
             tx.commit();
             d.get_heads()[0]

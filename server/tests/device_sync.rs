@@ -121,21 +121,40 @@ async fn offline_edits_converge(nurse_first: bool) {
     a.settle().await;
     b.online().await;
     b.settle().await;
-    let last = a.settle().await;
-    assert_eq!(last.in_step, last.documents, "every document in step");
-
     let both = vec![
         "Visit 7: leg ulcer dressing changed, healing well.".to_owned(),
         "nurse: dressing changed".to_owned(),
         "paramedic: fall, no injury".to_owned(),
     ];
+    // A pass is "in step" with the heads the server last reported, so the
+    // first tablet's pass can end before the server has forwarded what the
+    // second just pushed: wait (bounded) for the notes themselves. Each
+    // tablet's own note is never missing from its own view, not even for
+    // a moment; a note really lost never comes, and the bound fails it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (nurse_sees, paramedic_sees) = loop {
+        let first = if nurse_first { &w.nurse } else { &w.paramedic };
+        let last = first.settle().await;
+        let nurse_sees = w.nurse.notes(&patient, AccessRequest::with_permission());
+        let paramedic_sees = w.paramedic.notes(&patient, AccessRequest::emergency());
+        assert!(
+            nurse_sees.contains(&both[1]),
+            "the nurse's own note: {nurse_sees:?}"
+        );
+        assert!(
+            paramedic_sees.contains(&both[2]),
+            "the paramedic's own note: {paramedic_sees:?}"
+        );
+        let converged = nurse_sees == both && paramedic_sees == both;
+        if (converged && last.in_step == last.documents) || tokio::time::Instant::now() > deadline {
+            break (nurse_sees, paramedic_sees);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(nurse_sees, both, "the nurse's tablet holds both notes");
     assert_eq!(
-        w.nurse.notes(&patient, AccessRequest::with_permission()),
-        both
-    );
-    assert_eq!(
-        w.paramedic.notes(&patient, AccessRequest::emergency()),
-        both
+        paramedic_sees, both,
+        "the paramedic's tablet holds both notes"
     );
     w.nurse.offline().await;
     w.paramedic.offline().await;

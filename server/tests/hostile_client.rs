@@ -327,8 +327,8 @@ async fn hostile_clients_are_refused_memory_stays_bounded_and_others_keep_syncin
 
 /// An enrolled device logged in as a nurse who may write the patient's care
 /// events pushes changes that make automerge's parser panic (the input a
-/// long fuzzing run found): the guard drops the message, and the document
-/// stays served to the nurse's own tablet.
+/// long fuzzing run found), then a deflate bomb: the guard drops both
+/// messages, and the document stays served to the nurse's own tablet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_that_breaks_automerges_parser_is_dropped_and_the_document_stays_served() {
     let dir = tempfile::tempdir().unwrap();
@@ -368,17 +368,39 @@ async fn a_push_that_breaks_automerges_parser_is_dropped_and_the_document_stays_
             .join("../fuzz/regressions/compartment_document/crash-hexane-leb128-unwrap"),
     )
     .unwrap();
-    let poisoned = {
+    let with_changes = |chunk: Vec<u8>| {
         let doc = automerge::Automerge::new();
         let mut state = automerge::sync::State::new();
         let mut message =
             automerge::sync::SyncDoc::generate_sync_message(&doc, &mut state).unwrap();
-        message.changes = vec![crasher].into();
+        message.changes = vec![chunk].into();
         message.encode()
     };
+    let poisoned = with_changes(crasher);
+    // And a deflate bomb: a compressed change chunk of 256 KB that
+    // automerge would inflate to 256 MiB, whole, before reading its
+    // checksum (`core/tests/inflation.rs` sees what refusing it costs).
+    let bomb = with_changes({
+        use std::io::Write;
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            e.write_all(&zeros).unwrap();
+        }
+        let deflated = e.finish().unwrap();
+        let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+        let mut n = deflated.len();
+        while n >= 0x80 {
+            chunk.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        chunk.push(n as u8);
+        chunk.extend_from_slice(&deflated);
+        chunk
+    });
     let mut session = joined(&s, &keys).await;
     let (me, server) = (hex_key(&keys.public()), hex_key(&s.srv.server_key));
-    for kind in ["request", "sync"] {
+    for (kind, poisoned) in [("request", &poisoned), ("sync", &poisoned), ("sync", &bomb)] {
         let msg = common::wire(
             kind,
             &[
@@ -386,7 +408,7 @@ async fn a_push_that_breaks_automerges_parser_is_dropped_and_the_document_stays_
                 ("senderId", &me),
                 ("targetId", &server),
             ],
-            Some(&poisoned),
+            Some(poisoned),
         );
         session.send(&msg).await.unwrap();
     }

@@ -3,7 +3,7 @@
 //! receives): which kind of message, which document, and the Automerge
 //! sync message inside. samod decodes them fully afterwards.
 
-use crate::record::untrusted::{changes_parse, uleb128};
+use crate::record::untrusted::{Parsed, parse_changes, uleb128};
 use automerge::sync::Message;
 
 pub struct Incoming {
@@ -62,20 +62,28 @@ fn bs58_of(bytes: &[u8]) -> String {
 ///   answers them;
 /// - sync messages whose changes do not parse, or make automerge's parser
 ///   panic (`scr_core::record::untrusted`), which in samod would take a
-///   document's actor down.
+///   document's actor down, or whose deflated parts inflate past
+///   `untrusted::MAX_INFLATED_MESSAGE` (a deflate bomb).
 pub fn acceptable(incoming: &Incoming) -> bool {
+    vet(incoming).is_some()
+}
+
+/// [`acceptable`], keeping what it parsed: the message's changes, each
+/// parsed once (for the push check, which reads them next); `None` when
+/// the message is refused.
+pub fn vet(incoming: &Incoming) -> Option<Vec<Parsed>> {
     match incoming.kind.as_str() {
-        "ephemeral" => false,
+        "ephemeral" => None,
         _ => match &incoming.sync {
             Some(Ok(message)) => {
-                message
+                let sane = message
                     .have
                     .iter()
-                    .all(|have| sane_bloom(&have.bloom.to_bytes()))
-                    && changes_parse(message.changes.iter())
+                    .all(|have| sane_bloom(&have.bloom.to_bytes()));
+                sane.then(|| parse_changes(message.changes.iter()))?
             }
-            Some(Err(())) => false,
-            None => true,
+            Some(Err(())) => None,
+            None => Some(Vec::new()),
         },
     }
 }

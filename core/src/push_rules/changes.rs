@@ -43,6 +43,29 @@ pub fn check_changes(
     received_at_ms: i64,
     limits: &PushLimits,
 ) -> Option<Result<usize, Refusal>> {
+    let parsed = parse_each(changes)?;
+    check_parsed(
+        compartment,
+        held,
+        &parsed,
+        grants,
+        patient,
+        received_at_ms,
+        limits,
+    )
+}
+
+/// [`check_changes`] on changes already parsed (as the guard that reads a
+/// sync message first has them: one parse of each change serves both).
+pub fn check_parsed(
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Change],
+    grants: &[RoleProfileGrant],
+    patient: &NhsNumber,
+    received_at_ms: i64,
+    limits: &PushLimits,
+) -> Option<Result<usize, Refusal>> {
     let writer = Writer {
         pusher: Some((grants, patient, received_at_ms)),
         limits,
@@ -59,6 +82,16 @@ pub fn check_received_changes(
     changes: &[Vec<u8>],
     limits: &PushLimits,
 ) -> Option<Result<usize, Refusal>> {
+    check_received_parsed(compartment, held, &parse_each(changes)?, limits)
+}
+
+/// [`check_received_changes`] on changes already parsed.
+pub fn check_received_parsed(
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Change],
+    limits: &PushLimits,
+) -> Option<Result<usize, Refusal>> {
     let writer = Writer {
         pusher: None,
         limits,
@@ -66,10 +99,18 @@ pub fn check_received_changes(
     on_changes(compartment, held, changes, &writer)
 }
 
+/// Each chunk parsed as one change; `None` if one is not.
+fn parse_each(changes: &[Vec<u8>]) -> Option<Vec<Change>> {
+    changes
+        .iter()
+        .map(|bytes| Change::try_from(bytes.as_slice()).ok())
+        .collect()
+}
+
 fn on_changes(
     compartment: Compartment,
     held: &Automerge,
-    changes: &[Vec<u8>],
+    changes: &[Change],
     writer: &Writer<'_>,
 ) -> Option<Result<usize, Refusal>> {
     if !held.get_missing_deps(&[]).is_empty() {
@@ -80,8 +121,7 @@ fn on_changes(
     let versions = versions_map(held)?;
     let mut taken: HashSet<ChangeHash> = HashSet::new();
     let mut added = Added::default();
-    for bytes in changes {
-        let change = Change::try_from(bytes.as_slice()).ok()?;
+    for change in changes {
         let hash = change.hash();
         if taken.contains(&hash) || held.get_missing_deps(&[hash]).is_empty() {
             // Held already: merging it again changes nothing.
@@ -97,7 +137,7 @@ fn on_changes(
         taken.insert(hash);
         let restore = writer.pusher.is_none().then_some(compartment);
         if let Err(refusal) = operations(
-            &change,
+            change,
             held,
             versions.as_ref(),
             restore,

@@ -372,7 +372,7 @@ fn authorising_grant<'g>(
 ) -> Result<&'g RoleProfileGrant, Refusal> {
     let p = &version.provenance;
     let authored_by = |g: &&RoleProfileGrant| {
-        let (author, role, organisation) = g.actor();
+        let (author, role, organisation) = g.actor_ref();
         p.author_id == author
             && p.role == role
             && p.organisation == organisation
@@ -406,14 +406,16 @@ fn may_write(
 ) -> Result<(), Refusal> {
     let patients_gp = registered_gp(writer, patient);
     let is_patient = writer.is_patient(patient);
-    let (_, _, organisation) = writer.actor();
+    let (_, _, organisation) = writer.actor_ref();
     let unhide = privacy_officer_unhides(version, replaced, writer);
     let allowed = match &version.content {
         EntryContent::Sharing { .. } => is_patient || patients_gp || unhide,
         EntryContent::PermissionToView {
             organisation: org, ..
         } => {
-            !is_patient && matches!(writer.principal(), Principal::Staff(_)) && *org == organisation
+            !is_patient
+                && matches!(writer.principal, crate::grant::GrantPrincipal::Staff { .. })
+                && *org == organisation
         }
         _ => true,
     };
@@ -445,15 +447,10 @@ fn may_write(
 
 /// A GP job role whose grant names the patient's registration.
 fn registered_gp(grant: &RoleProfileGrant, patient: &NhsNumber) -> bool {
-    match grant.principal() {
-        Principal::Staff(role) => {
-            role.is_gp()
-                && grant
-                    .relationship_with(patient)
-                    .is_some_and(|r| r.kind == RelationshipKind::Registration)
-        }
-        Principal::Patient => false,
-    }
+    grant
+        .relationship_with(patient)
+        .is_some_and(|r| r.kind == RelationshipKind::Registration)
+        && matches!(grant.principal(), Principal::Staff(role) if role.is_gp())
 }
 
 /// A privacy officer's unhide: every replaced version is a hidden choice,
@@ -467,7 +464,6 @@ fn privacy_officer_unhides(
     writer: &RoleProfileGrant,
 ) -> bool {
     use crate::record::SharingChoice::{CoreOnly, OptOut};
-    let officer = matches!(writer.principal(), Principal::Staff(role) if role.privacy_officer);
     let EntryContent::Sharing {
         choice,
         include_sensitive,
@@ -476,6 +472,13 @@ fn privacy_officer_unhides(
     else {
         return false;
     };
+    let officer = matches!(
+        writer.principal,
+        crate::grant::GrantPrincipal::Staff {
+            privacy_officer: true,
+            ..
+        }
+    );
     officer
         && !replaced.is_empty()
         && replaced.iter().all(|old| match &old.content {
@@ -493,7 +496,8 @@ fn privacy_officer_unhides(
 
 mod changes;
 pub use changes::{
-    check_applied, check_changes, check_received_applied, check_received_changes, refused_changes,
+    check_applied, check_changes, check_parsed, check_received_applied, check_received_changes,
+    check_received_parsed, refused_changes,
 };
 
 #[cfg(test)]

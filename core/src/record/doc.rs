@@ -205,7 +205,10 @@ impl CompartmentDoc {
 
 /// Loads bytes from outside (see `untrusted`: automerge can panic on some).
 fn strict_load(bytes: &[u8]) -> Result<AutoCommit, DocError> {
-    if !super::untrusted::plain_chunks(bytes) {
+    let mut budget = super::untrusted::MAX_INFLATED_DOCUMENT;
+    if !super::untrusted::plain_chunks(bytes)
+        || !super::untrusted::inflation_within(bytes, &mut budget)
+    {
         return Err(DocError::Unparseable);
     }
     super::untrusted::contained(|| {
@@ -314,10 +317,10 @@ mod tests {
             CompartmentDoc::load(Compartment::Core, b"not automerge"),
             Err(DocError::Unparseable)
         ));
-        // Whole chunks whose content automerge refuses: malformed.
+        // Whole chunks whose content automerge refuses (here, its
+        // checksum): malformed.
         let mut damaged = AutoCommit::new().save();
-        let last = damaged.len() - 1;
-        damaged[last] ^= 0xff;
+        damaged[4] ^= 0xff;
         assert!(matches!(
             CompartmentDoc::load(Compartment::Core, &damaged),
             Err(DocError::Malformed(_))

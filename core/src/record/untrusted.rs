@@ -19,6 +19,14 @@
 //! compressed-change chunks, and stored documents are document chunks. So
 //! outside bytes holding any other kind of chunk are refused before
 //! automerge sees them (`plain_chunks`).
+//!
+//! Deflated parts are inflated by automerge without a bound: a compressed
+//! change chunk whole, a document chunk column by column, before any
+//! checksum is read. A few kilobytes of deflate can ask for gigabytes, so
+//! outside bytes are inflated here first, capped, into nothing, and
+//! refused past a budget (`inflation_within`). Honest sync messages hold
+//! change chunks (never deflated) and, when a peer sends a whole document,
+//! a document chunk whose larger columns are deflated.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -47,6 +55,93 @@ pub fn plain_chunks(mut bytes: &[u8]) -> bool {
     true
 }
 
+/// Most bytes the deflated parts of one sync message, all its chunks
+/// together, may inflate to: twice the new versions one push may carry
+/// (512 of 64 KiB), four times the largest message.
+pub const MAX_INFLATED_MESSAGE: u64 = 64 * 1024 * 1024;
+/// Most bytes the deflated parts of one stored or bundled document may
+/// inflate to (a heavy record of 5,000 entries inflates to a few MB).
+pub const MAX_INFLATED_DOCUMENT: u64 = 256 * 1024 * 1024;
+
+/// The deflated-change kind, and the document kind, as chunk headers say.
+const KIND_DOCUMENT: u8 = 0;
+const KIND_DEFLATED_CHANGE: u8 = 2;
+
+/// Whether the deflated parts of `bytes` (whole chunks, as `plain_chunks`
+/// passed them) inflate within what is left of `budget`, which they spend.
+/// Each is inflated with the decoder automerge uses, capped, into nothing:
+/// no allocation, and a stream the decoder refuses is one automerge
+/// refuses too.
+pub fn inflation_within(mut bytes: &[u8], budget: &mut u64) -> bool {
+    while !bytes.is_empty() {
+        let Some((kind, body, rest)) = split_chunk(bytes) else {
+            return false;
+        };
+        let within = match kind {
+            KIND_DOCUMENT => document_within(body, budget).is_some(),
+            KIND_DEFLATED_CHANGE => inflate_within(body, budget).is_some(),
+            _ => true,
+        };
+        if !within {
+            return false;
+        }
+        bytes = rest;
+    }
+    true
+}
+
+/// One chunk's kind, its body, and the bytes after it.
+fn split_chunk(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let kind = *bytes.get(8)?;
+    let mut rest = bytes.get(9..)?;
+    let len = usize::try_from(uleb128(&mut rest)?).ok()?;
+    let (body, after) = rest.split_at_checked(len)?;
+    Some((kind, body, after))
+}
+
+/// A document chunk's body: actors, heads, the change columns' and the
+/// operation columns' metadata (spec and length each), then their data in
+/// that order; a column whose spec has bit 3 set is deflated.
+fn document_within(body: &[u8], budget: &mut u64) -> Option<()> {
+    let mut r = body;
+    for _ in 0..uleb128(&mut r)? {
+        let len = usize::try_from(uleb128(&mut r)?).ok()?;
+        r = r.get(len..)?;
+    }
+    let heads = usize::try_from(uleb128(&mut r)?).ok()?.checked_mul(32)?;
+    r = r.get(heads..)?;
+    let mut meta = r;
+    for _ in 0..2 {
+        for _ in 0..uleb128(&mut r)? {
+            uleb128(&mut r)?;
+            uleb128(&mut r)?;
+        }
+    }
+    let mut data = r;
+    for _ in 0..2 {
+        for _ in 0..uleb128(&mut meta)? {
+            let spec = uleb128(&mut meta)?;
+            let len = usize::try_from(uleb128(&mut meta)?).ok()?;
+            let (column, rest) = data.split_at_checked(len)?;
+            data = rest;
+            if spec & 0b1000 != 0 {
+                inflate_within(column, budget)?;
+            }
+        }
+    }
+    Some(())
+}
+
+/// Inflates `deflated` into nothing, spending its size from `budget`;
+/// `None` past the budget or when it is not a deflate stream.
+fn inflate_within(deflated: &[u8], budget: &mut u64) -> Option<()> {
+    use std::io::Read;
+    let mut capped = flate2::bufread::DeflateDecoder::new(deflated).take(budget.saturating_add(1));
+    let inflated = std::io::copy(&mut capped, &mut std::io::sink()).ok()?;
+    *budget = budget.checked_sub(inflated)?;
+    Some(())
+}
+
 /// Reads an unsigned LEB128 number (as Automerge's formats write them),
 /// advancing `input`; `None` if it runs out or overflows 64 bits.
 pub fn uleb128(input: &mut &[u8]) -> Option<u64> {
@@ -72,11 +167,44 @@ pub fn contained<T>(parse: impl FnOnce() -> T) -> Option<T> {
 /// a scratch document that is then dropped (missing dependencies are fine:
 /// only the parse is checked).
 pub fn changes_parse<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> bool {
-    chunks.into_iter().all(|chunk| {
-        plain_chunks(chunk)
-            && contained(|| automerge::Automerge::new().load_incremental(chunk).is_ok())
-                .unwrap_or(false)
-    })
+    parse_changes(chunks).is_some()
+}
+
+/// One element of a sync message's changes, parsed once for every check
+/// that reads it. (Nearly every element is a change: boxing it would add
+/// an allocation to each for the rare other kind.)
+#[allow(clippy::large_enum_variant)]
+pub enum Parsed {
+    /// One change chunk.
+    Change(automerge::Change),
+    /// Anything else that loads: a document chunk (a peer sending a whole
+    /// document), a deflated change, or several chunks in one element.
+    Other,
+}
+
+/// Every element of a sync message's changes, parsed; `None` when one does
+/// not parse, would make automerge's parser panic, or the message's
+/// deflated parts inflate past [`MAX_INFLATED_MESSAGE`]. A lone change
+/// chunk is parsed as a change (what the push check reads); anything else
+/// is loaded into a scratch document that is then dropped (missing
+/// dependencies are fine: only the parse is checked).
+pub fn parse_changes<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<Parsed>> {
+    let mut budget = MAX_INFLATED_MESSAGE;
+    let mut parsed = Vec::new();
+    for chunk in chunks {
+        if !plain_chunks(chunk) || !inflation_within(chunk, &mut budget) {
+            return None;
+        }
+        let lone_change = matches!(split_chunk(chunk), Some((1, _, [])));
+        let one = if lone_change {
+            Parsed::Change(contained(|| automerge::Change::try_from(chunk).ok())??)
+        } else {
+            contained(|| automerge::Automerge::new().load_incremental(chunk).is_ok())?
+                .then_some(Parsed::Other)?
+        };
+        parsed.push(one);
+    }
+    Some(parsed)
 }
 
 #[cfg(test)]

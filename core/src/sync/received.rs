@@ -16,8 +16,9 @@ use samod::DocumentId;
 
 use crate::channel::Gate;
 use crate::protocol::wire;
-use crate::push_rules::{PushLimits, Refusal, check_received_applied, check_received_changes};
+use crate::push_rules::{PushLimits, Refusal, check_received_applied, check_received_parsed};
 use crate::record::Compartment;
+use crate::record::untrusted::Parsed;
 use crate::store::Store;
 
 /// The gate for the device's sync sessions. `repo` is set once samod's repo
@@ -49,13 +50,13 @@ impl Checker {
         let Some(incoming) = wire::parse(&message) else {
             return Some(message);
         };
-        if !wire::acceptable(&incoming) {
+        let Some(parsed) = wire::vet(&incoming) else {
             // Changes that do not parse or would break automerge's parser,
             // a degenerate Bloom filter: as the server drops them.
             self.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(kind = %incoming.kind, "a message from the server was dropped by the guard");
             return None;
-        }
+        };
         let (Some(doc), Some(Ok(sync)), Some(repo)) = (
             wire::document_with_changes(&incoming),
             &incoming.sync,
@@ -85,8 +86,17 @@ impl Checker {
             return Some(message);
         };
         let changes: Vec<Vec<u8>> = sync.changes.iter().map(|c| c.to_vec()).collect();
+        let parsed: Option<Vec<automerge::Change>> = parsed
+            .into_iter()
+            .map(|p| match p {
+                Parsed::Change(change) => Some(change),
+                Parsed::Other => None,
+            })
+            .collect();
         let verdict = handle
-            .with_document_async(move |held: &mut Automerge| verdict(compartment, held, &changes))
+            .with_document_async(move |held: &mut Automerge| {
+                verdict(compartment, held, &changes, parsed.as_deref())
+            })
             .await
             .ok()?;
         match verdict {
@@ -104,12 +114,16 @@ impl Checker {
     }
 }
 
+/// On the changes as parsed when each element is one change, else (or
+/// when they cannot be judged alone) applied to a copy.
 fn verdict(
     compartment: Compartment,
     held: &Automerge,
     changes: &[Vec<u8>],
+    parsed: Option<&[automerge::Change]>,
 ) -> Result<usize, Refusal> {
     let limits = PushLimits::default();
-    check_received_changes(compartment, held, changes, &limits)
+    parsed
+        .and_then(|parsed| check_received_parsed(compartment, held, parsed, &limits))
         .unwrap_or_else(|| check_received_applied(compartment, held, changes, &limits))
 }

@@ -19,23 +19,27 @@ use std::sync::{Arc, Mutex};
 /// the audit trail or its own notice).
 const MAX_FLAGGED_PER_SESSION: usize = 16;
 
-use automerge::Automerge;
+use automerge::{Automerge, Change};
 use prometheus_client::metrics::counter::Counter;
 use samod::{DocumentId, PeerId, Repo, ShareConfig};
 use scr_core::audit::Outcome;
 use scr_core::channel::{Gate, hex_key};
 use scr_core::grant::RoleProfileGrant;
 use scr_core::protocol::PushRefusal;
-use scr_core::push_rules::{PushLimits, Refusal, check_applied, check_changes, refused_changes};
+use scr_core::push_rules::{PushLimits, Refusal, check_applied, check_parsed, refused_changes};
 use scr_core::record::Compartment;
+use scr_core::record::untrusted::Parsed;
 use scr_core::{NhsNumber, Store};
 
 use super::wire;
 use crate::holdings::HoldingsWriter;
 use crate::policy::AccessPolicy;
 
-/// The gate for one sync session of `device`.
+/// The gate for one sync session of `device`: every incoming message is
+/// read once, goes through `admission` (`super::Admission`), then, when it
+/// pushes changes, through the record's rules.
 pub fn gate(
+    admission: super::Admission,
     repo: Repo,
     store: Store,
     policy: AccessPolicy,
@@ -44,6 +48,7 @@ pub fn gate(
     refused: Counter,
 ) -> Gate {
     let checker = Arc::new(Checker {
+        admission,
         repo,
         store,
         policy,
@@ -61,6 +66,7 @@ pub fn gate(
 }
 
 struct Checker {
+    admission: super::Admission,
     repo: Repo,
     store: Store,
     policy: AccessPolicy,
@@ -80,8 +86,10 @@ impl Checker {
     /// The message, or `None` when it carries changes the rules refuse.
     async fn pass(&self, message: Vec<u8>) -> Option<Vec<u8>> {
         let Some(incoming) = wire::parse(&message) else {
+            // Not a map samod could read either: samod refuses it.
             return Some(message);
         };
+        let parsed = self.admission.admit(&incoming)?;
         let (Some(doc), Some(Ok(sync))) = (wire::document_with_changes(&incoming), &incoming.sync)
         else {
             return Some(message);
@@ -94,8 +102,19 @@ impl Checker {
             // samod merges nothing of it.
             return Some(message);
         };
-        let changes: Arc<Vec<Vec<u8>>> =
-            Arc::new(sync.changes.iter().map(|c| c.to_vec()).collect());
+        // Each change as the admission parsed it; `None` when one element
+        // is not a lone change (the check then applies them to a copy).
+        let parsed: Option<Vec<Change>> = parsed
+            .into_iter()
+            .map(|p| match p {
+                Parsed::Change(change) => Some(change),
+                Parsed::Other => None,
+            })
+            .collect();
+        let changes = Arc::new(Pushed {
+            bytes: sync.changes.iter().map(|c| c.to_vec()).collect(),
+            parsed,
+        });
         let mut verdict = self
             .judge(
                 &doc_id,
@@ -196,7 +215,7 @@ impl Checker {
         doc: &DocumentId,
         compartment: Compartment,
         patient: &NhsNumber,
-        changes: &Arc<Vec<Vec<u8>>>,
+        changes: &Arc<Pushed>,
         grants: Arc<Vec<RoleProfileGrant>>,
     ) -> Option<Result<usize, Vec<(Refusal, String)>>> {
         let Ok(Some(handle)) = self.repo.find(doc.clone()).await else {
@@ -221,16 +240,17 @@ impl Checker {
                     Err(refusal) => refusal,
                 };
                 // Only on a refusal, and linear in the push.
+                let bytes = &changes.bytes;
                 let blamed: Vec<(Refusal, String)> =
-                    refused_changes(compartment, held, &changes, &grants, &patient, now, &limits)
+                    refused_changes(compartment, held, bytes, &grants, &patient, now, &limits)
                         .into_iter()
                         .map(|(i, hash, why)| match hash {
                             Some(h) => (why, h.to_string()),
-                            None => (why, digest(&changes[i..=i])),
+                            None => (why, digest(&bytes[i..=i])),
                         })
                         .collect();
                 if blamed.is_empty() {
-                    return Err(vec![(refusal, digest(&changes))]);
+                    return Err(vec![(refusal, digest(bytes))]);
                 }
                 Err(blamed)
             })
@@ -312,9 +332,16 @@ struct Push<'a> {
     limits: &'a PushLimits,
 }
 
+/// The changes of one push: as sent, and each parsed (when each element is
+/// one change).
+struct Pushed {
+    bytes: Vec<Vec<u8>>,
+    parsed: Option<Vec<Change>>,
+}
+
 /// The rules on `changes` to `held`: on their own operations when they can
 /// be judged alone, else on the changes applying them makes part of it.
-fn verdict(held: &Automerge, changes: &[Vec<u8>], on: &Push<'_>) -> Result<usize, Refusal> {
+fn verdict(held: &Automerge, changes: &Pushed, on: &Push<'_>) -> Result<usize, Refusal> {
     let Push {
         compartment,
         grants,
@@ -322,8 +349,12 @@ fn verdict(held: &Automerge, changes: &[Vec<u8>], on: &Push<'_>) -> Result<usize
         now,
         limits,
     } = *on;
-    check_changes(compartment, held, changes, grants, patient, now, limits)
-        .unwrap_or_else(|| check_applied(compartment, held, changes, grants, patient, now, limits))
+    let bytes = &changes.bytes;
+    changes
+        .parsed
+        .as_deref()
+        .and_then(|parsed| check_parsed(compartment, held, parsed, grants, patient, now, limits))
+        .unwrap_or_else(|| check_applied(compartment, held, bytes, grants, patient, now, limits))
 }
 
 /// A name for chunks that are not one change each: a digest of them.

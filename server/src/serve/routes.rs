@@ -53,7 +53,7 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         tracing::info!(%peer, "too many sync sessions for one device; refused");
         return;
     };
-    let inspect = crate::guard::inspector(
+    let admission = crate::guard::Admission::new(
         shared.policy.clone(),
         shared.store.clone(),
         device,
@@ -61,6 +61,7 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         shared.metrics.flood_dropped.clone(),
     );
     let gate = crate::guard::changes::gate(
+        admission,
         shared.repo.clone(),
         shared.store.clone(),
         shared.policy.clone(),
@@ -72,7 +73,8 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         device,
         shared.metrics.traffic.clone(),
         Box::new(guard),
-        inspect,
+        // Everything is read once, in the gate.
+        Box::new(|_| true),
         gate,
     );
     let Some(id) = shared.sessions.insert(device, session.clone()) else {
