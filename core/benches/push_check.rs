@@ -10,8 +10,9 @@
 //! saved, which samod does instead of one change in eleven).
 //!
 //! The check: as the server runs it (`check_as_served`:
-//! `push_rules::check_parsed` on the change the guard already parsed,
-//! `guard_parse`, for its refusal of unparseable bytes); the same from the
+//! `push_rules::check_parsed_at` on the change the guard already parsed,
+//! `guard_parse`, for its refusal of unparseable bytes, with where the
+//! document keeps its versions as read once per session); the same from the
 //! raw bytes (`check_on_operations`: `check_changes`, parsing them itself);
 //! and the fallback for changes that cannot be judged alone (a copy of the
 //! document with the change applied, then the same rules on the changes
@@ -28,7 +29,9 @@ use scr_core::Store;
 use scr_core::crypto::{SecretKey, StaticKeyProvider};
 use scr_core::fixtures::{gp, test_nhs_number};
 use scr_core::grant::{GrantPrincipal, GrantRelationship, RelationshipKind, RoleProfileGrant};
-use scr_core::push_rules::{PushLimits, check_applied, check_changes, check_parsed, check_push};
+use scr_core::push_rules::{
+    PushLimits, VersionsAt, check_applied, check_changes, check_parsed_at, check_push,
+};
 use scr_core::record::{
     Compartment, EntryContent, EntryId, EntryVersion, Provenance, VersionStatus,
 };
@@ -211,10 +214,14 @@ fn bench_with(c: &mut Criterion, notes: usize) {
     group.bench_function("guard_parse", |b| {
         b.iter(|| scr_core::record::untrusted::parse_changes([change.as_slice()]).unwrap())
     });
+    // (and where the document keeps its versions, which the server reads
+    // once per session and again only after an outside write).
     let parsed = [automerge::Change::try_from(change.as_slice()).unwrap()];
+    let at = VersionsAt::read(&held).unwrap();
     group.bench_function("check_as_served", |b| {
         b.iter(|| {
-            check_parsed(
+            check_parsed_at(
+                &at,
                 Compartment::CareEvents,
                 &held,
                 &parsed,

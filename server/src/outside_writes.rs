@@ -6,9 +6,23 @@
 //! samod then syncs the change to connected devices. O(documents in
 //! memory) per admin change, which is rare.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use samod::{DocumentId, Repo};
 use scr_core::Store;
 use scr_core::store::SamodStorage;
+
+/// Bumped each time an outside write is merged into a document samod holds
+/// (inside the document's own exclusive access): the one way a record
+/// document's header can change under a running server, so what the push
+/// check keeps of a header between pushes is good while this stands still.
+static MERGED_FROM_OUTSIDE: AtomicU64 = AtomicU64::new(0);
+
+/// How many outside writes have been merged so far. Read it inside a
+/// document's exclusive access to compare with what was kept of it.
+pub fn epoch() -> u64 {
+    MERGED_FROM_OUTSIDE.load(Ordering::SeqCst)
+}
 
 /// Merges what is on disk into samod's copy of every document it holds.
 /// Returns how many documents gained changes.
@@ -39,7 +53,11 @@ pub async fn refresh_documents(repo: &Repo, store: &Store, ids: Vec<DocumentId>)
             .with_document_async(move |d| {
                 let before = d.get_heads();
                 let _ = d.load_incremental(&bytes);
-                before != d.get_heads()
+                let changed = before != d.get_heads();
+                if changed {
+                    MERGED_FROM_OUTSIDE.fetch_add(1, Ordering::SeqCst);
+                }
+                changed
             })
             .await;
         if matches!(changed, Ok(true)) {

@@ -274,3 +274,107 @@ async fn a_refused_change_is_flagged_once_and_the_device_is_told() {
     assert!(!json.contains(&p.nhs.digits()) && !json.contains("555000000999"));
     p.srv.shutdown().await;
 }
+
+/// Where a document keeps its versions is read once per session, and again
+/// after a write from outside (a repair) has been merged: once the server's
+/// own repair has moved the versions to a new map, a push into the old one
+/// is refused, however recently the session read the old map, and a push
+/// into the new one merges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_reads_the_versions_map_again_after_a_repair_moved_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Pusher::new(dir.path(), 74, vec![note("seen by the GP")]).await;
+    let c = Compartment::CareEvents;
+    let now = scr_core::clock::now_ms();
+    let version = |text: &str, p: &Pusher| {
+        EntryVersion::new(
+            EntryId::new(),
+            vec![],
+            VersionStatus::Current,
+            note(text),
+            p.nurse_wrote(now),
+        )
+    };
+    // An honest push: the session reads the map (and keeps it).
+    let first = version("first visit", &p);
+    p.push(c, |doc, vs| put(doc, &vs, &first)).await;
+    let id = first.version_id.to_string();
+    assert!(
+        p.until(c, |d| versions(d).iter().any(|(k, _)| *k == id))
+            .await
+    );
+    let old_map = p
+        .server_doc(c)
+        .await
+        .get(ROOT, "versions")
+        .unwrap()
+        .unwrap()
+        .1;
+
+    // Behind the server, as `admin repair-document` writes: a new versions
+    // map holding every version, put on the root.
+    let doc_id = p.doc_id(c);
+    let mut stored = Automerge::load(&p.store.document_bytes(&doc_id).unwrap()).unwrap();
+    let heads = stored.get_heads();
+    let held: Vec<(String, String)> = stored
+        .keys(&old_map)
+        .map(|k| {
+            let v = stored.get(&old_map, k.as_str()).unwrap().unwrap().0;
+            (k, v.into_string().unwrap())
+        })
+        .collect();
+    {
+        let mut tx = stored.transaction();
+        let new_map = tx
+            .put_object(ROOT, "versions", automerge::ObjType::Map)
+            .unwrap();
+        for (k, v) in &held {
+            tx.put(&new_map, k.as_str(), v.as_str()).unwrap();
+        }
+        tx.commit();
+    }
+    let moved = stored.get_changes(&heads).pop().unwrap();
+    let key = scr_core::store::ChunkKey::from_parts([
+        doc_id.as_str(),
+        "incremental",
+        &moved.hash().to_string(),
+    ])
+    .unwrap();
+    assert!(
+        p.store
+            .put_chunk_if_registered(&key, moved.raw_bytes(), false)
+            .unwrap()
+    );
+    assert!(
+        p.until(c, |d| d.get(ROOT, "versions").unwrap().unwrap().1
+            != old_map)
+            .await,
+        "the running server merged the repair"
+    );
+
+    // A push into the old map: refused, whatever the session read before.
+    let stale = version("into the old map", &p);
+    p.push(c, |doc, _| put(doc, &old_map, &stale)).await;
+    // Then an honest one into the new map: merged, after the refusal.
+    let fresh = version("into the new map", &p);
+    p.push(c, |doc, vs| put(doc, &vs, &fresh)).await;
+    let id = fresh.version_id.to_string();
+    assert!(
+        p.until(c, |d| versions(d).iter().any(|(k, _)| *k == id))
+            .await
+    );
+    let on_server = p.server_doc(c).await;
+    assert!(
+        on_server
+            .get(&old_map, stale.version_id.to_string())
+            .unwrap()
+            .is_none(),
+        "nothing merged into the old map"
+    );
+    assert_eq!(
+        p.srv.metrics.changes_refused.get(),
+        1,
+        "refused and counted"
+    );
+    p.srv.shutdown().await;
+}

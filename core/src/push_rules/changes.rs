@@ -66,11 +66,53 @@ pub fn check_parsed(
     received_at_ms: i64,
     limits: &PushLimits,
 ) -> Option<Result<usize, Refusal>> {
+    let at = VersionsAt::read(held)?;
+    check_parsed_at(
+        &at,
+        compartment,
+        held,
+        changes,
+        grants,
+        patient,
+        received_at_ms,
+        limits,
+    )
+}
+
+/// Where a document keeps its versions (the root's `versions` map, as a
+/// change names it), read once. Nothing a device pushes can move it (the
+/// check refuses any operation on the root); only the server's own writes
+/// can (a record created, a document repaired), so a checker that learns
+/// of those may keep it between pushes instead of reading it each time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionsAt(Option<VersionsMap>);
+
+impl VersionsAt {
+    /// `None` when the root's `versions` is anything but one map (only
+    /// applying a push can judge it then).
+    pub fn read(held: &Automerge) -> Option<Self> {
+        versions_map(held).map(Self)
+    }
+}
+
+/// [`check_parsed`] with the document's versions map as read before
+/// (`at`), which must still be the document's.
+#[allow(clippy::too_many_arguments)]
+pub fn check_parsed_at(
+    at: &VersionsAt,
+    compartment: Compartment,
+    held: &Automerge,
+    changes: &[Change],
+    grants: &[RoleProfileGrant],
+    patient: &NhsNumber,
+    received_at_ms: i64,
+    limits: &PushLimits,
+) -> Option<Result<usize, Refusal>> {
     let writer = Writer {
         pusher: Some((grants, patient, received_at_ms)),
         limits,
     };
-    on_changes(compartment, held, changes, &writer)
+    on_changes(compartment, held, at, changes, &writer)
 }
 
 /// What a device checks of the changes it receives, as
@@ -96,7 +138,13 @@ pub fn check_received_parsed(
         pusher: None,
         limits,
     };
-    on_changes(compartment, held, changes, &writer)
+    on_changes(
+        compartment,
+        held,
+        &VersionsAt::read(held)?,
+        changes,
+        &writer,
+    )
 }
 
 /// Each chunk parsed as one change; `None` if one is not.
@@ -110,6 +158,7 @@ fn parse_each(changes: &[Vec<u8>]) -> Option<Vec<Change>> {
 fn on_changes(
     compartment: Compartment,
     held: &Automerge,
+    at: &VersionsAt,
     changes: &[Change],
     writer: &Writer<'_>,
 ) -> Option<Result<usize, Refusal>> {
@@ -118,19 +167,28 @@ fn on_changes(
         // them, and only applying shows what they do then.
         return None;
     }
-    let versions = versions_map(held)?;
+    let versions = &at.0;
     let mut taken: HashSet<ChangeHash> = HashSet::new();
     let mut added = Added::default();
     for change in changes {
         let hash = change.hash();
-        if taken.contains(&hash) || held.get_missing_deps(&[hash]).is_empty() {
+        if taken.contains(&hash) {
+            continue;
+        }
+        // One look-up for the change and what it depends on: which of them
+        // the document lacks.
+        let asked: Vec<ChangeHash> = std::iter::once(hash)
+            .chain(change.deps().iter().copied())
+            .collect();
+        let lacking = held.get_missing_deps(&asked);
+        if !lacking.contains(&hash) {
             // Held already: merging it again changes nothing.
             continue;
         }
         let unknown_dep = change
             .deps()
             .iter()
-            .any(|dep| !taken.contains(dep) && !held.get_missing_deps(&[*dep]).is_empty());
+            .any(|dep| !taken.contains(dep) && lacking.contains(dep));
         if unknown_dep {
             return None;
         }

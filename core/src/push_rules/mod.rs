@@ -197,7 +197,16 @@ pub(crate) fn new_version(
     }
     let version: EntryVersion =
         serde_json::from_str(json).map_err(|_| Refusal::MalformedVersion)?;
-    if version.version_id.to_string() != key {
+    // Filed under exactly its id's text (lower-case, hyphenated), written
+    // on the stack rather than allocated.
+    let mut filed = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    if version
+        .version_id
+        .as_uuid()
+        .hyphenated()
+        .encode_lower(&mut filed)
+        != key
+    {
         return Err(Refusal::MisfiledVersion);
     }
     check_version(compartment, &version, lookup, writer)
@@ -496,8 +505,8 @@ fn privacy_officer_unhides(
 
 mod changes;
 pub use changes::{
-    check_applied, check_changes, check_parsed, check_received_applied, check_received_changes,
-    check_received_parsed, refused_changes,
+    VersionsAt, check_applied, check_changes, check_parsed, check_parsed_at,
+    check_received_applied, check_received_changes, check_received_parsed, refused_changes,
 };
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ use scr_core::audit::Outcome;
 use scr_core::channel::{Gate, hex_key};
 use scr_core::grant::RoleProfileGrant;
 use scr_core::protocol::PushRefusal;
-use scr_core::push_rules::{PushLimits, Refusal, check_applied, check_parsed, refused_changes};
+use scr_core::push_rules::{
+    PushLimits, Refusal, VersionsAt, check_applied, check_parsed_at, refused_changes,
+};
 use scr_core::record::Compartment;
 use scr_core::record::untrusted::Parsed;
 use scr_core::{NhsNumber, Store};
@@ -56,6 +58,7 @@ pub fn gate(
         device,
         refused,
         owners: Mutex::default(),
+        versions: Mutex::default(),
         grants: Mutex::default(),
         flagged: AtomicUsize::new(0),
     });
@@ -76,6 +79,10 @@ struct Checker {
     refused: Counter,
     /// The record and compartment of each document seen this session.
     owners: Mutex<HashMap<DocumentId, (NhsNumber, Compartment)>>,
+    /// Where each document pushed to keeps its versions, as read at an
+    /// outside-writes epoch (`crate::outside_writes::epoch`): read again
+    /// once the epoch moves (a repair may have moved it).
+    versions: Mutex<HashMap<DocumentId, (u64, VersionsAt)>>,
     /// The grants issued to the device, as read this session.
     grants: Mutex<Option<Arc<Vec<RoleProfileGrant>>>>,
     /// Refused pushes flagged this session.
@@ -226,7 +233,8 @@ impl Checker {
         let (changes, patient) = (changes.clone(), *patient);
         let now = scr_core::clock::now_ms();
         let limits = self.policy.push_limits();
-        handle
+        let kept = self.versions.lock().ok().and_then(|v| v.get(doc).cloned());
+        let (verdict, read) = handle
             .with_document_async(move |held: &mut Automerge| {
                 let on = Push {
                     compartment,
@@ -235,8 +243,20 @@ impl Checker {
                     now,
                     limits: &limits,
                 };
-                let refusal = match verdict(held, &changes, &on) {
-                    Ok(added) => return Ok(added),
+                // Inside the document's exclusive access, where an outside
+                // write is merged and the epoch bumped.
+                let epoch = crate::outside_writes::epoch();
+                let kept = kept.filter(|(at, _)| *at == epoch).map(|(_, v)| v);
+                let mut used = kept.clone().or_else(|| VersionsAt::read(held));
+                let mut outcome = verdict(held, &changes, used.as_ref(), &on);
+                if outcome.is_err() && kept.is_some() {
+                    // Never refuse on what was kept: read it again.
+                    used = VersionsAt::read(held);
+                    outcome = verdict(held, &changes, used.as_ref(), &on);
+                }
+                let read = used.map(|v| (epoch, v));
+                let refusal = match outcome {
+                    Ok(added) => return (Ok(added), read),
                     Err(refusal) => refusal,
                 };
                 // Only on a refusal, and linear in the push.
@@ -250,12 +270,16 @@ impl Checker {
                         })
                         .collect();
                 if blamed.is_empty() {
-                    return Err(vec![(refusal, digest(bytes))]);
+                    return (Err(vec![(refusal, digest(bytes))]), read);
                 }
-                Err(blamed)
+                (Err(blamed), read)
             })
             .await
-            .ok()
+            .ok()?;
+        if let (Some(read), Ok(mut kept)) = (read, self.versions.lock()) {
+            kept.insert(doc.clone(), read);
+        }
+        Some(verdict)
     }
 
     /// A refused push: each blamed change recorded for the device; those
@@ -341,7 +365,14 @@ struct Pushed {
 
 /// The rules on `changes` to `held`: on their own operations when they can
 /// be judged alone, else on the changes applying them makes part of it.
-fn verdict(held: &Automerge, changes: &Pushed, on: &Push<'_>) -> Result<usize, Refusal> {
+/// `at`: where `held` keeps its versions (`None` when that is not one
+/// map, which only the fallback can judge).
+fn verdict(
+    held: &Automerge,
+    changes: &Pushed,
+    at: Option<&VersionsAt>,
+    on: &Push<'_>,
+) -> Result<usize, Refusal> {
     let Push {
         compartment,
         grants,
@@ -353,7 +384,10 @@ fn verdict(held: &Automerge, changes: &Pushed, on: &Push<'_>) -> Result<usize, R
     changes
         .parsed
         .as_deref()
-        .and_then(|parsed| check_parsed(compartment, held, parsed, grants, patient, now, limits))
+        .zip(at)
+        .and_then(|(parsed, at)| {
+            check_parsed_at(at, compartment, held, parsed, grants, patient, now, limits)
+        })
         .unwrap_or_else(|| check_applied(compartment, held, bytes, grants, patient, now, limits))
 }
 
