@@ -3,6 +3,7 @@
 //! the end-to-end demo.
 
 pub mod access_log;
+pub mod actors;
 pub mod archive;
 pub mod audit;
 #[cfg(feature = "demo")]

@@ -11,6 +11,8 @@ use automerge::{Automerge, ROOT, ReadDoc};
 use scr_core::record::{Compartment, EntryContent, EntryId, EntryVersion, VersionStatus};
 
 mod common;
+use common::device::{Device, visit};
+use common::notes_of;
 use common::pusher::Pusher;
 
 fn note(text: &str) -> EntryContent {
@@ -376,5 +378,76 @@ async fn a_session_reads_the_versions_map_again_after_a_repair_moved_it() {
         1,
         "refused and counted"
     );
+    p.srv.shutdown().await;
+}
+
+/// A device that pushes under another device's Automerge actor id (learnt
+/// from the changes the server forwards it), taking that actor's next
+/// sequence number, is refused, counted and audited, and nothing of it
+/// merges (without the binding it merges: checked); the other device's
+/// next note merges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_under_another_devices_actor_is_refused_and_that_device_keeps_syncing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Pusher::new(dir.path(), 75, vec![note("seen by the GP")]).await;
+    let c = Compartment::CareEvents;
+    let mut tablet = Device::nurse(&p.srv, dir.path()).await;
+    tablet.online().await;
+    tablet.settle().await;
+    tablet.engine.record_permission(&p.nhs, true, true).unwrap();
+    let before = p.server_doc(c).await.get_heads();
+    tablet
+        .engine
+        .add_entry(&p.nhs, visit("tablet: first visit"), false, None)
+        .unwrap();
+    tablet.settle().await;
+    let has = |text: &'static str| move |d: &Automerge| notes_of(d).iter().any(|n| n == text);
+    assert!(p.until(c, has("tablet: first visit")).await);
+    let on_server = p.server_doc(c).await;
+    let actor = on_server
+        .get_changes(&before)
+        .last()
+        .unwrap()
+        .actor_id()
+        .clone();
+
+    // The raw client: a version of its own, valid in every other respect,
+    // under the tablet's actor.
+    let mut forged = on_server.fork();
+    forged.set_actor(actor);
+    let vs = forged.get(ROOT, "versions").unwrap().unwrap().1;
+    let own = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note("under another's actor"),
+        p.nurse_wrote(scr_core::clock::now_ms()),
+    );
+    put(&mut forged, &vs, &own);
+    let changes: Vec<Vec<u8>> = forged
+        .get_changes(&on_server.get_heads())
+        .into_iter()
+        .map(|ch| ch.raw_bytes().to_vec())
+        .collect();
+    p.push_changes(c, &changes, forged.get_heads()).await;
+    let counted = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while p.srv.metrics.changes_refused.get() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "refused and counted");
+
+    // The tablet's own next note still merges.
+    tablet
+        .engine
+        .add_entry(&p.nhs, visit("tablet: second visit"), false, None)
+        .unwrap();
+    tablet.settle().await;
+    assert!(p.until(c, has("tablet: second visit")).await);
+    let on_server = notes_of(&p.server_doc(c).await);
+    assert!(!on_server.iter().any(|n| n == "under another's actor"));
+    assert_eq!(p.refusals().len(), 1, "audited once");
+    tablet.offline().await;
     p.srv.shutdown().await;
 }

@@ -99,6 +99,8 @@ pub enum Refusal {
     KindChanged,
     #[error("the writer may not write this kind of entry")]
     NotPermitted,
+    #[error("a change is written under an Automerge actor id another device uses")]
+    ActorTaken,
 }
 
 /// Checks what `after` adds to `before`, pushed by a device the server

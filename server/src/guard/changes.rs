@@ -10,7 +10,7 @@
 //! whole (nothing of it merged), counted and audited naming the device,
 //! the patient, the compartment and the reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 /// the audit trail or its own notice).
 const MAX_FLAGGED_PER_SESSION: usize = 16;
 
-use automerge::{Automerge, Change};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use prometheus_client::metrics::counter::Counter;
 use samod::{DocumentId, PeerId, Repo, ShareConfig};
 use scr_core::audit::Outcome;
@@ -59,6 +59,7 @@ pub fn gate(
         refused,
         owners: Mutex::default(),
         versions: Mutex::default(),
+        actors: Mutex::default(),
         grants: Mutex::default(),
         flagged: AtomicUsize::new(0),
     });
@@ -83,6 +84,9 @@ struct Checker {
     /// outside-writes epoch (`crate::outside_writes::epoch`): read again
     /// once the epoch moves (a repair may have moved it).
     versions: Mutex<HashMap<DocumentId, (u64, VersionsAt)>>,
+    /// Actor ids bound to this device (`crate::actors`), as checked this
+    /// session.
+    actors: Mutex<HashSet<ActorId>>,
     /// The grants issued to the device, as read this session.
     grants: Mutex<Option<Arc<Vec<RoleProfileGrant>>>>,
     /// Refused pushes flagged this session.
@@ -147,8 +151,15 @@ impl Checker {
                 )
                 .await?;
         }
+        let verdict = match verdict {
+            Ok(new) => match self.actors_taken(&new).await {
+                None => Ok(()),
+                Some(change) => Err(vec![(Refusal::ActorTaken, change.to_string())]),
+            },
+            Err(blamed) => Err(blamed),
+        };
         match verdict {
-            Ok(_) => Some(message),
+            Ok(()) => Some(message),
             Err(blamed) => {
                 let at = scr_core::clock::now_ms();
                 let refusals = blamed
@@ -163,6 +174,42 @@ impl Checker {
                     .collect();
                 self.refuse(patient, refusals).await;
                 None
+            }
+        }
+    }
+
+    /// The first of `new` changes written under an actor id another device
+    /// pushed under first (`crate::actors`); binds the rest to this device.
+    /// A store that cannot answer refuses (nothing is merged unbound).
+    async fn actors_taken(&self, new: &[(ActorId, ChangeHash)]) -> Option<ChangeHash> {
+        let unbound: Vec<ActorId> = {
+            let bound = self.actors.lock().ok()?;
+            let mut unbound: Vec<ActorId> = Vec::new();
+            for (actor, _) in new {
+                if !bound.contains(actor) && !unbound.contains(actor) {
+                    unbound.push(actor.clone());
+                }
+            }
+            unbound
+        };
+        if unbound.is_empty() {
+            return None;
+        }
+        let (store, device, asked) = (self.store.clone(), self.device, unbound.clone());
+        let taken =
+            tokio::task::spawn_blocking(move || crate::actors::bind(&store, &device, &asked)).await;
+        let first_of = |actor: &ActorId| new.iter().find(|(a, _)| a == actor).map(|(_, h)| *h);
+        match taken {
+            Ok(Ok(None)) => {
+                if let Ok(mut bound) = self.actors.lock() {
+                    bound.extend(unbound);
+                }
+                None
+            }
+            Ok(Ok(Some(actor))) => first_of(&actor),
+            _ => {
+                tracing::error!("the actors of a push could not be checked; not merged");
+                first_of(&unbound[0])
             }
         }
     }
@@ -224,11 +271,11 @@ impl Checker {
         patient: &NhsNumber,
         changes: &Arc<Pushed>,
         grants: Arc<Vec<RoleProfileGrant>>,
-    ) -> Option<Result<usize, Vec<(Refusal, String)>>> {
+    ) -> Option<Result<Vec<(ActorId, ChangeHash)>, Vec<(Refusal, String)>>> {
         let Ok(Some(handle)) = self.repo.find(doc.clone()).await else {
             // A record's document samod cannot open: nothing to merge
             // into, so nothing to check; samod answers it.
-            return Some(Ok(0));
+            return Some(Ok(Vec::new()));
         };
         let (changes, patient) = (changes.clone(), *patient);
         let now = scr_core::clock::now_ms();
@@ -256,7 +303,7 @@ impl Checker {
                 }
                 let read = used.map(|v| (epoch, v));
                 let refusal = match outcome {
-                    Ok(added) => return (Ok(added), read),
+                    Ok(_) => return (Ok(new_changes(held, &changes)), read),
                     Err(refusal) => refusal,
                 };
                 // Only on a refusal, and linear in the push.
@@ -389,6 +436,35 @@ fn verdict(
             check_parsed_at(at, compartment, held, parsed, grants, patient, now, limits)
         })
         .unwrap_or_else(|| check_applied(compartment, held, bytes, grants, patient, now, limits))
+}
+
+/// The changes of a push that `held` lacks, with their actors: as parsed
+/// when each element is one change, else from a copy with them applied
+/// (the rare fallback; what applying them would add).
+fn new_changes(held: &Automerge, changes: &Pushed) -> Vec<(ActorId, ChangeHash)> {
+    let named = |c: &Change| (c.actor_id().clone(), c.hash());
+    match &changes.parsed {
+        Some(parsed) => {
+            let hashes: Vec<ChangeHash> = parsed.iter().map(Change::hash).collect();
+            let lacking = held.get_missing_deps(&hashes);
+            parsed
+                .iter()
+                .filter(|c| lacking.contains(&c.hash()))
+                .map(named)
+                .collect()
+        }
+        None => {
+            let mut after = held.clone();
+            for chunk in &changes.bytes {
+                let _ = after.load_incremental(chunk);
+            }
+            after
+                .get_changes(&held.get_heads())
+                .iter()
+                .map(named)
+                .collect()
+        }
+    }
 }
 
 /// A name for chunks that are not one change each: a digest of them.
