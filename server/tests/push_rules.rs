@@ -451,3 +451,55 @@ async fn a_push_under_another_devices_actor_is_refused_and_that_device_keeps_syn
     tablet.offline().await;
     p.srv.shutdown().await;
 }
+
+/// Changes waiting for a dependency are held by samod without bound: a
+/// document holds one push's worth. A change pushed without the one it
+/// depends on waits; while it does, another push whose changes would wait
+/// too is dropped (not refused: it broke no rule); the push that brings
+/// the missing change merges both, and nothing is left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_waiting_for_a_dependency_are_bounded_to_one_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Pusher::new(dir.path(), 76, vec![note("seen by the GP")]).await;
+    let c = Compartment::CareEvents;
+    let now = scr_core::clock::now_ms();
+    let mut device = p.server_doc(c).await.fork();
+    let vs = device.get(ROOT, "versions").unwrap().unwrap().1;
+    let mut chain: Vec<(Vec<u8>, automerge::ChangeHash)> = Vec::new();
+    for text in ["one", "two", "three", "four"] {
+        let v = EntryVersion::new(
+            EntryId::new(),
+            vec![],
+            VersionStatus::Current,
+            note(text),
+            p.nurse_wrote(now),
+        );
+        put(&mut device, &vs, &v);
+        let change = device.get_last_local_change().unwrap();
+        chain.push((change.raw_bytes().to_vec(), change.hash()));
+    }
+    let waiting = |d: &Automerge| d.get_missing_deps(&[]);
+
+    // The second without the first: it waits.
+    p.push_changes(c, &[chain[1].0.clone()], vec![chain[1].1])
+        .await;
+    assert!(p.until(c, |d| waiting(d) == vec![chain[0].1]).await);
+    // The fourth without the third: dropped while the second waits.
+    p.push_changes(c, &[chain[3].0.clone()], vec![chain[3].1])
+        .await;
+    // The first: it and the second merge.
+    p.push_changes(c, &[chain[0].0.clone()], vec![chain[0].1])
+        .await;
+    assert!(p.until(c, |d| notes_of(d).iter().any(|n| n == "two")).await);
+    let held = p.server_doc(c).await;
+    let notes = notes_of(&held);
+    assert!(notes.iter().any(|n| n == "one"));
+    assert!(!notes.iter().any(|n| n == "four"));
+    assert!(waiting(&held).is_empty(), "nothing left waiting");
+    assert_eq!(
+        p.srv.metrics.changes_refused.get(),
+        0,
+        "dropped, not refused"
+    );
+    p.srv.shutdown().await;
+}

@@ -160,6 +160,12 @@ impl Checker {
         };
         match verdict {
             Ok(()) => Some(message),
+            Err(blamed) if blamed.is_empty() => {
+                tracing::debug!(
+                    "a push whose changes would wait behind others already waiting; dropped"
+                );
+                None
+            }
             Err(blamed) => {
                 let at = scr_core::clock::now_ms();
                 let refusals = blamed
@@ -290,6 +296,10 @@ impl Checker {
                     now,
                     limits: &limits,
                 };
+                if would_wait_behind_others(held, &changes) {
+                    // Dropped, not refused: nothing in it broke a rule.
+                    return (Err(Vec::new()), None);
+                }
                 // Inside the document's exclusive access, where an outside
                 // write is merged and the epoch bumped.
                 let epoch = crate::outside_writes::epoch();
@@ -436,6 +446,32 @@ fn verdict(
             check_parsed_at(at, compartment, held, parsed, grants, patient, now, limits)
         })
         .unwrap_or_else(|| check_applied(compartment, held, bytes, grants, patient, now, limits))
+}
+
+/// Whether `held` already holds changes waiting for a dependency and this
+/// push would leave changes of its own waiting too. samod keeps waiting
+/// changes without bound (and every push to a document holding some takes
+/// the slower check), so a document holds one push's worth at most. An
+/// honest device sends a change without what it depends on only when a
+/// Bloom filter misleads it, and the next round fills it in: a push
+/// dropped meanwhile is sent again. The push that brings the missing
+/// dependency leaves nothing waiting, and passes.
+fn would_wait_behind_others(held: &Automerge, changes: &Pushed) -> bool {
+    let Some(parsed) = &changes.parsed else {
+        // Not lone changes (a whole document): nothing of it waits.
+        return false;
+    };
+    if held.get_missing_deps(&[]).is_empty() {
+        return false;
+    }
+    let mut after = held.clone();
+    for chunk in &changes.bytes {
+        let _ = after.load_incremental(chunk);
+    }
+    // Not part of the document once applied: waiting.
+    parsed
+        .iter()
+        .any(|c| after.get_change_by_hash(&c.hash()).is_none())
 }
 
 /// The changes of a push that `held` lacks, with their actors: as parsed
