@@ -23,13 +23,23 @@ fn name(actor: &ActorId) -> String {
 
 /// Binds each of `actors` not yet bound to `device`, in one transaction
 /// each (two sessions racing for one actor: the first commit wins), and
-/// answers the first that another device holds, if any.
+/// answers the first that another device holds, if any. (The rows are
+/// never pruned: one per actor a device pushed under, some tens a device
+/// a day; the gate bounds how many one session may add.)
 pub fn bind(
     store: &Store,
     device: &[u8; 32],
     actors: &[ActorId],
 ) -> Result<Option<ActorId>, scr_core::StoreError> {
     for actor in actors {
+        // Most are bound already (by this device, in an earlier session):
+        // read first, write only what is new.
+        if let Some(owner) = store.secret(&name(actor))? {
+            if owner.as_slice() != device.as_slice() {
+                return Ok(Some(actor.clone()));
+            }
+            continue;
+        }
         let mut owner = None;
         store.update_secret(&name(actor), |old| {
             let held = old.map(<[u8]>::to_vec).unwrap_or_else(|| device.to_vec());

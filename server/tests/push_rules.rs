@@ -438,6 +438,53 @@ async fn a_push_under_another_devices_actor_is_refused_and_that_device_keeps_syn
     .await;
     assert!(counted.is_ok(), "refused and counted");
 
+    // The same under cover: the change under the tablet's actor deflated
+    // (a compressed chunk, not a lone change) and depending on one of the
+    // client's own not yet sent, so it would wait unjudged; then that one.
+    let on_server = p.server_doc(c).await;
+    let mut cover = on_server.fork();
+    let vs = cover.get(ROOT, "versions").unwrap().unwrap().1;
+    let first = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note("the client's own"),
+        p.nurse_wrote(scr_core::clock::now_ms()),
+    );
+    put(&mut cover, &vs, &first);
+    let mut own = cover.get_last_local_change().unwrap().clone();
+    cover.set_actor(
+        on_server
+            .get_changes(&before)
+            .last()
+            .unwrap()
+            .actor_id()
+            .clone(),
+    );
+    let hidden = EntryVersion::new(
+        EntryId::new(),
+        vec![],
+        VersionStatus::Current,
+        note("waited under another's actor"),
+        p.nurse_wrote(scr_core::clock::now_ms()),
+    );
+    put(&mut cover, &vs, &hidden);
+    let mut wrapped = cover.get_last_local_change().unwrap().clone();
+    let deflated = wrapped.bytes().to_vec();
+    assert_eq!(deflated[8], 2, "a compressed change chunk");
+    p.push_changes(c, &[deflated], cover.get_heads()).await;
+    p.push_changes(c, &[own.bytes().to_vec()], vec![own.hash()])
+        .await;
+    assert!(
+        p.until(c, |d| notes_of(d).iter().any(|n| n == "the client's own"))
+            .await
+    );
+    assert_eq!(
+        p.srv.metrics.changes_refused.get(),
+        2,
+        "the covered change refused too"
+    );
+
     // The tablet's own next note still merges.
     tablet
         .engine
@@ -447,16 +494,22 @@ async fn a_push_under_another_devices_actor_is_refused_and_that_device_keeps_syn
     assert!(p.until(c, has("tablet: second visit")).await);
     let on_server = notes_of(&p.server_doc(c).await);
     assert!(!on_server.iter().any(|n| n == "under another's actor"));
-    assert_eq!(p.refusals().len(), 1, "audited once");
+    assert!(
+        !on_server
+            .iter()
+            .any(|n| n == "waited under another's actor")
+    );
+    assert_eq!(p.refusals().len(), 2, "each audited once");
     tablet.offline().await;
     p.srv.shutdown().await;
 }
 
-/// Changes waiting for a dependency are held by samod without bound: a
-/// document holds one push's worth. A change pushed without the one it
-/// depends on waits; while it does, another push whose changes would wait
-/// too is dropped (not refused: it broke no rule); the push that brings
-/// the missing change merges both, and nothing is left waiting.
+/// Changes waiting for a dependency are held by samod without bound: each
+/// device leaves some waiting in a document once. A change pushed without
+/// the one it depends on waits; while it does, the same device's next push
+/// whose changes would wait too is dropped (not refused: it broke no
+/// rule); the push that brings the missing change merges both, and
+/// nothing is left waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_waiting_for_a_dependency_are_bounded_to_one_push() {
     let dir = tempfile::tempdir().unwrap();

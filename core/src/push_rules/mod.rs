@@ -99,7 +99,7 @@ pub enum Refusal {
     KindChanged,
     #[error("the writer may not write this kind of entry")]
     NotPermitted,
-    #[error("a change is written under an Automerge actor id another device uses")]
+    #[error("a change is written under an Automerge actor id that is not the device's own")]
     ActorTaken,
 }
 

@@ -197,7 +197,14 @@ pub fn parse_changes<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Option<V
         }
         let lone_change = matches!(split_chunk(chunk), Some((1, _, [])));
         let one = if lone_change {
-            Parsed::Change(contained(|| automerge::Change::try_from(chunk).ok())??)
+            let change = contained(|| automerge::Change::try_from(chunk).ok())??;
+            // Parsing does not check the chunk's checksum (the first bytes
+            // of its hash), which automerge's load then refuses: a change
+            // the rules judged would never merge, and its neighbours would.
+            if chunk.get(4..8) != change.hash().0.get(..4) {
+                return None;
+            }
+            Parsed::Change(change)
         } else {
             contained(|| automerge::Automerge::new().load_incremental(chunk).is_ok())?
                 .then_some(Parsed::Other)?
@@ -262,5 +269,11 @@ mod tests {
         assert!(changes_parse([change.as_slice(), doc.save().as_slice()]));
         assert!(changes_parse([]));
         assert!(!changes_parse([b"not automerge".as_slice()]));
+        // A change whose checksum does not match its content: automerge's
+        // load refuses it, so the guard does.
+        let mut bad = change.clone();
+        bad[4] ^= 0xff;
+        assert!(parse_changes([change.as_slice()]).is_some());
+        assert!(parse_changes([bad.as_slice()]).is_none());
     }
 }

@@ -18,8 +18,17 @@ use std::sync::{Arc, Mutex};
 /// only counted (a device sending refused pushes in a loop cannot flood
 /// the audit trail or its own notice).
 const MAX_FLAGGED_PER_SESSION: usize = 16;
+/// The length of an actor id automerge draws (`ActorId::random`); honest
+/// devices push under no other.
+const ACTOR_BYTES: usize = 16;
+/// New actors one push may bring (an honest push brings the one the
+/// device writes the document under, and one more after a rebuild).
+const MAX_NEW_ACTORS_PER_PUSH: usize = 4;
+/// Actors one session may bind: a device draws one per document it opens
+/// and writes (a nurse's day is some tens); each costs a store write.
+const MAX_ACTORS_PER_SESSION: usize = 512;
 
-use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+use automerge::{ActorId, Automerge, Change, ChangeHash};
 use prometheus_client::metrics::counter::Counter;
 use samod::{DocumentId, PeerId, Repo, ShareConfig};
 use scr_core::audit::Outcome;
@@ -33,6 +42,7 @@ use scr_core::record::Compartment;
 use scr_core::record::untrusted::Parsed;
 use scr_core::{NhsNumber, Store};
 
+use super::added::{self, Waiting};
 use super::wire;
 use crate::holdings::HoldingsWriter;
 use crate::policy::AccessPolicy;
@@ -40,8 +50,10 @@ use crate::policy::AccessPolicy;
 /// The gate for one sync session of `device`: every incoming message is
 /// read once, goes through `admission` (`super::Admission`), then, when it
 /// pushes changes, through the record's rules.
+#[allow(clippy::too_many_arguments)]
 pub fn gate(
     admission: super::Admission,
+    waiting: Waiting,
     repo: Repo,
     store: Store,
     policy: AccessPolicy,
@@ -60,6 +72,7 @@ pub fn gate(
         owners: Mutex::default(),
         versions: Mutex::default(),
         actors: Mutex::default(),
+        waiting,
         grants: Mutex::default(),
         flagged: AtomicUsize::new(0),
     });
@@ -87,6 +100,8 @@ struct Checker {
     /// Actor ids bound to this device (`crate::actors`), as checked this
     /// session.
     actors: Mutex<HashSet<ActorId>>,
+    /// Which devices left changes waiting where (`added`), server-wide.
+    waiting: Waiting,
     /// The grants issued to the device, as read this session.
     grants: Mutex<Option<Arc<Vec<RoleProfileGrant>>>>,
     /// Refused pushes flagged this session.
@@ -152,18 +167,22 @@ impl Checker {
                 .await?;
         }
         let verdict = match verdict {
-            Ok(new) => match self.actors_taken(&new).await {
-                None => Ok(()),
-                Some(change) => Err(vec![(Refusal::ActorTaken, change.to_string())]),
+            Ok((new, waits)) => match self.actors_own(&new).await {
+                Ok(()) => {
+                    if waits {
+                        self.waiting.left(&doc_id, &self.device);
+                    }
+                    Ok(())
+                }
+                Err(Some(change)) => Err(vec![(Refusal::ActorTaken, change.to_string())]),
+                Err(None) => Err(Vec::new()),
             },
             Err(blamed) => Err(blamed),
         };
         match verdict {
             Ok(()) => Some(message),
             Err(blamed) if blamed.is_empty() => {
-                tracing::debug!(
-                    "a push whose changes would wait behind others already waiting; dropped"
-                );
+                tracing::debug!("a push dropped (it would wait again, or its check could not run)");
                 None
             }
             Err(blamed) => {
@@ -184,38 +203,49 @@ impl Checker {
         }
     }
 
-    /// The first of `new` changes written under an actor id another device
-    /// pushed under first (`crate::actors`); binds the rest to this device.
-    /// A store that cannot answer refuses (nothing is merged unbound).
-    async fn actors_taken(&self, new: &[(ActorId, ChangeHash)]) -> Option<ChangeHash> {
+    /// Whether the actors of `new` changes are this device's own
+    /// (`crate::actors`), binding those not yet bound: `Err(Some(change))`
+    /// names the first change under an actor that is not (another
+    /// device's, not an actor automerge draws, or past the bounds on new
+    /// actors); `Err(None)` when the store could not answer (the push is
+    /// dropped, not refused: the device sends it again).
+    async fn actors_own(&self, new: &[(ActorId, ChangeHash)]) -> Result<(), Option<ChangeHash>> {
+        let first_of = |actor: &ActorId| new.iter().find(|(a, _)| a == actor).map(|(_, h)| *h);
+        if let Some((_, odd)) = new.iter().find(|(a, _)| a.to_bytes().len() != ACTOR_BYTES) {
+            return Err(Some(*odd));
+        }
         let unbound: Vec<ActorId> = {
-            let bound = self.actors.lock().ok()?;
+            let bound = self.actors.lock().map_err(|_| None)?;
             let mut unbound: Vec<ActorId> = Vec::new();
             for (actor, _) in new {
                 if !bound.contains(actor) && !unbound.contains(actor) {
                     unbound.push(actor.clone());
                 }
             }
+            if unbound.len() > MAX_NEW_ACTORS_PER_PUSH
+                || bound.len() + unbound.len() > MAX_ACTORS_PER_SESSION
+            {
+                return Err(unbound.last().and_then(first_of));
+            }
             unbound
         };
         if unbound.is_empty() {
-            return None;
+            return Ok(());
         }
         let (store, device, asked) = (self.store.clone(), self.device, unbound.clone());
         let taken =
             tokio::task::spawn_blocking(move || crate::actors::bind(&store, &device, &asked)).await;
-        let first_of = |actor: &ActorId| new.iter().find(|(a, _)| a == actor).map(|(_, h)| *h);
         match taken {
             Ok(Ok(None)) => {
                 if let Ok(mut bound) = self.actors.lock() {
                     bound.extend(unbound);
                 }
-                None
+                Ok(())
             }
-            Ok(Ok(Some(actor))) => first_of(&actor),
+            Ok(Ok(Some(actor))) => Err(first_of(&actor)),
             _ => {
                 tracing::error!("the actors of a push could not be checked; not merged");
-                first_of(&unbound[0])
+                Err(None)
             }
         }
     }
@@ -277,13 +307,14 @@ impl Checker {
         patient: &NhsNumber,
         changes: &Arc<Pushed>,
         grants: Arc<Vec<RoleProfileGrant>>,
-    ) -> Option<Result<Vec<(ActorId, ChangeHash)>, Vec<(Refusal, String)>>> {
+    ) -> Option<Result<(Vec<(ActorId, ChangeHash)>, bool), Vec<(Refusal, String)>>> {
         let Ok(Some(handle)) = self.repo.find(doc.clone()).await else {
-            // A record's document samod cannot open: nothing to merge
-            // into, so nothing to check; samod answers it.
-            return Some(Ok(Vec::new()));
+            // A record's document samod cannot open now: dropped (fail
+            // closed; the device sends it again).
+            return None;
         };
         let (changes, patient) = (changes.clone(), *patient);
+        let (waiting, device, doc_id) = (self.waiting.clone(), self.device, doc.clone());
         let now = scr_core::clock::now_ms();
         let limits = self.policy.push_limits();
         let kept = self.versions.lock().ok().and_then(|v| v.get(doc).cloned());
@@ -296,10 +327,16 @@ impl Checker {
                     now,
                     limits: &limits,
                 };
-                if would_wait_behind_others(held, &changes) {
-                    // Dropped, not refused: nothing in it broke a rule.
-                    return (Err(Vec::new()), None);
-                }
+                // Dropped, not refused, when it would leave changes
+                // waiting where this device already has some (`added`),
+                // or applying it to a copy made automerge panic.
+                let adds =
+                    match added::what_it_adds(held, &changes.bytes, changes.parsed.as_deref()) {
+                        Some(adds) if !adds.waits || waiting.may_wait(&doc_id, &device, held) => {
+                            adds
+                        }
+                        _ => return (Err(Vec::new()), None),
+                    };
                 // Inside the document's exclusive access, where an outside
                 // write is merged and the epoch bumped.
                 let epoch = crate::outside_writes::epoch();
@@ -313,7 +350,7 @@ impl Checker {
                 }
                 let read = used.map(|v| (epoch, v));
                 let refusal = match outcome {
-                    Ok(_) => return (Ok(new_changes(held, &changes)), read),
+                    Ok(_) => return (Ok((adds.changes, adds.waits)), read),
                     Err(refusal) => refusal,
                 };
                 // Only on a refusal, and linear in the push.
@@ -446,61 +483,6 @@ fn verdict(
             check_parsed_at(at, compartment, held, parsed, grants, patient, now, limits)
         })
         .unwrap_or_else(|| check_applied(compartment, held, bytes, grants, patient, now, limits))
-}
-
-/// Whether `held` already holds changes waiting for a dependency and this
-/// push would leave changes of its own waiting too. samod keeps waiting
-/// changes without bound (and every push to a document holding some takes
-/// the slower check), so a document holds one push's worth at most. An
-/// honest device sends a change without what it depends on only when a
-/// Bloom filter misleads it, and the next round fills it in: a push
-/// dropped meanwhile is sent again. The push that brings the missing
-/// dependency leaves nothing waiting, and passes.
-fn would_wait_behind_others(held: &Automerge, changes: &Pushed) -> bool {
-    let Some(parsed) = &changes.parsed else {
-        // Not lone changes (a whole document): nothing of it waits.
-        return false;
-    };
-    if held.get_missing_deps(&[]).is_empty() {
-        return false;
-    }
-    let mut after = held.clone();
-    for chunk in &changes.bytes {
-        let _ = after.load_incremental(chunk);
-    }
-    // Not part of the document once applied: waiting.
-    parsed
-        .iter()
-        .any(|c| after.get_change_by_hash(&c.hash()).is_none())
-}
-
-/// The changes of a push that `held` lacks, with their actors: as parsed
-/// when each element is one change, else from a copy with them applied
-/// (the rare fallback; what applying them would add).
-fn new_changes(held: &Automerge, changes: &Pushed) -> Vec<(ActorId, ChangeHash)> {
-    let named = |c: &Change| (c.actor_id().clone(), c.hash());
-    match &changes.parsed {
-        Some(parsed) => {
-            let hashes: Vec<ChangeHash> = parsed.iter().map(Change::hash).collect();
-            let lacking = held.get_missing_deps(&hashes);
-            parsed
-                .iter()
-                .filter(|c| lacking.contains(&c.hash()))
-                .map(named)
-                .collect()
-        }
-        None => {
-            let mut after = held.clone();
-            for chunk in &changes.bytes {
-                let _ = after.load_incremental(chunk);
-            }
-            after
-                .get_changes(&held.get_heads())
-                .iter()
-                .map(named)
-                .collect()
-        }
-    }
 }
 
 /// A name for chunks that are not one change each: a digest of them.

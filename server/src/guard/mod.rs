@@ -18,6 +18,7 @@
 //!    document as samod holds it: refused whole, counted and audited, or
 //!    handed to samod.
 
+pub mod added;
 pub mod changes;
 pub mod flag;
 pub mod flood;

@@ -175,6 +175,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         policy: push_policy,
         sessions: Arc::default(),
         archive: archive.clone(),
+        waiting: crate::guard::added::Waiting::default(),
         login_slots: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
@@ -220,6 +221,8 @@ struct Shared {
     policy: crate::policy::AccessPolicy,
     sessions: Arc<crate::serve::sessions::Sessions>,
     archive: Arc<crate::archive::Archive>,
+    /// Which devices left changes waiting for a dependency where.
+    waiting: crate::guard::added::Waiting,
     /// One Argon2id check per core at a time. Each takes 19 MiB; a burst
     /// of logins (a shift starting) otherwise ran hundreds at once on the
     /// blocking pool: measured 853 MB resident for 40 tablets logging in

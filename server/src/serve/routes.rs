@@ -62,6 +62,7 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
     );
     let gate = crate::guard::changes::gate(
         admission,
+        shared.waiting.clone(),
         shared.repo.clone(),
         shared.store.clone(),
         shared.policy.clone(),
