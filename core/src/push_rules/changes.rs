@@ -44,34 +44,11 @@ pub fn check_changes(
     limits: &PushLimits,
 ) -> Option<Result<usize, Refusal>> {
     let parsed = parse_each(changes)?;
-    check_parsed(
+    check_parsed_at(
+        &VersionsAt::read(held)?,
         compartment,
         held,
         &parsed,
-        grants,
-        patient,
-        received_at_ms,
-        limits,
-    )
-}
-
-/// [`check_changes`] on changes already parsed (as the guard that reads a
-/// sync message first has them: one parse of each change serves both).
-pub fn check_parsed(
-    compartment: Compartment,
-    held: &Automerge,
-    changes: &[Change],
-    grants: &[RoleProfileGrant],
-    patient: &NhsNumber,
-    received_at_ms: i64,
-    limits: &PushLimits,
-) -> Option<Result<usize, Refusal>> {
-    let at = VersionsAt::read(held)?;
-    check_parsed_at(
-        &at,
-        compartment,
-        held,
-        changes,
         grants,
         patient,
         received_at_ms,
@@ -95,8 +72,10 @@ impl VersionsAt {
     }
 }
 
-/// [`check_parsed`] with the document's versions map as read before
-/// (`at`), which must still be the document's.
+/// [`check_changes`] on changes already parsed (as the guard that reads a
+/// sync message first has them: one parse of each change serves both),
+/// with the document's versions map as read before (`at`), which must
+/// still be the document's.
 #[allow(clippy::too_many_arguments)]
 pub fn check_parsed_at(
     at: &VersionsAt,

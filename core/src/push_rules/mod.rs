@@ -507,8 +507,8 @@ fn privacy_officer_unhides(
 
 mod changes;
 pub use changes::{
-    VersionsAt, check_applied, check_changes, check_parsed, check_parsed_at,
-    check_received_applied, check_received_changes, check_received_parsed, refused_changes,
+    VersionsAt, check_applied, check_changes, check_parsed_at, check_received_applied,
+    check_received_changes, check_received_parsed, refused_changes,
 };
 
 #[cfg(test)]

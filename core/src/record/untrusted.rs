@@ -90,8 +90,9 @@ pub fn inflation_within(mut bytes: &[u8], budget: &mut u64) -> bool {
     true
 }
 
-/// One chunk's kind, its body, and the bytes after it.
-fn split_chunk(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+/// One chunk's kind, its body, and the bytes after it, read from its
+/// header (magic and checksum unread).
+pub fn split_chunk(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let kind = *bytes.get(8)?;
     let mut rest = bytes.get(9..)?;
     let len = usize::try_from(uleb128(&mut rest)?).ok()?;
@@ -163,13 +164,6 @@ pub fn contained<T>(parse: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(parse)).ok()
 }
 
-/// Whether every chunk of a sync message's changes parses, each loaded into
-/// a scratch document that is then dropped (missing dependencies are fine:
-/// only the parse is checked).
-pub fn changes_parse<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> bool {
-    parse_changes(chunks).is_some()
-}
-
 /// One element of a sync message's changes, parsed once for every check
 /// that reads it. (Nearly every element is a change: boxing it would add
 /// an allocation to each for the rare other kind.)
@@ -214,6 +208,18 @@ pub fn parse_changes<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Option<V
     Some(parsed)
 }
 
+/// The changes of a message whose every element is one change, as parsed;
+/// `None` when one is not (the checks then apply them to a copy).
+pub fn lone_changes(parsed: Vec<Parsed>) -> Option<Vec<automerge::Change>> {
+    parsed
+        .into_iter()
+        .map(|p| match p {
+            Parsed::Change(change) => Some(change),
+            Parsed::Other => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,7 +229,7 @@ mod tests {
 
     #[test]
     fn the_fuzzers_crasher_is_malformed_not_a_panic() {
-        assert!(!changes_parse([CRASHER]));
+        assert!(parse_changes([CRASHER]).is_none());
         assert!(
             crate::record::CompartmentDoc::load(crate::record::Compartment::Core, CRASHER).is_err()
         );
@@ -244,7 +250,7 @@ mod tests {
             "../../../fuzz/regressions/compartment_document/oom-bundle-delta-run-length"
         );
         assert!(!plain_chunks(oom));
-        assert!(!changes_parse([oom.as_slice()]));
+        assert!(parse_changes([oom.as_slice()]).is_none());
         assert!(plain_chunks(&[]));
         assert!(!plain_chunks(&MAGIC), "truncated header");
         let mut doc = automerge::AutoCommit::new();
@@ -266,9 +272,9 @@ mod tests {
         let mut doc = automerge::AutoCommit::new();
         doc.put(automerge::ROOT, "k", "v").unwrap();
         let change = doc.save_incremental();
-        assert!(changes_parse([change.as_slice(), doc.save().as_slice()]));
-        assert!(changes_parse([]));
-        assert!(!changes_parse([b"not automerge".as_slice()]));
+        assert!(parse_changes([change.as_slice(), doc.save().as_slice()]).is_some());
+        assert!(parse_changes([]).is_some());
+        assert!(parse_changes([b"not automerge".as_slice()]).is_none());
         // A change whose checksum does not match its content: automerge's
         // load refuses it, so the guard does.
         let mut bad = change.clone();

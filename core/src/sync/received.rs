@@ -18,7 +18,7 @@ use crate::channel::Gate;
 use crate::protocol::wire;
 use crate::push_rules::{PushLimits, Refusal, check_received_applied, check_received_parsed};
 use crate::record::Compartment;
-use crate::record::untrusted::Parsed;
+use crate::record::untrusted::lone_changes;
 use crate::store::Store;
 
 /// The gate for the device's sync sessions. `repo` is set once samod's repo
@@ -86,13 +86,7 @@ impl Checker {
             return Some(message);
         };
         let changes: Vec<Vec<u8>> = sync.changes.iter().map(|c| c.to_vec()).collect();
-        let parsed: Option<Vec<automerge::Change>> = parsed
-            .into_iter()
-            .map(|p| match p {
-                Parsed::Change(change) => Some(change),
-                Parsed::Other => None,
-            })
-            .collect();
+        let parsed = lone_changes(parsed);
         let verdict = handle
             .with_document_async(move |held: &mut Automerge| {
                 verdict(compartment, held, &changes, parsed.as_deref())

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use samod::DocumentId;
-use scr_core::record::untrusted::contained;
+use scr_core::record::untrusted::{contained, split_chunk};
 
 /// What a push adds.
 pub(super) struct Adds {
@@ -89,24 +89,14 @@ pub(super) fn what_it_adds(
 /// chunks hold no change that could wait (they load whole or not at all).
 fn change_chunks(mut element: &[u8]) -> Vec<Change> {
     let mut out = Vec::new();
-    while element.len() > 9 {
-        let mut rest = &element[9..];
-        let Some(len) =
-            scr_core::record::untrusted::uleb128(&mut rest).and_then(|l| usize::try_from(l).ok())
-        else {
-            break;
-        };
-        let header = element.len() - rest.len();
-        let Some(end) = header.checked_add(len).filter(|e| *e <= element.len()) else {
-            break;
-        };
-        let (chunk, after) = element.split_at(end);
-        if matches!(chunk[8], 1 | 2)
+    while let Some((kind, _, rest)) = split_chunk(element) {
+        let chunk = &element[..element.len() - rest.len()];
+        if matches!(kind, 1 | 2)
             && let Some(Ok(change)) = contained(|| Change::try_from(chunk))
         {
             out.push(change);
         }
-        element = after;
+        element = rest;
     }
     out
 }

@@ -39,7 +39,7 @@ use scr_core::push_rules::{
     PushLimits, Refusal, VersionsAt, check_applied, check_parsed_at, refused_changes,
 };
 use scr_core::record::Compartment;
-use scr_core::record::untrusted::Parsed;
+use scr_core::record::untrusted::lone_changes;
 use scr_core::{NhsNumber, Store};
 
 use super::added::{self, Waiting};
@@ -130,16 +130,9 @@ impl Checker {
         };
         // Each change as the admission parsed it; `None` when one element
         // is not a lone change (the check then applies them to a copy).
-        let parsed: Option<Vec<Change>> = parsed
-            .into_iter()
-            .map(|p| match p {
-                Parsed::Change(change) => Some(change),
-                Parsed::Other => None,
-            })
-            .collect();
         let changes = Arc::new(Pushed {
             bytes: sync.changes.iter().map(|c| c.to_vec()).collect(),
-            parsed,
+            parsed: lone_changes(parsed),
         });
         let mut verdict = self
             .judge(
@@ -153,7 +146,7 @@ impl Checker {
         let about_grants = |r: &(Refusal, String)| {
             matches!(r.0, Refusal::ForgedProvenance | Refusal::ImplausibleTime)
         };
-        if matches!(&verdict, Err(blamed) if blamed.iter().any(about_grants)) {
+        if matches!(&verdict, Judged::Refused(blamed) if blamed.iter().any(about_grants)) {
             // The device may have logged in again since the grants were
             // read: read them again before refusing.
             verdict = self
@@ -167,25 +160,27 @@ impl Checker {
                 .await?;
         }
         let verdict = match verdict {
-            Ok((new, waits)) => match self.actors_own(&new).await {
+            Judged::Taken { adds, waits } => match self.actors_own(&adds).await {
                 Ok(()) => {
                     if waits {
                         self.waiting.left(&doc_id, &self.device);
                     }
-                    Ok(())
+                    Judged::Taken { adds, waits }
                 }
-                Err(Some(change)) => Err(vec![(Refusal::ActorTaken, change.to_string())]),
-                Err(None) => Err(Vec::new()),
+                Err(Some(change)) => {
+                    Judged::Refused(vec![(Refusal::ActorTaken, change.to_string())])
+                }
+                Err(None) => Judged::Dropped,
             },
-            Err(blamed) => Err(blamed),
+            other => other,
         };
         match verdict {
-            Ok(()) => Some(message),
-            Err(blamed) if blamed.is_empty() => {
+            Judged::Taken { .. } => Some(message),
+            Judged::Dropped => {
                 tracing::debug!("a push dropped (it would wait again, or its check could not run)");
                 None
             }
-            Err(blamed) => {
+            Judged::Refused(blamed) => {
                 let at = scr_core::clock::now_ms();
                 let refusals = blamed
                     .into_iter()
@@ -299,7 +294,8 @@ impl Checker {
     /// The rules on `changes` to `doc` as samod holds it, and when they
     /// refuse, what to blame: each change refused on its own (hash, hex),
     /// or, when none is, the push as a whole (a digest of it). `None` when
-    /// the repo has stopped (samod merges nothing either).
+    /// the repo has stopped or cannot open the document now (samod merges
+    /// nothing of it either way).
     async fn judge(
         &self,
         doc: &DocumentId,
@@ -307,7 +303,7 @@ impl Checker {
         patient: &NhsNumber,
         changes: &Arc<Pushed>,
         grants: Arc<Vec<RoleProfileGrant>>,
-    ) -> Option<Result<(Vec<(ActorId, ChangeHash)>, bool), Vec<(Refusal, String)>>> {
+    ) -> Option<Judged> {
         let Ok(Some(handle)) = self.repo.find(doc.clone()).await else {
             // A record's document samod cannot open now: dropped (fail
             // closed; the device sends it again).
@@ -335,7 +331,7 @@ impl Checker {
                         Some(adds) if !adds.waits || waiting.may_wait(&doc_id, &device, held) => {
                             adds
                         }
-                        _ => return (Err(Vec::new()), None),
+                        _ => return (Judged::Dropped, None),
                     };
                 // Inside the document's exclusive access, where an outside
                 // write is merged and the epoch bumped.
@@ -350,7 +346,10 @@ impl Checker {
                 }
                 let read = used.map(|v| (epoch, v));
                 let refusal = match outcome {
-                    Ok(_) => return (Ok((adds.changes, adds.waits)), read),
+                    Ok(_) => {
+                        let (adds, waits) = (adds.changes, adds.waits);
+                        return (Judged::Taken { adds, waits }, read);
+                    }
                     Err(refusal) => refusal,
                 };
                 // Only on a refusal, and linear in the push.
@@ -364,9 +363,9 @@ impl Checker {
                         })
                         .collect();
                 if blamed.is_empty() {
-                    return (Err(vec![(refusal, digest(bytes))]), read);
+                    return (Judged::Refused(vec![(refusal, digest(bytes))]), read);
                 }
-                (Err(blamed), read)
+                (Judged::Refused(blamed), read)
             })
             .await
             .ok()?;
@@ -448,6 +447,22 @@ struct Push<'a> {
     patient: &'a NhsNumber,
     now: i64,
     limits: &'a PushLimits,
+}
+
+/// What the gate makes of a push.
+enum Judged {
+    /// The rules take it: every change it adds, releases or leaves waiting
+    /// (actor and hash), and whether some wait.
+    Taken {
+        adds: Vec<(ActorId, ChangeHash)>,
+        waits: bool,
+    },
+    /// Refused: what to blame (each change refused on its own, or the push).
+    Refused(Vec<(Refusal, String)>),
+    /// Dropped unjudged, not refused (the device sends it again): it would
+    /// leave changes waiting where the device already has some, or a check
+    /// could not run.
+    Dropped,
 }
 
 /// The changes of one push: as sent, and each parsed (when each element is
