@@ -1,8 +1,10 @@
 //! "Who has looked at my record", on the server: one request on an
 //! authenticated channel answered from the archive of device audit events
 //! and the server's own trail (admin actions such as a choice recorded by
-//! the GP practice), for the patient themself or a privacy officer only,
-//! by the grant the server issued to that device. The read is audited.
+//! the GP practice), for the patient themself (every access) or a privacy
+//! officer (accesses by staff of their own organisation) only, by the
+//! grant the server issued to that device while it lasts. The read is
+//! audited. Uploaded events the server does not believe are left out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use scr_core::channel::{NoiseChannel, WebSocket};
 use scr_core::protocol::{ACCESS_LOG_FORMAT, AccessLogEntry, AccessLogReply, AccessLogRequest};
 use scr_core::{NhsNumber, Store};
 
-use crate::archive::Archive;
+use crate::archive::{Archive, Flag};
 use crate::directory::Directory;
 use crate::policy::AccessPolicy;
 
@@ -63,19 +65,41 @@ fn refused(reason: &str) -> AccessLogReply {
     }
 }
 
+/// Whose accesses a reader may see in a patient's log.
+enum Reader {
+    /// The patient: every access.
+    Patient,
+    /// A privacy officer: accesses by staff of their own organisation.
+    Officer { organisation: String },
+}
+
+impl Reader {
+    fn sees(&self, organisation: &str) -> bool {
+        match self {
+            Reader::Patient => true,
+            Reader::Officer { organisation: own } => own == organisation,
+        }
+    }
+}
+
 fn answer(sources: &AccessLogSources, device: &[u8; 32], nhs: &NhsNumber) -> AccessLogReply {
+    // The device's grant while it lasts (an expired or revoked one reads
+    // nothing).
     let grant = sources.policy.current_grant(device);
-    let allowed = grant.as_ref().is_some_and(|g| match g.principal() {
-        Principal::Patient => g.is_patient(nhs),
+    let reader = grant.as_ref().and_then(|g| match g.principal() {
+        Principal::Patient => g.is_patient(nhs).then_some(Reader::Patient),
         Principal::Staff(StaffRole {
-            privacy_officer, ..
-        }) => privacy_officer,
+            privacy_officer: true,
+            organisation,
+            ..
+        }) => Some(Reader::Officer { organisation }),
+        Principal::Staff(_) => None,
     });
     let who = grant
         .as_ref()
         .map(|g| g.actor().0)
         .unwrap_or_else(|| "unknown".to_owned());
-    let outcome = if allowed {
+    let outcome = if reader.is_some() {
         Outcome::Permit
     } else {
         Outcome::Deny {
@@ -95,16 +119,24 @@ fn answer(sources: &AccessLogSources, device: &[u8; 32], nhs: &NhsNumber) -> Acc
     {
         return refused("the read could not be audited");
     }
-    if !allowed {
-        return refused("only the patient, or a privacy officer, may read this log");
-    }
-    match entries(sources, nhs) {
+    let Some(reader) = reader else {
+        return refused(
+            "only the patient, or a privacy officer while logged in, may read this log",
+        );
+    };
+    match entries(sources, nhs, &reader) {
         Ok(entries) => AccessLogReply::Log { entries },
         Err(_) => refused("the access log could not be read"),
     }
 }
 
-fn entries(sources: &AccessLogSources, nhs: &NhsNumber) -> Result<Vec<AccessLogEntry>, String> {
+/// The log as `reader` may read it: events the server does not believe
+/// (it issued nothing that vouches for them) are never shown as fact.
+fn entries(
+    sources: &AccessLogSources,
+    nhs: &NhsNumber,
+    reader: &Reader,
+) -> Result<Vec<AccessLogEntry>, String> {
     let mut names: HashMap<String, Option<String>> = HashMap::new();
     let mut name_of = |user: &str| {
         names
@@ -117,7 +149,11 @@ fn entries(sources: &AccessLogSources, nhs: &NhsNumber) -> Result<Vec<AccessLogE
         .events_about(nhs)
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|a| a.event.action != READ_ACCESS_LOG)
+        .filter(|a| {
+            a.event.action != READ_ACCESS_LOG
+                && Flag::believed(a.flag.as_deref())
+                && reader.sees(&a.event.organisation)
+        })
         .map(|a| {
             let name = name_of(&a.event.user);
             AccessLogEntry::from_event(&a.event, name)
@@ -135,7 +171,11 @@ fn entries(sources: &AccessLogSources, nhs: &NhsNumber) -> Result<Vec<AccessLogE
         .audit_events_after(archived_through, None)
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|e| e.patient.as_ref() == Some(nhs) && e.action != READ_ACCESS_LOG)
+        .filter(|e| {
+            e.patient.as_ref() == Some(nhs)
+                && e.action != READ_ACCESS_LOG
+                && reader.sees(&e.organisation)
+        })
     {
         if !out.iter().any(|x| x.id == e.id) {
             let name = name_of(&e.user);

@@ -17,26 +17,41 @@ use serde::{Deserialize, Serialize};
 use crate::directory::{Device, Directory};
 use crate::users::UserError;
 
-/// Failed logins before an account is locked (until an administrator resets it).
+/// Failed logins of one user on one device before that device is locked
+/// for them (until an administrator adds the user again).
 pub const MAX_FAILED_LOGINS: i64 = 5;
+/// The user id a patient's phone logs in with: its own patient, the one
+/// its enrollment token was bound to, and nobody else.
+pub const PATIENT_USER: &str = "patient";
 
-/// How a login attempt is counted: against the named user, before it is
-/// checked, at most `MAX_FAILED_LOGINS` outstanding (atomically, so
+/// How a login attempt is counted: against the named user on this device
+/// (so a device that guesses locks that user out of it alone), before it
+/// is checked, at most `MAX_FAILED_LOGINS` outstanding (atomically, so
 /// parallel guesses cannot exceed it); a success resets the count.
 impl Directory {
-    /// Takes one of the user's allowed attempts; false once they are used up.
-    pub(crate) fn begin_login_attempt(&self, user_id: &str) -> Result<bool, UserError> {
+    /// Takes one of the attempts `user_id` has left on `device`; false
+    /// once they are used up.
+    pub(crate) fn begin_login_attempt(
+        &self,
+        user_id: &str,
+        device: &[u8; 32],
+    ) -> Result<bool, UserError> {
         Ok(self.conn()?.execute(
-            "UPDATE users SET failed_logins = failed_logins + 1
-             WHERE user_id = ?1 AND failed_logins < ?2 AND revoked = 0",
-            params![user_id, MAX_FAILED_LOGINS],
+            "INSERT INTO login_attempts (user_id, device, failed) VALUES (?1, ?2, 1)
+             ON CONFLICT (user_id, device) DO UPDATE SET failed = failed + 1
+             WHERE failed < ?3",
+            params![user_id, device.as_slice(), MAX_FAILED_LOGINS],
         )? == 1)
     }
 
-    pub(crate) fn reset_login_attempts(&self, user_id: &str) -> Result<(), UserError> {
+    pub(crate) fn reset_login_attempts(
+        &self,
+        user_id: &str,
+        device: &[u8; 32],
+    ) -> Result<(), UserError> {
         self.conn()?.execute(
-            "UPDATE users SET failed_logins = 0 WHERE user_id = ?1",
-            [user_id],
+            "DELETE FROM login_attempts WHERE user_id = ?1 AND device = ?2",
+            params![user_id, device.as_slice()],
         )?;
         Ok(())
     }
@@ -52,181 +67,203 @@ pub(crate) fn binding_name(token_hash: &[u8; 32]) -> String {
     format!("patient-token:{}", to_hex(token_hash))
 }
 
-/// Checks the credentials and issues a grant bound to `device`, valid for
-/// one shift. Every refusal reads the same, whatever failed, and costs the
-/// same Argon2 work, so neither message nor timing says which user ids exist.
-pub fn login(
-    directory: &Directory,
-    store: &Store,
-    signer: &GrantSigner,
-    device: &Device,
-    request: &LoginRequest,
-    now_ms: i64,
-) -> LoginResponse {
-    const WRONG: &str =
-        "the login failed: check the user id, card and passcode, or ask an administrator";
-    let audit = |outcome: Outcome, detail: &str| {
-        crate::audit::record(
-            store,
-            &request.user_id,
-            "login",
-            None,
-            outcome,
-            Some(detail.to_owned()),
-        )
-    };
-    let refuse = |detail: &str| {
-        if audit(
+/// What a login needs: where users and devices are, the server store
+/// (relationships, the grants issued, the trail), the grant signer, and
+/// how long a grant lasts (at most a shift, [`MAX_GRANT_MS`]).
+pub struct LoginDesk<'a> {
+    pub directory: &'a Directory,
+    pub store: &'a Store,
+    pub signer: &'a GrantSigner,
+    pub grant_lifetime_ms: i64,
+}
+
+impl LoginDesk<'_> {
+    fn expires(&self, now_ms: i64) -> i64 {
+        now_ms + self.grant_lifetime_ms.clamp(1, MAX_GRANT_MS)
+    }
+
+    /// Checks the credentials and issues a grant bound to `device`. Every
+    /// refusal reads the same, whatever failed, and costs the same Argon2
+    /// work, so neither message nor timing says which user ids exist.
+    pub fn login(&self, device: &Device, request: &LoginRequest, now_ms: i64) -> LoginResponse {
+        // A patient's own phone logs in as that patient, and as nobody else.
+        if device.device_class == DeviceClass::PatientPhone {
+            return self.patient_login(device, request, now_ms);
+        }
+        let (directory, store) = (self.directory, self.store);
+        let refuse = |detail: &str| refuse_staff(store, &request.user_id, detail);
+        let found = directory.user(&request.user_id).ok().flatten();
+        // Staff log in on a staff device of their own organisation: only
+        // such a device's attempts count against them. Counted before it
+        // is checked (at most MAX_FAILED_LOGINS outstanding per device,
+        // atomically), so parallel guesses cannot exceed it.
+        let suits = found
+            .as_ref()
+            .is_some_and(|(u, _, _)| u.organisation == device.organisation);
+        let allowed = suits
+            && !directory.user_revoked(&request.user_id)
+            && directory
+                .begin_login_attempt(&request.user_id, &device.key)
+                .unwrap_or(false);
+        let dummy =
+            DUMMY_PHC.get_or_init(|| hash_passcode("scr-sync: no such user").unwrap_or_default());
+        let phc = found
+            .as_ref()
+            .map(|(_, phc, _)| phc.as_str())
+            .unwrap_or(dummy);
+        let passcode_ok = passcode_matches(&request.passcode, phc);
+        let Some((user, _, _)) = found else {
+            return refuse("unknown user");
+        };
+        if !suits {
+            return refuse("device does not belong to the user's organisation");
+        }
+        if !allowed {
+            return refuse("account locked on this device, or revoked");
+        }
+        if user.card_serial != request.card_serial || !passcode_ok {
+            return refuse("wrong card or passcode");
+        }
+        let _ = directory.reset_login_attempts(&user.user_id, &device.key);
+        let Ok(relationships) = crate::grants::relationships(store, &user.user_id) else {
+            return refuse("relationships unreadable");
+        };
+        let grant = RoleProfileGrant {
+            grant_id: crate::grants::grant_id(now_ms, &device.key),
+            principal: GrantPrincipal::Staff {
+                user_id: user.user_id,
+                display_name: user.display_name,
+                job_role: user.job_role,
+                job_role_name: user.job_role_name,
+                organisation: user.organisation,
+                activities: user.activities,
+                privacy_officer: user.privacy_officer,
+            },
+            device_id: hex_key(&device.key),
+            issued_at_ms: now_ms,
+            expires_at_ms: self.expires(now_ms),
+            relationships,
+        };
+        // Audit first: a grant the trail does not show is never issued.
+        let detail = format!("device {}", &hex_key(&device.key)[..16]);
+        if audit_login(store, &request.user_id, None, Outcome::Permit, &detail).is_err() {
+            return LoginResponse::Refused {
+                reason: WRONG_STAFF.to_owned(),
+            };
+        }
+        self.issue(device, &grant)
+            .unwrap_or_else(|| refuse("the session could not be recorded"))
+    }
+
+    /// Records `grant` as the device's current grant (the share policy
+    /// decides its documents from it), then signs it.
+    fn issue(&self, device: &Device, grant: &RoleProfileGrant) -> Option<LoginResponse> {
+        crate::grants::store_issued(self.store, &device.key, grant).ok()?;
+        Some(LoginResponse::Granted {
+            grant_hex: to_hex(&self.signer.sign(grant)),
+            grant_key_hex: to_hex(&self.signer.public_key()),
+            holdings_doc: None,
+        })
+    }
+
+    /// A patient's phone logs in: the passcode bound to the token it
+    /// enrolled with, under [`PATIENT_USER`] only; attempts counted on the
+    /// phone. Every refusal reads the same.
+    fn patient_login(&self, device: &Device, request: &LoginRequest, now_ms: i64) -> LoginResponse {
+        const WRONG: &str = "the login failed: check your passcode, or ask your GP practice";
+        let (directory, store) = (self.directory, self.store);
+        let binding = directory
+            .token_used_by(&device.key)
+            .ok()
+            .flatten()
+            .and_then(|hash| store.secret(&binding_name(&hash)).ok().flatten())
+            .and_then(|bytes| serde_json::from_slice::<Binding>(&bytes).ok());
+        // Naming anyone else counts against nobody.
+        let own = request.user_id == PATIENT_USER;
+        let allowed = own
+            && directory
+                .begin_login_attempt(PATIENT_USER, &device.key)
+                .unwrap_or(false);
+        let matches = binding
+            .as_ref()
+            .is_some_and(|b| passcode_matches(&request.passcode, &b.passcode_phc));
+        let accepted = allowed && matches;
+        let patient = binding.map(|b| b.nhs_number);
+        let outcome = if accepted {
+            Outcome::Permit
+        } else {
             Outcome::Deny {
                 reason: DenyReason::NotAllowed,
-            },
-            detail,
-        )
-        .is_err()
-        {
-            tracing::warn!("a refused login could not be audited");
-        }
-        LoginResponse::Refused {
-            reason: WRONG.to_owned(),
-        }
-    };
-    let found = directory.user(&request.user_id).ok().flatten();
-    // Count the attempt before checking it (at most MAX_FAILED_LOGINS
-    // outstanding, atomically), so parallel guesses cannot exceed it.
-    let allowed = found.is_some()
-        && directory
-            .begin_login_attempt(&request.user_id)
-            .unwrap_or(false);
-    // A patient's own phone logs in as that patient.
-    if device.device_class == DeviceClass::PatientPhone {
-        return patient_login(directory, store, signer, device, request, now_ms);
-    }
-    let dummy =
-        DUMMY_PHC.get_or_init(|| hash_passcode("scr-sync: no such user").unwrap_or_default());
-    let phc = found
-        .as_ref()
-        .map(|(_, phc, _)| phc.as_str())
-        .unwrap_or(dummy);
-    let passcode_ok = passcode_matches(&request.passcode, phc);
-    let Some((user, _, _)) = found else {
-        return refuse("unknown user");
-    };
-    if !allowed {
-        return refuse("account locked or revoked");
-    }
-    if user.card_serial != request.card_serial || !passcode_ok {
-        return refuse("wrong card or passcode");
-    }
-    // The device must suit the user: staff on a staff device of their own
-    // organisation (patients log in through their own phone's enrollment).
-    if device.device_class == DeviceClass::PatientPhone || device.organisation != user.organisation
-    {
-        return refuse("device does not belong to the user's organisation");
-    }
-    let _ = directory.reset_login_attempts(&user.user_id);
-    let Ok(relationships) = crate::grants::relationships(store, &user.user_id) else {
-        return refuse("relationships unreadable");
-    };
-    let grant = RoleProfileGrant {
-        grant_id: crate::grants::grant_id(now_ms, &device.key),
-        principal: GrantPrincipal::Staff {
-            user_id: user.user_id,
-            display_name: user.display_name,
-            job_role: user.job_role,
-            job_role_name: user.job_role_name,
-            organisation: user.organisation,
-            activities: user.activities,
-            privacy_officer: user.privacy_officer,
-        },
-        device_id: hex_key(&device.key),
-        issued_at_ms: now_ms,
-        expires_at_ms: now_ms + MAX_GRANT_MS,
-        relationships,
-    };
-    // Audit first: a grant the trail does not show is never issued.
-    if audit(
-        Outcome::Permit,
-        &format!("device {}", &hex_key(&device.key)[..16]),
-    )
-    .is_err()
-    {
-        return LoginResponse::Refused {
-            reason: WRONG.to_owned(),
+            }
         };
+        let detail = match (own, allowed, matches) {
+            (false, _, _) => "a patient's phone named another user".to_owned(),
+            (true, false, _) => "locked on this phone".to_owned(),
+            (true, true, false) => "wrong passcode".to_owned(),
+            (true, true, true) => format!("device {}", &hex_key(&device.key)[..16]),
+        };
+        let audited = audit_login(
+            store,
+            PATIENT_USER,
+            patient.filter(|_| accepted),
+            outcome,
+            &detail,
+        );
+        let (Some(nhs_number), true, Ok(())) = (patient, accepted, audited) else {
+            return LoginResponse::Refused {
+                reason: WRONG.to_owned(),
+            };
+        };
+        let _ = directory.reset_login_attempts(PATIENT_USER, &device.key);
+        let grant = RoleProfileGrant {
+            grant_id: crate::grants::grant_id(now_ms, &device.key),
+            principal: GrantPrincipal::Patient { nhs_number },
+            device_id: hex_key(&device.key),
+            issued_at_ms: now_ms,
+            // Grants last a shift at most, a patient's too: the phone logs in again.
+            expires_at_ms: self.expires(now_ms),
+            relationships: Vec::new(),
+        };
+        self.issue(device, &grant)
+            .unwrap_or_else(|| LoginResponse::Refused {
+                reason: WRONG.to_owned(),
+            })
     }
-    // The share policy decides this device's documents from its current grant.
-    if crate::grants::store_issued(store, &device.key, &grant).is_err() {
-        return refuse("the session could not be recorded");
+}
+
+const WRONG_STAFF: &str =
+    "the login failed: check the user id, card and passcode, or ask an administrator";
+
+fn audit_login(
+    store: &Store,
+    user: &str,
+    patient: Option<NhsNumber>,
+    outcome: Outcome,
+    detail: &str,
+) -> Result<(), scr_core::StoreError> {
+    crate::audit::record(
+        store,
+        user,
+        "login",
+        patient,
+        outcome,
+        Some(detail.to_owned()),
+    )
+}
+
+/// A staff login refused: audited, and the same words whatever failed.
+fn refuse_staff(store: &Store, user: &str, detail: &str) -> LoginResponse {
+    let denied = Outcome::Deny {
+        reason: DenyReason::NotAllowed,
+    };
+    if audit_login(store, user, None, denied, detail).is_err() {
+        tracing::warn!("a refused login could not be audited");
     }
-    LoginResponse::Granted {
-        grant_hex: to_hex(&signer.sign(&grant)),
-        grant_key_hex: to_hex(&signer.public_key()),
-        holdings_doc: None,
+    LoginResponse::Refused {
+        reason: WRONG_STAFF.to_owned(),
     }
 }
 
 /// A verifier checked when the user id is unknown, so the work done is the
 /// same as for a real account.
 static DUMMY_PHC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// A patient's phone logs in: the passcode bound to the token it enrolled
-/// with. Every refusal reads the same.
-fn patient_login(
-    directory: &Directory,
-    store: &Store,
-    signer: &GrantSigner,
-    device: &Device,
-    request: &LoginRequest,
-    now_ms: i64,
-) -> LoginResponse {
-    const WRONG: &str = "the login failed: check your passcode, or ask your GP practice";
-    let binding = directory
-        .token_used_by(&device.key)
-        .ok()
-        .flatten()
-        .and_then(|hash| store.secret(&binding_name(&hash)).ok().flatten())
-        .and_then(|bytes| serde_json::from_slice::<Binding>(&bytes).ok());
-    let accepted = binding
-        .as_ref()
-        .is_some_and(|b| passcode_matches(&request.passcode, &b.passcode_phc));
-    let patient = binding.map(|b| b.nhs_number);
-    let outcome = if accepted {
-        Outcome::Permit
-    } else {
-        Outcome::Deny {
-            reason: DenyReason::NotAllowed,
-        }
-    };
-    let audited = crate::audit::record(
-        store,
-        "patient",
-        "login",
-        patient.filter(|_| accepted),
-        outcome,
-        Some(format!("device {}", &hex_key(&device.key)[..16])),
-    );
-    let (Some(nhs_number), true, Ok(())) = (patient, accepted, audited) else {
-        return LoginResponse::Refused {
-            reason: WRONG.to_owned(),
-        };
-    };
-    let grant = RoleProfileGrant {
-        grant_id: crate::grants::grant_id(now_ms, &device.key),
-        principal: GrantPrincipal::Patient { nhs_number },
-        device_id: hex_key(&device.key),
-        issued_at_ms: now_ms,
-        // Grants last a shift at most, a patient's too: the phone logs in again.
-        expires_at_ms: now_ms + scr_core::grant::MAX_GRANT_MS,
-        relationships: Vec::new(),
-    };
-    if crate::grants::store_issued(store, &device.key, &grant).is_err() {
-        return LoginResponse::Refused {
-            reason: WRONG.to_owned(),
-        };
-    }
-    LoginResponse::Granted {
-        grant_hex: to_hex(&signer.sign(&grant)),
-        grant_key_hex: to_hex(&signer.public_key()),
-        holdings_doc: None,
-    }
-}

@@ -73,6 +73,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
         health: args.health,
         audit_overdue_after: std::time::Duration::from_secs(args.audit_overdue_hours * 3600),
         legacy_permissions_until_ms: args.legacy_permissions_until,
+        grant_lifetime: std::time::Duration::from_secs(args.grant_minutes * 60),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {

@@ -169,9 +169,6 @@ impl AccessPolicy {
         let Some(grant) = self.current_grant(&key) else {
             return ShareConfig::none();
         };
-        if scr_core::clock::now_ms() >= grant.expires_at_ms {
-            return ShareConfig::none();
-        }
         self.for_patient(&grant, &nhs, compartment)
     }
 
@@ -181,9 +178,6 @@ impl AccessPolicy {
     /// its own retention rules say otherwise).
     pub fn holdings_for(&self, key: &[u8; 32]) -> Option<HoldingsList> {
         let grant = self.current_grant(key)?;
-        if scr_core::clock::now_ms() >= grant.expires_at_ms {
-            return None;
-        }
         // One entry per patient: a caseload outlasts an incident, so it wins.
         let mut candidates: std::collections::BTreeMap<NhsNumber, HoldReason> =
             std::collections::BTreeMap::new();
@@ -246,16 +240,14 @@ impl AccessPolicy {
     }
 
     /// The grant the server last issued to this device (sealed at login),
-    /// unless its user has since been revoked.
+    /// while it lasts and unless its user has since been revoked: the one
+    /// copy that authorises anything now. (The server's record of every
+    /// grant it issued, to judge what was done under it, is
+    /// `grants::issued_history`.)
     pub(crate) fn current_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {
-        self.issued_grant(key).filter(|g| !self.user_revoked_in(g))
-    }
-
-    /// Whether the device holds the grant of a user since revoked: it must
-    /// wipe itself, as a revoked device does.
-    pub fn holds_revoked_users_grant(&self, key: &[u8; 32]) -> bool {
+        let now = scr_core::clock::now_ms();
         self.issued_grant(key)
-            .is_some_and(|g| self.user_revoked_in(&g))
+            .filter(|g| now < g.expires_at_ms && !self.user_revoked_in(g))
     }
 
     fn issued_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {

@@ -80,6 +80,11 @@ impl Directory {
                 phc
             ],
         )?;
+        // (Re-adding a user is how an administrator lifts a lock-out.)
+        self.conn()?.execute(
+            "DELETE FROM login_attempts WHERE user_id = ?1",
+            [&user.user_id],
+        )?;
         Ok(())
     }
 

@@ -17,6 +17,62 @@ use common::site::{Site, on_incident, site};
 
 use common::device::{Device, PARAMEDIC_ID};
 
+use scr_core::audit::{AuditDraft, AuditEvent, GENESIS_HASH, Outcome};
+use scr_core::channel::{StaticKeypair, hex_key};
+use scr_core::protocol::{AUDIT_UPLOAD_FORMAT, AuditUpload, Backlog};
+use scr_core::retention::DeviceClass;
+
+use common::officer;
+
+fn login_of(user_id: &str, card: &str, passcode: &str) -> LoginRequest {
+    LoginRequest {
+        user_id: user_id.into(),
+        card_serial: card.into(),
+        passcode: passcode.into(),
+    }
+}
+
+/// A device's true view of `nhs` by its logged-in user, uploaded: what its
+/// grant vouches for.
+async fn upload_view(
+    srv: &scr_server::serve::RunningServer,
+    keys: &StaticKeypair,
+    actor: (&str, &str, &str),
+    nhs: scr_core::NhsNumber,
+) -> AuditEvent {
+    let draft = AuditDraft {
+        user: actor.0.into(),
+        role: actor.1.into(),
+        organisation: actor.2.into(),
+        patient: Some(nhs),
+        action: "view".into(),
+        compartments: Vec::new(),
+        entries: Vec::new(),
+        outcome: Outcome::Permit,
+        basis: Some("permission".into()),
+        alerts: Vec::new(),
+        detail: None,
+    };
+    let event = AuditEvent::from_draft(
+        draft,
+        &hex_key(&keys.public()),
+        1,
+        GENESIS_HASH.into(),
+        scr_core::clock::now_ms(),
+    );
+    let upload = AuditUpload {
+        format: AUDIT_UPLOAD_FORMAT,
+        events: vec![event.clone()],
+        backlog: Backlog::default(),
+    };
+    let url = format!("ws://{}/sync", srv.sync_addr);
+    let ack = scr_core::sync::send_audit_batch(&url, keys, &srv.server_key, &upload)
+        .await
+        .unwrap();
+    assert_eq!((ack.stored, ack.flagged), (1, 0));
+    event
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_patient_sees_the_paramedics_emergency_view_after_one_sync_and_nobody_else_may_look() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,5 +174,108 @@ async fn the_patient_sees_the_paramedics_emergency_view_after_one_sync_and_nobod
     assert!(reads >= 4, "{reads}");
     paramedic.offline().await;
     phone.offline().await;
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privacy_officer_reads_the_accesses_of_her_own_organisations_staff_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let Site { srv, store, .. } = site(dir.path()).await;
+    let patient = on_incident(&srv, &store, 88, SharingChoice::CoreAndAdditional, "INC-88");
+    common::site::on_caseload(&srv, &store, 88, SharingChoice::CoreAndAdditional);
+    for (id, org) in [("555000000902", "RYA"), ("555000000903", "RX1")] {
+        srv.directory
+            .add_user(&officer(id, org), "pat-2468")
+            .unwrap();
+    }
+    let nurse = common::raw_device(
+        &srv,
+        "RX1",
+        DeviceClass::NurseTablet,
+        Some(&common::nurse_login()),
+    )
+    .await;
+    let paramedic = common::raw_device(
+        &srv,
+        "RYA",
+        DeviceClass::AmbulanceTablet,
+        Some(&login_of(PARAMEDIC_ID, "CARD-0203", "sam-1357")),
+    )
+    .await;
+    let by_nurse = upload_view(&srv, &nurse, (common::NURSE_ID, "R0050", "RX1"), patient).await;
+    let by_paramedic = upload_view(&srv, &paramedic, (PARAMEDIC_ID, "R1290", "RYA"), patient).await;
+
+    let url = format!("ws://{}/sync", srv.sync_addr);
+    let read = async |keys: &StaticKeypair| -> Vec<String> {
+        let log = fetch_access_log(&url, keys, &srv.server_key, &patient)
+            .await
+            .unwrap();
+        log.into_iter().map(|e| e.id).collect()
+    };
+    let rx1 = common::raw_device(
+        &srv,
+        "RX1",
+        DeviceClass::NurseTablet,
+        Some(&login_of("555000000903", "CARD-555000000903", "pat-2468")),
+    )
+    .await;
+    let seen = read(&rx1).await;
+    assert!(seen.contains(&by_nurse.id), "her own staff's access");
+    assert!(
+        !seen.contains(&by_paramedic.id),
+        "another organisation's access is not hers to review"
+    );
+    let rya = common::raw_device(
+        &srv,
+        "RYA",
+        DeviceClass::AmbulanceTablet,
+        Some(&login_of("555000000902", "CARD-555000000902", "pat-2468")),
+    )
+    .await;
+    let seen = read(&rya).await;
+    assert!(seen.contains(&by_paramedic.id) && !seen.contains(&by_nurse.id));
+    // The patient reads every access.
+    let phone = Device::patient(&srv, &store, dir.path(), patient, "tulip-2468").await;
+    let seen = read(&phone.keys).await;
+    assert!(seen.contains(&by_paramedic.id) && seen.contains(&by_nurse.id));
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privacy_officers_expired_grant_reads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lifetime = std::time::Duration::from_secs(4);
+    let srv = scr_server::serve::start(scr_server::serve::ServeConfig {
+        grant_lifetime: lifetime,
+        ..scr_server::serve::ServeConfig::on_loopback(dir.path())
+    })
+    .await
+    .unwrap();
+    srv.directory
+        .add_user(&officer("555000000903", "RX1"), "pat-2468")
+        .unwrap();
+    let patient = test_nhs_number(89);
+    let url = format!("ws://{}/sync", srv.sync_addr);
+    let keys = common::raw_device(
+        &srv,
+        "RX1",
+        DeviceClass::NurseTablet,
+        Some(&login_of("555000000903", "CARD-555000000903", "pat-2468")),
+    )
+    .await;
+    let logged_in = std::time::Instant::now();
+    let fresh = fetch_access_log(&url, &keys, &srv.server_key, &patient).await;
+    if logged_in.elapsed() < lifetime {
+        assert!(fresh.is_ok(), "while her grant lasts: {fresh:?}");
+    }
+    tokio::time::sleep(
+        lifetime.saturating_sub(logged_in.elapsed()) + std::time::Duration::from_millis(200),
+    )
+    .await;
+    let expired = fetch_access_log(&url, &keys, &srv.server_key, &patient).await;
+    assert!(
+        matches!(&expired, Err(AccessLogError::Refused(r)) if r.contains("logged in")),
+        "{expired:?}"
+    );
     srv.shutdown().await;
 }

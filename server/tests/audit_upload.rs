@@ -11,7 +11,7 @@ use std::time::Duration;
 use scr_core::access::AccessRequest;
 use scr_core::access::{Alert, AlertReason, AlertType};
 use scr_core::audit::{AuditDraft, AuditEvent, GENESIS_HASH, Outcome};
-use scr_core::channel::{self, Hello, Purpose, StaticKeypair, hex_key};
+use scr_core::channel::{self, Hello, Purpose, hex_key};
 use scr_core::fixtures::test_nhs_number;
 use scr_core::protocol::{AUDIT_UPLOAD_FORMAT, AuditUpload, Backlog, MAX_AUDIT_BATCH};
 use scr_core::record::SharingChoice;
@@ -186,6 +186,24 @@ fn event(device: &str, seq: u64, prev: &str) -> AuditEvent {
     )
 }
 
+/// The flags of every archived event about test patient `n`.
+fn flags_about(srv: &RunningServer, n: u32) -> Vec<Option<String>> {
+    srv.archive
+        .events_about(&test_nhs_number(n))
+        .unwrap()
+        .into_iter()
+        .map(|a| a.flag)
+        .collect()
+}
+
+fn paramedic_login() -> scr_core::protocol::LoginRequest {
+    scr_core::protocol::LoginRequest {
+        user_id: PARAMEDIC_ID.into(),
+        card_serial: "CARD-0203".into(),
+        passcode: "sam-1357".into(),
+    }
+}
+
 fn upload(events: Vec<AuditEvent>, backlog: Backlog) -> AuditUpload {
     AuditUpload {
         format: AUDIT_UPLOAD_FORMAT,
@@ -197,17 +215,16 @@ fn upload(events: Vec<AuditEvent>, backlog: Backlog) -> AuditUpload {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaps_forks_and_foreign_events_are_stored_flagged_and_a_revoked_device_still_uploads() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = common::server(dir.path()).await;
-    let keys = StaticKeypair::generate().unwrap();
-    let token = srv
-        .directory
-        .create_enrollment_token(
-            "RYA",
-            scr_core::retention::DeviceClass::AmbulanceTablet,
-            scr_core::clock::now_ms() + 60_000,
-        )
-        .unwrap();
-    common::enroll(&srv, &keys, &token).await;
+    let Site { srv, store, .. } = site(dir.path()).await;
+    on_incident(&srv, &store, 82, SharingChoice::CoreOnly, "INC-82");
+    // The paramedic's tablet, logged in: its grant vouches for her events.
+    let keys = common::raw_device(
+        &srv,
+        "RYA",
+        scr_core::retention::DeviceClass::AmbulanceTablet,
+        Some(&paramedic_login()),
+    )
+    .await;
     let url = format!("ws://{}/sync", srv.sync_addr);
     let me = hex_key(&keys.public());
     let send = |events: Vec<AuditEvent>, backlog: Backlog| {
@@ -262,13 +279,7 @@ async fn gaps_forks_and_foreign_events_are_stored_flagged_and_a_revoked_device_s
         counted = srv.metrics.audit_flagged.get();
     }
     assert_eq!(counted, 3);
-    let flags: Vec<Option<String>> = srv
-        .archive
-        .events_about(&test_nhs_number(82))
-        .unwrap()
-        .into_iter()
-        .map(|a| a.flag)
-        .collect();
+    let flags = flags_about(&srv, 82);
     assert_eq!(
         flags.iter().flatten().collect::<Vec<_>>(),
         ["gap", "fork", "foreign"]
@@ -288,6 +299,26 @@ async fn gaps_forks_and_foreign_events_are_stored_flagged_and_a_revoked_device_s
     .await
     .unwrap();
     assert_eq!((ack.stored, ack.flagged), (1, 0));
+    // What it says it did after its revocation is not believed; the
+    // forgetting its remote wipe records is.
+    let mut late = event(&me, 6, &e5.hash());
+    late.wall_time_ms = scr_core::clock::now_ms() + 10 * 60 * 1000;
+    let mut wipe = event(&me, 7, &late.hash());
+    (wipe.user, wipe.role, wipe.organisation) = ("device".into(), String::new(), String::new());
+    (wipe.action, wipe.outcome, wipe.basis) = ("forget".into(), Outcome::Recorded, None);
+    wipe.alerts.clear();
+    wipe.wall_time_ms = late.wall_time_ms;
+    let still_held = Backlog {
+        queued: 3,
+        oldest_ms: Some(two_days_ago),
+    };
+    let ack = send(vec![late, wipe], still_held).await.unwrap();
+    assert_eq!((ack.stored, ack.flagged), (2, 1));
+    let flags = flags_about(&srv, 82);
+    assert_eq!(
+        flags.iter().flatten().collect::<Vec<_>>(),
+        ["gap", "fork", "foreign", "after-revocation"]
+    );
     assert!(matches!(
         channel::connect(
             common::ws(srv.sync_addr).await,

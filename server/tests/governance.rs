@@ -22,18 +22,7 @@ use common::site::{Site, on_caseload, on_incident, site};
 
 use common::device::{Device, PARAMEDIC_ID};
 
-fn officer(user_id: &str, organisation: &str) -> NewUser {
-    NewUser {
-        user_id: user_id.into(),
-        display_name: "Pat Privacy".into(),
-        organisation: organisation.into(),
-        job_role: "R8003".into(),
-        job_role_name: "Privacy Officer".into(),
-        activities: vec!["B0264".into()],
-        privacy_officer: true,
-        card_serial: format!("CARD-{user_id}"),
-    }
-}
+use common::officer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_hidden_while_the_nurse_is_offline_is_forgotten_and_her_views_still_reach_the_trail()

@@ -212,3 +212,128 @@ async fn a_nurse_logs_in_online_and_her_tablet_trusts_the_grant_offline() {
         assert!(!bytes.windows(10).any(|w| w == digits.as_bytes()));
     }
 }
+
+/// One login over the raw protocol from `keys`.
+async fn try_login(srv: &RunningServer, keys: &StaticKeypair, login: &LoginRequest) -> bool {
+    let response = scr_core::sync::login(ws(srv).await, keys, &srv.server_key, login)
+        .await
+        .unwrap();
+    matches!(response, LoginResponse::Granted { .. })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_lock_the_nurse_out_of_the_guessing_device_only_and_a_patients_phone_locks_nobody()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let srv = common::server(&server_dir).await;
+    srv.directory
+        .add_user(&common::nurse(), common::NURSE_PASSCODE)
+        .unwrap();
+    let store = common::server_store(&server_dir);
+    let patient = test_nhs_number(32);
+
+    // A patient's phone names the nurse's user id, again and again: it is
+    // refused each time, and counted against nobody.
+    let token = srv
+        .directory
+        .create_enrollment_token(
+            "Y12345",
+            DeviceClass::PatientPhone,
+            scr_core::clock::now_ms() + 60_000,
+        )
+        .unwrap();
+    scr_server::patients::bind_token(&store, &token, patient, "tulip-2468").unwrap();
+    let phone = StaticKeypair::generate().unwrap();
+    common::enroll(&srv, &phone, &token).await;
+    for _ in 0..7 {
+        assert!(!try_login(&srv, &phone, &request("wrong", "CARD-0001")).await);
+        assert!(!try_login(&srv, &phone, &common::nurse_login()).await);
+    }
+    let tablet = common::raw_device(&srv, "RX1", DeviceClass::NurseTablet, None).await;
+    assert!(
+        try_login(&srv, &tablet, &common::nurse_login()).await,
+        "the nurse is not locked out by a patient's phone"
+    );
+    // The phone still logs in as its own patient.
+    let own = LoginRequest {
+        user_id: "patient".into(),
+        card_serial: String::new(),
+        passcode: "tulip-2468".into(),
+    };
+    assert!(try_login(&srv, &phone, &own).await);
+
+    // A tablet that guesses locks her out of that tablet only.
+    let guessing = common::raw_device(&srv, "RX1", DeviceClass::NurseTablet, None).await;
+    for _ in 0..scr_server::login::MAX_FAILED_LOGINS {
+        assert!(!try_login(&srv, &guessing, &request("guess", "CARD-0001")).await);
+    }
+    assert!(
+        !try_login(&srv, &guessing, &common::nurse_login()).await,
+        "locked on the guessing tablet, even with the right passcode"
+    );
+    assert!(
+        try_login(&srv, &tablet, &common::nurse_login()).await,
+        "her own tablet still logs her in"
+    );
+    // A tablet of another organisation counts against nobody either.
+    let elsewhere = common::raw_device(&srv, "RYA", DeviceClass::AmbulanceTablet, None).await;
+    for _ in 0..7 {
+        assert!(!try_login(&srv, &elsewhere, &request("guess", "CARD-0001")).await);
+    }
+    assert!(try_login(&srv, &tablet, &common::nurse_login()).await);
+    // Each attempt is in the server's trail.
+    let refused = store
+        .queued_audit_events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "login" && e.outcome != scr_core::audit::Outcome::Permit)
+        .count();
+    assert_eq!(refused, 14 + 6 + 7);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_device_holds_one_place_in_the_login_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = common::server(dir.path()).await;
+    srv.directory
+        .add_user(&common::nurse(), common::NURSE_PASSCODE)
+        .unwrap();
+    let flooding = Arc::new(common::raw_device(&srv, "RX1", DeviceClass::NurseTablet, None).await);
+    // Many logins at once from one device, each on its own connection,
+    // all sent before any is answered.
+    let mut sent = Vec::new();
+    for _ in 0..12 {
+        let mut ch = channel::connect(
+            ws(&srv).await,
+            &flooding,
+            &srv.server_key,
+            &Hello::new(Purpose::Login, None).encode(),
+        )
+        .await
+        .unwrap();
+        ch.send(&serde_json::to_vec(&request("guess", "CARD-0001")).unwrap())
+            .await
+            .unwrap();
+        sent.push(ch);
+    }
+    let mut busy = 0;
+    for mut ch in sent {
+        let reply: LoginResponse =
+            serde_json::from_slice(&ch.recv().await.unwrap().unwrap()).unwrap();
+        if matches!(&reply, LoginResponse::Refused { reason } if reason.contains("in progress")) {
+            busy += 1;
+        }
+    }
+    assert!(busy >= 1, "a device's second login at once is turned away");
+    let metrics = common::http_get(srv.health_addr, "/metrics").await;
+    assert!(
+        metrics.contains(&format!("scr_logins_refused_busy_total {busy}")),
+        "{metrics}"
+    );
+    // What it was refused at once was never counted against the nurse.
+    let tablet = common::raw_device(&srv, "RX1", DeviceClass::NurseTablet, None).await;
+    assert!(try_login(&srv, &tablet, &common::nurse_login()).await);
+    srv.shutdown().await;
+}

@@ -5,7 +5,9 @@
 //! same transaction. Events are sealed; the NHS number and event id appear
 //! only as keyed hashes.
 
+mod budget;
 mod upload;
+mod vouch;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -18,7 +20,9 @@ use scr_core::channel::hex_key;
 use scr_core::crypto::{self, LookupKey, SecretKey};
 use scr_core::protocol::{AuditAck, AuditUpload, Backlog, MAX_AUDIT_BATCH};
 
+pub use budget::{AuditBudget, MAX_UPLOAD_BYTES};
 pub use upload::serve_upload;
+pub use vouch::{DEVICE_USER, Doubt, Issued, vouch};
 
 const MIGRATIONS: &[&str] = &[include_str!("0001_archive.sql")];
 const EVENTS: &[u8] = b"events";
@@ -48,6 +52,11 @@ pub enum Flag {
     Fork,
     /// It names another device than the one that uploaded it.
     Foreign,
+    /// Nothing the server issued to the device vouches for the user, role,
+    /// organisation or patient it names ([`Doubt::Unvouched`]).
+    Unvouched,
+    /// Dated after the device was revoked ([`Doubt::AfterRevocation`]).
+    AfterRevocation,
 }
 
 impl Flag {
@@ -56,6 +65,24 @@ impl Flag {
             Flag::Gap => "gap",
             Flag::Fork => "fork",
             Flag::Foreign => "foreign",
+            Flag::Unvouched => "unvouched",
+            Flag::AfterRevocation => "after-revocation",
+        }
+    }
+
+    /// Whether the event may be taken as what happened: a gap or a fork
+    /// says the chain is incomplete or rewritten, not that the event is
+    /// false; the others say the server does not believe it.
+    pub fn believed(flag: Option<&str>) -> bool {
+        !matches!(flag, Some("foreign" | "unvouched" | "after-revocation"))
+    }
+}
+
+impl From<Doubt> for Flag {
+    fn from(d: Doubt) -> Self {
+        match d {
+            Doubt::Unvouched => Flag::Unvouched,
+            Doubt::AfterRevocation => Flag::AfterRevocation,
         }
     }
 }
@@ -127,14 +154,17 @@ impl Archive {
     }
 
     /// Stores one upload from `device` (the key its handshake proved) in one
-    /// transaction and says what the device may release.
+    /// transaction and says what the device may release. Each event is
+    /// judged against what the server `issued` to the device: one it does
+    /// not vouch for is stored flagged and raises no alert.
     pub fn accept(
         &self,
         device: &[u8; 32],
         upload: &AuditUpload,
+        issued: &Issued,
         now_ms: i64,
     ) -> Result<AuditAck, ArchiveError> {
-        self.accept_chain(device, &hex_key(device), upload, now_ms)
+        self.accept_chain(device, &hex_key(device), upload, Some(issued), now_ms)
     }
 
     /// Copies the server's own trail (logins, admin and privacy-officer
@@ -163,7 +193,7 @@ impl Archive {
                 events,
                 backlog: Backlog::default(),
             };
-            let ack = self.accept_chain(server_key, SERVER_DEVICE, &upload, now_ms)?;
+            let ack = self.accept_chain(server_key, SERVER_DEVICE, &upload, None, now_ms)?;
             archived += ack.stored as usize;
             if ack.stored == 0 {
                 return Ok(archived);
@@ -172,12 +202,14 @@ impl Archive {
     }
 
     /// Stores one upload of the chain of `device`, whose events name
-    /// themselves `device_name`.
+    /// themselves `device_name`; `issued`: what vouches for them (`None`
+    /// for the server's own trail).
     fn accept_chain(
         &self,
         device: &[u8; 32],
         device_name: &str,
         upload: &AuditUpload,
+        issued: Option<&Issued>,
         now_ms: i64,
     ) -> Result<AuditAck, ArchiveError> {
         if upload.format != scr_core::protocol::AUDIT_UPLOAD_FORMAT {
@@ -207,12 +239,21 @@ impl Archive {
             } else {
                 Some(Flag::Fork)
             };
+            if let Some(Err(doubt)) = issued.map(|i| vouch(event, i)) {
+                flag = Some(doubt.into());
+            }
             if event.device != device_name {
                 flag = Some(Flag::Foreign);
             }
             self.insert(&tx, device, &id_ref, event, flag, now_ms)?;
-            // (Only allowed type/reason pairs decode at all.)
-            for alert in &event.alerts {
+            // (Only allowed type/reason pairs decode at all.) An event the
+            // server does not believe raises nothing.
+            let alerts = if Flag::believed(flag.map(Flag::as_str)) {
+                event.alerts.as_slice()
+            } else {
+                &[]
+            };
+            for alert in alerts {
                 tx.execute(
                     "INSERT OR IGNORE INTO alerts
                      (event_ref, organisation, alert_type, reason, raised_at_ms, status)
@@ -231,8 +272,8 @@ impl Archive {
                 ack.flagged += 1;
             }
             // The chain goes on from the newest of this device's events,
-            // verified or not, so one gap flags one event, not every event
-            // after it. Another device's event is no part of it.
+            // verified or believed or not, so one gap flags one event, not
+            // every event after it. Another device's event is no part of it.
             if event.seq > last_seq && flag != Some(Flag::Foreign) {
                 last_seq = event.seq;
                 last_hash = event.hash();

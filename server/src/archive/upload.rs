@@ -7,24 +7,42 @@ use std::sync::Arc;
 use scr_core::channel::{NoiseChannel, WebSocket};
 use scr_core::protocol::{AuditAck, AuditReply, AuditUpload};
 
-use super::Archive;
+use super::{Archive, AuditBudget, Issued, MAX_UPLOAD_BYTES};
 
-/// Reads one upload, archives it off the async runtime, acknowledges it
-/// (telling a `revoked` device to wipe itself).
-/// A malformed or refused upload is answered with the reason (no event
-/// content in it) and stores nothing.
+/// Reads one upload, archives it off the async runtime, each event judged
+/// against what the server `issued` to the device, and acknowledges it
+/// (telling a `revoked` device to wipe itself). A malformed, oversized or
+/// refused upload, or one past the device's `budget`, is answered with the
+/// reason (no event content in it) and stores nothing: the device keeps
+/// its queue and tries again later.
 pub async fn serve_upload<S: WebSocket>(
     mut channel: NoiseChannel<S>,
     archive: Arc<Archive>,
+    budget: Arc<AuditBudget>,
+    issued: Issued,
     revoked: bool,
+    refused: prometheus_client::metrics::counter::Counter,
 ) -> Result<AuditAck, String> {
     let request = crate::request::one_request(&mut channel, "audit upload").await?;
     let device = channel.remote_static();
-    let result = match serde_json::from_slice::<AuditUpload>(&request) {
-        Err(_) => Err("the audit upload is malformed".to_owned()),
+    let now = scr_core::clock::now_ms();
+    let parsed = if request.len() > MAX_UPLOAD_BYTES {
+        refused.inc();
+        Err(format!(
+            "the audit upload is over {MAX_UPLOAD_BYTES} bytes; send fewer events at once"
+        ))
+    } else {
+        serde_json::from_slice::<AuditUpload>(&request)
+            .map_err(|_| "the audit upload is malformed".to_owned())
+    };
+    let result = match parsed {
+        Err(reason) => Err(reason),
+        Ok(upload) if !budget.take(&device, upload.events.len(), now) => {
+            refused.inc();
+            Err("this device has uploaded too many audit events lately; try again later".to_owned())
+        }
         Ok(upload) => {
-            let now = scr_core::clock::now_ms();
-            tokio::task::spawn_blocking(move || archive.accept(&device, &upload, now))
+            tokio::task::spawn_blocking(move || archive.accept(&device, &upload, &issued, now))
                 .await
                 .map_err(|_| "the archive task failed".to_owned())
                 .and_then(|r| r.map_err(|e| e.to_string()))

@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// permissions compartment, rather than refused (ADR 0011).
     #[arg(long, value_name = "DATE", default_value = "2027-07-01", value_parser = utc_date_ms)]
     pub legacy_permissions_until: i64,
+    /// How long a grant issued at login lasts: the device works offline
+    /// under it until then (a shift at most).
+    #[arg(long, value_name = "MINUTES", default_value_t = 720, value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub grant_minutes: u64,
 }
 
 /// Midnight UTC of a YYYY-MM-DD date, in milliseconds since the Unix epoch.

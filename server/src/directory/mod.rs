@@ -13,6 +13,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0001_directory.sql"),
     include_str!("0002_users.sql"),
     include_str!("0003_user_revocation.sql"),
+    include_str!("0004_revocation_time.sql"),
+    include_str!("0005_login_attempts.sql"),
 ];
 
 /// What a device was enrolled as.
@@ -194,9 +196,44 @@ impl Directory {
     /// Revokes a device (a lost tablet). Returns false if it was unknown.
     pub fn revoke(&self, key: &[u8; 32]) -> Result<bool, DirectoryError> {
         Ok(self.conn()?.execute(
-            "UPDATE devices SET revoked = 1 WHERE key = ?1",
-            [key.as_slice()],
+            "UPDATE devices SET revoked = 1, revoked_at_ms = COALESCE(revoked_at_ms, ?2)
+             WHERE key = ?1",
+            params![key.as_slice(), scr_core::clock::now_ms()],
         )? > 0)
+    }
+
+    /// When `key` was revoked, or, if it was not, when the user of `user`
+    /// (its last grant's) was: what it uploads dated after that is not
+    /// believed. `Err` when the directory cannot say.
+    pub fn revoked_at(
+        &self,
+        key: &[u8; 32],
+        user: Option<&str>,
+    ) -> Result<Option<i64>, DirectoryError> {
+        let conn = self.conn()?;
+        let device: Option<i64> = conn
+            .query_row(
+                "SELECT revoked_at_ms FROM devices WHERE key = ?1 AND revoked != 0",
+                [key.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let user: Option<i64> = match user {
+            Some(u) => conn
+                .query_row(
+                    "SELECT revoked_at_ms FROM users WHERE user_id = ?1 AND revoked != 0",
+                    [u],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten(),
+            None => None,
+        };
+        Ok(match (device, user) {
+            (Some(d), Some(u)) => Some(d.min(u)),
+            (d, u) => d.or(u),
+        })
     }
 
     /// Revokes a user: no more logins, and devices holding their grant
@@ -204,8 +241,8 @@ impl Directory {
     /// revoked.
     pub fn revoke_user(&self, user_id: &str) -> Result<bool, DirectoryError> {
         Ok(self.conn()?.execute(
-            "UPDATE users SET revoked = 1 WHERE user_id = ?1 AND revoked = 0",
-            [user_id],
+            "UPDATE users SET revoked = 1, revoked_at_ms = ?2 WHERE user_id = ?1 AND revoked = 0",
+            params![user_id, scr_core::clock::now_ms()],
         )? > 0)
     }
 

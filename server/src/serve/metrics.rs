@@ -25,6 +25,10 @@ pub struct Metrics {
     pub handshakes_refused: Counter,
     pub enrollments: Counter,
     pub logins: Counter,
+    /// Logins refused because the device already had one in progress.
+    pub logins_refused_busy: Counter,
+    /// Audit uploads refused: oversized, or past the device's budget.
+    pub audit_uploads_refused: Counter,
     pub sync_sessions: Counter,
     pub sessions_refused: Counter,
     /// Sync sessions a device resumed over a new connection (ADR 0005).
@@ -77,6 +81,14 @@ impl Default for Metrics {
             ),
             enrollments: counter("scr_enrollments", "Devices enrolled with a one-time token"),
             logins: counter("scr_logins", "Logins granted"),
+            logins_refused_busy: counter(
+                "scr_logins_refused_busy",
+                "Logins refused because the device already had one in progress",
+            ),
+            audit_uploads_refused: counter(
+                "scr_audit_uploads_refused",
+                "Audit uploads refused as oversized or past the device's budget",
+            ),
             sync_sessions: counter("scr_sync_sessions", "Sync sessions opened"),
             sessions_refused: counter(
                 "scr_sync_sessions_refused",
@@ -293,6 +305,6 @@ mod tests {
                 "{line}: {text}"
             );
         }
-        assert_eq!(text.matches("# TYPE").count(), 20, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 22, "{text}");
     }
 }

@@ -45,11 +45,16 @@ pub struct ServeConfig {
     /// The end of the transition for apps of record layout 1, which record
     /// permission to view in governance (`push_rules::PushLimits`).
     pub legacy_permissions_until_ms: i64,
+    /// How long a grant issued at login lasts (at most a shift,
+    /// `scr_core::grant::MAX_GRANT_MS`, which is the default).
+    pub grant_lifetime: std::time::Duration,
 }
 
 impl ServeConfig {
     pub const DEFAULT_AUDIT_OVERDUE: std::time::Duration =
         std::time::Duration::from_secs(24 * 3600);
+    pub const DEFAULT_GRANT_LIFETIME: std::time::Duration =
+        std::time::Duration::from_millis(scr_core::grant::MAX_GRANT_MS as u64);
 
     /// Both ports chosen by the OS on loopback (tests, benches, the demo).
     pub fn on_loopback(data_dir: impl Into<PathBuf>) -> Self {
@@ -59,6 +64,7 @@ impl ServeConfig {
             health: SocketAddr::from(([127, 0, 0, 1], 0)),
             audit_overdue_after: Self::DEFAULT_AUDIT_OVERDUE,
             legacy_permissions_until_ms: scr_core::push_rules::LEGACY_PERMISSIONS_UNTIL_MS,
+            grant_lifetime: Self::DEFAULT_GRANT_LIFETIME,
         }
     }
 }
@@ -176,6 +182,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         sessions: Arc::default(),
         archive: archive.clone(),
         waiting: crate::guard::added::Waiting::default(),
+        audit_budget: Arc::default(),
+        grant_lifetime_ms: i64::try_from(config.grant_lifetime.as_millis()).unwrap_or(i64::MAX),
+        logins_in_progress: std::sync::Mutex::default(),
         login_slots: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
@@ -223,6 +232,13 @@ struct Shared {
     archive: Arc<crate::archive::Archive>,
     /// Which devices left changes waiting for a dependency where.
     waiting: crate::guard::added::Waiting,
+    /// How many audit events each device may still upload.
+    audit_budget: Arc<crate::archive::AuditBudget>,
+    /// How long a grant lasts (the login desk clamps it to a shift).
+    grant_lifetime_ms: i64,
+    /// Devices with a login queued or being checked: one each, so one
+    /// device cannot fill the queue for Argon2 ahead of everyone else.
+    logins_in_progress: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
     /// One Argon2id check per core at a time. Each takes 19 MiB; a burst
     /// of logins (a shift starting) otherwise ran hundreds at once on the
     /// blocking pool: measured 853 MB resident for 40 tablets logging in

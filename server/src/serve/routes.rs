@@ -145,22 +145,36 @@ async fn serve_holdings(mut channel: Channel, shared: &Shared, layout: u8) -> Re
 }
 
 /// One batch of the device's audit queue, archived before it is
-/// acknowledged. Admitted for a revoked device too: its trail is owed.
+/// acknowledged, each event judged against the grants the server issued
+/// to the device. Admitted for a revoked device too: its trail is owed.
 async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Result<(), String> {
-    let (directory, policy) = (shared.directory.clone(), shared.policy.clone());
+    let (directory, store) = (shared.directory.clone(), shared.store.clone());
     let device = channel.remote_static();
-    // A lost tablet, or a tablet holding a revoked user's grant.
-    let revoked = tokio::task::spawn_blocking(move || {
-        directory
-            .device(&device)
-            .ok()
-            .flatten()
-            .is_some_and(|d| d.revoked)
-            || policy.holds_revoked_users_grant(&device)
+    let (issued, revoked) = tokio::task::spawn_blocking(move || {
+        let grants = crate::grants::issued_history(&store, &device);
+        let last_user = grants.last().map(|g| g.actor_ref().0.to_owned());
+        // A lost tablet, or a tablet holding a revoked user's grant; a
+        // directory that cannot say counts as revoked now (fail closed).
+        let revoked_at_ms = directory
+            .revoked_at(&device, last_user.as_deref())
+            .unwrap_or(Some(scr_core::clock::now_ms()));
+        let issued = crate::archive::Issued {
+            grants,
+            revoked_at_ms,
+        };
+        (issued, revoked_at_ms.is_some())
     })
     .await
-    .unwrap_or(false);
-    let ack = crate::archive::serve_upload(channel, shared.archive.clone(), revoked).await?;
+    .map_err(|e| e.to_string())?;
+    let ack = crate::archive::serve_upload(
+        channel,
+        shared.archive.clone(),
+        shared.audit_budget.clone(),
+        issued,
+        revoked,
+        shared.metrics.audit_uploads_refused.clone(),
+    )
+    .await?;
     shared.metrics.audit_archived.inc_by(u64::from(ack.stored));
     shared.metrics.audit_flagged.inc_by(u64::from(ack.flagged));
     if ack.flagged > 0 {
@@ -199,7 +213,9 @@ async fn serve_encounter(mut channel: Channel, shared: &Shared) -> Result<(), St
 }
 
 /// One login exchange on an authenticated channel: the grant is bound to
-/// the key the device proved in the handshake.
+/// the key the device proved in the handshake. One login per device at a
+/// time: a device that asks again before its last one is answered is
+/// refused at once, so the queue for Argon2 is shared fairly by devices.
 async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String> {
     let request = crate::request::one_request(&mut channel, "login request").await?;
     if request.len() > 4096 {
@@ -208,36 +224,17 @@ async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String
     let parsed = serde_json::from_slice::<LoginRequest>(&request)
         .ok()
         .filter(|r| r.user_id.len() <= 64 && r.card_serial.len() <= 64 && r.passcode.len() <= 256);
+    let device = channel.remote_static();
     let response = match parsed {
-        Some(request) => {
-            let _slot = shared
-                .login_slots
-                .acquire()
-                .await
-                .map_err(|_| "the server is stopping".to_owned())?;
-            // Argon2 and SQLite: off the async runtime.
-            let (directory, store) = (shared.directory.clone(), shared.store.clone());
-            let signer_seed = shared.identity.signer_seed();
-            let device = channel.remote_static();
-            tokio::task::spawn_blocking(move || {
-                let signer = scr_core::grant::GrantSigner::from_seed(*signer_seed);
-                match directory.device(&device) {
-                    Ok(Some(d)) if !d.revoked => crate::login::login(
-                        &directory,
-                        &store,
-                        &signer,
-                        &d,
-                        &request,
-                        scr_core::clock::now_ms(),
-                    ),
-                    _ => LoginResponse::Refused {
-                        reason: "this device is not enrolled".into(),
-                    },
+        Some(request) => match LoginInProgress::begin(shared, device) {
+            Some(_in_progress) => check_login(shared, device, request).await?,
+            None => {
+                shared.metrics.logins_refused_busy.inc();
+                LoginResponse::Refused {
+                    reason: "a login from this device is already in progress".into(),
                 }
-            })
-            .await
-            .map_err(|e| e.to_string())?
-        }
+            }
+        },
         None => LoginResponse::Refused {
             reason: "the login request is malformed".into(),
         },
@@ -247,12 +244,68 @@ async fn serve_login(mut channel: Channel, shared: &Shared) -> Result<(), String
         shared.metrics.logins.inc();
         // The device's documents follow its new grant at once, and its
         // holdings list names them.
-        shared.epoch.bump_device(&channel.remote_static());
-        match shared.holdings.ensure(channel.remote_static()).await {
+        shared.epoch.bump_device(&device);
+        match shared.holdings.ensure(device).await {
             Ok(id) => *holdings_doc = Some(id),
             Err(e) => tracing::warn!(error = %e, "no holdings list for a device"),
         }
     }
     let body = serde_json::to_vec(&response).map_err(|e| e.to_string())?;
     channel.send(&body).await.map_err(|e| e.to_string())
+}
+
+/// Checks one login in its turn for Argon2.
+async fn check_login(
+    shared: &Shared,
+    device: [u8; 32],
+    request: LoginRequest,
+) -> Result<LoginResponse, String> {
+    let _slot = shared
+        .login_slots
+        .acquire()
+        .await
+        .map_err(|_| "the server is stopping".to_owned())?;
+    // Argon2 and SQLite: off the async runtime.
+    let (directory, store) = (shared.directory.clone(), shared.store.clone());
+    let signer_seed = shared.identity.signer_seed();
+    let grant_lifetime_ms = shared.grant_lifetime_ms;
+    tokio::task::spawn_blocking(move || {
+        let signer = scr_core::grant::GrantSigner::from_seed(*signer_seed);
+        let desk = crate::login::LoginDesk {
+            directory: &directory,
+            store: &store,
+            signer: &signer,
+            grant_lifetime_ms,
+        };
+        match directory.device(&device) {
+            Ok(Some(d)) if !d.revoked => desk.login(&d, &request, scr_core::clock::now_ms()),
+            _ => LoginResponse::Refused {
+                reason: "this device is not enrolled".into(),
+            },
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// A device's place in the login queue, given up when dropped.
+struct LoginInProgress<'a> {
+    shared: &'a Shared,
+    device: [u8; 32],
+}
+
+impl<'a> LoginInProgress<'a> {
+    fn begin(shared: &'a Shared, device: [u8; 32]) -> Option<Self> {
+        let newly = shared.logins_in_progress.lock().ok()?.insert(device);
+        // (Built only when inserted: dropping one frees the place.)
+        newly.then(|| Self { shared, device })
+    }
+}
+
+impl Drop for LoginInProgress<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.shared.logins_in_progress.lock() {
+            busy.remove(&self.device);
+        }
+    }
 }

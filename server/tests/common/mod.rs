@@ -44,6 +44,20 @@ pub fn nurse() -> NewUser {
     }
 }
 
+/// A privacy officer at `organisation` (card `CARD-<user id>`).
+pub fn officer(user_id: &str, organisation: &str) -> NewUser {
+    NewUser {
+        user_id: user_id.into(),
+        display_name: "Pat Privacy".into(),
+        organisation: organisation.into(),
+        job_role: "R8003".into(),
+        job_role_name: "Privacy Officer".into(),
+        activities: vec!["B0264".into()],
+        privacy_officer: true,
+        card_serial: format!("CARD-{user_id}"),
+    }
+}
+
 pub fn nurse_login() -> scr_core::protocol::LoginRequest {
     scr_core::protocol::LoginRequest {
         user_id: NURSE_ID.into(),
@@ -173,4 +187,32 @@ pub fn notes_of(doc: &automerge::Automerge) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// A device enrolled at `organisation` as `class` and, given `login`,
+/// logged in: its keys, as a client that speaks the protocol directly
+/// holds them (a modified app with a valid grant).
+pub async fn raw_device(
+    srv: &RunningServer,
+    organisation: &str,
+    class: scr_core::retention::DeviceClass,
+    login: Option<&scr_core::protocol::LoginRequest>,
+) -> StaticKeypair {
+    let keys = StaticKeypair::generate().unwrap();
+    let token = srv
+        .directory
+        .create_enrollment_token(organisation, class, scr_core::clock::now_ms() + 60_000)
+        .unwrap();
+    enroll(srv, &keys, &token).await;
+    if let Some(login) = login {
+        let response =
+            scr_core::sync::login(ws(srv.sync_addr).await, &keys, &srv.server_key, login)
+                .await
+                .unwrap();
+        assert!(
+            matches!(response, scr_core::protocol::LoginResponse::Granted { .. }),
+            "login refused: {response:?}"
+        );
+    }
+    keys
 }
