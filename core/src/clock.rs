@@ -56,6 +56,12 @@ impl ManualClock {
         self.wall.store(now_ms, Ordering::SeqCst);
     }
 
+    /// The app starts again (or the device reboots): the monotonic clock
+    /// starts from zero, the wall clock goes on.
+    pub fn restart(&self) {
+        self.monotonic.store(0, Ordering::SeqCst);
+    }
+
     /// Time passes (`ms` > 0) or the user winds the clock back (`ms` < 0).
     pub fn advance(&self, ms: i64) {
         self.wall.fetch_add(ms, Ordering::SeqCst);

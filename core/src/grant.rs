@@ -138,6 +138,14 @@ impl RoleProfileGrant {
         }
     }
 
+    /// Whether a grant in use for `in_use_ms` (monotonic time on the
+    /// device, which winding the wall clock back does not touch) has
+    /// outlived what it was issued for: it expires then, or at its wall-
+    /// clock expiry, whichever comes first.
+    pub fn outlived_by(&self, in_use_ms: i64) -> bool {
+        in_use_ms >= self.expires_at_ms.saturating_sub(self.issued_at_ms)
+    }
+
     pub fn relationship_with(&self, nhs: &NhsNumber) -> Option<&GrantRelationship> {
         self.relationships.iter().find(|r| r.nhs_number == *nhs)
     }

@@ -1,5 +1,6 @@
 //! Committing audit events: on their own, or in one transaction with the
-//! change they record, moving the clock high-water mark with them.
+//! change they record, moving the clock high-water mark and the grant's
+//! age with them.
 
 use super::{Engine, EngineError, State, session};
 use crate::NhsNumber;
@@ -27,6 +28,8 @@ impl Engine {
         also: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), crate::store::StoreError>,
     ) -> Result<AuditEvent, EngineError> {
         let hw = state.clock_high_water.max(now);
+        let mono = self.clock.monotonic_ms();
+        let age = state.grant_age.at(mono);
         let event = self
             .store
             .write(|tx| {
@@ -35,10 +38,15 @@ impl Engine {
                     .store
                     .append_audit_tx(tx, draft, &self.config.device_id, now)?;
                 session::set_clock_high_water(&self.store, tx, hw)?;
+                session::set_grant_age(&self.store, tx, age)?;
                 Ok(e)
             })
             .map_err(EngineError::AuditFailed)?;
         state.clock_high_water = hw;
+        state.grant_age = session::GrantAge {
+            stored_ms: age,
+            mono_at: mono,
+        };
         Ok(event)
     }
 

@@ -50,6 +50,11 @@ impl Engine {
             organisation,
             ..self.device_draft("login", None, None)
         };
+        // A new grant: its age starts now (stored with the login's event).
+        state.grant_age = session::GrantAge {
+            stored_ms: 0,
+            mono_at: self.clock.monotonic_ms(),
+        };
         self.commit_audited(&mut state, draft, now, |tx| {
             session::save(&self.store, tx, &record)
         })?;
@@ -113,12 +118,21 @@ impl Engine {
         }
         // The passcode was right: the count starts again, whatever follows.
         record.failed_attempts = 0;
+        // Expired by the wall clock, or by the time it has been in use.
+        let in_use = state.grant_age.at(self.clock.monotonic_ms());
         let grant = match verify_grant(
             &record.grant,
             &self.config.server_key,
             &self.config.device_id,
             now,
-        ) {
+        )
+        .and_then(|g| {
+            if g.outlived_by(in_use) {
+                Err(crate::grant::GrantError::Expired)
+            } else {
+                Ok(g)
+            }
+        }) {
             Ok(g) => g,
             Err(e) => {
                 let draft = self.device_draft("unlock", None, Some(format!("grant-refused: {e}")));
@@ -175,7 +189,8 @@ impl Engine {
     }
 
     /// The acting grant, or locked: idle too long (monotonic time), grant
-    /// expired, or the clock wound back all lock the session and drop every
+    /// expired (by the wall clock, or by the monotonic time it has been in
+    /// use), or the clock wound back all lock the session and drop every
     /// decrypted record.
     pub(super) fn checked_active(
         &self,
@@ -184,6 +199,7 @@ impl Engine {
     ) -> Result<RoleProfileGrant, EngineError> {
         let now = self.clock.now_ms();
         let mono = self.clock.monotonic_ms();
+        let in_use = state.grant_age.at(mono);
         let Some(active) = state.active.as_mut() else {
             state.records.clear();
             return Err(EngineError::Locked);
@@ -192,7 +208,7 @@ impl Engine {
             Some(EngineError::Locked)
         } else if now + CLOCK_SKEW_MS < state.clock_high_water {
             Some(EngineError::ClockWoundBack)
-        } else if now >= active.grant.expires_at_ms {
+        } else if now >= active.grant.expires_at_ms || active.grant.outlived_by(in_use) {
             Some(EngineError::Grant(crate::grant::GrantError::Expired))
         } else {
             if touch {

@@ -79,6 +79,10 @@ struct State {
     records: HashMap<NhsNumber, PatientReplica>,
     /// The latest time seen, persisted with every audit record.
     clock_high_water: i64,
+    /// How long the current grant has been in use (monotonic time),
+    /// persisted with every audit record committed on its own or with a
+    /// change.
+    grant_age: session::GrantAge,
 }
 
 pub struct Engine {
@@ -109,6 +113,10 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let store_for_changes = store.clone();
         let clock_high_water = store.read(|conn| session::clock_high_water(&store, conn))?;
+        let grant_age = session::GrantAge {
+            stored_ms: store.read(|conn| session::grant_age(&store, conn))?,
+            mono_at: clock.monotonic_ms(),
+        };
         Ok(Self {
             store,
             config,
@@ -117,6 +125,7 @@ impl Engine {
                 active: None,
                 records: HashMap::new(),
                 clock_high_water,
+                grant_age,
             }),
             local_changes: sync_support::LocalChanges::load(&store_for_changes)?,
             record_changed: tokio::sync::broadcast::channel(64).0,

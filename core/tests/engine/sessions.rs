@@ -104,6 +104,60 @@ fn idle_sessions_lock_and_expired_grants_need_an_online_login() {
     ));
 }
 
+/// Views every four minutes for `minutes`, the user winding the clock back
+/// four minutes after each: the wall clock never moves, and no step back is
+/// big enough to count as winding the clock back. Whether every view was
+/// allowed.
+fn wound_back(
+    w: &World,
+    tablet: &scr_core::engine::Engine,
+    nhs: &scr_core::NhsNumber,
+    minutes: i64,
+) -> bool {
+    (0..minutes / 4).all(|_| {
+        w.clock.advance(4 * MIN);
+        w.clock.advance(-4 * MIN);
+        tablet.view(nhs, AccessRequest::with_permission()).is_ok()
+    })
+}
+
+#[test]
+fn a_clock_wound_back_a_little_at_a_time_does_not_keep_a_grant_alive() {
+    let w = World::new();
+    let (nhs, exports) = w.patient(6);
+    let tablet = w.engine("nurse-3", DeviceClass::NurseTablet);
+    tablet
+        .receive_patient(&nhs, &exports, HoldReason::Caseload)
+        .unwrap();
+    let grant = w.grant("nurse-3", nurse(), &[(nhs, RelationshipKind::Caseload)]);
+    tablet.login_online(&grant, "1357").unwrap();
+    tablet.record_permission(&nhs, true, true).unwrap();
+    // The wall clock never moves, so the grant never expires by it.
+    assert!(wound_back(&w, &tablet, &nhs, 6 * 60), "six hours of use");
+    // The app is killed and started again: the time in use is kept.
+    let path = tablet.path().to_path_buf();
+    drop(tablet);
+    w.clock.restart();
+    let tablet = w.engine_at(&path, "nurse-3", DeviceClass::NurseTablet);
+    tablet.unlock("1357").unwrap();
+    assert!(
+        wound_back(&w, &tablet, &nhs, 5 * 60 + 52),
+        "nearly twelve hours of use"
+    );
+    assert!(
+        !wound_back(&w, &tablet, &nhs, 12),
+        "the shift is over by the time in use"
+    );
+    assert!(matches!(
+        tablet.unlock("1357"),
+        Err(EngineError::Grant(GrantError::Expired))
+    ));
+    // A new online login starts a new grant's time.
+    let next = w.grant("nurse-3", nurse(), &[(nhs, RelationshipKind::Caseload)]);
+    tablet.login_online(&next, "1357").unwrap();
+    assert!(tablet.view(&nhs, AccessRequest::with_permission()).is_ok());
+}
+
 #[test]
 fn bad_grants_are_refused_with_distinct_errors_and_audited() {
     let w = World::new();
