@@ -129,10 +129,44 @@ async fn a_paramedic_finds_a_patient_online_in_an_emergency_and_forgets_them_whe
             .is_some_and(|c| !c.entries.is_empty()),
         "the core record arrived"
     );
+    // Inside the encounter she looks again; her tablet uploads its trail.
+    paramedic
+        .engine
+        .view(&patient, AccessRequest::emergency())
+        .unwrap();
+    let me = scr_core::channel::hex_key(&paramedic.keys.public());
+    let archived_views = || {
+        srv.archive
+            .events_about(&patient)
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.event.device == me && a.event.action == "view")
+            .count()
+    };
+    for _ in 0..20 {
+        if archived_views() >= 2 {
+            break;
+        }
+        paramedic.sync().await;
+    }
+    assert_eq!(archived_views(), 2, "both views reached the archive");
 
-    // The paramedic's privacy officer has both alerts; the patient's log
-    // names the paramedic and the basis.
+    // The paramedic's privacy officer has both alerts, each once for the
+    // encounter and the views inside it; the patient's log names the
+    // paramedic and the basis.
     let alerts = srv.archive.alerts("RYA", false).unwrap();
+    let emergency_alerts = alerts
+        .iter()
+        .filter(|a| a.event.patient == Some(patient))
+        .filter(|a| {
+            (a.alert.alert_type(), a.alert.reason())
+                == (AlertType::AccessAlert, AlertReason::Emergency)
+        })
+        .count();
+    assert_eq!(
+        emergency_alerts, 1,
+        "one alert for one encounter: {alerts:?}"
+    );
     let about: Vec<_> = alerts
         .iter()
         .filter(|a| a.event.patient == Some(patient) && a.event.action == "open-encounter")
@@ -192,10 +226,23 @@ async fn a_paramedic_finds_a_patient_online_in_an_emergency_and_forgets_them_whe
         .unwrap()
         .unwrap();
     assert_eq!(on_server.entries.len(), 1, "the note reached the server");
+    // Asked again, the tablet does not hold it (and audits the attempt,
+    // with why).
     assert!(matches!(
         paramedic.engine.view(&patient, AccessRequest::emergency()),
         Err(EngineError::NotHeld)
     ));
+    let last = paramedic.engine.audit_queue().unwrap().pop().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.patient, last.outcome),
+        (
+            "view",
+            Some(patient),
+            scr_core::audit::Outcome::Deny {
+                reason: DenyReason::NoRelationship
+            }
+        )
+    );
     // The next sync does not bring it back, and a closed encounter cannot
     // be closed again.
     paramedic.sync().await;

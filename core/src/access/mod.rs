@@ -7,6 +7,7 @@
 mod alert;
 mod choices;
 mod decide;
+mod encounter;
 mod request;
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,7 @@ use crate::record::{Compartment, SharingChoice};
 pub use alert::{Alert, AlertReason, AlertType};
 pub use choices::{choices_from, current_choices, permission_from, sharing_entry};
 pub use decide::decide;
+pub use encounter::{ENCOUNTER_MS, Encounter};
 pub use request::{AccessRequest, RequestedBasis};
 
 /// National RBAC activity codes the decision uses.

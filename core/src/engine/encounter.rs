@@ -3,11 +3,94 @@
 //! online), it signs a new grant naming the change, with the same user,
 //! role and end of shift. The device verifies it, keeps the passcode set at
 //! login, and applies the retention rules at once: a closed encounter's
-//! patient is forgotten here.
+//! patient is forgotten here. And the encounters a session is in, so each
+//! raises its alerts once (what one is: `access::Encounter`).
 
-use super::{Active, Engine, EngineError, SessionInfo, session};
+use super::{Active, Engine, EngineError, SessionInfo, State, session};
+use crate::NhsNumber;
+use crate::access::{
+    AccessRequest, Action, Alert, Encounter, PatientChoices, Relationship, Request, RequestedBasis,
+    ViewBasis, decide,
+};
 use crate::audit::AuditDraft;
-use crate::grant::{GrantError, verify_grant};
+use crate::grant::{GrantError, RelationshipKind, RoleProfileGrant, verify_grant};
+
+/// What an access raises in the encounter it belongs to.
+pub(super) struct InEncounter {
+    /// The alerts it raises: those its decision obliges that the encounter
+    /// has not raised yet.
+    pub alerts: Vec<Alert>,
+    encounter: Encounter,
+    mono: i64,
+}
+
+impl Engine {
+    /// The encounter an access to `nhs` by `grant` belongs to now (a new
+    /// one if none goes on), and which of the `obliged` alerts it raises.
+    pub(super) fn in_encounter(
+        &self,
+        state: &State,
+        grant: &RoleProfileGrant,
+        nhs: &NhsNumber,
+        obliged: &[Alert],
+    ) -> InEncounter {
+        let mono = self.clock.monotonic_ms();
+        let granted = match grant.relationship_with(nhs).map(|r| &r.kind) {
+            Some(RelationshipKind::Encounter { encounter_id, .. }) => Some(encounter_id.as_str()),
+            _ => None,
+        };
+        let encounter = state
+            .encounters
+            .get(nhs)
+            .filter(|e| e.goes_on(mono, self.config.encounter_window_ms, granted))
+            .cloned()
+            .unwrap_or_default();
+        InEncounter {
+            alerts: encounter.still_owed(obliged),
+            encounter,
+            mono,
+        }
+    }
+
+    /// Notes the access (its audit committed) in its encounter.
+    pub(super) fn accessed(state: &mut State, nhs: &NhsNumber, access: InEncounter) {
+        let mut encounter = access.encounter;
+        encounter.viewed(&access.alerts, access.mono);
+        state.encounters.insert(*nhs, encounter);
+    }
+
+    /// The server opened encounter `id` with `nhs` on the request `access`
+    /// (and raised its alerts, the same rules deciding): views inside it
+    /// raise them no second time.
+    pub fn encounter_opened(
+        &self,
+        nhs: &NhsNumber,
+        id: &str,
+        access: AccessRequest,
+    ) -> Result<(), EngineError> {
+        let mut state = self.state()?;
+        let grant = self.active(&mut state)?;
+        let request = Request {
+            principal: grant.principal(),
+            action: Action::View,
+            relationship: access
+                .self_claim
+                .map_or(Relationship::None, Relationship::SelfClaimed),
+            basis: match access.basis {
+                RequestedBasis::Emergency => ViewBasis::Emergency,
+                RequestedBasis::LegalOverride(r) => ViewBasis::LegalOverride(r),
+                RequestedBasis::Permission => ViewBasis::PermissionRecorded,
+            },
+            choices: PatientChoices::default(),
+        };
+        let raised = decide(&request).alerts().to_vec();
+        let mono = self.clock.monotonic_ms();
+        state
+            .encounters
+            .insert(*nhs, Encounter::opened_online(id, raised, mono));
+        Ok(())
+    }
+}
 
 impl Engine {
     /// Adopts a grant the server signed during this session. Refused (and

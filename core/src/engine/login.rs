@@ -59,6 +59,14 @@ impl Engine {
             session::save(&self.store, tx, &record)
         })?;
         state.records.clear();
+        // Another user's encounters are not theirs.
+        if state
+            .active
+            .as_ref()
+            .is_none_or(|a| a.grant.principal != grant.principal)
+        {
+            state.encounters.clear();
+        }
         state.active = Some(Active {
             grant: grant.clone(),
             last_activity_mono: self.clock.monotonic_ms(),

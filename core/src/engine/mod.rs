@@ -43,6 +43,10 @@ pub struct EngineConfig {
     /// Wrong passcodes allowed before lock-out (until the next online login).
     pub max_unlock_attempts: u32,
     pub retention: RetentionPolicy,
+    /// A record opened in the app stays one encounter (its alerts raised
+    /// once) until this long passes without a view of it
+    /// (`access::Encounter`).
+    pub encounter_window_ms: i64,
 }
 
 impl EngineConfig {
@@ -54,6 +58,7 @@ impl EngineConfig {
             idle_timeout_ms: 5 * 60 * 1000,
             max_unlock_attempts: 5,
             retention: RetentionPolicy::default(),
+            encounter_window_ms: crate::access::ENCOUNTER_MS,
         }
     }
 }
@@ -83,6 +88,9 @@ struct State {
     /// persisted with every audit record committed on its own or with a
     /// change.
     grant_age: session::GrantAge,
+    /// The encounter with each patient this session is in (in memory: a
+    /// restart begins new ones).
+    encounters: HashMap<NhsNumber, crate::access::Encounter>,
 }
 
 pub struct Engine {
@@ -126,6 +134,7 @@ impl Engine {
                 records: HashMap::new(),
                 clock_high_water,
                 grant_age,
+                encounters: HashMap::new(),
             }),
             local_changes: sync_support::LocalChanges::load(&store_for_changes)?,
             record_changed: tokio::sync::broadcast::channel(64).0,

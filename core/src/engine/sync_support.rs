@@ -243,6 +243,8 @@ impl Engine {
         let mut state = self.state()?;
         let now = self.clock.now_ms();
         let mut outcome = HoldingsOutcome::default();
+        // So a view of a patient who withdrew their record says so.
+        self.store.set_withdrawn(&list.withdrawn)?;
         for patient in &list.patients {
             if self.receive_listed(&mut state, patient, now)? {
                 outcome.received += 1;

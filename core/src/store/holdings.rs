@@ -55,6 +55,9 @@ pub struct Holding {
 
 const TABLE: &str = "holdings";
 
+/// Where the patients withdrawn by their own choice are kept.
+const WITHDRAWN: &str = "withdrawn-by-patient";
+
 impl Store {
     pub(crate) fn set_holding_tx(
         &self,
@@ -140,5 +143,25 @@ impl Store {
         }
         out.sort_by_key(|h| h.held_since_ms);
         Ok(out)
+    }
+
+    /// Records which patients the server last said were withdrawn by
+    /// their own choice (hidden, opted out): patients of the user's
+    /// relationships whose records this device is not sent. Sealed, as the
+    /// grant naming them is; replaced by each holdings list.
+    pub fn set_withdrawn(&self, patients: &[NhsNumber]) -> Result<(), StoreError> {
+        let plain =
+            serde_json::to_vec(patients).map_err(|_| StoreError::BadRow { table: "meta" })?;
+        self.write(|tx| self.put_sealed_meta_tx(tx, WITHDRAWN, &plain))
+    }
+
+    /// Whether the server last said `nhs` was withdrawn by the patient.
+    pub fn is_withdrawn(&self, nhs: &NhsNumber) -> Result<bool, StoreError> {
+        let Some(plain) = self.read(|conn| self.sealed_meta(conn, WITHDRAWN))? else {
+            return Ok(false);
+        };
+        let list: Vec<NhsNumber> =
+            serde_json::from_slice(&plain).map_err(|_| StoreError::BadRow { table: "meta" })?;
+        Ok(list.contains(nhs))
     }
 }

@@ -334,6 +334,11 @@ impl DeviceSync {
             } => {
                 self.adopt_grant(&grant_hex, format!("encounter {encounter_id} opened"))
                     .await?;
+                // The server raised its alerts: views inside it raise them
+                // no second time.
+                self.engine
+                    .encounter_opened(nhs, &encounter_id, access)
+                    .map_err(EncounterError::Engine)?;
                 Some(encounter_id)
             }
             EncounterReply::AlreadyShared => None,

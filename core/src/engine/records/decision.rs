@@ -67,6 +67,34 @@ impl Engine {
         }
     }
 
+    /// The request for `action` on a record this device does not hold: the
+    /// patient's choices unknown but for a withdrawal the server told of,
+    /// permission taken as asked (the record, not the permission, is what
+    /// is missing).
+    pub(super) fn unheld_request(
+        grant: &RoleProfileGrant,
+        nhs: &NhsNumber,
+        action: Action,
+        access: Option<AccessRequest>,
+        withdrawn: bool,
+    ) -> Request {
+        let basis = match access.map(|a| a.basis) {
+            Some(RequestedBasis::Emergency) => ViewBasis::Emergency,
+            Some(RequestedBasis::LegalOverride(r)) => ViewBasis::LegalOverride(r),
+            Some(RequestedBasis::Permission) | None => ViewBasis::PermissionRecorded,
+        };
+        Request {
+            principal: grant.principal(),
+            action,
+            relationship: relationship_of(grant, nhs, access.and_then(|a| a.self_claim)),
+            basis,
+            choices: PatientChoices {
+                hidden: withdrawn,
+                ..PatientChoices::default()
+            },
+        }
+    }
+
     /// The decision, with the patient principal bound to their own record.
     pub(super) fn decide_for(grant: &RoleProfileGrant, nhs: &NhsNumber, req: &Request) -> Decision {
         if req.principal == Principal::Patient && !grant.is_patient(nhs) {

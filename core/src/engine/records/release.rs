@@ -49,10 +49,17 @@ impl Engine {
         let mut state = self.state()?;
         let grant = self.active(&mut state)?;
         let now = self.now_checked(&state)?;
-        let replica = self.replica(&mut state, nhs)?;
+        let op = super::Unheld {
+            grant: &grant,
+            nhs,
+            action: action.clone(),
+            access: Some(access),
+            now,
+        };
+        let replica = self.held(&mut state, op)?;
         let req = Self::request(&grant, replica, nhs, action, Some(access));
         let decision = Self::decide_for(&grant, nhs, &req);
-        let draft = Self::draft(&grant, nhs, &req, &decision);
+        let mut draft = Self::draft(&grant, nhs, &req, &decision);
         match &decision {
             Decision::Permit { compartments, .. } => {
                 let held = replica.compartments();
@@ -67,8 +74,15 @@ impl Engine {
                     .into_iter()
                     .filter(|c| !compartments.contains(c))
                     .collect();
+                // Each alert once an encounter.
+                let encounter = self.in_encounter(&state, &grant, nhs, decision.alerts());
+                if encounter.alerts.len() < draft.alerts.len() {
+                    draft.detail = Some("alert raised earlier in this encounter".into());
+                }
+                draft.alerts.clone_from(&encounter.alerts);
                 // Fail closed: the view leaves only once its audit is durable.
                 let audit = self.audit(&mut state, draft, now)?;
+                Self::accessed(&mut state, nhs, encounter);
                 Ok(ReleasedView {
                     view,
                     withheld,

@@ -1,6 +1,7 @@
 //! Writing entries: the decision before each write, the write with its
 //! audit event, and who may replace whose versions.
 
+use super::Unheld;
 use crate::NhsNumber;
 use crate::access::{AccessRequest, Action, AlertReason, Decision, RequestedBasis};
 use crate::engine::{Engine, EngineError, State};
@@ -32,11 +33,18 @@ impl Engine {
     ) -> Result<(RoleProfileGrant, AuditSpec, i64), EngineError> {
         let grant = self.active(state)?;
         let now = self.now_checked(state)?;
-        let replica = self.replica(state, nhs)?;
         let access = self_claim.map(|r| AccessRequest {
             basis: RequestedBasis::Permission,
             self_claim: Some(r),
         });
+        let op = Unheld {
+            grant: &grant,
+            nhs,
+            action: action.clone(),
+            access,
+            now,
+        };
+        let replica = self.held(state, op)?;
         let req = Self::request(&grant, replica, nhs, action, access);
         let decision = Self::decide_for(&grant, nhs, &req);
         let draft = Self::draft(&grant, nhs, &req, &decision);
@@ -166,7 +174,19 @@ impl Engine {
         // The session first: nothing is decrypted for a locked engine.
         let grant = self.active(state)?;
         let (_, _, own) = grant.actor();
-        let replica = self.replica(state, nhs)?;
+        // (Which compartment is not known without the record: the attempt
+        // is audited by its action.)
+        let op = Unheld {
+            grant: &grant,
+            nhs,
+            action: Action::Supersede {
+                compartment: Compartment::CareEvents,
+                author_organisation: own.clone(),
+            },
+            access: None,
+            now: self.now_checked(state)?,
+        };
+        let replica = self.held(state, op)?;
         let compartment = replica
             .compartment_of(entry)
             .ok_or(EngineError::InvalidInput("no such entry on this device"))?;
