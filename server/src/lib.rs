@@ -22,6 +22,7 @@ pub mod owners;
 pub mod patients;
 pub mod policy;
 pub mod privacy;
+pub mod rate;
 pub mod records;
 pub mod refusals;
 pub mod repair;

@@ -65,6 +65,21 @@ fn init_logging() {
         .init();
 }
 
+fn connection_limits(args: &ServeArgs) -> scr_server::serve::limits::ConnectionLimits {
+    use scr_server::rate::Rate;
+    let per_second = |n: u64| Rate::per_second(n as f64 * 10.0, n as f64);
+    scr_server::serve::limits::ConnectionLimits {
+        max_unauthenticated: usize::try_from(args.max_unauthenticated).unwrap_or(usize::MAX),
+        max_unauthenticated_per_address: usize::try_from(args.max_unauthenticated_per_address)
+            .unwrap_or(usize::MAX),
+        handshakes_per_address: per_second(args.handshakes_per_address),
+        handshakes_per_device: per_second(args.handshakes_per_device),
+        max_push_bytes: usize::try_from(args.max_push_mib << 20).unwrap_or(usize::MAX),
+        trusted_proxies: args.trusted_proxy.clone(),
+        ..Default::default()
+    }
+}
+
 fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
     init_logging();
     let config = ServeConfig {
@@ -74,6 +89,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
         audit_overdue_after: std::time::Duration::from_secs(args.audit_overdue_hours * 3600),
         legacy_permissions_until_ms: args.legacy_permissions_until,
         grant_lifetime: std::time::Duration::from_secs(args.grant_minutes * 60),
+        limits: connection_limits(args),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {

@@ -6,50 +6,35 @@
 //! keeps its queue: nothing is lost, and the archive cannot be filled
 //! without limit, by a revoked device either.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use crate::rate::{Buckets, Rate};
 
 /// One upload's bytes at most (256 events of a few hundred bytes each, with
 /// room for views that list many entries).
 pub const MAX_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
-/// Events one device may upload at once, after a quiet spell.
-pub const BURST_EVENTS: f64 = 20_000.0;
-/// Events per hour a device's bucket regains.
-pub const EVENTS_PER_HOUR: f64 = 20_000.0;
-
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    at_ms: i64,
-}
+/// Events one device may upload at once, after a quiet spell, and how
+/// many an hour it regains.
+pub const EVENTS: Rate = Rate::per_hour(20_000.0, 20_000.0);
 
 /// Each device's bucket of events (in memory: a restart forgives, which
 /// costs an attacker a restart of the server per day's worth).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuditBudget {
-    buckets: Mutex<HashMap<[u8; 32], Bucket>>,
+    buckets: Buckets<[u8; 32]>,
+}
+
+impl Default for AuditBudget {
+    fn default() -> Self {
+        Self {
+            buckets: Buckets::new(EVENTS),
+        }
+    }
 }
 
 impl AuditBudget {
     /// Takes `events` from `device`'s bucket at `now_ms`; false (taking
     /// nothing) when it holds fewer.
     pub fn take(&self, device: &[u8; 32], events: usize, now_ms: i64) -> bool {
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return false;
-        };
-        let b = buckets.entry(*device).or_insert(Bucket {
-            tokens: BURST_EVENTS,
-            at_ms: now_ms,
-        });
-        let hours = (now_ms.saturating_sub(b.at_ms)).max(0) as f64 / 3_600_000.0;
-        b.tokens = (b.tokens + hours * EVENTS_PER_HOUR).min(BURST_EVENTS);
-        b.at_ms = b.at_ms.max(now_ms);
-        let wanted = events as f64;
-        if b.tokens < wanted {
-            return false;
-        }
-        b.tokens -= wanted;
-        true
+        self.buckets.take(*device, events as f64, now_ms)
     }
 }
 
@@ -62,7 +47,7 @@ mod tests {
         let budget = AuditBudget::default();
         let (a, b) = ([1; 32], [2; 32]);
         let t0 = 1_000_000;
-        for _ in 0..(BURST_EVENTS as usize / 250) {
+        for _ in 0..(EVENTS.burst as usize / 250) {
             assert!(budget.take(&a, 250, t0));
         }
         assert!(!budget.take(&a, 1, t0), "the bucket is empty");

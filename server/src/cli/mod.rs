@@ -65,6 +65,25 @@ pub struct ServeArgs {
     /// under it until then (a shift at most).
     #[arg(long, value_name = "MINUTES", default_value_t = 720, value_parser = clap::value_parser!(u64).range(1..=720))]
     pub grant_minutes: u64,
+    /// Connections that have not completed a handshake, at once.
+    #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_unauthenticated: u64,
+    /// Of those, from one client address (many tablets may share one).
+    #[arg(long, value_name = "N", default_value_t = 4_096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_unauthenticated_per_address: u64,
+    /// Handshakes one client address may start a second (ten seconds' worth at once).
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshakes_per_address: u64,
+    /// Handshakes one device may make a second (ten seconds' worth at once).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshakes_per_device: u64,
+    /// Bytes of one push (a sync message carrying changes), in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub max_push_mib: u64,
+    /// A load balancer whose connections begin with a PROXY protocol header
+    /// naming the client (repeat for each).
+    #[arg(long, value_name = "IP")]
+    pub trusted_proxy: Vec<std::net::IpAddr>,
 }
 
 /// Midnight UTC of a YYYY-MM-DD date, in milliseconds since the Unix epoch.

@@ -111,6 +111,18 @@ impl Directory {
         audit: impl FnOnce(&Device) -> bool,
     ) -> Result<Device, DirectoryError> {
         let mut conn = self.conn()?;
+        // A made-up token is refused on a read, without the write lock
+        // every enrollment (and every admin command) waits for.
+        let usable: Option<i64> = conn
+            .prepare_cached(
+                "SELECT 1 FROM enrollment_tokens
+                 WHERE token_hash = ?1 AND used_by IS NULL AND expires_at_ms > ?2",
+            )?
+            .query_row(params![token_hash(token), now_ms], |r| r.get(0))
+            .optional()?;
+        if usable.is_none() {
+            return Err(DirectoryError::BadToken);
+        }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let row: Option<(String, DeviceClass)> = tx
             .query_row(

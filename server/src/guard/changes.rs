@@ -115,7 +115,7 @@ impl Checker {
             // Not a map samod could read either: samod refuses it.
             return Some(message);
         };
-        let parsed = self.admission.admit(&incoming)?;
+        let parsed = self.admission.admit(&incoming, message.len())?;
         let (Some(doc), Some(Ok(sync))) = (wire::document_with_changes(&incoming), &incoming.sync)
         else {
             return Some(message);

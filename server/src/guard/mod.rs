@@ -3,7 +3,9 @@
 //! message to, which reads it once (`wire::parse`). In order:
 //!
 //! 1. a message that is not a samod wire map goes on, for samod to refuse;
-//! 2. `wire::vet`: ephemeral messages, degenerate Bloom filters and
+//! 2. a push (a message carrying changes) of more bytes than a push may
+//!    carry is dropped and counted;
+//!    `wire::vet`: ephemeral messages, degenerate Bloom filters and
 //!    changes that do not parse or inflate past a bound
 //!    (`scr_core::record::untrusted`) are dropped; the changes that do are
 //!    kept, parsed, for step 5;
@@ -36,6 +38,14 @@ use crate::policy::AccessPolicy;
 /// made-up ids is checked no further (each check reads the store).
 const MAX_CHECKED: usize = 1024;
 
+/// What an admission counts, and the bound on a push's bytes.
+pub struct Counted {
+    pub refused: Counter,
+    pub flood_dropped: Counter,
+    pub oversized: Counter,
+    pub max_push_bytes: usize,
+}
+
 /// What every incoming message of one session goes through first, in the
 /// session's gate (`changes::gate`), before the push check: says whether
 /// it goes on, with its changes parsed once for that check.
@@ -44,27 +54,32 @@ pub struct Admission {
     checked: std::sync::Mutex<HashSet<String>>,
     flood: std::sync::Mutex<flood::FloodGuard>,
     flood_dropped: Counter,
+    max_push_bytes: usize,
+    oversized: Counter,
 }
 
 impl Admission {
     /// For one session of `device`.
-    pub fn new(
-        policy: AccessPolicy,
-        store: Store,
-        device: [u8; 32],
-        refused: Counter,
-        flood_dropped: Counter,
-    ) -> Self {
+    pub fn new(policy: AccessPolicy, store: Store, device: [u8; 32], counted: Counted) -> Self {
         Self {
-            flagger: flag::spawn_flagger(policy, store, device, refused),
+            flagger: flag::spawn_flagger(policy, store, device, counted.refused),
             checked: std::sync::Mutex::default(),
             flood: std::sync::Mutex::default(),
-            flood_dropped,
+            flood_dropped: counted.flood_dropped,
+            max_push_bytes: counted.max_push_bytes,
+            oversized: counted.oversized,
         }
     }
 
-    /// `None` drops the message; otherwise its changes, each parsed.
-    pub fn admit(&self, incoming: &wire::Incoming) -> Option<Vec<Parsed>> {
+    /// `None` drops the message (`bytes` long); otherwise its changes,
+    /// each parsed.
+    pub fn admit(&self, incoming: &wire::Incoming, bytes: usize) -> Option<Vec<Parsed>> {
+        // A push past the bound is dropped before its changes are read.
+        if bytes > self.max_push_bytes && wire::document_with_changes(incoming).is_some() {
+            self.oversized.inc();
+            tracing::warn!(bytes, "a push larger than a push may be was dropped");
+            return None;
+        }
         let Some(parsed) = wire::vet(incoming) else {
             tracing::warn!(kind = %incoming.kind, "an incoming sync message was dropped by the guard");
             return None;

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::metrics::Metrics;
-use super::{Channel, Shared};
+use super::{Channel, Shared, limits};
 use crate::directory::Directory;
 
 pub(super) async fn accept_loop(
@@ -32,7 +32,16 @@ pub(super) async fn accept_loop(
                 keep_alive(&tcp);
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    match handshake(tcp, &shared).await {
+                    let Some((tcp, peer, place)) = admit_connection(tcp, peer, &shared).await else {
+                        return;
+                    };
+                    let handshaken = match place.turn().await {
+                        Some(_turn) => handshake(tcp, &shared).await,
+                        None => return,
+                    };
+                    // Authenticated (or refused): its place goes back.
+                    drop(place);
+                    match handshaken {
                         Ok((channel, hello)) => {
                             shared.metrics.handshakes_ok.inc();
                             super::routes::route(channel, hello, &shared, peer).await;
@@ -53,6 +62,36 @@ pub(super) async fn accept_loop(
 /// closing (a tablet out of signal) frees its session within about 90
 /// seconds instead of holding one of its few session slots for minutes or
 /// hours.
+/// The client's address (from a trusted proxy's PROXY header) and its
+/// place among the unauthenticated connections, or `None` (turned away,
+/// counted; the connection is closed).
+async fn admit_connection(
+    mut tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    shared: &Shared,
+) -> Option<(TcpStream, std::net::SocketAddr, limits::Place)> {
+    let trusted = &shared.gate.limits().trusted_proxies;
+    let client = match limits::client_address(&mut tcp, peer, trusted).await {
+        Ok(client) => client,
+        Err(reason) => {
+            shared.metrics.handshakes_refused.inc();
+            tracing::info!(%peer, %reason, "connection refused");
+            return None;
+        }
+    };
+    match shared.gate.arrive(client.ip(), scr_core::clock::now_ms()) {
+        Ok(place) => Some((tcp, client, place)),
+        Err(limits::TurnedAway::Busy) => {
+            shared.metrics.connections_turned_away.inc();
+            None
+        }
+        Err(limits::TurnedAway::Rate) => {
+            shared.metrics.handshakes_rate_limited.inc();
+            None
+        }
+    }
+}
+
 fn keep_alive(tcp: &TcpStream) {
     let params = socket2::TcpKeepalive::new()
         .with_time(std::time::Duration::from_secs(60))
@@ -92,8 +131,14 @@ async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Hello), 
         shared.metrics.clone(),
     );
     let seen_hello = hello.clone();
+    let gate = shared.gate.clone();
     // SQLite and hashing: off the async runtime.
     let admit = move |key: [u8; 32], payload: Vec<u8>| async move {
+        // A device key handshaking too often is refused before any work.
+        if !gate.device_may_handshake(&key, now) {
+            metrics.device_handshakes_rate_limited.inc();
+            return false;
+        }
         tokio::task::spawn_blocking(move || {
             let (admitted, hello) = admit(&directory, &store, &metrics, &key, &payload, now);
             if let Ok(mut h) = seen_hello.lock() {

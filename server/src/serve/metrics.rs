@@ -25,6 +25,15 @@ pub struct Metrics {
     pub handshakes_refused: Counter,
     pub enrollments: Counter,
     pub logins: Counter,
+    /// Connections turned away before their handshake: too many
+    /// unauthenticated ones (everywhere or from their address).
+    pub connections_turned_away: Counter,
+    /// Connections turned away: their address started too many handshakes.
+    pub handshakes_rate_limited: Counter,
+    /// Handshakes refused: the device key made too many lately.
+    pub device_handshakes_rate_limited: Counter,
+    /// Pushes dropped for carrying more bytes than a push may.
+    pub pushes_oversized: Counter,
     /// Logins refused because the device already had one in progress.
     pub logins_refused_busy: Counter,
     /// Audit uploads refused: oversized, or past the device's budget.
@@ -81,6 +90,22 @@ impl Default for Metrics {
             ),
             enrollments: counter("scr_enrollments", "Devices enrolled with a one-time token"),
             logins: counter("scr_logins", "Logins granted"),
+            connections_turned_away: counter(
+                "scr_connections_turned_away",
+                "Connections turned away before their handshake: too many unauthenticated ones",
+            ),
+            handshakes_rate_limited: counter(
+                "scr_handshakes_rate_limited",
+                "Connections turned away: their address started too many handshakes lately",
+            ),
+            device_handshakes_rate_limited: counter(
+                "scr_device_handshakes_rate_limited",
+                "Handshakes refused: the device made too many lately",
+            ),
+            pushes_oversized: counter(
+                "scr_pushes_oversized",
+                "Pushes dropped for carrying more bytes than a push may",
+            ),
             logins_refused_busy: counter(
                 "scr_logins_refused_busy",
                 "Logins refused because the device already had one in progress",
@@ -305,6 +330,6 @@ mod tests {
                 "{line}: {text}"
             );
         }
-        assert_eq!(text.matches("# TYPE").count(), 22, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 26, "{text}");
     }
 }

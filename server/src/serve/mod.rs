@@ -12,6 +12,7 @@ mod connection;
 mod error;
 pub mod health;
 pub mod identity;
+pub mod limits;
 mod metrics;
 mod routes;
 pub mod sessions;
@@ -48,6 +49,9 @@ pub struct ServeConfig {
     /// How long a grant issued at login lasts (at most a shift,
     /// `scr_core::grant::MAX_GRANT_MS`, which is the default).
     pub grant_lifetime: std::time::Duration,
+    /// How much unauthenticated peers, each address and each device may
+    /// make the server work.
+    pub limits: limits::ConnectionLimits,
 }
 
 impl ServeConfig {
@@ -65,6 +69,7 @@ impl ServeConfig {
             audit_overdue_after: Self::DEFAULT_AUDIT_OVERDUE,
             legacy_permissions_until_ms: scr_core::push_rules::LEGACY_PERMISSIONS_UNTIL_MS,
             grant_lifetime: Self::DEFAULT_GRANT_LIFETIME,
+            limits: limits::ConnectionLimits::default(),
         }
     }
 }
@@ -185,6 +190,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         audit_budget: Arc::default(),
         grant_lifetime_ms: i64::try_from(config.grant_lifetime.as_millis()).unwrap_or(i64::MAX),
         logins_in_progress: std::sync::Mutex::default(),
+        gate: Arc::new(limits::Gatekeeper::new(config.limits.clone())),
         login_slots: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
@@ -239,6 +245,8 @@ struct Shared {
     /// Devices with a login queued or being checked: one each, so one
     /// device cannot fill the queue for Argon2 ahead of everyone else.
     logins_in_progress: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+    /// Who may connect and handshake how much.
+    gate: Arc<limits::Gatekeeper>,
     /// One Argon2id check per core at a time. Each takes 19 MiB; a burst
     /// of logins (a shift starting) otherwise ran hundreds at once on the
     /// blocking pool: measured 853 MB resident for 40 tablets logging in

@@ -57,8 +57,12 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         shared.policy.clone(),
         shared.store.clone(),
         device,
-        shared.metrics.pushes_refused.clone(),
-        shared.metrics.flood_dropped.clone(),
+        crate::guard::Counted {
+            refused: shared.metrics.pushes_refused.clone(),
+            flood_dropped: shared.metrics.flood_dropped.clone(),
+            oversized: shared.metrics.pushes_oversized.clone(),
+            max_push_bytes: shared.gate.limits().max_push_bytes,
+        },
     );
     let gate = crate::guard::changes::gate(
         admission,
