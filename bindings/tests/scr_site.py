@@ -45,7 +45,20 @@ class Site:
         self.url = f"ws://{found.group(1)}/sync"
         self.server_key = found.group(3)
 
+    OPERATOR = "ops-site"
+    OPERATOR_PASSCODE = "ops-site-passcode"
+
     def admin(self, *args, stdin=""):
+        """An admin command as the site's operator runs it: the operator's
+        passcode on the first line of standard input, then `stdin`."""
+        if not getattr(self, "_operator_added", False):
+            self._run_admin(["add-operator", "--operator-id", self.OPERATOR,
+                             "--name", "Site Operator"], self.OPERATOR_PASSCODE + "\n")
+            self._operator_added = True
+        return self._run_admin([*args, "--operator", self.OPERATOR],
+                               self.OPERATOR_PASSCODE + "\n" + stdin)
+
+    def _run_admin(self, args, stdin):
         out = subprocess.run(
             [self.binary, "admin", *args, "--data-dir", self.data_dir],
             input=stdin, capture_output=True, text=True, check=False)

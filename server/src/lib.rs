@@ -17,6 +17,7 @@ pub mod guard;
 pub mod holdings;
 pub mod layout;
 pub mod login;
+pub mod operators;
 pub mod outside_writes;
 pub mod owners;
 pub mod patients;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use scr_core::channel::hex_key;
 use scr_server::serve::{ServeConfig, start};
 
-use cli::{AdminCommand, Command, ServeArgs, admin, governance};
+use cli::{Command, ServeArgs};
 
 fn main() -> ExitCode {
     let cli = cli::parse();
@@ -15,21 +15,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo(args.data_dir.clone()),
         Command::Serve(args) => serve(args),
-        Command::Admin(command) => match command {
-            AdminCommand::EnrollToken(a) => admin::enroll_token(a),
-            AdminCommand::RevokeDevice(a) => admin::revoke_device(a),
-            AdminCommand::RevokeUser(a) => admin::revoke_user(a),
-            AdminCommand::AddUser(a) => admin::add_user(a),
-            AdminCommand::Assign(a) => admin::assign(a),
-            AdminCommand::Unassign(a) => admin::unassign(a),
-            AdminCommand::LoadRecord(a) => admin::load_record(a),
-            AdminCommand::SetChoice(a) => admin::set_choice(a),
-            AdminCommand::PatientToken(a) => governance::patient_token(a),
-            AdminCommand::Alerts(a) => governance::alerts(a),
-            AdminCommand::CloseAlert(a) => governance::close_alert(a),
-            AdminCommand::Unhide(a) => governance::unhide(a),
-            AdminCommand::RepairDocument(a) => admin::repair_document(a),
-        },
+        Command::Admin(command) => cli::identity::run(command),
     };
     match result {
         Ok(code) => code,

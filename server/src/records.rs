@@ -118,34 +118,69 @@ pub fn load(
         .collect())
 }
 
+/// A patient's choice as an operator records it (the GP, on the patient's
+/// written request): what they chose, and whether lifting a hiding is the
+/// patient's own new choice.
+#[derive(Clone, Copy, Debug)]
+pub struct ChoiceInstruction {
+    pub choice: SharingChoice,
+    pub include_sensitive: Option<bool>,
+    pub hidden: Option<bool>,
+    /// The patient themself asked (so a hiding may be lifted).
+    pub patients_own: bool,
+}
+
 /// The patient's choices as an operator records them on the patient's
-/// behalf (the GP, on the patient's written request): a new version of the
-/// sharing entry, so earlier choices stay in the record's history, written
-/// in one transaction with its audit event. A flag not given keeps its
-/// current value, except that choosing to share again after opting out
-/// unhides (the patient opting back in); opting out always hides. Returns
-/// the choices now in force.
+/// behalf: a new version of the sharing entry, so earlier choices stay in
+/// the record's history, written in one transaction with its audit event
+/// (naming the operator who took the instruction). A flag not given keeps
+/// its current value; opting out always hides. A hiding is lifted only by
+/// the patient's own new choice (`--hidden no`, or sharing again after
+/// opting out); for anyone else it is a privacy officer's [`unhide`].
+/// Returns the choices now in force.
 pub fn set_choice(
     store: &Store,
     nhs: &NhsNumber,
-    choice: SharingChoice,
-    include_sensitive: Option<bool>,
-    hidden: Option<bool>,
+    instruction: ChoiceInstruction,
     recorded_by: &str,
 ) -> Result<PatientChoices, LoadError> {
+    let ChoiceInstruction {
+        choice,
+        include_sensitive,
+        hidden,
+        patients_own,
+    } = instruction;
+    if hidden == Some(false) && !patients_own {
+        return Err(LoadError::Parse(
+            "--hidden no lifts a hiding: only as the patient's own choice (--patients-own-choice yes); otherwise a privacy officer's `admin unhide` with its references".into(),
+        ));
+    }
     let by = ChoiceAuthor {
         user: recorded_by,
         role: "operator",
         organisation: "server",
     };
-    write_choices(store, nhs, &by, "admin-set-choice", None, |current| {
-        PatientChoices {
-            sharing: choice,
-            include_sensitive: include_sensitive.unwrap_or(current.include_sensitive),
-            hidden: choice == SharingChoice::OptOut
-                || hidden.unwrap_or(current.hidden && current.sharing != SharingChoice::OptOut),
-        }
-    })
+    let detail = if patients_own {
+        format!("the patient's own choice, taken by {recorded_by}")
+    } else {
+        format!("on the patient's behalf, taken by {recorded_by}")
+    };
+    write_choices(
+        store,
+        nhs,
+        &by,
+        ("admin-set-choice", Outcome::Recorded),
+        Some(detail),
+        |current| {
+            let opting_back_in = current.sharing == SharingChoice::OptOut && patients_own;
+            PatientChoices {
+                sharing: choice,
+                include_sensitive: include_sensitive.unwrap_or(current.include_sensitive),
+                hidden: choice == SharingChoice::OptOut
+                    || hidden.unwrap_or(current.hidden && !opting_back_in),
+            }
+        },
+    )
 }
 
 /// A privacy officer unhides a hidden record after a written request and an
@@ -169,12 +204,18 @@ pub fn unhide(
         ));
     }
     let detail = format!("request {request_ref} investigation {investigation_ref}");
-    write_choices(store, nhs, officer, "unhide", Some(detail), |current| {
-        PatientChoices {
+    // A decision the privacy officer took, and permitted.
+    write_choices(
+        store,
+        nhs,
+        officer,
+        ("unhide", Outcome::Permit),
+        Some(detail),
+        |current| PatientChoices {
             hidden: false,
             ..current
-        }
-    })
+        },
+    )
 }
 
 /// Who records a change of choices.
@@ -190,7 +231,7 @@ fn write_choices(
     store: &Store,
     nhs: &NhsNumber,
     by: &ChoiceAuthor<'_>,
-    action: &str,
+    (action, outcome): (&str, Outcome),
     detail: Option<String>,
     next: impl FnOnce(PatientChoices) -> PatientChoices,
 ) -> Result<PatientChoices, LoadError> {
@@ -223,7 +264,7 @@ fn write_choices(
             action: action.to_owned(),
             compartments: vec![Compartment::Governance],
             entries: Vec::new(),
-            outcome: Outcome::Recorded,
+            outcome,
             basis: None,
             alerts: Vec::new(),
             detail: Some(match detail {
@@ -275,10 +316,31 @@ mod tests {
             entries: Vec::new(),
         };
         load(&store, &file, "test").unwrap();
-        let set = |choice, sensitive, hidden| {
-            set_choice(&store, &nhs, choice, sensitive, hidden, "test").unwrap()
+        let instruction = |choice, include_sensitive, hidden, patients_own| ChoiceInstruction {
+            choice,
+            include_sensitive,
+            hidden,
+            patients_own,
         };
-        // Opting back in unhides; hiding explicitly hides.
+        let set = |choice, sensitive, hidden| {
+            set_choice(
+                &store,
+                &nhs,
+                instruction(choice, sensitive, hidden, true),
+                "test",
+            )
+            .unwrap()
+        };
+        // Only the patient's own choice lifts a hiding: sharing again on
+        // their behalf leaves the opted-out record hidden, and `--hidden
+        // no` on their behalf is refused.
+        let on_behalf = instruction(SharingChoice::CoreOnly, None, None, false);
+        assert!(set_choice(&store, &nhs, on_behalf, "test").unwrap().hidden);
+        let lifted = instruction(SharingChoice::CoreOnly, None, Some(false), false);
+        assert!(set_choice(&store, &nhs, lifted, "test").is_err());
+        // The patient opting back in after opting out unhides; hiding
+        // explicitly hides.
+        set(SharingChoice::OptOut, None, None);
         assert!(!set(SharingChoice::CoreOnly, None, None).hidden);
         assert!(set(SharingChoice::CoreOnly, None, Some(true)).hidden);
         // Adjusting another flag leaves a hidden record hidden.
@@ -293,10 +355,10 @@ mod tests {
             .filter(|e| e.action == "admin-set-choice" && e.patient == Some(nhs))
             .filter_map(|e| e.detail)
             .collect();
-        assert_eq!(details.len(), 4);
+        assert_eq!(details.len(), 6);
         assert_eq!(
-            details[2],
-            "CoreAndAdditional include-sensitive=true hidden=true"
+            details[4],
+            "the patient's own choice, taken by test; CoreAndAdditional include-sensitive=true hidden=true"
         );
     }
 

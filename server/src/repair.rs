@@ -29,6 +29,7 @@ pub enum RepairDocError {
 pub fn repair_document(
     store: &Store,
     doc_id: &str,
+    by: &str,
 ) -> Result<(Compartment, Option<Repaired>), RepairDocError> {
     let (patient, compartment) = store
         .owner_of_document(doc_id)?
@@ -54,7 +55,7 @@ pub fn repair_document(
     // event on disk.
     crate::audit::record(
         store,
-        "admin",
+        by,
         "document-repaired",
         Some(patient),
         Outcome::Recorded,

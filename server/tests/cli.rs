@@ -9,6 +9,7 @@ const COMMANDS: &[&[&str]] = &[
     &["demo"],
     &["serve"],
     &["admin"],
+    &["admin", "add-operator"],
     &["admin", "enroll-token"],
     &["admin", "revoke-device"],
     &["admin", "revoke-user"],
@@ -23,6 +24,8 @@ const COMMANDS: &[&[&str]] = &[
     &["admin", "unhide"],
     &["admin", "repair-document"],
 ];
+
+mod common;
 
 fn scr_server(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_scr-server"))
@@ -64,16 +67,20 @@ fn usage_errors_name_the_flag_and_exit_2() {
 fn a_bad_nhs_number_is_refused_without_echoing_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let out = scr_server(&[
-        "admin",
-        "set-choice",
-        "--data-dir",
+    let out = common::admin::as_operator(
         d,
-        "--nhs",
-        "9434765918",
-        "--choice",
-        "opt-out",
-    ]);
+        &[
+            "admin",
+            "set-choice",
+            "--data-dir",
+            d,
+            "--nhs",
+            "9434765918",
+            "--choice",
+            "opt-out",
+        ],
+        "",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("NHS number"), "{stderr}");

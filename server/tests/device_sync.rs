@@ -434,9 +434,12 @@ async fn an_operator_sets_core_only_and_back_and_the_tablet_follows() {
     let now = scr_server::records::set_choice(
         &w.store,
         &patient,
-        SharingChoice::CoreOnly,
-        None,
-        None,
+        scr_server::records::ChoiceInstruction {
+            choice: SharingChoice::CoreOnly,
+            include_sensitive: None,
+            hidden: None,
+            patients_own: false,
+        },
         "test",
     )
     .unwrap();
@@ -461,9 +464,12 @@ async fn an_operator_sets_core_only_and_back_and_the_tablet_follows() {
     scr_server::records::set_choice(
         &w.store,
         &patient,
-        SharingChoice::CoreAndAdditional,
-        None,
-        None,
+        scr_server::records::ChoiceInstruction {
+            choice: SharingChoice::CoreAndAdditional,
+            include_sensitive: None,
+            hidden: None,
+            patients_own: false,
+        },
         "test",
     )
     .unwrap();

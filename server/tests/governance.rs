@@ -53,9 +53,12 @@ async fn a_record_hidden_while_the_nurse_is_offline_is_forgotten_and_her_views_s
     let hidden = set_choice(
         &store,
         &patient,
-        SharingChoice::CoreAndAdditional,
-        None,
-        Some(true),
+        scr_server::records::ChoiceInstruction {
+            choice: SharingChoice::CoreAndAdditional,
+            include_sensitive: None,
+            hidden: Some(true),
+            patients_own: false,
+        },
         "gp-practice",
     )
     .unwrap();
@@ -178,26 +181,19 @@ async fn privacy_officers_review_their_own_organisations_alerts_and_close_them()
     srv.shutdown().await;
 }
 
-/// Runs `scr-server` with `args`, `stdin` on its standard input.
+/// Runs `scr-server` with `args` as the test operator, `stdin` after its
+/// passcode.
 fn scr_server(args: &[&str], stdin: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scr-server"))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let d = args[args.iter().position(|a| *a == "--data-dir").unwrap() + 1];
+    let out = common::admin::as_operator(d, args, stdin);
+    (out.status.success(), common::admin::text(&out))
+}
+
+/// Runs `scr-server` with `args` as the officer they name, `stdin` after
+/// the officer's `passcode`.
+fn as_officer(args: &[&str], passcode: &str, stdin: &str) -> (bool, String) {
+    let out = common::admin::as_officer(args, passcode, stdin);
+    (out.status.success(), common::admin::text(&out))
 }
 
 #[test]
@@ -205,58 +201,23 @@ fn the_admin_commands_for_patients_and_privacy_officers_answer_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let nhs = scr_core::fixtures::test_nhs_number(88).digits();
-    let (ok, _) = scr_server(
-        &[
-            "admin",
-            "add-user",
-            "--data-dir",
-            d,
-            "--user-id",
-            "555000000904",
-            "--name",
-            "Pat Privacy",
-            "--org",
-            "RX1",
-            "--job-role",
-            "R8003",
-            "--role-name",
-            "Privacy Officer",
-            "--activities",
-            "B0264",
-            "--card-serial",
-            "CARD-904",
-            "--privacy-officer",
-            "yes",
-        ],
-        "pat-1357\n",
-    );
-    assert!(ok);
-    let (ok, out) = scr_server(
-        &[
-            "admin",
-            "alerts",
-            "--data-dir",
-            d,
-            "--officer",
-            "555000000999",
-        ],
-        "",
-    );
-    assert!(!ok && out.contains("is not a privacy officer"), "{out}");
-    let (ok, out) = scr_server(
-        &[
-            "admin",
-            "alerts",
-            "--data-dir",
-            d,
-            "--officer",
-            "555000000904",
-        ],
-        "",
-    );
+    common::admin::add_user(d, "555000000904", "RX1", true, "pat-1357");
+    let alerts = |officer: &str, passcode: &str| {
+        as_officer(
+            &["admin", "alerts", "--data-dir", d, "--officer", officer],
+            passcode,
+            "",
+        )
+    };
+    // An id that is nobody's, or a wrong passcode: not authenticated.
+    let (ok, out) = alerts("555000000999", "pat-1357");
+    assert!(!ok && out.contains("not authenticated"), "{out}");
+    let (ok, out) = alerts("555000000904", "wrong-1357");
+    assert!(!ok && out.contains("not authenticated"), "{out}");
+    let (ok, out) = alerts("555000000904", "pat-1357");
     assert!(ok && out.contains("no open alerts for RX1"), "{out}");
     let close = |id: &str, outcome: &str| {
-        scr_server(
+        as_officer(
             &[
                 "admin",
                 "close-alert",
@@ -269,6 +230,7 @@ fn the_admin_commands_for_patients_and_privacy_officers_answer_clearly() {
                 "--outcome",
                 outcome,
             ],
+            "pat-1357",
             "",
         )
     };
@@ -294,7 +256,7 @@ fn the_admin_commands_for_patients_and_privacy_officers_answer_clearly() {
     );
     assert!(!out.contains(&nhs), "the NHS number is not echoed");
     // Unhiding a record the server does not hold is a clear error.
-    let (ok, out) = scr_server(
+    let (ok, out) = as_officer(
         &[
             "admin",
             "unhide",
@@ -307,6 +269,7 @@ fn the_admin_commands_for_patients_and_privacy_officers_answer_clearly() {
             "--investigation-ref",
             "INV-1",
         ],
+        "pat-1357",
         &format!("{nhs}\n"),
     );
     assert!(!ok && out.starts_with("error:"), "{out}");

@@ -6,7 +6,6 @@
 //! and a second run finds nothing to do.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
@@ -20,12 +19,16 @@ use scr_server::records::load;
 mod common;
 
 fn repair_document(dir: &std::path::Path, doc: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_scr-server"))
-        .args(["admin", "repair-document", "--data-dir"])
-        .arg(dir)
-        .args(["--document", doc])
-        .output()
-        .unwrap()
+    let d = dir.to_str().unwrap();
+    let args = [
+        "admin",
+        "repair-document",
+        "--data-dir",
+        d,
+        "--document",
+        doc,
+    ];
+    common::admin::as_operator(d, &args, "")
 }
 
 /// The document as stored.

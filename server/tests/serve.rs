@@ -4,7 +4,6 @@
 //! tokens and revoked devices are refused; health and metrics answer.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -343,13 +342,8 @@ async fn a_store_without_its_key_file_refuses_to_start() {
 #[test]
 fn admin_commands_give_a_token_or_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_scr-server"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
     let d = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| common::admin::as_operator(d, args, "");
     let ok = run(&[
         "admin",
         "enroll-token",
@@ -393,8 +387,9 @@ fn admin_commands_give_a_token_or_a_clear_error() {
     assert!(!nobody.status.success());
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("no such user"));
 
-    let mut add = Command::new(env!("CARGO_BIN_EXE_scr-server"))
-        .args([
+    let add = common::admin::as_operator(
+        d,
+        &[
             "admin",
             "add-user",
             "--data-dir",
@@ -413,14 +408,10 @@ fn admin_commands_give_a_token_or_a_clear_error() {
             "B0264,B0370,B0380",
             "--card-serial",
             "CARD-1",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    add.stdin.take().unwrap().write_all(b"jo-2468\n").unwrap();
-    assert!(add.wait_with_output().unwrap().status.success());
+        ],
+        "jo-2468\n",
+    );
+    assert!(add.status.success(), "{}", common::admin::text(&add));
     let assigned = run(&[
         "admin",
         "assign",
@@ -452,8 +443,9 @@ fn admin_commands_give_a_token_or_a_clear_error() {
     ]);
     assert!(String::from_utf8_lossy(&bad_nhs.stderr).contains("check digit"));
     // Without --nhs the number comes on standard input.
-    let mut piped = Command::new(env!("CARGO_BIN_EXE_scr-server"))
-        .args([
+    let piped = common::admin::as_operator(
+        d,
+        &[
             "admin",
             "assign",
             "--data-dir",
@@ -462,18 +454,10 @@ fn admin_commands_give_a_token_or_a_clear_error() {
             "555000000102",
             "--kind",
             "referral",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    piped
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"943 476 5919\n")
-        .unwrap();
-    assert!(piped.wait_with_output().unwrap().status.success());
+        ],
+        "943 476 5919\n",
+    );
+    assert!(piped.status.success());
     let nobody = run(&[
         "admin",
         "assign",
@@ -516,7 +500,6 @@ fn admin_commands_give_a_token_or_a_clear_error() {
         "a choice for a patient the server does not hold is refused"
     );
 
-    // Every successful admin action left an audit event, in one chain.
     let store = scr_core::Store::open(
         dir.path().join("server.db"),
         &scr_server::serve::identity::key_provider(dir.path()).unwrap(),
@@ -528,14 +511,21 @@ fn admin_commands_give_a_token_or_a_clear_error() {
         .into_iter()
         .map(|e| e.action)
         .collect();
+    // Every action left an audit event, refusals too, in one chain.
     assert_eq!(
         actions,
         [
+            "admin-add-operator",
             "admin-enroll-token",
+            "admin-refused",
+            "admin-refused",
             "admin-add-user",
             "admin-assign",
+            "admin-refused",
             "admin-assign",
-            "admin-unassign"
+            "admin-refused",
+            "admin-unassign",
+            "admin-refused",
         ]
     );
     assert_eq!(store.verify_audit_chain().unwrap(), Ok(()));

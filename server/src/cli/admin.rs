@@ -13,11 +13,11 @@ use scr_server::directory::Directory;
 use scr_server::serve::identity::{ServerIdentity, key_provider};
 
 use super::{
-    AddUserArgs, AssignArgs, Choice, EnrollTokenArgs, LoadRecordArgs, Patient, RepairDocumentArgs,
-    RevokeDeviceArgs, SetChoiceArgs, UnassignArgs, UserArgs,
+    AddOperatorArgs, AddUserArgs, AssignArgs, Choice, EnrollTokenArgs, LoadRecordArgs, Patient,
+    RepairDocumentArgs, RevokeDeviceArgs, SetChoiceArgs, UnassignArgs, UserArgs,
 };
 
-pub fn enroll_token(args: &EnrollTokenArgs) -> Result<ExitCode, String> {
+pub fn enroll_token(args: &EnrollTokenArgs, actor: &str) -> Result<ExitCode, String> {
     let dir = &args.dir.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let ttl = args.ttl_minutes;
@@ -31,7 +31,7 @@ pub fn enroll_token(args: &EnrollTokenArgs) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     scr_server::audit::record(
         &store,
-        "admin",
+        actor,
         "admin-enroll-token",
         None,
         Outcome::Recorded,
@@ -47,14 +47,36 @@ pub fn enroll_token(args: &EnrollTokenArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn revoke_device(args: &RevokeDeviceArgs) -> Result<ExitCode, String> {
+/// `admin add-operator`: an operator account (its passcode on standard
+/// input), added by `actor` (or, the first one, by whoever holds the data
+/// directory).
+pub fn add_operator(args: &AddOperatorArgs, actor: &str) -> Result<ExitCode, String> {
+    let (store, directory) = open_server(&args.dir.data_dir)?;
+    let passcode = super::stdin_line()?;
+    directory
+        .add_operator(&args.operator_id, &args.name, &passcode)
+        .map_err(|e| e.to_string())?;
+    scr_server::audit::record(
+        &store,
+        actor,
+        "admin-add-operator",
+        None,
+        Outcome::Recorded,
+        Some(args.operator_id.clone()),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("operator {} added", args.operator_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn revoke_device(args: &RevokeDeviceArgs, actor: &str) -> Result<ExitCode, String> {
     let hex = args.key.as_str();
     let key = parse_hex_key(hex).ok_or("--key must be 64 hex digits")?;
     let (store, directory) = open_server(&args.dir.data_dir)?;
     if directory.revoke(&key).map_err(|e| e.to_string())? {
         scr_server::audit::record(
             &store,
-            "admin",
+            actor,
             "admin-revoke-device",
             None,
             Outcome::Recorded,
@@ -71,7 +93,7 @@ pub fn revoke_device(args: &RevokeDeviceArgs) -> Result<ExitCode, String> {
 /// A user's access withdrawn: no more logins, and every device still
 /// holding their grant uploads its trail and wipes itself when it next
 /// connects.
-pub fn revoke_user(args: &UserArgs) -> Result<ExitCode, String> {
+pub fn revoke_user(args: &UserArgs, actor: &str) -> Result<ExitCode, String> {
     let user_id = args.user_id.as_str();
     let (store, directory) = open_server(&args.dir.data_dir)?;
     if !directory.revoke_user(user_id).map_err(|e| e.to_string())? {
@@ -79,7 +101,7 @@ pub fn revoke_user(args: &UserArgs) -> Result<ExitCode, String> {
     }
     scr_server::audit::record(
         &store,
-        "admin",
+        actor,
         "admin-revoke-user",
         None,
         Outcome::Recorded,
@@ -97,7 +119,7 @@ pub fn open_server(dir: &Path) -> Result<(Store, Directory), String> {
     Ok((store, directory))
 }
 
-pub fn add_user(args: &AddUserArgs) -> Result<ExitCode, String> {
+pub fn add_user(args: &AddUserArgs, actor: &str) -> Result<ExitCode, String> {
     let (store, directory) = open_server(&args.dir.data_dir)?;
     let user = scr_server::users::NewUser {
         user_id: args.user_id.clone(),
@@ -114,16 +136,13 @@ pub fn add_user(args: &AddUserArgs) -> Result<ExitCode, String> {
         card_serial: args.card_serial.clone(),
     };
     // The passcode comes on standard input, never on the command line.
-    let mut passcode = String::new();
-    std::io::stdin()
-        .read_line(&mut passcode)
-        .map_err(|e| e.to_string())?;
+    let passcode = super::stdin_line()?;
     directory
-        .add_user(&user, passcode.trim_end_matches(['\r', '\n']))
+        .add_user(&user, &passcode)
         .map_err(|e| e.to_string())?;
     scr_server::audit::record(
         &store,
-        "admin",
+        actor,
         "admin-add-user",
         None,
         Outcome::Recorded,
@@ -134,14 +153,14 @@ pub fn add_user(args: &AddUserArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn unassign(args: &UnassignArgs) -> Result<ExitCode, String> {
+pub fn unassign(args: &UnassignArgs, actor: &str) -> Result<ExitCode, String> {
     let (store, _) = open_server(&args.dir.data_dir)?;
     let user = args.user_id.as_str();
     let nhs = nhs_number(&args.patient)?;
     let removed = scr_server::users::unassign(&store, user, nhs).map_err(|e| e.to_string())?;
     scr_server::audit::record(
         &store,
-        "admin",
+        actor,
         "admin-unassign",
         Some(nhs),
         Outcome::Recorded,
@@ -159,7 +178,7 @@ pub fn unassign(args: &UnassignArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn assign(args: &AssignArgs) -> Result<ExitCode, String> {
+pub fn assign(args: &AssignArgs, actor: &str) -> Result<ExitCode, String> {
     let (store, directory) = open_server(&args.dir.data_dir)?;
     let user = args.user_id.as_str();
     let nhs = nhs_number(&args.patient)?;
@@ -178,7 +197,7 @@ pub fn assign(args: &AssignArgs) -> Result<ExitCode, String> {
     scr_server::users::assign(&store, &directory, user, nhs, kind).map_err(|e| e.to_string())?;
     scr_server::audit::record(
         &store,
-        "admin",
+        actor,
         "admin-assign",
         Some(nhs),
         Outcome::Recorded,
@@ -189,14 +208,14 @@ pub fn assign(args: &AssignArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn load_record(args: &LoadRecordArgs) -> Result<ExitCode, String> {
+pub fn load_record(args: &LoadRecordArgs, actor: &str) -> Result<ExitCode, String> {
     let json = std::fs::read_to_string(&args.file).map_err(|e| format!("--file: {}", e.kind()))?;
     let file = scr_server::records::parse(&json).map_err(|e| e.to_string())?;
     let (store, _) = open_server(&args.dir.data_dir)?;
-    let docs = scr_server::records::load(&store, &file, "admin").map_err(|e| e.to_string())?;
+    let docs = scr_server::records::load(&store, &file, actor).map_err(|e| e.to_string())?;
     scr_server::audit::record(
         &store,
-        "admin",
+        actor,
         "admin-load-record",
         Some(file.nhs_number),
         Outcome::Recorded,
@@ -210,7 +229,7 @@ pub fn load_record(args: &LoadRecordArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn set_choice(args: &SetChoiceArgs) -> Result<ExitCode, String> {
+pub fn set_choice(args: &SetChoiceArgs, actor: &str) -> Result<ExitCode, String> {
     use scr_core::record::SharingChoice;
     let nhs = nhs_number(&args.patient)?;
     let choice = match args.choice {
@@ -218,13 +237,16 @@ pub fn set_choice(args: &SetChoiceArgs) -> Result<ExitCode, String> {
         Choice::CoreAndAdditional => SharingChoice::CoreAndAdditional,
         Choice::OptOut => SharingChoice::OptOut,
     };
-    let include_sensitive = args.include_sensitive.map(|v| v.is_yes());
-    let hidden = args.hidden.map(|v| v.is_yes());
+    let instruction = scr_server::records::ChoiceInstruction {
+        choice,
+        include_sensitive: args.include_sensitive.map(|v| v.is_yes()),
+        hidden: args.hidden.map(|v| v.is_yes()),
+        patients_own: args.patients_own_choice.is_yes(),
+    };
     let (store, _) = open_server(&args.dir.data_dir)?;
     // The choice and its audit event commit together.
     let now =
-        scr_server::records::set_choice(&store, &nhs, choice, include_sensitive, hidden, "admin")
-            .map_err(|e| match e {
+        scr_server::records::set_choice(&store, &nhs, instruction, actor).map_err(|e| match e {
             scr_server::records::LoadError::Store(scr_core::StoreError::RecordNotFound) => {
                 "the server holds no record for that NHS number".to_owned()
             }
@@ -249,13 +271,7 @@ pub fn set_choice(args: &SetChoiceArgs) -> Result<ExitCode, String> {
 pub fn nhs_number(patient: &Patient) -> Result<scr_core::NhsNumber, String> {
     let text = match &patient.nhs {
         Some(n) => n.clone(),
-        None => {
-            let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| e.to_string())?;
-            line.trim_end_matches(['\r', '\n']).to_owned()
-        }
+        None => super::stdin_line()?,
     };
     scr_core::NhsNumber::parse(&text).map_err(|e| format!("NHS number: {e}"))
 }
@@ -266,9 +282,9 @@ fn parse_hex_key(hex: &str) -> Option<[u8; 32]> {
 
 /// `admin repair-document`: a record's document that no longer reads,
 /// repaired from its last readable state (audited).
-pub fn repair_document(args: &RepairDocumentArgs) -> Result<ExitCode, String> {
+pub fn repair_document(args: &RepairDocumentArgs, actor: &str) -> Result<ExitCode, String> {
     let (store, _) = open_server(&args.dir.data_dir)?;
-    match scr_server::repair::repair_document(&store, &args.document) {
+    match scr_server::repair::repair_document(&store, &args.document, actor) {
         Ok((compartment, None)) => {
             println!(
                 "the {} document reads: nothing to repair",

@@ -18,22 +18,14 @@ fn archive(dir: &std::path::Path, store: &scr_core::Store) -> Result<Archive, St
     Archive::open(&dir.join("audit.db"), &root).map_err(|e| e.to_string())
 }
 
-fn stdin_line() -> Result<String, String> {
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
 /// `admin patient-token`: an enrollment token for a patient's own phone,
-/// bound to the patient (NHS number from `--nhs` or the first line of
-/// standard input) and the passcode they chose (the next line).
-pub fn patient_token(args: &PatientTokenArgs) -> Result<ExitCode, String> {
+/// bound to the patient (NHS number from `--nhs` or the next line of
+/// standard input) and the passcode they chose (the line after).
+pub fn patient_token(args: &PatientTokenArgs, actor: &str) -> Result<ExitCode, String> {
     let (store, directory) = open_server(&args.dir.data_dir)?;
     let identity = ServerIdentity::load_or_create(&store).map_err(|e| e.to_string())?;
     let nhs = nhs_number(&args.patient)?;
-    let passcode = stdin_line()?;
+    let passcode = super::stdin_line()?;
     let ttl = args.ttl_minutes;
     let org = args.org.as_str();
     let token = directory
@@ -46,7 +38,7 @@ pub fn patient_token(args: &PatientTokenArgs) -> Result<ExitCode, String> {
     scr_server::patients::bind_token(&store, &token, nhs, &passcode).map_err(|e| e.to_string())?;
     scr_server::audit::record(
         &store,
-        "admin",
+        actor,
         "admin-patient-token",
         Some(nhs),
         Outcome::Recorded,

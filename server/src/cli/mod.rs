@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod governance;
+pub mod identity;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +87,17 @@ pub struct ServeArgs {
     pub trusted_proxy: Vec<std::net::IpAddr>,
 }
 
+/// The next line of standard input (a passcode, an NHS number), without
+/// its line ending. Standard input is read in order: the passcode of who
+/// runs the command first, then what the command itself reads.
+pub fn stdin_line() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|_| "standard input could not be read".to_owned())?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// Midnight UTC of a YYYY-MM-DD date, in milliseconds since the Unix epoch.
 pub fn utc_date_ms(date: &str) -> Result<i64, String> {
     let bad = || "expected a date as YYYY-MM-DD".to_owned();
@@ -117,6 +129,15 @@ pub struct DataDir {
     pub data_dir: PathBuf,
 }
 
+/// The operator running the command; their passcode is the first line of
+/// standard input.
+#[derive(Debug, Args)]
+pub struct OperatorArg {
+    /// Your operator id (your passcode: the first line of standard input).
+    #[arg(long, value_name = "ID")]
+    pub operator: String,
+}
+
 /// The patient, by NHS number: from this flag, or the first line of standard input.
 #[derive(Debug, Args)]
 pub struct Patient {
@@ -127,6 +148,9 @@ pub struct Patient {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    /// Add (or reset) an operator account; its passcode is read from standard
+    /// input (after yours: the first account needs no --operator).
+    AddOperator(AddOperatorArgs),
     /// A one-time enrollment token for a device of an organisation.
     EnrollToken(EnrollTokenArgs),
     /// Revoke a device: it may upload its audit trail, then it wipes itself.
@@ -168,9 +192,26 @@ impl YesNo {
 }
 
 #[derive(Debug, Args)]
+pub struct AddOperatorArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The new operator's id (lower-case letters, digits, dots, dashes).
+    #[arg(long, value_name = "ID")]
+    pub operator_id: String,
+    /// Their name, as the trail shows it.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Your operator id, once any operator exists (your passcode: the first line of standard input).
+    #[arg(long, value_name = "ID")]
+    pub operator: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct EnrollTokenArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    #[command(flatten)]
+    pub by: OperatorArg,
     /// The organisation's ODS code.
     #[arg(long, value_name = "ODS")]
     pub org: String,
@@ -186,6 +227,8 @@ pub struct EnrollTokenArgs {
 pub struct RevokeDeviceArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    #[command(flatten)]
+    pub by: OperatorArg,
     /// The device's public key, 64 hex digits.
     #[arg(long, value_name = "HEX")]
     pub key: String,
@@ -195,6 +238,8 @@ pub struct RevokeDeviceArgs {
 pub struct UserArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    #[command(flatten)]
+    pub by: OperatorArg,
     /// The user's SDS user id.
     #[arg(long, value_name = "SDS")]
     pub user_id: String,
@@ -204,6 +249,8 @@ pub struct UserArgs {
 pub struct AddUserArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    #[command(flatten)]
+    pub by: OperatorArg,
     #[arg(long, value_name = "SDS")]
     pub user_id: String,
     /// The name patients see in their access log.
@@ -230,6 +277,8 @@ pub struct AddUserArgs {
 pub struct AssignArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    #[command(flatten)]
+    pub by: OperatorArg,
     #[arg(long, value_name = "SDS")]
     pub user_id: String,
     #[command(flatten)]
@@ -243,6 +292,8 @@ pub struct AssignArgs {
 pub struct UnassignArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    #[command(flatten)]
+    pub by: OperatorArg,
     #[arg(long, value_name = "SDS")]
     pub user_id: String,
     #[command(flatten)]
@@ -253,6 +304,8 @@ pub struct UnassignArgs {
 pub struct LoadRecordArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    #[command(flatten)]
+    pub by: OperatorArg,
     /// The patient's record (see docs/OPERATIONS.md for the format).
     #[arg(long, value_name = "PATIENT.json")]
     pub file: PathBuf,
@@ -270,20 +323,28 @@ pub struct SetChoiceArgs {
     #[command(flatten)]
     pub dir: DataDir,
     #[command(flatten)]
+    pub by: OperatorArg,
+    #[command(flatten)]
     pub patient: Patient,
     /// core-only, core-and-additional or opt-out.
     #[arg(long, value_name = "CHOICE", value_parser = choice)]
     pub choice: Choice,
     #[arg(long, value_name = "YES|NO")]
     pub include_sensitive: Option<YesNo>,
+    /// Hide the record (yes), or lift its hiding (no: only as the patient's own choice).
     #[arg(long, value_name = "YES|NO")]
     pub hidden: Option<YesNo>,
+    /// The patient themself gave this instruction (only then may a hiding be lifted).
+    #[arg(long, value_name = "YES|NO", default_value = "no")]
+    pub patients_own_choice: YesNo,
 }
 
 #[derive(Debug, Args)]
 pub struct PatientTokenArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    #[command(flatten)]
+    pub by: OperatorArg,
     /// The GP practice's ODS code.
     #[arg(long, value_name = "GP_ODS")]
     pub org: String,
@@ -297,7 +358,7 @@ pub struct PatientTokenArgs {
 pub struct AlertsArgs {
     #[command(flatten)]
     pub dir: DataDir,
-    /// The privacy officer's SDS user id.
+    /// Your SDS user id, as a privacy officer (your passcode: the first line of standard input).
     #[arg(long, value_name = "SDS")]
     pub officer: String,
     /// Closed alerts too.
@@ -309,6 +370,7 @@ pub struct AlertsArgs {
 pub struct CloseAlertArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    /// Your SDS user id, as a privacy officer (your passcode: the first line of standard input).
     #[arg(long, value_name = "SDS")]
     pub officer: String,
     /// The alert's number.
@@ -323,6 +385,7 @@ pub struct CloseAlertArgs {
 pub struct UnhideArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    /// Your SDS user id, as a privacy officer (your passcode: the first line of standard input).
     #[arg(long, value_name = "SDS")]
     pub officer: String,
     #[command(flatten)]
@@ -339,6 +402,8 @@ pub struct UnhideArgs {
 pub struct RepairDocumentArgs {
     #[command(flatten)]
     pub dir: DataDir,
+    #[command(flatten)]
+    pub by: OperatorArg,
     /// The document's id (as samod names it; never an NHS number).
     #[arg(long, value_name = "ID")]
     pub document: String,

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0003_user_revocation.sql"),
     include_str!("0004_revocation_time.sql"),
     include_str!("0005_login_attempts.sql"),
+    include_str!("0006_operators.sql"),
 ];
 
 /// What a device was enrolled as.

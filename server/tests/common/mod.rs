@@ -2,6 +2,7 @@
 //! nurse account the journeys use, and a samod dialer over the channel.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod admin;
 pub mod device;
 pub mod fault_proxy;
 pub mod proxy;

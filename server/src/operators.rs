@@ -1,0 +1,126 @@
+//! Who runs the admin commands: named operator accounts, each with an
+//! Argon2id passcode as staff have, and the privacy officers, who prove
+//! who they are with their own staff passcode. Every admin action is
+//! audited under the id that proved itself; an attempt that does not
+//! prove itself is refused (and audited by the caller). Failed attempts
+//! are counted before each check; five lock the account until another
+//! operator adds it again.
+
+use rusqlite::{OptionalExtension, params};
+use scr_core::crypto::passcode::{hash_passcode, passcode_matches};
+
+use crate::directory::Directory;
+use crate::login::MAX_FAILED_LOGINS;
+use crate::users::UserError;
+
+/// The device key the admin command line counts staff attempts under (no
+/// device has it: a key is a Curve25519 point, never all zeroes).
+const COMMAND_LINE: [u8; 32] = [0; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// The same words whatever failed: no such id, a wrong passcode, locked.
+    #[error("not authenticated: check the id and passcode, or ask another operator")]
+    NotAuthenticated,
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("directory: {0}")]
+    Users(#[from] UserError),
+    #[error("directory database error")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+fn valid_id(id: &str) -> bool {
+    (2..=32).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+}
+
+impl Directory {
+    /// How many operator accounts there are (none: the first may be added
+    /// by whoever holds the data directory).
+    pub fn operator_count(&self) -> Result<u64, OperatorError> {
+        let n: i64 = self.conn().map_err(UserError::from)?.query_row(
+            "SELECT COUNT(*) FROM operators",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Adds (or resets, unlocking it) an operator account.
+    pub fn add_operator(&self, id: &str, name: &str, passcode: &str) -> Result<(), OperatorError> {
+        if !valid_id(id) {
+            return Err(OperatorError::Invalid(
+                "an operator id is 2 to 32 lower-case letters, digits, dots and dashes",
+            ));
+        }
+        if passcode.chars().count() < 8 {
+            return Err(OperatorError::Invalid(
+                "an operator passcode has at least 8 characters",
+            ));
+        }
+        let phc = hash_passcode(passcode).ok_or(OperatorError::Invalid("passcode"))?;
+        self.conn().map_err(UserError::from)?.execute(
+            "INSERT INTO operators (operator_id, display_name, passcode_phc, failed, added_at_ms)
+             VALUES (?1, ?2, ?3, 0, ?4)
+             ON CONFLICT(operator_id) DO UPDATE SET display_name = excluded.display_name,
+                 passcode_phc = excluded.passcode_phc, failed = 0",
+            params![id, name, phc, scr_core::clock::now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Checks an operator's passcode, counting the attempt first (at most
+    /// `MAX_FAILED_LOGINS` outstanding); a success resets the count.
+    pub fn authenticate_operator(&self, id: &str, passcode: &str) -> Result<(), OperatorError> {
+        let counted = self.conn().map_err(UserError::from)?.execute(
+            "UPDATE operators SET failed = failed + 1 WHERE operator_id = ?1 AND failed < ?2",
+            params![id, MAX_FAILED_LOGINS],
+        )? == 1;
+        let phc: Option<String> = self
+            .conn()
+            .map_err(UserError::from)?
+            .query_row(
+                "SELECT passcode_phc FROM operators WHERE operator_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let matches = passcode_matches(passcode, phc.as_deref().unwrap_or(dummy()));
+        if !(counted && matches && phc.is_some()) {
+            return Err(OperatorError::NotAuthenticated);
+        }
+        self.conn().map_err(UserError::from)?.execute(
+            "UPDATE operators SET failed = 0 WHERE operator_id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Checks a member of staff's own passcode at the command line (a
+    /// privacy officer reviewing alerts), counted as their logins are, on
+    /// the command line as one device.
+    pub fn authenticate_staff(&self, user_id: &str, passcode: &str) -> Result<(), OperatorError> {
+        let found = self.user(user_id)?;
+        let counted = found.is_some()
+            && !self.user_revoked(user_id)
+            && self.begin_login_attempt(user_id, &COMMAND_LINE)?;
+        let phc = found
+            .as_ref()
+            .map(|(_, phc, _)| phc.as_str())
+            .unwrap_or(dummy());
+        if !(passcode_matches(passcode, phc) && counted) {
+            return Err(OperatorError::NotAuthenticated);
+        }
+        self.reset_login_attempts(user_id, &COMMAND_LINE)?;
+        Ok(())
+    }
+}
+
+/// A verifier checked when the id is unknown: the same work either way.
+fn dummy() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_passcode("scr-sync: no such operator").unwrap_or_default())
+}
