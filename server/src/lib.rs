@@ -28,6 +28,7 @@ pub mod records;
 pub mod refusals;
 pub mod repair;
 pub mod request;
+pub mod sent_log;
 pub mod serve;
 pub mod sqlite;
 pub mod users;

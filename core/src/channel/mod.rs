@@ -36,7 +36,9 @@ pub(crate) fn session_frame_parts(bytes: &[u8]) -> Option<(u8, u64, u64, usize)>
         .ok()
         .map(|(kind, seq, ack, payload)| (kind, seq, ack, payload.len()))
 }
-pub use transport::{Gate, Inspector, Traffic, into_counted_transport, into_samod_transport};
+pub use transport::{
+    Gate, Inspector, Observer, Traffic, into_counted_transport, into_samod_transport,
+};
 
 pub const NOISE_PATTERN: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake: a peer speaking another version fails it.

@@ -25,6 +25,10 @@ pub struct Traffic {
 /// it on (the server's guard and push check).
 pub type Inspector = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
+/// Sees every message samod sends on a session, before it goes out (the
+/// server's log of which documents it sent each device).
+pub type Observer = Box<dyn Fn(&[u8]) + Send + Sync>;
+
 /// Sees every message the inspector passed, in order, on samod's side of
 /// the session, and may take its time (read the document the message is
 /// for): it answers the message to hand to samod, or `None` to drop it.

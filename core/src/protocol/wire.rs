@@ -47,6 +47,28 @@ pub fn parse(message: &[u8]) -> Option<Incoming> {
     })
 }
 
+/// A message's type and document, without decoding its data (what the
+/// server reads of each message it sends, to log which documents went to
+/// which device).
+pub fn kind_and_document(message: &[u8]) -> Option<(String, Option<String>)> {
+    let mut d = minicbor::Decoder::new(message);
+    let entries = d.map().ok()??;
+    let (mut kind, mut document_id) = (None, None);
+    for _ in 0..entries {
+        match d.str().ok()? {
+            "type" => kind = Some(d.str().ok()?.to_owned()),
+            "documentId" => {
+                document_id = Some(match d.datatype().ok()? {
+                    minicbor::data::Type::Bytes => bs58_of(d.bytes().ok()?),
+                    _ => d.str().ok()?.to_owned(),
+                })
+            }
+            _ => d.skip().ok()?,
+        }
+    }
+    Some((kind?, document_id))
+}
+
 /// A document id given as bytes, in the text form samod uses elsewhere.
 fn bs58_of(bytes: &[u8]) -> String {
     samod::DocumentId::try_from(bytes.to_vec())

@@ -191,6 +191,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         grant_lifetime_ms: i64::try_from(config.grant_lifetime.as_millis()).unwrap_or(i64::MAX),
         logins_in_progress: std::sync::Mutex::default(),
         gate: Arc::new(limits::Gatekeeper::new(config.limits.clone())),
+        sent: crate::sent_log::SentLog::start(audit_store.clone(), archive.clone()),
         login_slots: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
@@ -247,6 +248,8 @@ struct Shared {
     logins_in_progress: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
     /// Who may connect and handshake how much.
     gate: Arc<limits::Gatekeeper>,
+    /// The log of which documents went to which device.
+    sent: crate::sent_log::SentLog,
     /// One Argon2id check per core at a time. Each takes 19 MiB; a burst
     /// of logins (a shift starting) otherwise ran hundreds at once on the
     /// blocking pool: measured 853 MB resident for 40 tablets logging in

@@ -74,13 +74,13 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         device,
         shared.metrics.changes_refused.clone(),
     );
-    let (session, transport) = channel::Session::open_gated(
+    let (session, transport) = channel::Session::open_observed(
         device,
         shared.metrics.traffic.clone(),
         Box::new(guard),
         // Everything is read once, in the gate.
-        Box::new(|_| true),
-        gate,
+        (Box::new(|_| true), gate),
+        shared.sent.observer(device),
     );
     let Some(id) = shared.sessions.insert(device, session.clone()) else {
         session.end();

@@ -6,15 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::channel::mpsc as fmpsc;
+use futures::{SinkExt, StreamExt};
 use samod::PeerId;
 use samod::transport::Transport;
 use tokio::sync::watch;
 
 use super::frame::{ACK, END, parse};
 use super::window::{Arrival, Window};
-use crate::channel::{ChannelError, Gate, Inspector, Traffic, hex_key};
+use crate::channel::{ChannelError, Gate, Inspector, Observer, Traffic, hex_key};
 
 /// Bytes delivered to samod and not yet read by it. Delivery never waits
 /// (see [`Session::take_in`]); a peer that keeps sending this much more
@@ -87,7 +87,33 @@ impl Session {
         inspect: Inspector,
         gate: Gate,
     ) -> (Arc<Self>, Transport) {
-        let (session, incoming, outgoing) = Self::open_parts(traffic, guard, inspect);
+        let parts = Self::open_parts(traffic, guard, inspect);
+        Self::gated(remote, parts, gate, Box::new(|_| {}))
+    }
+
+    /// [`Session::open_gated`], with every message samod sends seen by
+    /// `sent` first (the server's log of what it sent each device).
+    pub fn open_observed(
+        remote: [u8; 32],
+        traffic: Arc<Traffic>,
+        guard: Box<dyn Send + Sync>,
+        (inspect, gate): (Inspector, Gate),
+        sent: Observer,
+    ) -> (Arc<Self>, Transport) {
+        let parts = Self::open_parts(traffic, guard, inspect);
+        Self::gated(remote, parts, gate, sent)
+    }
+
+    fn gated(
+        remote: [u8; 32],
+        (session, incoming, outgoing): (Arc<Self>, Incoming, fmpsc::Sender<Vec<u8>>),
+        gate: Gate,
+        sent: Observer,
+    ) -> (Arc<Self>, Transport) {
+        let outgoing = outgoing.with(move |m: Vec<u8>| {
+            sent(&m);
+            futures::future::ready(Ok::<_, fmpsc::SendError>(m))
+        });
         let gated = incoming
             .then(move |message| {
                 let gate = gate.clone();
