@@ -24,13 +24,7 @@ pub fn parse(message: &[u8]) -> Option<Incoming> {
     for _ in 0..entries {
         match d.str().ok()? {
             "type" => kind = Some(d.str().ok()?.to_owned()),
-            // samod accepts a document id as text or as bytes.
-            "documentId" => {
-                document_id = Some(match d.datatype().ok()? {
-                    minicbor::data::Type::Bytes => bs58_of(d.bytes().ok()?),
-                    _ => d.str().ok()?.to_owned(),
-                })
-            }
+            "documentId" => document_id = Some(document_id_at(&mut d)?),
             "data" => data = Some(d.bytes().ok()?),
             _ => d.skip().ok()?,
         }
@@ -57,16 +51,19 @@ pub fn kind_and_document(message: &[u8]) -> Option<(String, Option<String>)> {
     for _ in 0..entries {
         match d.str().ok()? {
             "type" => kind = Some(d.str().ok()?.to_owned()),
-            "documentId" => {
-                document_id = Some(match d.datatype().ok()? {
-                    minicbor::data::Type::Bytes => bs58_of(d.bytes().ok()?),
-                    _ => d.str().ok()?.to_owned(),
-                })
-            }
+            "documentId" => document_id = Some(document_id_at(&mut d)?),
             _ => d.skip().ok()?,
         }
     }
     Some((kind?, document_id))
+}
+
+/// The document id at the decoder: samod accepts one as text or as bytes.
+fn document_id_at(d: &mut minicbor::Decoder<'_>) -> Option<String> {
+    Some(match d.datatype().ok()? {
+        minicbor::data::Type::Bytes => bs58_of(d.bytes().ok()?),
+        _ => d.str().ok()?.to_owned(),
+    })
 }
 
 /// A document id given as bytes, in the text form samod uses elsewhere.
