@@ -246,6 +246,7 @@ impl EncounterDesk {
     /// holdings list read it from the store.
     fn reissue(&self, device: &[u8; 32], mut grant: RoleProfileGrant) -> Option<String> {
         grant.grant_id = crate::grants::grant_id(scr_core::clock::now_ms(), device);
+        self.archive.record_grant(device, &grant).ok()?;
         crate::grants::store_issued(&self.store, device, &grant).ok()?;
         let signer = GrantSigner::from_seed(*self.signer_seed);
         Some(to_hex(&signer.sign(&grant)))

@@ -84,6 +84,37 @@ pub(crate) fn issued(store: &Store, device_key: &[u8; 32]) -> Option<RoleProfile
     serde_json::from_slice(&bytes).ok()
 }
 
+/// How far before an event a grant naming its patient is looked for (a
+/// record stays on a tablet while its caseload lasts; each day's grant
+/// names it again).
+const COVERED_WITHIN_MS: i64 = 31 * 24 * 60 * 60 * 1000;
+
+/// The grants an upload's events are judged against: those the archive
+/// keeps that were issued from a month before its earliest event to its
+/// latest, with those the store still keeps for the device (issued before
+/// the archive kept grants), each once, oldest first.
+pub(crate) fn judged_against(
+    archive: &crate::archive::Archive,
+    store: &Store,
+    device_key: &[u8; 32],
+    upload: &scr_core::protocol::AuditUpload,
+) -> Result<Vec<RoleProfileGrant>, crate::archive::ArchiveError> {
+    let times = upload.events.iter().map(|e| e.wall_time_ms);
+    let (Some(first), Some(last)) = (times.clone().min(), times.max()) else {
+        return Ok(Vec::new());
+    };
+    let from = first.saturating_sub(COVERED_WITHIN_MS + scr_core::grant::MAX_GRANT_MS);
+    let to = last.saturating_add(scr_core::grant::CLOCK_SKEW_MS);
+    let mut grants = archive.grants_issued(device_key, from, to)?;
+    for g in issued_history(store, device_key) {
+        if !grants.iter().any(|k| k.grant_id == g.grant_id) {
+            grants.push(g);
+        }
+    }
+    grants.sort_by_key(|g| g.issued_at_ms);
+    Ok(grants)
+}
+
 fn relationships_name(user_id: &str) -> String {
     format!("relationships:{user_id}")
 }
@@ -120,4 +151,95 @@ pub(crate) fn edit_relationships(
         serde_json::to_vec(&list).unwrap_or_default()
     })?;
     Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use scr_core::audit::{AuditDraft, AuditEvent, GENESIS_HASH, Outcome};
+    use scr_core::crypto::{SecretKey, StaticKeyProvider};
+    use scr_core::fixtures::test_nhs_number;
+    use scr_core::grant::{GrantPrincipal, GrantRelationship, RelationshipKind};
+    use scr_core::protocol::{AUDIT_UPLOAD_FORMAT, AuditUpload, Backlog};
+
+    use super::*;
+    use crate::archive::{Archive, Issued, vouch};
+
+    const DAY: i64 = 24 * 60 * 60 * 1000;
+    const T0: i64 = 1_800_000_000_000;
+
+    fn grant(n: i64) -> RoleProfileGrant {
+        RoleProfileGrant {
+            grant_id: format!("g{n}"),
+            principal: GrantPrincipal::Staff {
+                user_id: "555000000102".into(),
+                display_name: "Jo Nurse".into(),
+                job_role: "R0050".into(),
+                job_role_name: "Community Nurse".into(),
+                organisation: "RX1".into(),
+                activities: vec!["B0264".into()],
+                privacy_officer: false,
+            },
+            device_id: "d".into(),
+            issued_at_ms: T0 + n * DAY,
+            expires_at_ms: T0 + n * DAY + DAY / 2,
+            relationships: vec![GrantRelationship {
+                nhs_number: test_nhs_number(1),
+                kind: RelationshipKind::Caseload,
+            }],
+        }
+    }
+
+    #[test]
+    fn an_event_uploaded_after_hundreds_of_later_logins_is_judged_against_its_own_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path().join("s.db"),
+            &StaticKeyProvider::new(SecretKey::from_bytes([3; 32])),
+        )
+        .unwrap();
+        let archive = Archive::open(
+            &dir.path().join("audit.db"),
+            &SecretKey::from_bytes([4; 32]),
+        )
+        .unwrap();
+        let device = [9u8; 32];
+        for n in 0..200 {
+            archive.record_grant(&device, &grant(n)).unwrap();
+            store_issued(&store, &device, &grant(n)).unwrap();
+        }
+        assert_eq!(issued_history(&store, &device).len(), KEPT_GRANTS);
+        // A view during the first day's grant, uploaded 200 days on.
+        let draft = AuditDraft {
+            user: "555000000102".into(),
+            role: "R0050".into(),
+            organisation: "RX1".into(),
+            patient: Some(test_nhs_number(1)),
+            action: "view".into(),
+            compartments: Vec::new(),
+            entries: Vec::new(),
+            outcome: Outcome::Permit,
+            basis: Some("permission".into()),
+            alerts: Vec::new(),
+            detail: None,
+        };
+        let event = AuditEvent::from_draft(draft, "d", 1, GENESIS_HASH.into(), T0 + DAY / 4);
+        let upload = AuditUpload {
+            format: AUDIT_UPLOAD_FORMAT,
+            events: vec![event.clone()],
+            backlog: Backlog::default(),
+        };
+        let grants = judged_against(&archive, &store, &device, &upload).unwrap();
+        assert!(grants.iter().any(|g| g.grant_id == "g0"), "the first grant");
+        let issued = Issued {
+            grants,
+            revoked_at_ms: None,
+        };
+        assert_eq!(vouch(&event, &issued), Ok(()));
+        // Only the store's 128 would not have vouched for it.
+        let store_only = Issued {
+            grants: issued_history(&store, &device),
+            revoked_at_ms: None,
+        };
+        assert!(vouch(&event, &store_only).is_err());
+    }
 }

@@ -73,6 +73,8 @@ pub(crate) fn binding_name(token_hash: &[u8; 32]) -> String {
 pub struct LoginDesk<'a> {
     pub directory: &'a Directory,
     pub store: &'a Store,
+    /// Where every grant issued is kept, as long as the audit events.
+    pub archive: &'a crate::archive::Archive,
     pub signer: &'a GrantSigner,
     pub grant_lifetime_ms: i64,
 }
@@ -155,9 +157,13 @@ impl LoginDesk<'_> {
             .unwrap_or_else(|| refuse("the session could not be recorded"))
     }
 
-    /// Records `grant` as the device's current grant (the share policy
-    /// decides its documents from it), then signs it.
+    /// Keeps `grant` in the archive and records it as the device's current
+    /// grant (the share policy decides its documents from it), then signs
+    /// it.
     fn issue(&self, device: &Device, grant: &RoleProfileGrant) -> Option<LoginResponse> {
+        // Kept first: a grant the server could not judge uploads against
+        // later is never issued.
+        self.archive.record_grant(&device.key, grant).ok()?;
         crate::grants::store_issued(self.store, &device.key, grant).ok()?;
         Some(LoginResponse::Granted {
             grant_hex: to_hex(&self.signer.sign(grant)),

@@ -6,6 +6,7 @@
 //! only as keyed hashes.
 
 mod budget;
+mod grants;
 mod sent;
 mod upload;
 mod vouch;
@@ -22,6 +23,7 @@ use scr_core::crypto::{self, LookupKey, SecretKey};
 use scr_core::protocol::{AuditAck, AuditUpload, Backlog, MAX_AUDIT_BATCH};
 
 pub use budget::{AuditBudget, MAX_UPLOAD_BYTES};
+pub use grants::MAX_GRANTS_READ;
 pub use sent::{Sent, SentNow};
 pub use upload::serve_upload;
 pub use vouch::{DEVICE_USER, Doubt, Issued, vouch};
@@ -29,6 +31,7 @@ pub use vouch::{DEVICE_USER, Doubt, Issued, vouch};
 const MIGRATIONS: &[&str] = &[
     include_str!("0001_archive.sql"),
     include_str!("0002_sent.sql"),
+    include_str!("0003_grants.sql"),
 ];
 const EVENTS: &[u8] = b"events";
 /// The name the server's own audit events carry as their device.

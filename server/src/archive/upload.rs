@@ -9,8 +9,13 @@ use scr_core::protocol::{AuditAck, AuditReply, AuditUpload};
 
 use super::{Archive, AuditBudget, Issued, MAX_UPLOAD_BYTES};
 
+/// Reads what the server issued to the device around an upload's events
+/// (`Err` when it cannot be read: the upload is refused, and sent again).
+pub type Judge = Box<dyn FnOnce(&AuditUpload) -> Result<Issued, super::ArchiveError> + Send>;
+
 /// Reads one upload, archives it off the async runtime, each event judged
-/// against what the server `issued` to the device, and acknowledges it
+/// against what the server issued to the device (`judge` reads it for the
+/// upload's events), and acknowledges it
 /// (telling a `revoked` device to wipe itself). A malformed, oversized or
 /// refused upload, or one past the device's `budget`, is answered with the
 /// reason (no event content in it) and stores nothing: the device keeps
@@ -19,7 +24,7 @@ pub async fn serve_upload<S: WebSocket>(
     mut channel: NoiseChannel<S>,
     archive: Arc<Archive>,
     budget: Arc<AuditBudget>,
-    issued: Issued,
+    judge: Judge,
     revoked: bool,
     refused: prometheus_client::metrics::counter::Counter,
 ) -> Result<AuditAck, String> {
@@ -41,12 +46,13 @@ pub async fn serve_upload<S: WebSocket>(
             refused.inc();
             Err("this device has uploaded too many audit events lately; try again later".to_owned())
         }
-        Ok(upload) => {
-            tokio::task::spawn_blocking(move || archive.accept(&device, &upload, &issued, now))
-                .await
-                .map_err(|_| "the archive task failed".to_owned())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-        }
+        Ok(upload) => tokio::task::spawn_blocking(move || {
+            let issued = judge(&upload)?;
+            archive.accept(&device, &upload, &issued, now)
+        })
+        .await
+        .map_err(|_| "the archive task failed".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string())),
     };
     let reply = match &result {
         // A revoked device is told to wipe itself once its trail is in.

@@ -153,29 +153,33 @@ async fn serve_holdings(mut channel: Channel, shared: &Shared, layout: u8) -> Re
 /// to the device. Admitted for a revoked device too: its trail is owed.
 async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Result<(), String> {
     let (directory, store) = (shared.directory.clone(), shared.store.clone());
+    let archive = shared.archive.clone();
     let device = channel.remote_static();
-    let (issued, revoked) = tokio::task::spawn_blocking(move || {
-        let grants = crate::grants::issued_history(&store, &device);
-        let last_user = grants.last().map(|g| g.actor_ref().0.to_owned());
-        // A lost tablet, or a tablet holding a revoked user's grant; a
-        // directory that cannot say counts as revoked now (fail closed).
-        let revoked_at_ms = directory
+    // A lost tablet, or a tablet holding a revoked user's grant; a
+    // directory that cannot say counts as revoked now (fail closed).
+    let read_store = store.clone();
+    let revoked_at_ms = tokio::task::spawn_blocking(move || {
+        let last_user =
+            crate::grants::issued(&read_store, &device).map(|g| g.actor_ref().0.to_owned());
+        directory
             .revoked_at(&device, last_user.as_deref())
-            .unwrap_or(Some(scr_core::clock::now_ms()));
-        let issued = crate::archive::Issued {
-            grants,
-            revoked_at_ms,
-        };
-        (issued, revoked_at_ms.is_some())
+            .unwrap_or(Some(scr_core::clock::now_ms()))
     })
     .await
     .map_err(|e| e.to_string())?;
+    // What the server issued to the device around the upload's events.
+    let judge = move |upload: &scr_core::protocol::AuditUpload| {
+        Ok(crate::archive::Issued {
+            grants: crate::grants::judged_against(&archive, &store, &device, upload)?,
+            revoked_at_ms,
+        })
+    };
     let ack = crate::archive::serve_upload(
         channel,
         shared.archive.clone(),
         shared.audit_budget.clone(),
-        issued,
-        revoked,
+        Box::new(judge),
+        revoked_at_ms.is_some(),
         shared.metrics.audit_uploads_refused.clone(),
     )
     .await?;
@@ -271,6 +275,7 @@ async fn check_login(
         .map_err(|_| "the server is stopping".to_owned())?;
     // Argon2 and SQLite: off the async runtime.
     let (directory, store) = (shared.directory.clone(), shared.store.clone());
+    let archive = shared.archive.clone();
     let signer_seed = shared.identity.signer_seed();
     let grant_lifetime_ms = shared.grant_lifetime_ms;
     tokio::task::spawn_blocking(move || {
@@ -278,6 +283,7 @@ async fn check_login(
         let desk = crate::login::LoginDesk {
             directory: &directory,
             store: &store,
+            archive: &archive,
             signer: &signer,
             grant_lifetime_ms,
         };

@@ -1,0 +1,76 @@
+//! Every grant the server issued to each device, kept beside the audit
+//! events for as long as they are: what an uploaded event is judged
+//! against (`vouch`), however late it arrives.
+
+use rusqlite::params;
+use scr_core::crypto;
+use scr_core::grant::RoleProfileGrant;
+
+use super::{Archive, ArchiveError};
+
+const GRANTS: &[u8] = b"grants";
+/// Grants read for one judgement at most (the newest in its window).
+pub const MAX_GRANTS_READ: usize = 4096;
+
+impl Archive {
+    /// Keeps `grant`, issued to `device` (again: a no-op).
+    pub fn record_grant(
+        &self,
+        device: &[u8; 32],
+        grant: &RoleProfileGrant,
+    ) -> Result<(), ArchiveError> {
+        let grant_ref = self.lookup.hash(&[b"grant", grant.grant_id.as_bytes()]);
+        let plain = serde_json::to_vec(grant).map_err(|_| ArchiveError::Tampered)?;
+        let sealed = crypto::seal(&self.seal, &[GRANTS, device, &grant_ref], &plain)
+            .map_err(|_| ArchiveError::Tampered)?;
+        self.conn()?.execute(
+            "INSERT OR IGNORE INTO grants (device, grant_ref, issued_at_ms, expires_at_ms, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                device.as_slice(),
+                grant_ref.as_slice(),
+                grant.issued_at_ms,
+                grant.expires_at_ms,
+                sealed
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The grants issued to `device` between `from_ms` and `to_ms` (the
+    /// newest [`MAX_GRANTS_READ`]), oldest first.
+    pub fn grants_issued(
+        &self,
+        device: &[u8; 32],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<RoleProfileGrant>, ArchiveError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT grant_ref, sealed FROM grants
+             WHERE device = ?1 AND issued_at_ms BETWEEN ?2 AND ?3
+             ORDER BY issued_at_ms DESC LIMIT ?4",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![
+                    device.as_slice(),
+                    from_ms,
+                    to_ms,
+                    i64::try_from(MAX_GRANTS_READ).unwrap_or(i64::MAX)
+                ],
+                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut grants = rows
+            .into_iter()
+            .map(|(grant_ref, sealed)| {
+                let plain = crypto::open(&self.seal, &[GRANTS, device, &grant_ref], &sealed)
+                    .map_err(|_| ArchiveError::Tampered)?;
+                serde_json::from_slice(&plain).map_err(|_| ArchiveError::Tampered)
+            })
+            .collect::<Result<Vec<RoleProfileGrant>, _>>()?;
+        grants.reverse();
+        Ok(grants)
+    }
+}
