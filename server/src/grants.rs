@@ -155,13 +155,11 @@ pub(crate) fn edit_relationships(
 
 #[cfg(test)]
 mod tests {
-    use scr_core::audit::{AuditDraft, AuditEvent, GENESIS_HASH, Outcome};
     use scr_core::crypto::{SecretKey, StaticKeyProvider};
-    use scr_core::fixtures::test_nhs_number;
-    use scr_core::grant::{GrantPrincipal, GrantRelationship, RelationshipKind};
     use scr_core::protocol::{AUDIT_UPLOAD_FORMAT, AuditUpload, Backlog};
 
     use super::*;
+    use crate::archive::vouch::tests::{event, nurse_grant};
     use crate::archive::{Archive, Issued, vouch};
 
     const DAY: i64 = 24 * 60 * 60 * 1000;
@@ -170,22 +168,7 @@ mod tests {
     fn grant(n: i64) -> RoleProfileGrant {
         RoleProfileGrant {
             grant_id: format!("g{n}"),
-            principal: GrantPrincipal::Staff {
-                user_id: "555000000102".into(),
-                display_name: "Jo Nurse".into(),
-                job_role: "R0050".into(),
-                job_role_name: "Community Nurse".into(),
-                organisation: "RX1".into(),
-                activities: vec!["B0264".into()],
-                privacy_officer: false,
-            },
-            device_id: "d".into(),
-            issued_at_ms: T0 + n * DAY,
-            expires_at_ms: T0 + n * DAY + DAY / 2,
-            relationships: vec![GrantRelationship {
-                nhs_number: test_nhs_number(1),
-                kind: RelationshipKind::Caseload,
-            }],
+            ..nurse_grant(T0 + n * DAY, &[1])
         }
     }
 
@@ -209,20 +192,7 @@ mod tests {
         }
         assert_eq!(issued_history(&store, &device).len(), KEPT_GRANTS);
         // A view during the first day's grant, uploaded 200 days on.
-        let draft = AuditDraft {
-            user: "555000000102".into(),
-            role: "R0050".into(),
-            organisation: "RX1".into(),
-            patient: Some(test_nhs_number(1)),
-            action: "view".into(),
-            compartments: Vec::new(),
-            entries: Vec::new(),
-            outcome: Outcome::Permit,
-            basis: Some("permission".into()),
-            alerts: Vec::new(),
-            detail: None,
-        };
-        let event = AuditEvent::from_draft(draft, "d", 1, GENESIS_HASH.into(), T0 + DAY / 4);
+        let event = event("555000000102", "R0050", "RX1", Some(1), T0 + DAY / 4);
         let upload = AuditUpload {
             format: AUDIT_UPLOAD_FORMAT,
             events: vec![event.clone()],

@@ -9,7 +9,7 @@ mod budget;
 mod grants;
 mod sent;
 mod upload;
-mod vouch;
+pub(crate) mod vouch;
 
 use std::path::Path;
 use std::sync::Mutex;

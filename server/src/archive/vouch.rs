@@ -101,7 +101,7 @@ fn valid_at(grant: &RoleProfileGrant, at: i64) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use scr_core::access::DenyReason;
     use scr_core::audit::{AuditDraft, GENESIS_HASH};
     use scr_core::fixtures::test_nhs_number;
@@ -112,7 +112,8 @@ mod tests {
     const T0: i64 = 1_800_000_000_000;
     const HOUR: i64 = 60 * 60 * 1000;
 
-    fn nurse_grant(issued_at_ms: i64, patients: &[u32]) -> RoleProfileGrant {
+    /// Jo's grant at RX1, issued at `issued_at_ms` for 12 hours.
+    pub(crate) fn nurse_grant(issued_at_ms: i64, patients: &[u32]) -> RoleProfileGrant {
         RoleProfileGrant {
             grant_id: "g".into(),
             principal: GrantPrincipal::Staff {
@@ -137,7 +138,14 @@ mod tests {
         }
     }
 
-    fn event(user: &str, role: &str, org: &str, patient: Option<u32>, at: i64) -> AuditEvent {
+    /// A view by `user` in `role` at `org`, permitted.
+    pub(crate) fn event(
+        user: &str,
+        role: &str,
+        org: &str,
+        patient: Option<u32>,
+        at: i64,
+    ) -> AuditEvent {
         let draft = AuditDraft {
             user: user.into(),
             role: role.into(),
