@@ -76,6 +76,14 @@ impl ScrDevice {
         run(async move { Ok(device.login(&user_id, &card_serial, &passcode).await?) }).await
     }
 
+    /// Logs out: nothing works again until an online login, and the server
+    /// retires the grant it issued to this device. True when the server was
+    /// told (offline, its copy lasts until it expires).
+    pub async fn logout(&self) -> Result<bool, ScrError> {
+        let device = self.inner.clone();
+        run(async move { Ok(device.logout().await?) }).await
+    }
+
     /// Unlocks offline with the passcode set at the last online login.
     pub fn unlock(&self, passcode: String) -> Result<SessionInfo, ScrError> {
         Ok(self.engine()?.unlock(&passcode)?)

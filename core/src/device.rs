@@ -240,6 +240,24 @@ impl Device {
         Ok(info)
     }
 
+    /// Logs the user out: the engine forgets the session (nothing works
+    /// until an online login), then the server is told to retire the grant
+    /// it issued to this device. Returns whether the server was told
+    /// (offline, the grant lasts on the server until it expires; this
+    /// device can no longer use it either way).
+    pub async fn logout(&self) -> Result<bool, DeviceError> {
+        if let Some(engine) = self.engine_if_open() {
+            engine.logout()?;
+        }
+        let enrollment = self.enrollment()?.ok_or(DeviceError::NotEnrolled)?;
+        let keys = keys_of(&enrollment);
+        Ok(
+            crate::sync::retire_grant(&enrollment.server_url, &keys, &enrollment.server_noise_key)
+                .await
+                .is_ok(),
+        )
+    }
+
     /// The engine, once the device has logged in online at least once.
     pub fn engine(&self) -> Result<Arc<Engine>, DeviceError> {
         self.engine_if_open().ok_or(DeviceError::NeverLoggedIn)

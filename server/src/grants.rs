@@ -78,6 +78,20 @@ pub(crate) fn issued_history(store: &Store, device_key: &[u8; 32]) -> Vec<RolePr
         .unwrap_or_default()
 }
 
+/// Retires the device's current grant (its user logged out): it
+/// authorises nothing more; the history keeps it, to judge what was done
+/// under it. Returns the grant retired, if there was one.
+pub(crate) fn retire(
+    store: &Store,
+    device_key: &[u8; 32],
+) -> Result<Option<RoleProfileGrant>, GrantsError> {
+    let current = issued(store, device_key);
+    if current.is_some() {
+        store.put_secret(&grant_secret_name(device_key), b"")?;
+    }
+    Ok(current)
+}
+
 /// The grant the server last issued to this device, if any.
 pub(crate) fn issued(store: &Store, device_key: &[u8; 32]) -> Option<RoleProfileGrant> {
     let bytes = store.secret(&grant_secret_name(device_key)).ok()??;

@@ -279,3 +279,42 @@ async fn a_privacy_officers_expired_grant_reads_nothing() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privacy_officer_who_logged_out_reads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Site { srv, store, .. } = site(dir.path()).await;
+    srv.directory
+        .add_user(&officer("555000000903", "RX1"), "pat-2468")
+        .unwrap();
+    let patient = test_nhs_number(90);
+    let url = format!("ws://{}/sync", srv.sync_addr);
+    let keys = common::raw_device(
+        &srv,
+        "RX1",
+        DeviceClass::NurseTablet,
+        Some(&login_of("555000000903", "CARD-555000000903", "pat-2468")),
+    )
+    .await;
+    assert!(
+        fetch_access_log(&url, &keys, &srv.server_key, &patient)
+            .await
+            .is_ok()
+    );
+    scr_core::sync::retire_grant(&url, &keys, &srv.server_key)
+        .await
+        .unwrap();
+    let after = fetch_access_log(&url, &keys, &srv.server_key, &patient).await;
+    assert!(
+        matches!(&after, Err(AccessLogError::Refused(r)) if r.contains("logged in")),
+        "{after:?}"
+    );
+    let logout = store
+        .queued_audit_events()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == "logout")
+        .expect("the logout is in the server's trail");
+    assert_eq!(logout.user, "555000000903");
+    srv.shutdown().await;
+}

@@ -263,3 +263,9 @@ def test_mistakes_are_typed_errors_and_nothing_crashes(site, tmp_path):
     with pytest.raises(scr.ScrError.Offline):
         run(device.sync_now(1000))
     assert isinstance(run(device.sync_status()), scr.SyncStatus.OFFLINE)
+    # She logs out: the server retires her grant, and her passcode no
+    # longer unlocks the tablet; only an online login does.
+    assert run(device.logout()) is True
+    with pytest.raises(scr.ScrError.Locked):
+        device.unlock(NURSE["passcode"])
+    run(device.login(NURSE["user_id"], NURSE["card"], NURSE["passcode"]))

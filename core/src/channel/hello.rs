@@ -22,6 +22,9 @@ pub enum Purpose {
     AccessLog,
     /// Open or close an encounter with a patient found online, then close.
     Encounter,
+    /// The device's user logged out: the server retires the grant it
+    /// issued to the device (it authorises nothing more), then close.
+    Logout,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -171,6 +171,36 @@ impl Engine {
     }
 
     /// Locks now: no data until the next unlock.
+    /// Logs the user out: audited under their grant, the session (grant
+    /// and passcode verifier) forgotten, so nothing works again until an
+    /// online login. Records stay (retention decides when they go).
+    pub fn logout(&self) -> Result<(), EngineError> {
+        let mut state = self.state()?;
+        let now = self.clock.now_ms();
+        let record = self.store.read(|conn| session::load(&self.store, conn))?;
+        // Whose session ends: the active grant's user, or (locked) the
+        // stored grant's while it still verifies; else the device's own.
+        let grant = state.active.as_ref().map(|a| a.grant.clone()).or_else(|| {
+            let r = record.as_ref()?;
+            verify_grant(
+                &r.grant,
+                &self.config.server_key,
+                &self.config.device_id,
+                now,
+            )
+            .ok()
+        });
+        let mut draft = self.device_draft("logout", None, None);
+        if let Some(g) = &grant {
+            (draft.user, draft.role, draft.organisation) = g.actor();
+        }
+        self.commit_audited(&mut state, draft, now, |tx| session::clear(&self.store, tx))?;
+        state.active = None;
+        state.records.clear();
+        state.encounters.clear();
+        Ok(())
+    }
+
     pub fn lock(&self) -> Result<(), EngineError> {
         let mut state = self.state()?;
         state.active = None;

@@ -39,6 +39,12 @@ pub(crate) fn save(
     store.put_sealed_meta_tx(tx, SESSION, &plain)
 }
 
+/// Forgets the session: its grant and passcode verifier (logging out; the
+/// next use needs an online login).
+pub(crate) fn clear(store: &Store, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    store.delete_meta_tx(tx, SESSION)
+}
+
 /// The latest wall-clock time the device has seen.
 pub(crate) fn clock_high_water(store: &Store, conn: &Connection) -> Result<i64, StoreError> {
     Ok(store

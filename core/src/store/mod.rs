@@ -238,6 +238,16 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a store-wide value.
+    pub(crate) fn delete_meta_tx(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        tx.execute("DELETE FROM meta WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
     pub(crate) fn sealed_meta(
         &self,
         conn: &Connection,

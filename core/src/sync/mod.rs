@@ -40,7 +40,7 @@ pub use audit_upload::{
 pub use dialer::{Link, NoiseDialer};
 pub use encounter::{EncounterError, request_encounter};
 pub use holdings::{HoldingsError, fetch_holdings};
-pub use request::login;
+pub use request::{login, retire_grant};
 pub use storage::DeviceStorage;
 
 /// What the app shows about sync.

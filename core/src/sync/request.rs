@@ -39,3 +39,18 @@ pub async fn login<S: WebSocket>(
     let reply = channel.recv().await?.ok_or(ChannelError::Closed)?;
     serde_json::from_slice(&reply).map_err(|_| ChannelError::Malformed("login response"))
 }
+
+/// Tells the server the device's user logged out: it retires the grant it
+/// issued to this device. `Ok` once the server says so.
+pub async fn retire_grant(
+    url: &str,
+    keys: &StaticKeypair,
+    server_key: &[u8; 32],
+) -> Result<(), ChannelError> {
+    let reply = one_shot(url, keys, server_key, Purpose::Logout, None).await?;
+    if reply == b"retired" {
+        Ok(())
+    } else {
+        Err(ChannelError::Malformed("logout reply"))
+    }
+}

@@ -159,6 +159,36 @@ fn a_clock_wound_back_a_little_at_a_time_does_not_keep_a_grant_alive() {
 }
 
 #[test]
+fn a_logged_out_session_needs_an_online_login_and_the_logout_is_audited() {
+    let w = World::new();
+    let (nhs, exports) = w.patient(7);
+    let tablet = w.engine("nurse-4", DeviceClass::NurseTablet);
+    tablet
+        .receive_patient(&nhs, &exports, HoldReason::Caseload)
+        .unwrap();
+    let grant = w.grant("nurse-4", nurse(), &[(nhs, RelationshipKind::Caseload)]);
+    tablet.login_online(&grant, "1357").unwrap();
+    tablet.logout().unwrap();
+    assert!(matches!(
+        tablet.view(&nhs, AccessRequest::with_permission()),
+        Err(EngineError::Locked)
+    ));
+    assert!(
+        matches!(tablet.unlock("1357"), Err(EngineError::Locked)),
+        "the passcode no longer unlocks"
+    );
+    let out = tablet.audit_queue().unwrap().pop().unwrap();
+    assert_eq!(
+        (out.action.as_str(), out.role.as_str()),
+        ("logout", "R0050")
+    );
+    assert_ne!(out.user, "device", "under the user who logged out");
+    tablet.login_online(&grant, "1357").unwrap();
+    tablet.record_permission(&nhs, true, true).unwrap();
+    assert!(tablet.view(&nhs, AccessRequest::with_permission()).is_ok());
+}
+
+#[test]
 fn bad_grants_are_refused_with_distinct_errors_and_audited() {
     let w = World::new();
     let tablet = w.engine("amb-3", DeviceClass::AmbulanceTablet);

@@ -1167,6 +1167,13 @@ public protocol ScrDeviceProtocol: AnyObject, Sendable {
     func login(userId: String, cardSerial: String, passcode: String) async throws  -> SessionInfo
     
     /**
+     * Logs out: nothing works again until an online login, and the server
+     * retires the grant it issued to this device. True when the server was
+     * told (offline, its copy lasts until it expires).
+     */
+    func logout() async throws  -> Bool
+    
+    /**
      * Who is signed in and until when, if the session is unlocked.
      */
     func session() throws  -> SessionInfo?
@@ -1430,6 +1437,27 @@ open func login(userId: String, cardSerial: String, passcode: String)async throw
             completeFunc: ffi_scr_bindings_rust_future_complete_rust_buffer,
             freeFunc: ffi_scr_bindings_rust_future_free_rust_buffer,
             liftFunc: FfiConverterTypeSessionInfo_lift,
+            errorHandler: FfiConverterTypeScrError_lift
+        )
+}
+    
+    /**
+     * Logs out: nothing works again until an online login, and the server
+     * retires the grant it issued to this device. True when the server was
+     * told (offline, its copy lasts until it expires).
+     */
+open func logout()async throws  -> Bool  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_scr_bindings_fn_method_scrdevice_logout(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_scr_bindings_rust_future_poll_i8,
+            completeFunc: ffi_scr_bindings_rust_future_complete_i8,
+            freeFunc: ffi_scr_bindings_rust_future_free_i8,
+            liftFunc: FfiConverterBool.lift,
             errorHandler: FfiConverterTypeScrError_lift
         )
 }
@@ -3047,6 +3075,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_scr_bindings_checksum_method_scrdevice_login() != 31443) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_scr_bindings_checksum_method_scrdevice_logout() != 60433) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_scr_bindings_checksum_method_scrdevice_session() != 44665) {

@@ -336,6 +336,11 @@ void uniffi_scr_bindings_fn_method_scrdevice_lock(uint64_t ptr, RustCallStatus *
 uint64_t uniffi_scr_bindings_fn_method_scrdevice_login(uint64_t ptr, RustBuffer user_id, RustBuffer card_serial, RustBuffer passcode
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_LOGOUT
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_LOGOUT
+uint64_t uniffi_scr_bindings_fn_method_scrdevice_logout(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_SESSION
 #define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_SESSION
 RustBuffer uniffi_scr_bindings_fn_method_scrdevice_session(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -809,6 +814,12 @@ uint16_t uniffi_scr_bindings_checksum_method_scrdevice_lock(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_LOGIN
 #define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_LOGIN
 uint16_t uniffi_scr_bindings_checksum_method_scrdevice_login(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_LOGOUT
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_LOGOUT
+uint16_t uniffi_scr_bindings_checksum_method_scrdevice_logout(void
     
 );
 #endif

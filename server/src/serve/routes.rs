@@ -35,6 +35,9 @@ pub(super) async fn route(channel: Channel, hello: Hello, shared: &Arc<Shared>, 
         Purpose::Login => serve_login(channel, shared)
             .await
             .map_err(|r| ("login exchange failed", r)),
+        Purpose::Logout => serve_logout(channel, shared)
+            .await
+            .map_err(|r| ("logout exchange failed", r)),
     };
     if let Err((what, reason)) = outcome {
         tracing::info!(%peer, %reason, "{what}");
@@ -189,6 +192,34 @@ async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Res
         tracing::warn!(%peer, flagged = ack.flagged, "uploaded audit events stored flagged for review");
     }
     Ok(())
+}
+
+/// The device's user logged out: the grant the server issued to it is
+/// retired (audited), and its documents follow at once.
+async fn serve_logout(mut channel: Channel, shared: &Shared) -> Result<(), String> {
+    let device = channel.remote_static();
+    let store = shared.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let retired = crate::grants::retire(&store, &device).map_err(|e| e.to_string())?;
+        if let Some(grant) = retired {
+            let detail = format!("device {}", &scr_core::channel::hex_key(&device)[..16]);
+            crate::audit::record(
+                &store,
+                grant.actor_ref().0,
+                "logout",
+                None,
+                scr_core::audit::Outcome::Recorded,
+                Some(detail),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    shared.epoch.bump_device(&device);
+    shared.holdings.refresh(device).await;
+    channel.send(b"retired").await.map_err(|e| e.to_string())
 }
 
 /// "Who has looked at my record", for the patient's phone or a privacy officer.

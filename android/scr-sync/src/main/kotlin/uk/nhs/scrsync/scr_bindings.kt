@@ -811,6 +811,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_scr_bindings_checksum_method_scrdevice_login(
     ): Int
+    external fun uniffi_scr_bindings_checksum_method_scrdevice_logout(
+    ): Int
     external fun uniffi_scr_bindings_checksum_method_scrdevice_session(
     ): Int
     external fun uniffi_scr_bindings_checksum_method_scrdevice_unlock(
@@ -904,6 +906,8 @@ internal object UniffiLib {
     external fun uniffi_scr_bindings_fn_method_scrdevice_lock(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_scr_bindings_fn_method_scrdevice_login(`ptr`: Long,`userId`: RustBuffer.ByValue,`cardSerial`: RustBuffer.ByValue,`passcode`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_scr_bindings_fn_method_scrdevice_logout(`ptr`: Long,
     ): Long
     external fun uniffi_scr_bindings_fn_method_scrdevice_session(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1112,6 +1116,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_login() and 0xFFFF) != 31443) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_logout() and 0xFFFF) != 60433) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_session() and 0xFFFF) != 44665) {
@@ -2614,6 +2621,13 @@ public interface ScrDeviceInterface {
     suspend fun `login`(`userId`: kotlin.String, `cardSerial`: kotlin.String, `passcode`: kotlin.String): SessionInfo
     
     /**
+     * Logs out: nothing works again until an online login, and the server
+     * retires the grant it issued to this device. True when the server was
+     * told (offline, its copy lasts until it expires).
+     */
+    suspend fun `logout`(): kotlin.Boolean
+    
+    /**
      * Who is signed in and until when, if the session is unlocked.
      */
     fun `session`(): SessionInfo?
@@ -2948,6 +2962,32 @@ open class ScrDevice: Disposable, AutoCloseable, ScrDeviceInterface
         { future -> UniffiLib.ffi_scr_bindings_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterTypeSessionInfo.lift(it) },
+        // Error FFI converter
+        ScrException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Logs out: nothing works again until an online login, and the server
+     * retires the grant it issued to this device. True when the server was
+     * told (offline, its copy lasts until it expires).
+     */
+    @Throws(ScrException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `logout`() : kotlin.Boolean {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_scr_bindings_fn_method_scrdevice_logout(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_scr_bindings_rust_future_poll_i8(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_scr_bindings_rust_future_complete_i8(future, continuation) },
+        { future -> UniffiLib.ffi_scr_bindings_rust_future_free_i8(future) },
+        // lift function
+        { FfiConverterBoolean.lift(it) },
         // Error FFI converter
         ScrException.ErrorHandler,
     )
