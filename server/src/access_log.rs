@@ -20,6 +20,9 @@ use crate::directory::Directory;
 use crate::policy::AccessPolicy;
 
 const READ_ACCESS_LOG: &str = "read-access-log";
+/// Entries one reply holds at most: the newest (each well under a
+/// kilobyte: believed events' fields are short codes and ids).
+pub const MAX_ENTRIES: usize = 10_000;
 
 /// What the request handler needs.
 #[derive(Clone)]
@@ -183,5 +186,8 @@ fn entries(
         }
     }
     out.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+    // The newest, as many as one reply holds.
+    let excess = out.len().saturating_sub(MAX_ENTRIES);
+    out.drain(..excess);
     Ok(out)
 }

@@ -216,13 +216,13 @@ mod tests {
         assert!(grants.iter().any(|g| g.grant_id == "g0"), "the first grant");
         let issued = Issued {
             grants,
-            revoked_at_ms: None,
+            ..Issued::default()
         };
         assert_eq!(vouch(&event, &issued), Ok(()));
         // Only the store's 128 would not have vouched for it.
         let store_only = Issued {
             grants: issued_history(&store, &device),
-            revoked_at_ms: None,
+            ..Issued::default()
         };
         assert!(vouch(&event, &store_only).is_err());
     }

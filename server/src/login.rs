@@ -115,7 +115,8 @@ impl LoginDesk<'_> {
             .unwrap_or(dummy);
         let passcode_ok = passcode_matches(&request.passcode, phc);
         let Some((user, _, _)) = found else {
-            return refuse("unknown user");
+            // (What was typed is not kept: it may be a passcode.)
+            return refuse_staff(store, "unknown", "unknown user");
         };
         if !suits {
             return refuse("device does not belong to the user's organisation");

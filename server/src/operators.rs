@@ -13,9 +13,11 @@ use crate::directory::Directory;
 use crate::login::MAX_FAILED_LOGINS;
 use crate::users::UserError;
 
-/// The device key the admin command line counts staff attempts under (no
-/// device has it: a key is a Curve25519 point, never all zeroes).
-const COMMAND_LINE: [u8; 32] = [0; 32];
+/// The device key the admin command line counts staff attempts under: a
+/// hash, whose private key nobody knows, so no device can share it.
+fn command_line() -> [u8; 32] {
+    *blake3::hash(b"scr-sync: the admin command line counts attempts here").as_bytes()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -30,11 +32,16 @@ pub enum OperatorError {
     Sqlite(#[from] rusqlite::Error),
 }
 
+/// An operator id: lower-case letters, digits, dots and dashes, with a
+/// letter (never taken for a member of staff's numeric id), and none of
+/// the ids the trail uses for who is not a person.
 fn valid_id(id: &str) -> bool {
     (2..=32).contains(&id.len())
         && id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && id.chars().any(|c| c.is_ascii_lowercase())
+        && !["patient", "device", "server", "admin", "unknown"].contains(&id)
 }
 
 impl Directory {
@@ -53,7 +60,7 @@ impl Directory {
     pub fn add_operator(&self, id: &str, name: &str, passcode: &str) -> Result<(), OperatorError> {
         if !valid_id(id) {
             return Err(OperatorError::Invalid(
-                "an operator id is 2 to 32 lower-case letters, digits, dots and dashes",
+                "an operator id is 2 to 32 lower-case letters, digits, dots and dashes, with a letter, and not a reserved id",
             ));
         }
         if passcode.chars().count() < 8 {
@@ -106,7 +113,7 @@ impl Directory {
         let found = self.user(user_id)?;
         let counted = found.is_some()
             && !self.user_revoked(user_id)
-            && self.begin_login_attempt(user_id, &COMMAND_LINE)?;
+            && self.begin_login_attempt(user_id, &command_line())?;
         let phc = found
             .as_ref()
             .map(|(_, phc, _)| phc.as_str())
@@ -114,7 +121,7 @@ impl Directory {
         if !(passcode_matches(passcode, phc) && counted) {
             return Err(OperatorError::NotAuthenticated);
         }
-        self.reset_login_attempts(user_id, &COMMAND_LINE)?;
+        self.reset_login_attempts(user_id, &command_line())?;
         Ok(())
     }
 }

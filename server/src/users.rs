@@ -49,6 +49,10 @@ impl Directory {
         if user.user_id.is_empty() || !user.user_id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(UserError::Invalid("a user id is letters and digits"));
         }
+        // The ids the trail uses for who is not staff.
+        if ["patient", "device", "server", "admin", "unknown"].contains(&user.user_id.as_str()) {
+            return Err(UserError::Invalid("that user id is reserved"));
+        }
         if passcode.chars().count() < 4 {
             return Err(UserError::Invalid("a passcode has at least 4 characters"));
         }

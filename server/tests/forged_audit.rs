@@ -229,3 +229,46 @@ async fn a_device_cannot_fill_the_archive_and_loses_nothing_it_sends_past_its_bu
     );
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_users_tablet_is_told_to_wipe_itself_though_she_logged_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let Site { srv, store, .. } = site(dir.path()).await;
+    on_caseload(&srv, &store, 85, SharingChoice::CoreAndAdditional);
+    let url = format!("ws://{}/sync", srv.sync_addr);
+    let tablet = common::raw_device(
+        &srv,
+        "RX1",
+        DeviceClass::NurseTablet,
+        Some(&common::nurse_login()),
+    )
+    .await;
+    let me = hex_key(&tablet.public());
+    let before = forged(&me, (common::NURSE_ID, "R0050", "RX1"), 85, false, None);
+    scr_core::sync::retire_grant(&url, &tablet, &srv.server_key)
+        .await
+        .unwrap();
+    assert!(srv.directory.revoke_user(common::NURSE_ID).unwrap());
+    let ack = send_audit_batch(&url, &tablet, &srv.server_key, &batch(vec![before.clone()]))
+        .await
+        .unwrap();
+    assert!(ack.wipe, "her records go, logged out or not");
+    assert_eq!(ack.flagged, 0, "her view before the revocation is believed");
+    // One dated after it (its chain intact) is not.
+    let nurse = (common::NURSE_ID, "R0050", "RX1");
+    let mut late = forged(&me, nurse, 85, false, Some(&before));
+    late.wall_time_ms = scr_core::clock::now_ms() + 10 * 60 * 1000;
+    let ack = send_audit_batch(&url, &tablet, &srv.server_key, &batch(vec![late]))
+        .await
+        .unwrap();
+    assert_eq!(ack.flagged, 1);
+    let flags: Vec<Option<String>> = srv
+        .archive
+        .events_about(&scr_core::fixtures::test_nhs_number(85))
+        .unwrap()
+        .into_iter()
+        .map(|a| a.flag)
+        .collect();
+    assert_eq!(flags, [None, Some("after-revocation".to_owned())]);
+    srv.shutdown().await;
+}

@@ -21,7 +21,7 @@ pub(super) struct InEncounter {
     /// has not raised yet.
     pub alerts: Vec<Alert>,
     encounter: Encounter,
-    mono: i64,
+    at: (i64, i64),
 }
 
 impl Engine {
@@ -34,7 +34,7 @@ impl Engine {
         nhs: &NhsNumber,
         obliged: &[Alert],
     ) -> InEncounter {
-        let mono = self.clock.monotonic_ms();
+        let at = (self.clock.monotonic_ms(), self.clock.now_ms());
         let granted = match grant.relationship_with(nhs).map(|r| &r.kind) {
             Some(RelationshipKind::Encounter { encounter_id, .. }) => Some(encounter_id.as_str()),
             _ => None,
@@ -42,20 +42,20 @@ impl Engine {
         let encounter = state
             .encounters
             .get(nhs)
-            .filter(|e| e.goes_on(mono, self.config.encounter_window_ms, granted))
+            .filter(|e| e.goes_on(at, self.config.encounter_window_ms, granted))
             .cloned()
             .unwrap_or_default();
         InEncounter {
             alerts: encounter.still_owed(obliged),
             encounter,
-            mono,
+            at,
         }
     }
 
     /// Notes the access (its audit committed) in its encounter.
     pub(super) fn accessed(state: &mut State, nhs: &NhsNumber, access: InEncounter) {
         let mut encounter = access.encounter;
-        encounter.viewed(&access.alerts, access.mono);
+        encounter.viewed(&access.alerts, access.at);
         state.encounters.insert(*nhs, encounter);
     }
 
@@ -84,10 +84,10 @@ impl Engine {
             choices: PatientChoices::default(),
         };
         let raised = decide(&request).alerts().to_vec();
-        let mono = self.clock.monotonic_ms();
+        let at = (self.clock.monotonic_ms(), self.clock.now_ms());
         state
             .encounters
-            .insert(*nhs, Encounter::opened_online(id, raised, mono));
+            .insert(*nhs, Encounter::opened_online(id, raised, at));
         Ok(())
     }
 }

@@ -254,6 +254,21 @@ impl Engine {
             }
             None
         };
+        // The grant's age is stored with every audit record; idle time is
+        // stored here, at most a minute late, so a restart does not forget it.
+        if mono.saturating_sub(state.grant_age.mono_at) > 60_000 || failure.is_some() {
+            let age = state.grant_age.at(mono);
+            if self
+                .store
+                .write(|tx| session::set_grant_age(&self.store, tx, age))
+                .is_ok()
+            {
+                state.grant_age = session::GrantAge {
+                    stored_ms: age,
+                    mono_at: mono,
+                };
+            }
+        }
         match failure {
             Some(e) => {
                 state.active = None;

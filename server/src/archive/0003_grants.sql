@@ -6,6 +6,7 @@ CREATE TABLE grants (
     grant_ref      BLOB NOT NULL,      -- keyed hash of the grant id
     issued_at_ms   INTEGER NOT NULL,
     expires_at_ms  INTEGER NOT NULL,
+    retired_at_ms  INTEGER,            -- when its user logged out, if they did
     sealed         BLOB NOT NULL,      -- the grant (AAD: table, device, grant_ref)
     PRIMARY KEY (device, grant_ref)
 ) STRICT, WITHOUT ROWID;

@@ -37,8 +37,25 @@ impl Archive {
         Ok(())
     }
 
+    /// Notes that `device`'s grant `grant_id` was retired at `now_ms` (its
+    /// user logged out): it held until then.
+    pub fn retire_grant(
+        &self,
+        device: &[u8; 32],
+        grant_id: &str,
+        now_ms: i64,
+    ) -> Result<(), ArchiveError> {
+        let grant_ref = self.lookup.hash(&[b"grant", grant_id.as_bytes()]);
+        self.conn()?.execute(
+            "UPDATE grants SET retired_at_ms = ?3
+             WHERE device = ?1 AND grant_ref = ?2 AND retired_at_ms IS NULL",
+            params![device.as_slice(), grant_ref.as_slice(), now_ms],
+        )?;
+        Ok(())
+    }
+
     /// The grants issued to `device` between `from_ms` and `to_ms` (the
-    /// newest [`MAX_GRANTS_READ`]), oldest first.
+    /// newest [`MAX_GRANTS_READ`]), oldest first; one retired ends then.
     pub fn grants_issued(
         &self,
         device: &[u8; 32],
@@ -47,7 +64,7 @@ impl Archive {
     ) -> Result<Vec<RoleProfileGrant>, ArchiveError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT grant_ref, sealed FROM grants
+            "SELECT grant_ref, sealed, retired_at_ms FROM grants
              WHERE device = ?1 AND issued_at_ms BETWEEN ?2 AND ?3
              ORDER BY issued_at_ms DESC LIMIT ?4",
         )?;
@@ -59,15 +76,26 @@ impl Archive {
                     to_ms,
                     i64::try_from(MAX_GRANTS_READ).unwrap_or(i64::MAX)
                 ],
-                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                },
             )?
             .collect::<Result<Vec<_>, _>>()?;
         let mut grants = rows
             .into_iter()
-            .map(|(grant_ref, sealed)| {
+            .map(|(grant_ref, sealed, retired)| {
                 let plain = crypto::open(&self.seal, &[GRANTS, device, &grant_ref], &sealed)
                     .map_err(|_| ArchiveError::Tampered)?;
-                serde_json::from_slice(&plain).map_err(|_| ArchiveError::Tampered)
+                let mut grant: RoleProfileGrant =
+                    serde_json::from_slice(&plain).map_err(|_| ArchiveError::Tampered)?;
+                if let Some(at) = retired {
+                    grant.expires_at_ms = grant.expires_at_ms.min(at);
+                }
+                Ok::<_, ArchiveError>(grant)
             })
             .collect::<Result<Vec<RoleProfileGrant>, _>>()?;
         grants.reverse();

@@ -49,7 +49,15 @@ pub enum ArchiveError {
     TooMany(usize),
     #[error("the upload format {0} is not understood")]
     Format(u8),
+    #[error("the directory could not be read")]
+    Directory,
+    #[error("an event of the upload is over {MAX_EVENT_BYTES} bytes")]
+    EventTooLarge,
 }
+
+/// An uploaded event's encoding at most (an honest one is well under a
+/// kilobyte: codes, ids and a short detail).
+pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 
 /// Why an event was stored flagged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +233,13 @@ impl Archive {
         }
         if upload.events.len() > MAX_AUDIT_BATCH {
             return Err(ArchiveError::TooMany(upload.events.len()));
+        }
+        if upload
+            .events
+            .iter()
+            .any(|e| e.encode().len() > MAX_EVENT_BYTES)
+        {
+            return Err(ArchiveError::EventTooLarge);
         }
         let mut events: Vec<&AuditEvent> = upload.events.iter().collect();
         events.sort_by_key(|e| e.seq);

@@ -30,11 +30,13 @@ pub const DEVICE_USER: &str = "device";
 /// its events against it.
 #[derive(Clone, Debug, Default)]
 pub struct Issued {
-    /// Every grant the server issued to the device that it still keeps,
-    /// oldest first.
+    /// Every grant the server issued to the device around the events,
+    /// oldest first (a grant retired at logout ends then).
     pub grants: Vec<RoleProfileGrant>,
-    /// When the device (or the user of its last grant) was revoked.
+    /// When the device was revoked.
     pub revoked_at_ms: Option<i64>,
+    /// When each user of those grants who was revoked was.
+    pub users_revoked_at: std::collections::HashMap<String, i64>,
 }
 
 /// Why an event is not vouched for.
@@ -49,14 +51,35 @@ pub enum Doubt {
     AfterRevocation,
 }
 
+/// Longest an honest event's user, role, organisation, action or basis
+/// is (codes and ids); a longer one is not believed.
+pub const MAX_FIELD: usize = 128;
+
 /// Judges one event from the device `issued` describes.
 pub fn vouch(event: &AuditEvent, issued: &Issued) -> Result<(), Doubt> {
     let at = event.wall_time_ms;
-    if let Some(revoked) = issued.revoked_at_ms {
-        let wipe = event.user == DEVICE_USER && event.action == "forget";
-        if at > revoked.saturating_add(CLOCK_SKEW_MS) && !wipe {
-            return Err(Doubt::AfterRevocation);
-        }
+    let after = |revoked: i64| at > revoked.saturating_add(CLOCK_SKEW_MS);
+    let wipe = event.user == DEVICE_USER && event.action == "forget";
+    if issued.revoked_at_ms.is_some_and(after) && !wipe {
+        return Err(Doubt::AfterRevocation);
+    }
+    if issued
+        .users_revoked_at
+        .get(&event.user)
+        .is_some_and(|r| after(*r))
+    {
+        return Err(Doubt::AfterRevocation);
+    }
+    let fields = [&event.user, &event.role, &event.organisation, &event.action];
+    if fields.iter().any(|f| f.len() > MAX_FIELD)
+        || event.basis.as_ref().is_some_and(|b| b.len() > MAX_FIELD)
+    {
+        return Err(Doubt::Unvouched);
+    }
+    let refused = matches!(event.outcome, Outcome::Deny { .. });
+    // An honest refusal raises nothing.
+    if refused && !event.alerts.is_empty() {
+        return Err(Doubt::Unvouched);
     }
     let housekeeping =
         event.user == DEVICE_USER && event.role.is_empty() && event.organisation.is_empty();
@@ -69,7 +92,8 @@ pub fn vouch(event: &AuditEvent, issued: &Issued) -> Result<(), Doubt> {
         let held = issued
             .grants
             .iter()
-            .any(|g| g.actor_ref() == actor && valid_at(g, at));
+            .enumerate()
+            .any(|(i, g)| g.actor_ref() == actor && held_at(&issued.grants, i, at));
         if !held {
             return Err(Doubt::Unvouched);
         }
@@ -77,7 +101,7 @@ pub fn vouch(event: &AuditEvent, issued: &Issued) -> Result<(), Doubt> {
     let Some(patient) = &event.patient else {
         return Ok(());
     };
-    let refused_attempt = matches!(event.outcome, Outcome::Deny { .. }) && !housekeeping;
+    let refused_attempt = refused && !housekeeping;
     let covered = issued
         .grants
         .iter()
@@ -95,9 +119,18 @@ pub fn vouch(event: &AuditEvent, issued: &Issued) -> Result<(), Doubt> {
     }
 }
 
-fn valid_at(grant: &RoleProfileGrant, at: i64) -> bool {
-    grant.issued_at_ms.saturating_sub(CLOCK_SKEW_MS) <= at
-        && at <= grant.expires_at_ms.saturating_add(CLOCK_SKEW_MS)
+/// Whether `grants[i]` was the device's grant at `at`: from its issue to
+/// its expiry (or retirement), unless another user's grant was issued to
+/// the device meanwhile (a shared tablet: the next user cannot act as the
+/// last).
+fn held_at(grants: &[RoleProfileGrant], i: usize, at: i64) -> bool {
+    let g = &grants[i];
+    let superseded = grants[i + 1..]
+        .iter()
+        .find(|n| n.actor_ref() != g.actor_ref())
+        .map(|n| n.issued_at_ms);
+    let end = superseded.map_or(g.expires_at_ms, |s| s.min(g.expires_at_ms));
+    g.issued_at_ms.saturating_sub(CLOCK_SKEW_MS) <= at && at <= end.saturating_add(CLOCK_SKEW_MS)
 }
 
 #[cfg(test)]
@@ -169,7 +202,7 @@ pub(crate) mod tests {
     fn issued(grants: Vec<RoleProfileGrant>) -> Issued {
         Issued {
             grants,
-            revoked_at_ms: None,
+            ..Issued::default()
         }
     }
 
@@ -275,6 +308,7 @@ pub(crate) mod tests {
         let i = Issued {
             grants: vec![nurse_grant(T0, &[1])],
             revoked_at_ms: Some(T0 + 2 * HOUR),
+            ..Issued::default()
         };
         assert_eq!(vouch(&nurse_view(1, T0 + HOUR), &i), Ok(()));
         assert_eq!(
@@ -284,5 +318,54 @@ pub(crate) mod tests {
         let mut wipe = event(DEVICE_USER, "", "", Some(1), T0 + 3 * HOUR);
         wipe.action = "forget".into();
         assert_eq!(vouch(&wipe, &i), Ok(()));
+    }
+
+    #[test]
+    fn on_a_shared_tablet_the_next_user_cannot_act_as_the_last() {
+        let mut other = nurse_grant(T0 + HOUR, &[1]);
+        other.principal = GrantPrincipal::Staff {
+            user_id: "555000000999".into(),
+            display_name: "Kim Nurse".into(),
+            job_role: "R0050".into(),
+            job_role_name: "Community Nurse".into(),
+            organisation: "RX1".into(),
+            activities: vec!["B0264".into()],
+            privacy_officer: false,
+        };
+        let i = issued(vec![nurse_grant(T0, &[1]), other]);
+        assert_eq!(vouch(&nurse_view(1, T0 + HOUR / 2), &i), Ok(()));
+        assert_eq!(
+            vouch(&nurse_view(1, T0 + 3 * HOUR), &i),
+            Err(Doubt::Unvouched),
+            "Jo's grant ended when Kim logged in"
+        );
+        // A revoked user is believed until their revocation.
+        let mut i = issued(vec![nurse_grant(T0, &[1])]);
+        i.users_revoked_at.insert("555000000102".into(), T0 + HOUR);
+        assert_eq!(vouch(&nurse_view(1, T0 + HOUR / 2), &i), Ok(()));
+        assert_eq!(
+            vouch(&nurse_view(1, T0 + 2 * HOUR), &i),
+            Err(Doubt::AfterRevocation)
+        );
+    }
+
+    #[test]
+    fn oversized_fields_and_refusals_with_alerts_are_not_believed() {
+        let i = issued(vec![nurse_grant(T0, &[1])]);
+        let mut long = nurse_view(1, T0 + HOUR);
+        long.basis = Some("x".repeat(MAX_FIELD + 1));
+        assert_eq!(vouch(&long, &i), Err(Doubt::Unvouched));
+        let mut alerting = nurse_view(7, T0 + HOUR);
+        alerting.outcome = Outcome::Deny {
+            reason: DenyReason::NoRelationship,
+        };
+        alerting.alerts = vec![
+            scr_core::access::Alert::new(
+                scr_core::access::AlertType::AccessAlert,
+                scr_core::access::AlertReason::Emergency,
+            )
+            .unwrap(),
+        ];
+        assert_eq!(vouch(&alerting, &i), Err(Doubt::Unvouched));
     }
 }

@@ -259,6 +259,28 @@ impl Directory {
         )? > 0)
     }
 
+    /// When each of `users` was revoked, for those who were.
+    pub fn users_revoked_at(
+        &self,
+        users: &[&str],
+    ) -> Result<std::collections::HashMap<String, i64>, DirectoryError> {
+        let conn = self.conn()?;
+        let mut out = std::collections::HashMap::new();
+        for u in users {
+            let at: Option<Option<i64>> = conn
+                .query_row(
+                    "SELECT revoked_at_ms FROM users WHERE user_id = ?1 AND revoked != 0",
+                    [u],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(at) = at {
+                out.insert((*u).to_owned(), at.unwrap_or(0));
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the user was revoked (true if the directory cannot say:
     /// fail closed).
     pub fn user_revoked(&self, user_id: &str) -> bool {

@@ -102,8 +102,10 @@ impl Gatekeeper {
         &self.limits
     }
 
-    /// A new connection from `address`: its place, or why not.
+    /// A new connection from `address`: its place, or why not. An IPv6
+    /// address counts as its /64 (one subscriber's prefix).
     pub fn arrive(self: &Arc<Self>, address: IpAddr, now_ms: i64) -> Result<Place, TurnedAway> {
+        let address = subscriber(address);
         let everywhere = self
             .everywhere
             .clone()
@@ -150,11 +152,30 @@ impl Gatekeeper {
     }
 }
 
+/// How long a connection waits for its address's turn to handshake.
+pub const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Place {
-    /// Waits for one of its address's handshakes at once (`None` if the
-    /// server is stopping).
+    /// Waits (at most [`TURN_WAIT`]) for one of its address's handshakes at
+    /// once; `None` if the wait runs out or the server is stopping.
     pub async fn turn(&self) -> Option<OwnedSemaphorePermit> {
-        self.at_once.clone().acquire_owned().await.ok()
+        tokio::time::timeout(TURN_WAIT, self.at_once.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// The address limits count by: an IPv4 address, or an IPv6 /64.
+fn subscriber(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -281,5 +302,16 @@ mod tests {
         }
         assert!(!gate.device_may_handshake(&key, 0));
         assert!(gate.device_may_handshake(&[8u8; 32], 0));
+    }
+
+    #[test]
+    fn an_ipv6_prefix_counts_as_one_address() {
+        let gate = Arc::new(Gatekeeper::new(limits()));
+        let one = |n: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, n]);
+        let places: Vec<Place> = (1..=4).map(|n| gate.arrive(one(n), 0).unwrap()).collect();
+        assert_eq!(gate.arrive(one(5), 0).err(), Some(TurnedAway::Busy));
+        let other: IpAddr = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert!(gate.arrive(other, 0).is_ok());
+        drop(places);
     }
 }

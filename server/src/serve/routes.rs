@@ -158,23 +158,42 @@ async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Res
     let (directory, store) = (shared.directory.clone(), shared.store.clone());
     let archive = shared.archive.clone();
     let device = channel.remote_static();
-    // A lost tablet, or a tablet holding a revoked user's grant; a
-    // directory that cannot say counts as revoked now (fail closed).
-    let read_store = store.clone();
-    let revoked_at_ms = tokio::task::spawn_blocking(move || {
-        let last_user =
-            crate::grants::issued(&read_store, &device).map(|g| g.actor_ref().0.to_owned());
-        directory
-            .revoked_at(&device, last_user.as_deref())
-            .unwrap_or(Some(scr_core::clock::now_ms()))
+    // A lost tablet, or a tablet whose last user (logged out or not) was
+    // revoked: told to wipe itself once its trail is in. A directory that
+    // cannot say answers nothing (the device sends its trail again later):
+    // never a wipe on a read error.
+    let (read_dir, read_store) = (directory.clone(), store.clone());
+    let (revoked_at_ms, wipe) = tokio::task::spawn_blocking(move || {
+        let device_revoked = read_dir.revoked_at(&device, None)?;
+        let last_user = crate::grants::issued_history(&read_store, &device)
+            .last()
+            .map(|g| g.actor_ref().0.to_owned());
+        let last_user_revoked = match last_user {
+            Some(u) => read_dir.users_revoked_at(&[u.as_str()])?.contains_key(&u),
+            None => false,
+        };
+        Ok::<_, crate::directory::DirectoryError>((
+            device_revoked,
+            device_revoked.is_some() || last_user_revoked,
+        ))
     })
     .await
+    .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
-    // What the server issued to the device around the upload's events.
+    // What the server issued to the device around the upload's events, and
+    // when those grants' users were revoked.
     let judge = move |upload: &scr_core::protocol::AuditUpload| {
+        let grants = crate::grants::judged_against(&archive, &store, &device, upload)?;
+        let mut users: Vec<&str> = grants.iter().map(|g| g.actor_ref().0).collect();
+        users.sort_unstable();
+        users.dedup();
+        let users_revoked_at = directory
+            .users_revoked_at(&users)
+            .map_err(|_| crate::archive::ArchiveError::Directory)?;
         Ok(crate::archive::Issued {
-            grants: crate::grants::judged_against(&archive, &store, &device, upload)?,
+            grants,
             revoked_at_ms,
+            users_revoked_at,
         })
     };
     let ack = crate::archive::serve_upload(
@@ -182,7 +201,7 @@ async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Res
         shared.archive.clone(),
         shared.audit_budget.clone(),
         Box::new(judge),
-        revoked_at_ms.is_some(),
+        wipe,
         shared.metrics.audit_uploads_refused.clone(),
     )
     .await?;
@@ -198,10 +217,14 @@ async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Res
 /// retired (audited), and its documents follow at once.
 async fn serve_logout(mut channel: Channel, shared: &Shared) -> Result<(), String> {
     let device = channel.remote_static();
-    let store = shared.store.clone();
+    let (store, archive) = (shared.store.clone(), shared.archive.clone());
     tokio::task::spawn_blocking(move || {
         let retired = crate::grants::retire(&store, &device).map_err(|e| e.to_string())?;
         if let Some(grant) = retired {
+            // It held until now: nothing after is judged under it.
+            archive
+                .retire_grant(&device, &grant.grant_id, scr_core::clock::now_ms())
+                .map_err(|e| e.to_string())?;
             let detail = format!("device {}", &scr_core::channel::hex_key(&device)[..16]);
             crate::audit::record(
                 &store,
