@@ -32,6 +32,20 @@ fn login_of(user_id: &str, card: &str, passcode: &str) -> LoginRequest {
     }
 }
 
+/// RX1's privacy officer, added, logged in on a tablet of RX1.
+async fn rx1_officer_tablet(srv: &scr_server::serve::RunningServer) -> StaticKeypair {
+    srv.directory
+        .add_user(&officer("555000000903", "RX1"), "pat-2468")
+        .unwrap();
+    common::raw_device(
+        srv,
+        "RX1",
+        DeviceClass::NurseTablet,
+        Some(&login_of("555000000903", "CARD-555000000903", "pat-2468")),
+    )
+    .await
+}
+
 /// A device's true view of `nhs` by its logged-in user, uploaded: what its
 /// grant vouches for.
 async fn upload_view(
@@ -251,18 +265,9 @@ async fn a_privacy_officers_expired_grant_reads_nothing() {
     })
     .await
     .unwrap();
-    srv.directory
-        .add_user(&officer("555000000903", "RX1"), "pat-2468")
-        .unwrap();
     let patient = test_nhs_number(89);
     let url = format!("ws://{}/sync", srv.sync_addr);
-    let keys = common::raw_device(
-        &srv,
-        "RX1",
-        DeviceClass::NurseTablet,
-        Some(&login_of("555000000903", "CARD-555000000903", "pat-2468")),
-    )
-    .await;
+    let keys = rx1_officer_tablet(&srv).await;
     let logged_in = std::time::Instant::now();
     let fresh = fetch_access_log(&url, &keys, &srv.server_key, &patient).await;
     if logged_in.elapsed() < lifetime {
@@ -284,18 +289,9 @@ async fn a_privacy_officers_expired_grant_reads_nothing() {
 async fn a_privacy_officer_who_logged_out_reads_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let Site { srv, store, .. } = site(dir.path()).await;
-    srv.directory
-        .add_user(&officer("555000000903", "RX1"), "pat-2468")
-        .unwrap();
     let patient = test_nhs_number(90);
     let url = format!("ws://{}/sync", srv.sync_addr);
-    let keys = common::raw_device(
-        &srv,
-        "RX1",
-        DeviceClass::NurseTablet,
-        Some(&login_of("555000000903", "CARD-555000000903", "pat-2468")),
-    )
-    .await;
+    let keys = rx1_officer_tablet(&srv).await;
     assert!(
         fetch_access_log(&url, &keys, &srv.server_key, &patient)
             .await

@@ -132,14 +132,7 @@ async fn behind_a_trusted_proxy_the_bounds_apply_to_the_address_its_header_names
         .await
         .unwrap();
     let keys = StaticKeypair::generate().unwrap();
-    let token = srv
-        .directory
-        .create_enrollment_token(
-            "RX1",
-            scr_core::retention::DeviceClass::NurseTablet,
-            scr_core::clock::now_ms() + 60_000,
-        )
-        .unwrap();
+    let token = common::token_for(&srv, "RX1", scr_core::retention::DeviceClass::NurseTablet);
     let hello = Hello::new(Purpose::Sync, Some(&token)).encode();
     assert!(
         channel::connect(ws, &keys, &srv.server_key, &hello)
@@ -171,17 +164,13 @@ async fn a_device_handshaking_too_often_is_refused_for_a_while_and_others_are_no
     )
     .await;
     let enrolled = async || {
-        let keys = StaticKeypair::generate().unwrap();
-        let token = srv
-            .directory
-            .create_enrollment_token(
-                "RX1",
-                scr_core::retention::DeviceClass::NurseTablet,
-                scr_core::clock::now_ms() + 60_000,
-            )
-            .unwrap();
-        common::enroll(&srv, &keys, &token).await;
-        keys
+        common::raw_device(
+            &srv,
+            "RX1",
+            scr_core::retention::DeviceClass::NurseTablet,
+            None,
+        )
+        .await
     };
     let connect = async |keys: &StaticKeypair| {
         let hello = Hello::new(Purpose::Holdings, None).encode();

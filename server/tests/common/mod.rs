@@ -190,6 +190,17 @@ pub fn notes_of(doc: &automerge::Automerge) -> Vec<String> {
         .collect()
 }
 
+/// A one-time enrollment token for a device of `organisation`, an hour.
+pub fn token_for(
+    srv: &RunningServer,
+    organisation: &str,
+    class: scr_core::retention::DeviceClass,
+) -> String {
+    srv.directory
+        .create_enrollment_token(organisation, class, scr_core::clock::now_ms() + 60_000)
+        .unwrap()
+}
+
 /// A device enrolled at `organisation` as `class` and, given `login`,
 /// logged in: its keys, as a client that speaks the protocol directly
 /// holds them (a modified app with a valid grant).
@@ -200,11 +211,7 @@ pub async fn raw_device(
     login: Option<&scr_core::protocol::LoginRequest>,
 ) -> StaticKeypair {
     let keys = StaticKeypair::generate().unwrap();
-    let token = srv
-        .directory
-        .create_enrollment_token(organisation, class, scr_core::clock::now_ms() + 60_000)
-        .unwrap();
-    enroll(srv, &keys, &token).await;
+    enroll(srv, &keys, &token_for(srv, organisation, class)).await;
     if let Some(login) = login {
         let response =
             scr_core::sync::login(ws(srv.sync_addr).await, &keys, &srv.server_key, login)
