@@ -105,11 +105,11 @@ const COVERED_WITHIN_MS: i64 = 31 * 24 * 60 * 60 * 1000;
 
 /// The grants an upload's events are judged against: those the archive
 /// keeps that were issued from a month before its earliest event to its
-/// latest, with those the store still keeps for the device (issued before
-/// the archive kept grants), each once, oldest first.
+/// latest, with `kept` (the store's [`issued_history`] for the device:
+/// grants issued before the archive kept them), each once, oldest first.
 pub(crate) fn judged_against(
     archive: &crate::archive::Archive,
-    store: &Store,
+    kept: Vec<RoleProfileGrant>,
     device_key: &[u8; 32],
     upload: &scr_core::protocol::AuditUpload,
 ) -> Result<Vec<RoleProfileGrant>, crate::archive::ArchiveError> {
@@ -120,7 +120,7 @@ pub(crate) fn judged_against(
     let from = first.saturating_sub(COVERED_WITHIN_MS + scr_core::grant::MAX_GRANT_MS);
     let to = last.saturating_add(scr_core::grant::CLOCK_SKEW_MS);
     let mut grants = archive.grants_issued(device_key, from, to)?;
-    for g in issued_history(store, device_key) {
+    for g in kept {
         if !grants.iter().any(|k| k.grant_id == g.grant_id) {
             grants.push(g);
         }
@@ -212,7 +212,8 @@ mod tests {
             events: vec![event.clone()],
             backlog: Backlog::default(),
         };
-        let grants = judged_against(&archive, &store, &device, &upload).unwrap();
+        let kept = issued_history(&store, &device);
+        let grants = judged_against(&archive, kept, &device, &upload).unwrap();
         assert!(grants.iter().any(|g| g.grant_id == "g0"), "the first grant");
         let issued = Issued {
             grants,

@@ -23,7 +23,6 @@ use scr_core::crypto::{self, LookupKey, SecretKey};
 use scr_core::protocol::{AuditAck, AuditUpload, Backlog, MAX_AUDIT_BATCH};
 
 pub use budget::{AuditBudget, MAX_UPLOAD_BYTES};
-pub use grants::MAX_GRANTS_READ;
 pub use sent::{Sent, SentNow};
 pub use upload::serve_upload;
 pub use vouch::{DEVICE_USER, Doubt, Issued, vouch};

@@ -215,38 +215,18 @@ impl Directory {
         )? > 0)
     }
 
-    /// When `key` was revoked, or, if it was not, when the user of `user`
-    /// (its last grant's) was: what it uploads dated after that is not
-    /// believed. `Err` when the directory cannot say.
-    pub fn revoked_at(
-        &self,
-        key: &[u8; 32],
-        user: Option<&str>,
-    ) -> Result<Option<i64>, DirectoryError> {
-        let conn = self.conn()?;
-        let device: Option<i64> = conn
+    /// When `key` was revoked, if it was: what it uploads dated after that
+    /// is not believed. `Err` when the directory cannot say.
+    pub fn device_revoked_at(&self, key: &[u8; 32]) -> Result<Option<i64>, DirectoryError> {
+        Ok(self
+            .conn()?
             .query_row(
                 "SELECT revoked_at_ms FROM devices WHERE key = ?1 AND revoked != 0",
                 [key.as_slice()],
                 |r| r.get(0),
             )
             .optional()?
-            .flatten();
-        let user: Option<i64> = match user {
-            Some(u) => conn
-                .query_row(
-                    "SELECT revoked_at_ms FROM users WHERE user_id = ?1 AND revoked != 0",
-                    [u],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .flatten(),
-            None => None,
-        };
-        Ok(match (device, user) {
-            (Some(d), Some(u)) => Some(d.min(u)),
-            (d, u) => d.or(u),
-        })
+            .flatten())
     }
 
     /// Revokes a user: no more logins, and devices holding their grant

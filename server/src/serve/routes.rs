@@ -162,20 +162,19 @@ async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Res
     // revoked: told to wipe itself once its trail is in. A directory that
     // cannot say answers nothing (the device sends its trail again later):
     // never a wipe on a read error.
-    let (read_dir, read_store) = (directory.clone(), store.clone());
-    let (revoked_at_ms, wipe) = tokio::task::spawn_blocking(move || {
-        let device_revoked = read_dir.revoked_at(&device, None)?;
-        let last_user = crate::grants::issued_history(&read_store, &device)
-            .last()
-            .map(|g| g.actor_ref().0.to_owned());
+    // The store's grant history, read once: for the last user here, and to
+    // judge the events below.
+    let read_dir = directory.clone();
+    let (revoked_at_ms, wipe, kept) = tokio::task::spawn_blocking(move || {
+        let device_revoked = read_dir.device_revoked_at(&device)?;
+        let kept = crate::grants::issued_history(&store, &device);
+        let last_user = kept.last().map(|g| g.actor_ref().0.to_owned());
         let last_user_revoked = match last_user {
             Some(u) => read_dir.users_revoked_at(&[u.as_str()])?.contains_key(&u),
             None => false,
         };
-        Ok::<_, crate::directory::DirectoryError>((
-            device_revoked,
-            device_revoked.is_some() || last_user_revoked,
-        ))
+        let wipe = device_revoked.is_some() || last_user_revoked;
+        Ok::<_, crate::directory::DirectoryError>((device_revoked, wipe, kept))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -183,7 +182,7 @@ async fn serve_audit(channel: Channel, shared: &Shared, peer: SocketAddr) -> Res
     // What the server issued to the device around the upload's events, and
     // when those grants' users were revoked.
     let judge = move |upload: &scr_core::protocol::AuditUpload| {
-        let grants = crate::grants::judged_against(&archive, &store, &device, upload)?;
+        let grants = crate::grants::judged_against(&archive, kept, &device, upload)?;
         let mut users: Vec<&str> = grants.iter().map(|g| g.actor_ref().0).collect();
         users.sort_unstable();
         users.dedup();
