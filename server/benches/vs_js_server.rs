@@ -6,6 +6,10 @@
 //! against the access rules, seals at rest and runs Noise; the reference
 //! server does none of these, so the gap is the price of those.
 //!
+//! Two floors are measured in the same run: plain Automerge loading the
+//! documents from bytes, and loading plus syncing each (one process, no
+//! network). Every figure is the median of `RUNS` fetches by fresh clients.
+//!
 //! Run: `scripts/bench-vs-js` (installs the npm packages, then
 //! `cargo bench -p scr-server --bench vs_js_server`). Under `cargo test`
 //! it does nothing: it needs Node.js and the packages.
@@ -31,6 +35,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const NURSE: &str = "555000000102";
 const PATIENTS: u32 = 150;
+/// Fetches per server (each by a fresh client); the median is reported.
+const RUNS: usize = 5;
 
 /// A plain WebSocket dialer, as automerge-repo's own clients use.
 struct PlainWs(String);
@@ -213,7 +219,9 @@ fn setup() -> Setup {
     }
 }
 
-async fn ours(s: &Setup) -> (Duration, (f64, f64)) {
+/// Fetches from our server, `RUNS` times, each by a fresh client (nothing
+/// held) of one enrolled, logged-in tablet; then the server's memory.
+async fn ours(s: &Setup) -> (Vec<Duration>, (f64, f64)) {
     let (port, health) = (free_port(), free_port());
     let mut child: Child = Command::new(env!("CARGO_BIN_EXE_scr-server"))
         .args(["serve", "--data-dir"])
@@ -248,16 +256,19 @@ async fn ours(s: &Setup) -> (Duration, (f64, f64)) {
         .await
         .unwrap();
     assert!(matches!(response, LoginResponse::Granted { .. }));
-    let dialer =
-        Arc::new(scr_core::sync::NoiseDialer::new(&url, keys.clone(), s.server_key).unwrap());
-    let took = fetch_all(dialer, &hex_key(&keys.public()), &s.ids).await;
+    let mut took = Vec::new();
+    for _ in 0..RUNS {
+        let dialer =
+            Arc::new(scr_core::sync::NoiseDialer::new(&url, keys.clone(), s.server_key).unwrap());
+        took.push(fetch_all(dialer, &hex_key(&keys.public()), &s.ids).await);
+    }
     let memory = memory_mb(child.id());
     let _ = child.kill();
     let _ = child.wait();
     (took, memory)
 }
 
-async fn reference(s: &Setup) -> Option<(Duration, (f64, f64))> {
+async fn reference(s: &Setup) -> Option<(Vec<Duration>, (f64, f64))> {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/js-compare/server.mjs");
     if !script.with_file_name("node_modules").exists() {
@@ -305,11 +316,64 @@ async fn reference(s: &Setup) -> Option<(Duration, (f64, f64))> {
     while uploads.next().await.is_some() {}
     uploader.stop().await;
 
-    let took = fetch_all(Arc::new(PlainWs(url)), "fresh-client", &ids).await;
+    let mut took = Vec::new();
+    for run in 0..RUNS {
+        let peer = format!("fresh-client-{run}");
+        took.push(fetch_all(Arc::new(PlainWs(url.clone())), &peer, &ids).await);
+    }
     let memory = memory_mb(child.id());
     let _ = child.kill();
     let _ = child.wait();
     Some((took, memory))
+}
+
+/// The first floor: plain Automerge loading every document from its bytes.
+fn floor_load(exports: &[Vec<u8>]) -> Duration {
+    let t = Instant::now();
+    for bytes in exports {
+        std::hint::black_box(automerge::Automerge::load(bytes).unwrap());
+    }
+    t.elapsed()
+}
+
+/// The second floor: loading each document and syncing it to an empty one
+/// by Automerge's sync protocol, one document at a time, in one process
+/// (messages encoded and decoded as on a wire).
+fn floor_load_and_sync(exports: &[Vec<u8>]) -> Duration {
+    use automerge::sync::{Message, State, SyncDoc};
+    let t = Instant::now();
+    for bytes in exports {
+        let mut server = automerge::Automerge::load(bytes).unwrap();
+        let mut client = automerge::Automerge::new();
+        let (mut at_server, mut at_client) = (State::new(), State::new());
+        loop {
+            let mut moved = false;
+            if let Some(m) = client.generate_sync_message(&mut at_client) {
+                let m = Message::decode(&m.encode()).unwrap();
+                server.receive_sync_message(&mut at_server, m).unwrap();
+                moved = true;
+            }
+            if let Some(m) = server.generate_sync_message(&mut at_server) {
+                let m = Message::decode(&m.encode()).unwrap();
+                client.receive_sync_message(&mut at_client, m).unwrap();
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        assert_eq!(client.get_heads(), server.get_heads());
+    }
+    t.elapsed()
+}
+
+fn median(mut runs: Vec<Duration>) -> Duration {
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn main() {
@@ -324,19 +388,55 @@ fn main() {
         .unwrap();
     let s = setup();
     let n = s.ids.len();
-    let report = |name: &str, (took, (rss, peak)): (Duration, (f64, f64))| {
+    println!(
+        "{n} documents (150 patients) to a fresh client, median of {RUNS} runs, one process per server:"
+    );
+    let report = |name: &str, took: Duration, memory: Option<(f64, f64)>| {
+        let memory = memory
+            .map(|(rss, peak)| format!("; server RSS {rss:.0} MB (peak {peak:.0} MB)"))
+            .unwrap_or_default();
         println!(
-            "{name:<40} {n} documents to a fresh client in {:>6.0} ms ({:>5.0} docs/s); server RSS {rss:.0} MB (peak {peak:.0} MB)",
-            took.as_secs_f64() * 1000.0,
+            "  {name:<46} {:>7.1} ms ({:>6.0} docs/s){memory}",
+            ms(took),
             n as f64 / took.as_secs_f64(),
         );
     };
+    let (our_runs, our_memory) = rt.block_on(ours(&s));
+    let theirs = rt.block_on(reference(&s));
+    let load: Vec<_> = (0..RUNS).map(|_| floor_load(&s.exports)).collect();
+    let load_sync: Vec<_> = (0..RUNS).map(|_| floor_load_and_sync(&s.exports)).collect();
+    let ours = median(our_runs.clone());
     report(
         "scr-server (Noise, access rules, sealed)",
-        rt.block_on(ours(&s)),
+        ours,
+        Some(our_memory),
     );
-    match rt.block_on(reference(&s)) {
-        Some(r) => report("automerge-repo sync server (Node.js)", r),
-        None => println!("reference server skipped: run `npm ci` in server/benches/js-compare"),
+    println!(
+        "    runs: {:?} ms",
+        our_runs.iter().map(|d| ms(*d).round()).collect::<Vec<_>>()
+    );
+    match theirs {
+        Some((their_runs, memory)) => {
+            let theirs = median(their_runs.clone());
+            report("automerge-repo sync server (Node.js)", theirs, Some(memory));
+            println!(
+                "    runs: {:?} ms",
+                their_runs
+                    .iter()
+                    .map(|d| ms(*d).round())
+                    .collect::<Vec<_>>()
+            );
+            println!(
+                "  scr-server is {:.2}x the Node server's speed (target: 10x, aim 20x)",
+                theirs.as_secs_f64() / ours.as_secs_f64()
+            );
+        }
+        None => println!("  reference server skipped: run scripts/bench-vs-js (npm packages)"),
     }
+    report("floor: Automerge loading from bytes", median(load), None);
+    report(
+        "floor: Automerge loading and syncing each",
+        median(load_sync),
+        None,
+    );
 }

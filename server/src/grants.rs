@@ -145,6 +145,17 @@ pub fn relationships(store: &Store, user_id: &str) -> Result<Vec<GrantRelationsh
     Ok(list)
 }
 
+/// Bumped after every change this process makes to anyone's relationships
+/// (an encounter opened or closed): share decisions keep a device's
+/// relationships while this stands still (`policy::inputs`), since a user's
+/// encounter opened on one device changes what her other devices may hold.
+/// (Another process's changes move every share epoch instead.)
+static RELATIONSHIPS_EDITED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn relationships_edited() -> u64 {
+    RELATIONSHIPS_EDITED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Changes a user's stored relationships in one read-modify-write; `keep`
 /// decides which stay, `add` is appended. Returns whether any was dropped.
 pub(crate) fn edit_relationships(
@@ -164,6 +175,7 @@ pub(crate) fn edit_relationships(
         list.extend(add);
         serde_json::to_vec(&list).unwrap_or_default()
     })?;
+    RELATIONSHIPS_EDITED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     Ok(dropped)
 }
 

@@ -7,7 +7,7 @@ use rusqlite::params;
 use scr_core::access::DenyReason;
 use scr_core::audit::Outcome;
 use scr_core::channel::{hex_key, to_hex};
-use scr_core::crypto::passcode::{hash_passcode, passcode_matches};
+use scr_core::crypto::passcode::{PasscodeChecker, hash_passcode};
 use scr_core::grant::{GrantPrincipal, GrantSigner, MAX_GRANT_MS, RoleProfileGrant};
 use scr_core::protocol::{LoginRequest, LoginResponse};
 use scr_core::retention::DeviceClass;
@@ -63,6 +63,25 @@ pub(crate) struct Binding {
     pub(crate) passcode_phc: String,
 }
 
+/// Argon2's working memory (19 MiB a check), one for each login running at
+/// once (the server runs as many as it has login slots), kept between
+/// logins rather than allocated for each: what a busy server's allocator
+/// otherwise kept resident.
+static CHECKERS: std::sync::Mutex<Vec<PasscodeChecker>> = std::sync::Mutex::new(Vec::new());
+
+fn passcode_ok(passcode: &str, phc: &str) -> bool {
+    let mut checker = CHECKERS
+        .lock()
+        .ok()
+        .and_then(|mut kept| kept.pop())
+        .unwrap_or_default();
+    let ok = checker.matches(passcode, phc);
+    if let Ok(mut kept) = CHECKERS.lock() {
+        kept.push(checker);
+    }
+    ok
+}
+
 pub(crate) fn binding_name(token_hash: &[u8; 32]) -> String {
     format!("patient-token:{}", to_hex(token_hash))
 }
@@ -113,7 +132,7 @@ impl LoginDesk<'_> {
             .as_ref()
             .map(|(_, phc, _)| phc.as_str())
             .unwrap_or(dummy);
-        let passcode_ok = passcode_matches(&request.passcode, phc);
+        let passcode_ok = passcode_ok(&request.passcode, phc);
         let Some((user, _, _)) = found else {
             // (What was typed is not kept: it may be a passcode.)
             return refuse_staff(store, "unknown", "unknown user");
@@ -193,7 +212,7 @@ impl LoginDesk<'_> {
                 .unwrap_or(false);
         let matches = binding
             .as_ref()
-            .is_some_and(|b| passcode_matches(&request.passcode, &b.passcode_phc));
+            .is_some_and(|b| passcode_ok(&request.passcode, &b.passcode_phc));
         let accepted = allowed && matches;
         let patient = binding.map(|b| b.nhs_number);
         let outcome = if accepted {

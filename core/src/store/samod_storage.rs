@@ -154,7 +154,9 @@ impl Storage for SamodStorage {
         async move {
             let store = this.store.clone();
             match off_runtime(move || store.delete_chunk(&key)).await {
-                Some(Ok(())) => {}
+                Some(Ok(())) => {
+                    this.writes.fetch_add(1, Ordering::Relaxed);
+                }
                 Some(Err(e)) => this.failed("delete", &e),
                 None => this.failed("delete", &StoreError::Poisoned),
             }

@@ -113,9 +113,13 @@ fn keep_alive(tcp: &TcpStream) {
 /// handshake admitting enrolled devices or enrolling a new one with the
 /// token in its hello.
 async fn handshake(tcp: TcpStream, shared: &Shared) -> Result<(Channel, Hello), String> {
+    // Read in 8 KiB steps (a frame up to the 70 KiB cap still arrives
+    // whole, in pieces): tungstenite's default 128 KiB read buffer, kept
+    // for every connection's life, was most of a connected tablet's memory.
     let config = WebSocketConfig::default()
         .max_message_size(Some(70 * 1024))
-        .max_frame_size(Some(70 * 1024));
+        .max_frame_size(Some(70 * 1024))
+        .read_buffer_size(8 * 1024);
     let ws = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         tokio_tungstenite::accept_async_with_config(tcp, Some(config)),

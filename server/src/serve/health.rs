@@ -35,6 +35,7 @@ impl Sources {
         Gauges {
             devices: self.directory.active_device_count().unwrap_or(-1),
             storage_failures: self.storage.failures(),
+            storage_writes: self.storage.writes(),
             audit_backlog: self.store.audit_queue_len().unwrap_or(0),
             audit_devices_overdue: self
                 .archive

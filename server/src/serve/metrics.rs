@@ -65,6 +65,8 @@ pub struct Metrics {
 pub struct Gauges {
     pub devices: i64,
     pub storage_failures: u64,
+    /// Successful puts and deletes of samod's storage.
+    pub storage_writes: u64,
     pub audit_backlog: u64,
     /// Devices whose last upload left an event older than the threshold.
     pub audit_devices_overdue: u64,
@@ -261,6 +263,12 @@ impl Collector for Observed {
             "Writes of samod's storage that failed",
             g.storage_failures,
         )?;
+        Self::counter(
+            &mut e,
+            "scr_storage_writes",
+            "Puts and deletes of samod's storage (a fetch makes none)",
+            g.storage_writes,
+        )?;
         Self::gauge(
             &mut e,
             "scr_audit_backlog",
@@ -308,6 +316,7 @@ mod tests {
         let text = m.render(&Gauges {
             devices: 2,
             storage_failures: 1,
+            storage_writes: 5,
             audit_backlog: 4,
             audit_devices_overdue: 0,
         });
@@ -319,6 +328,7 @@ mod tests {
             "# TYPE scr_enrolled_devices gauge",
             "scr_enrolled_devices 2",
             "scr_storage_failures_total 1",
+            "scr_storage_writes_total 5",
             "scr_audit_backlog 4",
             "scr_audit_devices_overdue 0",
             "scr_sync_sessions_open 0",
@@ -330,6 +340,6 @@ mod tests {
                 "{line}: {text}"
             );
         }
-        assert_eq!(text.matches("# TYPE").count(), 26, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 27, "{text}");
     }
 }

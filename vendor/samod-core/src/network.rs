@@ -19,7 +19,7 @@ pub use conn_direction::ConnDirection;
 mod connection_event;
 pub use connection_event::ConnectionEvent;
 mod connection_info;
-pub use connection_info::{ConnectionInfo, ConnectionState, PeerDocState};
+pub use connection_info::{ConnectionInfo, ConnectionState, DocStates, PeerDocState};
 mod peer_info;
 pub use peer_info::PeerInfo;
 pub(crate) mod wire_protocol;

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::{ConnectionId, DocumentId, PeerId, UnixTimestamp};
 
@@ -9,7 +10,7 @@ pub struct ConnectionInfo {
     pub last_received: Option<UnixTimestamp>,
     pub last_sent: Option<UnixTimestamp>,
     /// The state of each document we are synchronizing with this peer
-    pub docs: HashMap<DocumentId, PeerDocState>,
+    pub docs: DocStates,
     /// Whether we are handshaking or connected with this peer
     pub state: ConnectionState,
 }
@@ -56,5 +57,53 @@ impl PeerDocState {
             shared_heads: None,
             their_heads: None,
         }
+    }
+}
+
+/// SCR Sync patch: the state of each document a connection syncs, shared
+/// copy-on-write between the connection and the infos it reports, so that
+/// reporting a connection's info after every event costs a reference count
+/// rather than a copy of every document's state (quadratic in the number of
+/// documents a connection syncs). Reads go through `Deref` to the map;
+/// iterating by value yields owned entries as the plain map did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocStates(Arc<HashMap<DocumentId, PeerDocState>>);
+
+impl DocStates {
+    /// The map to change: copied first only if an info still shares it.
+    pub(crate) fn make_mut(&mut self) -> &mut HashMap<DocumentId, PeerDocState> {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for DocStates {
+    type Target = HashMap<DocumentId, PeerDocState>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl From<HashMap<DocumentId, PeerDocState>> for DocStates {
+    fn from(map: HashMap<DocumentId, PeerDocState>) -> Self {
+        Self(Arc::new(map))
+    }
+}
+
+impl IntoIterator for DocStates {
+    type Item = (DocumentId, PeerDocState);
+    type IntoIter = std::collections::hash_map::IntoIter<DocumentId, PeerDocState>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Arc::unwrap_or_clone(self.0).into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a DocStates {
+    type Item = (&'a DocumentId, &'a PeerDocState);
+    type IntoIter = std::collections::hash_map::Iter<'a, DocumentId, PeerDocState>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
     }
 }

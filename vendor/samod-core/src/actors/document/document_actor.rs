@@ -588,6 +588,8 @@ impl DocumentActor {
         incrementals: &HashMap<StorageKey, Vec<u8>>,
     ) {
         tracing::trace!("handling load");
+        // SCR Sync patch: see below.
+        let all_saved = self.on_disk_state.all_saved(&self.doc);
         for (key, snapshot) in snapshots {
             if let Err(e) = self.doc.load_incremental(snapshot) {
                 tracing::warn!(err=?e, %key, "error loading snapshot chunk");
@@ -597,6 +599,11 @@ impl DocumentActor {
             if let Err(e) = self.doc.load_incremental(incremental) {
                 tracing::warn!(err=?e, %key, "error loading incremental chunk");
             }
+        }
+        // SCR Sync patch: what was loaded needs no saving (the sync messages
+        // that waited for the load, below, are new and will be saved).
+        if all_saved {
+            self.on_disk_state.loaded(self.doc.get_heads());
         }
 
         if let Phase::Loading(loading) = &mut self.phase {

@@ -44,6 +44,23 @@ impl OnDiskState {
         self.on_disk.extend(contents);
     }
 
+    /// SCR Sync patch: whether every change of `doc` was saved (or is being
+    /// saved): asked before a load, so that what the load adds can then be
+    /// marked saved too.
+    pub(super) fn all_saved(&self, doc: &Automerge) -> bool {
+        doc.get_changes(self.last_saved_heads.as_deref().unwrap_or_default())
+            .is_empty()
+    }
+
+    /// SCR Sync patch: the document's heads after a load, when all it held
+    /// before was saved: everything it holds is on disk. Without this every
+    /// document loaded to be read was written back (all its changes counted
+    /// as new, so a compaction: a snapshot put and every loaded chunk
+    /// deleted).
+    pub(super) fn loaded(&mut self, heads: Vec<automerge::ChangeHash>) {
+        self.last_saved_heads = Some(heads);
+    }
+
     pub(super) fn save_new_changes(
         &mut self,
         out: &mut DocActorResult,
@@ -53,7 +70,9 @@ impl OnDiskState {
         let new_changes = doc.get_changes(self.last_saved_heads.as_ref().unwrap_or(&Vec::new()));
 
         let eligible_for_compaction = new_changes.len() > 10 || self.on_disk.len() > 10;
-        if self.compaction.is_none() && eligible_for_compaction {
+        // SCR Sync patch: a document with nothing new is not compacted (a
+        // fragmented one is, at its next change), so reading writes nothing.
+        if self.compaction.is_none() && eligible_for_compaction && !new_changes.is_empty() {
             tracing::debug!(
                 num_changes = new_changes.len(),
                 num_on_disk = self.on_disk.len(),

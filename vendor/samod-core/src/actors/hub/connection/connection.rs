@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 
 use crate::{
     ConnectionId, DocumentId, PeerId, UnixTimestamp,
@@ -173,7 +172,7 @@ impl Connection {
                         remote_metadata: metadata.map(PeerMetadata::from_wire),
                         protocol_version: "1".to_string(),
                         established_at: now,
-                        document_subscriptions: HashMap::new(),
+                        document_subscriptions: Default::default(),
                     });
                     vec![ReceiveEvent::HandshakeComplete {
                         remote_peer_id: sender_id,
@@ -227,7 +226,7 @@ impl Connection {
                         remote_metadata: metadata.map(PeerMetadata::from_wire),
                         protocol_version: selected_protocol_version,
                         established_at: now,
-                        document_subscriptions: HashMap::new(),
+                        document_subscriptions: Default::default(),
                     });
                     vec![ReceiveEvent::HandshakeComplete {
                         remote_peer_id: sender_id,
@@ -371,6 +370,7 @@ impl Connection {
         };
         established
             .document_subscriptions
+            .make_mut()
             .insert(document_id.clone(), PeerDocState::empty());
     }
 
@@ -379,7 +379,13 @@ impl Connection {
             tracing::warn!("attmpeted to update document for non-established connection");
             return;
         };
-        if let Some(doc_state) = established.document_subscriptions.get_mut(document_id) {
+        // SCR Sync patch: through `make_mut`, which copies the map only while
+        // a reported info still shares it.
+        if let Some(doc_state) = established
+            .document_subscriptions
+            .make_mut()
+            .get_mut(document_id)
+        {
             self.dirty = true;
             *doc_state = state;
         } else {
@@ -487,7 +493,7 @@ impl Connection {
                     their_peer_id: established.remote_peer_id().clone(),
                 },
             ),
-            _ => (HashMap::new(), ConnectionState::Handshaking),
+            _ => (Default::default(), ConnectionState::Handshaking),
         };
         ConnectionInfo {
             id: self.id,

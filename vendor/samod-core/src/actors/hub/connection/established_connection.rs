@@ -1,8 +1,6 @@
-use std::collections::HashMap;
-
 use crate::{
     DocumentId, PeerId, UnixTimestamp,
-    network::{PeerDocState, PeerMetadata},
+    network::{DocStates, PeerDocState, PeerMetadata},
 };
 
 /// State of an established connection after successful handshake.
@@ -19,8 +17,9 @@ pub(crate) struct EstablishedConnection {
     /// When the connection was established
     #[allow(dead_code)]
     pub(super) established_at: UnixTimestamp,
-    /// Documents this connection is actively syncing
-    pub(super) document_subscriptions: HashMap<DocumentId, PeerDocState>,
+    /// Documents this connection is actively syncing (SCR Sync patch:
+    /// shared copy-on-write with the infos reported)
+    pub(super) document_subscriptions: DocStates,
 }
 
 impl EstablishedConnection {
@@ -29,12 +28,13 @@ impl EstablishedConnection {
         &self.remote_peer_id
     }
 
-    pub(crate) fn document_subscriptions(&self) -> &HashMap<DocumentId, PeerDocState> {
+    pub(crate) fn document_subscriptions(&self) -> &DocStates {
         &self.document_subscriptions
     }
 
     pub fn add_document_subscription(&mut self, document_id: DocumentId) {
         self.document_subscriptions
+            .make_mut()
             .insert(document_id, PeerDocState::empty());
     }
 }

@@ -13,11 +13,14 @@
 //! login was what broke first: each of N logins re-decided every device's
 //! pairs.
 
+mod inputs;
+
 use std::sync::Arc;
 
 use samod::{DocumentId, PeerId, ShareConfig, SharePolicy};
-use scr_core::access::choices_from;
-use scr_core::access::{Action, Decision, Principal, Relationship, Request, ViewBasis, decide};
+use scr_core::access::{
+    Action, Decision, PatientChoices, Principal, Relationship, Request, ViewBasis, decide,
+};
 use scr_core::channel::{from_hex, hex_key};
 use scr_core::grant::{GrantPrincipal, RelationshipKind, RoleProfileGrant};
 use scr_core::protocol::{HeldPatient, HoldingsList};
@@ -26,12 +29,15 @@ use scr_core::store::{DocumentInfo, HoldReason};
 use scr_core::{NhsNumber, Store};
 
 use crate::directory::Directory;
+use inputs::{DeviceInputs, InputsCache, Stamp};
 
 #[derive(Clone)]
 pub struct AccessPolicy {
     store: Store,
     directory: Arc<Directory>,
     epoch: Epoch,
+    /// What decisions read, kept for the epoch it was read at.
+    inputs: Arc<InputsCache>,
     /// Until when apps of record layout 1 may push permissions to view
     /// into governance.
     legacy_permissions_until_ms: i64,
@@ -60,6 +66,21 @@ impl Epoch {
             && let Some(tx) = devices.get(&hex_key(key))
         {
             tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Where the epochs stand for the device with this key (its own signal
+    /// made now if it had none, so a later `bump_device` moves it).
+    fn stamp(&self, key: &[u8; 32]) -> Stamp {
+        let device = self.devices.lock().ok().map_or(0, |mut d| {
+            *d.entry(hex_key(key))
+                .or_insert_with(|| tokio::sync::watch::channel(0).0)
+                .borrow()
+        });
+        Stamp {
+            all: *self.all.borrow(),
+            device,
+            relationships: crate::grants::relationships_edited(),
         }
     }
 
@@ -131,6 +152,7 @@ impl AccessPolicy {
                 store,
                 directory,
                 epoch: epoch.clone(),
+                inputs: Arc::default(),
                 legacy_permissions_until_ms,
             },
             epoch,
@@ -142,10 +164,9 @@ impl AccessPolicy {
         let Some(key) = from_hex(peer.as_str()).and_then(|k| <[u8; 32]>::try_from(k).ok()) else {
             return ShareConfig::none();
         };
-        let Ok(Some(device)) = self.directory.device(&key) else {
-            return ShareConfig::none();
-        };
-        if device.revoked {
+        let stamp = self.epoch.stamp(&key);
+        let device = self.device_inputs(stamp, &key);
+        if !device.active {
             return ShareConfig::none();
         }
         // A device's holdings list: read-only to that device, to no other.
@@ -166,10 +187,16 @@ impl AccessPolicy {
         let Some((nhs, compartment)) = owner else {
             return ShareConfig::none();
         };
-        let Some(grant) = self.current_grant(&key) else {
+        let Some(grant) = current(&device) else {
             return ShareConfig::none();
         };
-        self.for_patient(&grant, &nhs, compartment)
+        self.for_patient(stamp, &device, grant, &nhs, compartment)
+    }
+
+    fn device_inputs(&self, stamp: Stamp, key: &[u8; 32]) -> Arc<DeviceInputs> {
+        self.inputs.device(stamp, key, || {
+            inputs::read_device(&self.store, &self.directory, key)
+        })
     }
 
     /// What the device should hold under its current grant: each patient
@@ -177,7 +204,9 @@ impl AccessPolicy {
     /// when it has no current grant (the device keeps what it holds until
     /// its own retention rules say otherwise).
     pub fn holdings_for(&self, key: &[u8; 32]) -> Option<HoldingsList> {
-        let grant = self.current_grant(key)?;
+        let stamp = self.epoch.stamp(key);
+        let device = self.device_inputs(stamp, key);
+        let grant = current(&device)?;
         // One entry per patient: a caseload outlasts an incident, so it wins.
         let mut candidates: std::collections::BTreeMap<NhsNumber, HoldReason> =
             std::collections::BTreeMap::new();
@@ -208,10 +237,13 @@ impl AccessPolicy {
             };
             let documents: Vec<DocumentInfo> = docs
                 .into_iter()
-                .filter(|d| self.for_patient(&grant, &nhs, d.compartment) != ShareConfig::none())
+                .filter(|d| {
+                    self.for_patient(stamp, &device, grant, &nhs, d.compartment)
+                        != ShareConfig::none()
+                })
                 .collect();
             if documents.is_empty() {
-                if self.withdrawn_by_patient(&nhs) {
+                if self.withdrawn_by_patient(stamp, &nhs) {
                     withdrawn.push(nhs);
                 }
                 continue;
@@ -230,12 +262,10 @@ impl AccessPolicy {
     }
 
     /// The patient hid the record or opted out.
-    fn withdrawn_by_patient(&self, nhs: &NhsNumber) -> bool {
-        let Ok(Some(governance)) = self.store.view_of_compartment(nhs, Compartment::Governance)
-        else {
+    fn withdrawn_by_patient(&self, stamp: Stamp, nhs: &NhsNumber) -> bool {
+        let Some(choices) = self.choices(stamp, nhs) else {
             return false;
         };
-        let choices = choices_from(Some(&governance));
         choices.hidden || choices.sharing == scr_core::record::SharingChoice::OptOut
     }
 
@@ -261,8 +291,14 @@ impl AccessPolicy {
         }
     }
 
+    fn choices(&self, stamp: Stamp, nhs: &NhsNumber) -> Option<PatientChoices> {
+        self.inputs.choices(stamp.all, &self.store, nhs)
+    }
+
     fn for_patient(
         &self,
+        stamp: Stamp,
+        device: &DeviceInputs,
         grant: &RoleProfileGrant,
         nhs: &NhsNumber,
         compartment: Compartment,
@@ -281,18 +317,17 @@ impl AccessPolicy {
         }
         // Without a readable governance document the patient's choices are
         // unknown: share nothing (fail closed).
-        let Ok(Some(governance)) = self.store.view_of_compartment(nhs, Compartment::Governance)
-        else {
+        let Some(choices) = self.choices(stamp, nhs) else {
             return ShareConfig::none();
         };
         // The grant's relationships as they were at login, narrowed to those
         // that still hold now: an ended caseload stops sharing at once.
+        let now = scr_core::clock::now_ms();
         let still_current = match &grant.principal {
-            GrantPrincipal::Staff { user_id, .. } => {
-                crate::grants::relationships(&self.store, user_id)
-                    .map(|now| now.iter().any(|r| r.nhs_number == *nhs))
-                    .unwrap_or(false)
-            }
+            GrantPrincipal::Staff { .. } => device
+                .relationships
+                .as_ref()
+                .is_some_and(|all| all.iter().any(|r| r.nhs_number == *nhs && r.holds_at(now))),
             GrantPrincipal::Patient { .. } => true,
         };
         let relationship = match grant.relationship_with(nhs).map(|r| &r.kind) {
@@ -308,7 +343,7 @@ impl AccessPolicy {
             // Replication is not viewing: permission to view is asked on the
             // device, every time, before anything is shown.
             basis: ViewBasis::PermissionRecorded,
-            choices: choices_from(Some(&governance)),
+            choices,
         };
         let readable = matches!(decide(&request(Action::View)), Decision::Permit { ref compartments, .. } if compartments.contains(&compartment));
         if !readable {
@@ -333,6 +368,17 @@ impl AccessPolicy {
             ShareConfig::read_only()
         }
     }
+}
+
+/// The device's grant, if it still authorises anything now: unexpired and
+/// its user not revoked (as [`AccessPolicy::current_grant`], from inputs
+/// read at the current epoch).
+fn current(device: &DeviceInputs) -> Option<&RoleProfileGrant> {
+    let now = scr_core::clock::now_ms();
+    device
+        .grant
+        .as_ref()
+        .filter(|g| now < g.expires_at_ms && !device.user_revoked)
 }
 
 impl AccessPolicy {
