@@ -133,12 +133,14 @@ pub(super) fn read_device(store: &Store, directory: &Directory, key: &[u8; 32]) 
     } else {
         None
     };
-    let (user_revoked, relationships) = match grant.as_ref().map(|g| &g.principal) {
-        Some(scr_core::grant::GrantPrincipal::Staff { user_id, .. }) => (
-            directory.user_revoked(user_id),
-            crate::grants::relationships(store, user_id).ok(),
-        ),
-        _ => (false, Some(Vec::new())),
+    let user_revoked = grant
+        .as_ref()
+        .is_some_and(|g| super::user_revoked(directory, g));
+    let relationships = match grant.as_ref().map(|g| &g.principal) {
+        Some(scr_core::grant::GrantPrincipal::Staff { user_id, .. }) => {
+            crate::grants::relationships(store, user_id).ok()
+        }
+        _ => Some(Vec::new()),
     };
     DeviceInputs {
         active,

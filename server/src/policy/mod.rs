@@ -72,11 +72,7 @@ impl Epoch {
     /// Where the epochs stand for the device with this key (its own signal
     /// made now if it had none, so a later `bump_device` moves it).
     fn stamp(&self, key: &[u8; 32]) -> Stamp {
-        let device = self.devices.lock().ok().map_or(0, |mut d| {
-            *d.entry(hex_key(key))
-                .or_insert_with(|| tokio::sync::watch::channel(0).0)
-                .borrow()
-        });
+        let device = self.signal(hex_key(key)).map_or(0, |s| *s.borrow());
         Stamp {
             all: *self.all.borrow(),
             device,
@@ -87,15 +83,19 @@ impl Epoch {
     /// The signals a stream deciding for `peer` waits on, subscribed once
     /// (a bump between two decisions is then never missed).
     fn watch(&self, peer: &PeerId) -> Signals {
-        let mine = self.devices.lock().ok().map(|mut d| {
-            d.entry(peer.as_str().to_owned())
-                .or_insert_with(|| tokio::sync::watch::channel(0).0)
-                .subscribe()
-        });
         Signals {
             all: self.all.subscribe(),
-            mine,
+            mine: self.signal(peer.as_str().to_owned()),
         }
+    }
+
+    /// The device's own signal (peer id in hex), made if it had none.
+    fn signal(&self, peer: String) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.devices.lock().ok().map(|mut d| {
+            d.entry(peer)
+                .or_insert_with(|| tokio::sync::watch::channel(0).0)
+                .subscribe()
+        })
     }
 }
 
@@ -275,20 +275,8 @@ impl AccessPolicy {
     /// grant it issued, to judge what was done under it, is
     /// `grants::issued_history`.)
     pub(crate) fn current_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {
-        let now = scr_core::clock::now_ms();
-        self.issued_grant(key)
-            .filter(|g| now < g.expires_at_ms && !self.user_revoked_in(g))
-    }
-
-    fn issued_grant(&self, key: &[u8; 32]) -> Option<RoleProfileGrant> {
         crate::grants::issued(&self.store, key)
-    }
-
-    fn user_revoked_in(&self, grant: &RoleProfileGrant) -> bool {
-        match &grant.principal {
-            GrantPrincipal::Staff { user_id, .. } => self.directory.user_revoked(user_id),
-            GrantPrincipal::Patient { .. } => false,
-        }
+            .filter(|g| in_force(g, user_revoked(&self.directory, g)))
     }
 
     fn choices(&self, stamp: Stamp, nhs: &NhsNumber) -> Option<PatientChoices> {
@@ -374,11 +362,25 @@ impl AccessPolicy {
 /// its user not revoked (as [`AccessPolicy::current_grant`], from inputs
 /// read at the current epoch).
 fn current(device: &DeviceInputs) -> Option<&RoleProfileGrant> {
-    let now = scr_core::clock::now_ms();
     device
         .grant
         .as_ref()
-        .filter(|g| now < g.expires_at_ms && !device.user_revoked)
+        .filter(|g| in_force(g, device.user_revoked))
+}
+
+/// A grant authorises anything only until it expires, and not once its
+/// user is revoked.
+fn in_force(grant: &RoleProfileGrant, user_revoked: bool) -> bool {
+    scr_core::clock::now_ms() < grant.expires_at_ms && !user_revoked
+}
+
+/// Whether the staff user a grant names has been revoked (a patient's
+/// grant names no user).
+fn user_revoked(directory: &Directory, grant: &RoleProfileGrant) -> bool {
+    match &grant.principal {
+        GrantPrincipal::Staff { user_id, .. } => directory.user_revoked(user_id),
+        GrantPrincipal::Patient { .. } => false,
+    }
 }
 
 impl AccessPolicy {
