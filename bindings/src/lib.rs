@@ -17,11 +17,13 @@ mod observe;
 mod records;
 mod runtime;
 mod sync;
+mod sync_status;
 
 pub use device::ScrDevice;
 pub use error::ScrError;
 pub use keys::{KeyProvider, KeyProviderError};
 pub use observe::{ObservationHandle, RecordObserver};
 pub use sync::{SyncObserver, SyncStatus};
+pub use sync_status::{RecordSyncObserver, RecordSyncState};
 
 uniffi::setup_scaffolding!("scr_bindings");

@@ -29,6 +29,14 @@ impl Drop for ObservationHandle {
     }
 }
 
+impl ObservationHandle {
+    pub(crate) fn running(task: tokio::task::JoinHandle<()>) -> Arc<Self> {
+        Arc::new(Self {
+            task: std::sync::Mutex::new(Some(task)),
+        })
+    }
+}
+
 #[uniffi::export]
 impl ObservationHandle {
     /// Stops the observer now (dropping the handle does the same).
@@ -66,8 +74,6 @@ impl ScrDevice {
             }
         })
         .ok_or_else(|| ScrError::internal("no async runtime"))?;
-        Ok(Arc::new(ObservationHandle {
-            task: std::sync::Mutex::new(Some(task)),
-        }))
+        Ok(ObservationHandle::running(task))
     }
 }

@@ -172,7 +172,7 @@ impl Device {
             "the server key must be 64 hex digits",
         ))?;
         let keys = StaticKeypair::generate().map_err(|_| DeviceError::Malformed)?;
-        let (ws, _) = tokio_tungstenite::connect_async(server_url)
+        let ws = crate::channel::open_websocket(server_url)
             .await
             .map_err(|e| ChannelError::Io(e.to_string()))?;
         let hello = Hello::new(Purpose::Sync, Some(token)).encode();
@@ -199,7 +199,7 @@ impl Device {
     ) -> Result<SessionInfo, DeviceError> {
         let mut enrollment = self.enrollment()?.ok_or(DeviceError::NotEnrolled)?;
         let keys = keys_of(&enrollment);
-        let (ws, _) = tokio_tungstenite::connect_async(enrollment.server_url.as_str())
+        let ws = crate::channel::open_websocket(enrollment.server_url.as_str())
             .await
             .map_err(|e| ChannelError::Io(e.to_string()))?;
         let request = LoginRequest {

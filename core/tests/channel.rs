@@ -307,6 +307,7 @@ async fn two_samod_repos_sync_a_document_over_the_noise_channel() {
             if let Ok(mut ch) = channel::accept(ws, &server_keys, |key, _| *key == enrolled).await {
                 let reply = channel::SessionReply::Opened {
                     id: "00".repeat(16),
+                    asks: false,
                 };
                 ch.send(&reply.encode()).await.unwrap();
                 let (session, transport) = channel::Session::open(

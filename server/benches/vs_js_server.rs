@@ -6,7 +6,10 @@
 //! against the access rules, seals at rest and runs Noise; the reference
 //! server does none of these, so the gap is the price of those.
 //!
-//! Two floors are measured in the same run: plain Automerge loading the
+//! Ours is measured two ways with the same tablet: a fresh app's path
+//! (the catalogue, then the documents fetched in batches: ADR 0016) and a
+//! plain samod client syncing each document, as the Node server's client
+//! does. Two floors are measured in the same run: plain Automerge loading the
 //! documents from bytes, and loading plus syncing each (one process, no
 //! network). Every figure is the median of `RUNS` fetches by fresh clients.
 //!
@@ -56,7 +59,8 @@ impl samod::Dialer for PlainWs {
     > {
         let url = self.0.clone();
         Box::pin(async move {
-            let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            // Nagle off, as for our clients (`channel::open_websocket`).
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
                 .await
                 .map_err(samod::DialError::transient)?;
             let (sink, stream) = ws.split();
@@ -141,6 +145,93 @@ async fn fetch_all(
     elapsed
 }
 
+/// A fresh device's fetch on our server as the app does it (ADR 0016):
+/// one sync session, the catalogue naming nothing held, then every
+/// document it names fetched in batches and each read through the
+/// `untrusted` guard into Automerge. Returns the time and the count.
+async fn fetch_by_catalogue(
+    url: &str,
+    keys: &StaticKeypair,
+    server_key: &[u8; 32],
+) -> (Duration, usize) {
+    use scr_core::protocol::{
+        Ask, CATALOGUE_FORMAT, CatalogueReply, CatalogueRequest, FetchAnswer, FetchRequest, Fetched,
+    };
+    let t = Instant::now();
+    let ws = channel::open_websocket(url).await.unwrap();
+    let hello = Hello::new(Purpose::Sync, None).encode();
+    let ch = channel::connect(ws, keys, server_key, &hello)
+        .await
+        .unwrap();
+    let mut session = channel::PlainSession::open(ch).await.unwrap();
+    let connected = t.elapsed();
+    let ask = Ask::Catalogue(CatalogueRequest {
+        format: CATALOGUE_FORMAT,
+        list: None,
+        records: Vec::new(),
+    });
+    let answer = session.ask(1, &ask.encode()).await.unwrap();
+    let CatalogueReply::Answered { differing, .. } = CatalogueReply::decode(&answer).unwrap()
+    else {
+        panic!("the catalogue was refused");
+    };
+    let catalogued = t.elapsed();
+    let mut wanted: std::collections::HashSet<String> =
+        differing.into_iter().map(|d| d.doc).collect();
+    // Each answer is read on the blocking pool while the next is asked for
+    // (the app reads each one before its engine takes it, the same way).
+    let mut reads = Vec::new();
+    let mut id = 1;
+    while !wanted.is_empty() {
+        id += 1;
+        let ask = Ask::Fetch(FetchRequest {
+            docs: wanted.iter().cloned().collect(),
+        });
+        let answer = session.ask(id, &ask.encode()).await.unwrap();
+        let FetchAnswer::Documents(got) = FetchAnswer::decode(&answer).unwrap() else {
+            panic!("the fetch was refused");
+        };
+        let batch: Vec<Vec<u8>> = got
+            .into_iter()
+            .filter_map(|f| match f {
+                Fetched::Bytes { doc, bytes } => {
+                    wanted.remove(&doc);
+                    Some(bytes)
+                }
+                Fetched::Withheld { .. } => None,
+            })
+            .collect();
+        reads.push(tokio::task::spawn_blocking(move || {
+            batch
+                .iter()
+                .map(|bytes| {
+                    let mut budget = scr_core::record::untrusted::MAX_INFLATED_DOCUMENT;
+                    assert!(
+                        scr_core::record::untrusted::plain_chunks(bytes)
+                            && scr_core::record::untrusted::inflation_within(bytes, &mut budget)
+                    );
+                    scr_core::record::untrusted::contained(|| automerge::Automerge::load(bytes))
+                        .unwrap()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let fetched = t.elapsed();
+    let mut loaded = Vec::new();
+    for read in reads {
+        loaded.extend(read.await.unwrap());
+    }
+    eprintln!(
+        "    (connected {:.1} ms, catalogue {:.1} ms, fetched {:.1} ms, all read {:.1} ms)",
+        ms(connected),
+        ms(catalogued - connected),
+        ms(fetched - catalogued),
+        ms(t.elapsed() - fetched)
+    );
+    (t.elapsed(), loaded.len())
+}
+
 struct Setup {
     dir: tempfile::TempDir,
     ids: Vec<samod::DocumentId>,
@@ -221,7 +312,7 @@ fn setup() -> Setup {
 
 /// Fetches from our server, `RUNS` times, each by a fresh client (nothing
 /// held) of one enrolled, logged-in tablet; then the server's memory.
-async fn ours(s: &Setup) -> (Vec<Duration>, (f64, f64)) {
+async fn ours(s: &Setup) -> (Vec<Duration>, Vec<Duration>, (f64, f64)) {
     let (port, health) = (free_port(), free_port());
     let mut child: Child = Command::new(env!("CARGO_BIN_EXE_scr-server"))
         .args(["serve", "--data-dir"])
@@ -262,10 +353,16 @@ async fn ours(s: &Setup) -> (Vec<Duration>, (f64, f64)) {
             Arc::new(scr_core::sync::NoiseDialer::new(&url, keys.clone(), s.server_key).unwrap());
         took.push(fetch_all(dialer, &hex_key(&keys.public()), &s.ids).await);
     }
+    let mut fetched = Vec::new();
+    for _ in 0..RUNS {
+        let (t, n) = fetch_by_catalogue(&url, &keys, &s.server_key).await;
+        assert_eq!(n, s.ids.len(), "every document fetched");
+        fetched.push(t);
+    }
     let memory = memory_mb(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    (took, memory)
+    (took, fetched, memory)
 }
 
 async fn reference(s: &Setup) -> Option<(Vec<Duration>, (f64, f64))> {
@@ -336,6 +433,24 @@ fn floor_load(exports: &[Vec<u8>]) -> Duration {
     t.elapsed()
 }
 
+/// The first floor as the app must read bytes from outside: through the
+/// `untrusted` guard (whole chunks only, deflated parts inflated capped,
+/// panics contained) before Automerge loads them.
+fn floor_guarded_load(exports: &[Vec<u8>]) -> Duration {
+    use scr_core::record::untrusted;
+    let t = Instant::now();
+    for bytes in exports {
+        let mut budget = untrusted::MAX_INFLATED_DOCUMENT;
+        assert!(untrusted::plain_chunks(bytes) && untrusted::inflation_within(bytes, &mut budget));
+        std::hint::black_box(
+            untrusted::contained(|| automerge::Automerge::load(bytes))
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    t.elapsed()
+}
+
 /// The second floor: loading each document and syncing it to an empty one
 /// by Automerge's sync protocol, one document at a time, in one process
 /// (messages encoded and decoded as on a wire).
@@ -401,16 +516,26 @@ fn main() {
             n as f64 / took.as_secs_f64(),
         );
     };
-    let (our_runs, our_memory) = rt.block_on(ours(&s));
+    let (our_runs, fetch_runs, our_memory) = rt.block_on(ours(&s));
     let theirs = rt.block_on(reference(&s));
     let load: Vec<_> = (0..RUNS).map(|_| floor_load(&s.exports)).collect();
+    let guarded: Vec<_> = (0..RUNS).map(|_| floor_guarded_load(&s.exports)).collect();
     let load_sync: Vec<_> = (0..RUNS).map(|_| floor_load_and_sync(&s.exports)).collect();
-    let ours = median(our_runs.clone());
+    let by_samod = median(our_runs.clone());
+    let ours = median(fetch_runs.clone());
     report(
-        "scr-server (Noise, access rules, sealed)",
+        "scr-server, catalogue and fetch (the app's path)",
         ours,
         Some(our_memory),
     );
+    println!(
+        "    runs: {:?} ms",
+        fetch_runs
+            .iter()
+            .map(|d| ms(*d).round())
+            .collect::<Vec<_>>()
+    );
+    report("scr-server, samod's sync for each document", by_samod, None);
     println!(
         "    runs: {:?} ms",
         our_runs.iter().map(|d| ms(*d).round()).collect::<Vec<_>>()
@@ -427,13 +552,19 @@ fn main() {
                     .collect::<Vec<_>>()
             );
             println!(
-                "  scr-server is {:.2}x the Node server's speed (target: 10x, aim 20x)",
-                theirs.as_secs_f64() / ours.as_secs_f64()
+                "  scr-server is {:.2}x the Node server's speed by catalogue and fetch (target: 10x, aim 20x); {:.2}x by samod's sync",
+                theirs.as_secs_f64() / ours.as_secs_f64(),
+                theirs.as_secs_f64() / by_samod.as_secs_f64()
             );
         }
         None => println!("  reference server skipped: run scripts/bench-vs-js (npm packages)"),
     }
     report("floor: Automerge loading from bytes", median(load), None);
+    report(
+        "floor: the same through the untrusted guard",
+        median(guarded),
+        None,
+    );
     report(
         "floor: Automerge loading and syncing each",
         median(load_sync),

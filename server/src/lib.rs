@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod actors;
 pub mod archive;
 pub mod audit;
+pub mod catalogue;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod directory;

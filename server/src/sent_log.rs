@@ -18,24 +18,28 @@ use crate::archive::{Archive, SentNow};
 /// Documents noted per session at most (a session names at most
 /// `guard::flood::MAX_DOCUMENTS` anyway).
 const MAX_NOTED: usize = 4096;
-/// Rows written in one transaction at most.
+/// Notes (a session's one document, or a fetch's many) taken into one
+/// transaction at most.
 const BATCH: usize = 512;
 
 /// Hands each session its observer; writes what they note.
 #[derive(Clone)]
 pub struct SentLog {
-    to_writer: mpsc::UnboundedSender<([u8; 32], String)>,
+    to_writer: mpsc::UnboundedSender<([u8; 32], Vec<String>)>,
 }
 
 impl SentLog {
     /// Starts the writer (it ends when every observer and this are gone).
     pub fn start(store: Store, archive: Arc<Archive>) -> Self {
-        let (to_writer, mut from_sessions) = mpsc::unbounded_channel::<([u8; 32], String)>();
+        let (to_writer, mut from_sessions) = mpsc::unbounded_channel::<([u8; 32], Vec<String>)>();
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while from_sessions.recv_many(&mut batch, BATCH).await > 0 {
                 let (store, archive) = (store.clone(), archive.clone());
-                let noted = std::mem::take(&mut batch);
+                let noted: Vec<([u8; 32], String)> = std::mem::take(&mut batch)
+                    .into_iter()
+                    .flat_map(|(device, docs)| docs.into_iter().map(move |d| (device, d)))
+                    .collect();
                 let written = tokio::task::spawn_blocking(move || write(&store, &archive, noted));
                 if !matches!(written.await, Ok(Ok(()))) {
                     tracing::warn!("documents sent to devices could not be logged");
@@ -43,6 +47,14 @@ impl SentLog {
             }
         });
         Self { to_writer }
+    }
+
+    /// Documents sent to `device` outside samod (a fetch's answer): one
+    /// batch, appended in one transaction.
+    pub fn sent(&self, device: [u8; 32], docs: Vec<String>) {
+        if !docs.is_empty() {
+            let _ = self.to_writer.send((device, docs));
+        }
     }
 
     /// The observer of one session of `device`.
@@ -64,7 +76,7 @@ impl SentLog {
                 .is_some_and(|s| s.is_ok_and(|s| !s.changes.is_empty()));
             if carries_changes {
                 noted.insert(doc.clone());
-                let _ = to_writer.send((device, doc));
+                let _ = to_writer.send((device, vec![doc]));
             }
         })
     }

@@ -62,10 +62,27 @@ fun theNurseJourney() = runBlocking {
     // A write is heard by a record observer (a Flow), which stops when cancelled.
     val heard = async { device.recordChanges(patient).first() }
     kotlinx.coroutines.delay(100)
+    // Each record's sync status, as a Flow: the visit note shows as not yet
+    // confirmed by the server, then as confirmed after a pass.
+    val states = mutableListOf<List<RecordSyncState>>()
+    val watching = launch { device.recordSyncUpdates().collect { synchronized(states) { states.add(it) } } }
+    withTimeout(10_000) {
+        while (synchronized(states) { states.isEmpty() }) kotlinx.coroutines.delay(20)
+    }
+    device.stopSync()
     val visit = EntryContent.EncounterSummary("home", "2026-11-27T09:00:00Z", "Dressing changed.")
     assertEquals(visit, device.addEntry(patient, visit, false, null).content)
     assertEquals(patient, withTimeout(10_000) { heard.await() })
+    fun latest() = synchronized(states) { states.last().single { it.nhsNumber == patient } }
+    withTimeout(10_000) { while (!latest().unsent) kotlinx.coroutines.delay(20) }
+    assertTrue(device.recordSyncStates().single { it.nhsNumber == patient }.unsent)
+    val confirmedBefore = latest().lastConfirmedMs
+    device.startSync(null)
     val summary = device.syncNow(20_000uL)
+    withTimeout(10_000) { while (latest().unsent) kotlinx.coroutines.delay(20) }
+    val confirmed = latest().lastConfirmedMs
+    assertTrue(confirmed != null && (confirmedBefore == null || confirmed > confirmedBefore))
+    watching.cancel()
     assertTrue(summary.documents > 0uL)
     // An honest visit note: nothing refused by the server.
     assertEquals(0uL, summary.refusedByServer)

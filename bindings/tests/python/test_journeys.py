@@ -39,6 +39,24 @@ class Statuses(scr.SyncObserver):
             self.seen.append(status)
 
 
+class SyncStates(scr.RecordSyncObserver):
+    """The latest sync status of every held record, as last heard."""
+
+    def __init__(self):
+        self.latest = []
+        self.heard = 0
+        self.lock = threading.Lock()
+
+    def on_record_sync(self, states):
+        with self.lock:
+            self.latest = states
+            self.heard += 1
+
+    def of(self, nhs_number):
+        with self.lock:
+            return next((s for s in self.latest if s.nhs_number == nhs_number), None)
+
+
 class Changes(scr.RecordObserver):
     def __init__(self):
         self.count = 0
@@ -136,6 +154,9 @@ def test_the_nurse_reads_her_caseload_and_writes_a_visit_offline(site, nurse):
 
     changes = Changes()
     handle = device.observe_record(patient, changes)
+    sync_states = SyncStates()
+    sync_handle = device.observe_record_sync(sync_states)
+    eventually(lambda: sync_states.of(patient) is not None, "every record's status is heard at once")
     try:
         # Offline: the write is kept, then merged when the tablet reconnects.
         run(device.stop_sync())
@@ -144,6 +165,10 @@ def test_the_nurse_reads_her_caseload_and_writes_a_visit_offline(site, nurse):
         version = device.add_entry(patient, visit, False, None)
         assert version.content == visit
         eventually(lambda: changes.count >= 1, "the observer hears the local write")
+        # The visit note has not reached the server: the record says so.
+        eventually(lambda: sync_states.of(patient).unsent, "the record shows an unsent change")
+        mine = [s for s in device.record_sync_states() if s.nhs_number == patient]
+        assert len(mine) == 1 and mine[0].unsent
     finally:
         handle.cancel()
     # Cancelled: a second write is not heard.
@@ -156,6 +181,15 @@ def test_the_nurse_reads_her_caseload_and_writes_a_visit_offline(site, nurse):
         isinstance(s, scr.SyncStatus.IDLE) and s.summary.in_step == s.summary.documents
         and s.summary.documents > 0 for s in statuses.seen))
     assert any(isinstance(s, scr.SyncStatus.SYNCING) for s in statuses.seen)
+    # Confirmed by the server: no longer unsent, with when it was confirmed.
+    eventually(lambda: not sync_states.of(patient).unsent, "the record shows as confirmed")
+    assert sync_states.of(patient).last_confirmed_ms is not None
+    assert all(not s.unsent for s in device.record_sync_states() if s.nhs_number == patient)
+    sync_handle.cancel()
+    heard = sync_states.heard
+    device.add_entry(patient, visit, False, None)
+    time.sleep(0.3)
+    assert sync_states.heard == heard, "a cancelled observer hears nothing"
     # Written offline by an honest tablet: the server refused none of it.
     assert all(s.summary.refused_by_server == 0
                for s in statuses.seen if isinstance(s, scr.SyncStatus.IDLE))

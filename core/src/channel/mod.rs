@@ -12,6 +12,7 @@
 //! split into chunks, each `[flags][bytes]` with flag bit 0 set on all but
 //! the last, and reassembled up to [`MAX_MESSAGE`].
 
+mod dial;
 mod error;
 mod hello;
 mod keys;
@@ -22,12 +23,13 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use snow::{HandshakeState, TransportState};
 use tokio_tungstenite::tungstenite::Message;
 
+pub use dial::{ClientStream, open as open_websocket};
 pub use error::ChannelError;
 pub use hello::{Hello, Purpose, Resume, from_hex, to_hex};
 pub use keys::{StaticKeypair, hex_key};
 #[cfg(any(test, feature = "testing"))]
 pub use session::PlainSession;
-pub use session::{Detached, RESUME_WINDOW, Session, SessionId, SessionReply};
+pub use session::{Answerer, Detached, RESUME_WINDOW, Session, SessionId, SessionReply};
 
 /// A sync session frame's parts, if it is one (for the fuzz targets).
 #[cfg(any(test, feature = "testing"))]

@@ -109,7 +109,7 @@ impl Engine {
             if self.forget_locked(&mut state, &holding.nhs_number, reason, now)? {
                 forgotten += 1;
             }
-            self.confirm_sent(&holding.nhs_number)?;
+            self.clear_unsent(&holding.nhs_number)?;
         }
         Ok(forgotten)
     }
@@ -134,11 +134,13 @@ impl Engine {
         let mut removed = false;
         self.commit_audited(state, draft, now, |tx| {
             removed = self.store.forget_record_tx(tx, nhs)?;
+            self.forget_confirmed_tx(tx, nhs)?;
             Ok(())
         })?;
         self.store.checkpoint()?;
         if removed {
             self.record_changed(nhs);
+            self.status_changed();
         }
         Ok(removed)
     }

@@ -4,6 +4,7 @@
 
 mod audit_queue;
 mod audited;
+mod catalogue;
 mod encounter;
 mod error;
 mod forgetting;
@@ -11,6 +12,7 @@ mod login;
 mod rebuild;
 mod records;
 mod session;
+mod sync_status;
 mod sync_support;
 
 use std::collections::HashMap;
@@ -26,9 +28,11 @@ use crate::retention::{DeviceClass, RetentionPolicy};
 use crate::store::{HoldReason, Store};
 
 pub use audit_queue::AuditBacklog;
+pub use catalogue::HeldRecord;
 pub use error::EngineError;
 pub use rebuild::{QuarantinedVersion, Rebuild};
 pub use records::ReleasedView;
+pub use sync_status::RecordSyncStatus;
 pub use sync_support::HoldingsOutcome;
 
 /// How this device is set up at enrollment.

@@ -42,14 +42,20 @@ pub(crate) struct LocalChanges {
     dirty: Mutex<BTreeSet<NhsNumber>>,
     unsent: Mutex<BTreeSet<NhsNumber>>,
     pub(crate) notify: tokio::sync::Notify,
+    /// When the server last confirmed each record (`sync_status`).
+    pub(crate) confirmed: Mutex<std::collections::BTreeMap<NhsNumber, i64>>,
+    /// Moves whenever a record's sync status may have changed.
+    pub(crate) status: tokio::sync::watch::Sender<u64>,
 }
 
 impl LocalChanges {
-    /// The unsent set as persisted by an earlier run.
+    /// The unsent set and confirmation times as persisted by an earlier run.
     pub(crate) fn load(store: &crate::Store) -> Result<Self, crate::StoreError> {
         let unsent = store.read(|conn| read_unsent(store, conn))?;
+        let confirmed = store.read(|conn| super::sync_status::read_confirmed(store, conn))?;
         Ok(Self {
             unsent: Mutex::new(unsent),
+            confirmed: Mutex::new(confirmed),
             ..Self::default()
         })
     }
@@ -62,6 +68,7 @@ impl LocalChanges {
             u.insert(*nhs);
         }
         self.notify.notify_one();
+        self.status.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
@@ -170,9 +177,18 @@ impl Engine {
     /// The server has every change this device made to the record (the
     /// sync driver calls this; public for apps with their own transport).
     pub fn confirm_sent(&self, nhs: &NhsNumber) -> Result<(), EngineError> {
-        update_unsent(&self.store, nhs, false)?;
-        if let Ok(mut u) = self.local_changes.unsent.lock() {
-            u.remove(nhs);
+        self.clear_unsent(nhs)?;
+        self.note_confirmed(nhs);
+        Ok(())
+    }
+
+    /// The record no longer counts as unsent (confirmed, or forgotten).
+    pub(super) fn clear_unsent(&self, nhs: &NhsNumber) -> Result<(), EngineError> {
+        if self.is_unsent(nhs) {
+            update_unsent(&self.store, nhs, false)?;
+            if let Ok(mut u) = self.local_changes.unsent.lock() {
+                u.remove(nhs);
+            }
         }
         Ok(())
     }
@@ -189,7 +205,7 @@ impl Engine {
     /// is unlocked, else one opened for the call and dropped (a locked
     /// engine keeps no decrypted record). `None` if the device does not hold
     /// the record.
-    fn with_sync_replica<T>(
+    pub(super) fn with_sync_replica<T>(
         &self,
         state: &mut State,
         nhs: &NhsNumber,
@@ -265,10 +281,13 @@ impl Engine {
                         outcome.forgotten += 1;
                     }
                     if unsent {
-                        self.confirm_sent(&nhs)?;
+                        self.clear_unsent(&nhs)?;
                     }
                 }
             }
+        }
+        if outcome.received > 0 {
+            self.status_changed();
         }
         Ok(outcome)
     }

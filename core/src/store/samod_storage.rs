@@ -23,7 +23,12 @@ pub struct SamodStorage {
     seen: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Documents written since [`SamodStorage::take_written`] last ran.
     written: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Told of every document written, as soon as the write is stored.
+    on_write: Arc<std::sync::OnceLock<WriteHook>>,
 }
+
+/// What [`SamodStorage::on_write`] calls with each written document's id.
+pub type WriteHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl SamodStorage {
     pub fn new(store: Store) -> Self {
@@ -33,6 +38,19 @@ impl SamodStorage {
             writes: Arc::new(AtomicU64::new(0)),
             seen: Arc::default(),
             written: Arc::default(),
+            on_write: Arc::default(),
+        }
+    }
+
+    /// Calls `hook` with the id of each document written (put or delete)
+    /// once the write is stored. Set once; later calls are ignored.
+    pub fn on_write(&self, hook: WriteHook) {
+        let _ = self.on_write.set(hook);
+    }
+
+    fn wrote(&self, doc: Option<&str>) {
+        if let (Some(doc), Some(hook)) = (doc, self.on_write.get()) {
+            hook(doc);
         }
     }
 
@@ -139,6 +157,7 @@ impl Storage for SamodStorage {
             match off_runtime(move || store.put_chunk(&key, &data)).await {
                 Some(Ok(())) => {
                     this.writes.fetch_add(1, Ordering::Relaxed);
+                    this.wrote(doc.as_deref());
                     if let (Some(doc), Ok(mut w)) = (doc, this.written.lock()) {
                         w.insert(doc);
                     }
@@ -150,12 +169,14 @@ impl Storage for SamodStorage {
     }
 
     fn delete(&self, key: StorageKey) -> impl Future<Output = ()> + Send {
+        let doc = (&key).into_iter().next().map(|d| d.to_string());
         let this = self.clone();
         async move {
             let store = this.store.clone();
             match off_runtime(move || store.delete_chunk(&key)).await {
                 Some(Ok(())) => {
                     this.writes.fetch_add(1, Ordering::Relaxed);
+                    this.wrote(doc.as_deref());
                 }
                 Some(Err(e)) => this.failed("delete", &e),
                 None => this.failed("delete", &StoreError::Poisoned),

@@ -45,7 +45,7 @@ pub async fn send_audit_batch(
     server_key: &[u8; 32],
     upload: &AuditUpload,
 ) -> Result<AuditAck, AuditUploadError> {
-    let (ws, _) = tokio_tungstenite::connect_async(url)
+    let ws = crate::channel::open_websocket(url)
         .await
         .map_err(|e| ChannelError::Io(e.to_string()))?;
     let hello = Hello::new(Purpose::Audit, None).encode();

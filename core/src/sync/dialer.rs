@@ -40,7 +40,12 @@ pub struct NoiseDialer {
     refused: Arc<AtomicBool>,
     /// What the device checks of what it receives, before samod merges it.
     gate: Option<crate::channel::Gate>,
+    /// The current session, when its server answers asks (the catalogue).
+    asker: Asker,
 }
+
+/// The session the driver asks the catalogue on, if the server answers.
+pub type Asker = Arc<Mutex<Option<Arc<Session>>>>;
 impl NoiseDialer {
     /// `url`: the server's sync endpoint, `ws://host:port/sync`.
     pub fn new(
@@ -61,6 +66,7 @@ impl NoiseDialer {
             link: Arc::new(watch::channel(Link::default()).0),
             refused: Arc::default(),
             gate: None,
+            asker: Arc::default(),
         })
     }
 
@@ -85,6 +91,11 @@ impl NoiseDialer {
     /// Whether the server refused the device at its last attempt.
     pub fn refused(&self) -> Arc<AtomicBool> {
         self.refused.clone()
+    }
+
+    /// The current session, while its server answers asks.
+    pub fn asker(&self) -> Asker {
+        self.asker.clone()
     }
 
     /// Whether the current session has a live connection.
@@ -118,6 +129,7 @@ impl samod::Dialer for NoiseDialer {
             refused: self.refused.clone(),
         };
         let (token, link, gate) = (self.token.clone(), self.link.clone(), self.gate.clone());
+        let asker = self.asker.clone();
         Box::pin(async move {
             // samod puts no deadline on a dial: a stalled server must not
             // leave the device connecting forever.
@@ -126,7 +138,7 @@ impl samod::Dialer for NoiseDialer {
                 .connect(&hello)
                 .await
                 .map_err(samod::DialError::transient)?;
-            let SessionReply::Opened { id } = reply else {
+            let SessionReply::Opened { id, asks } = reply else {
                 dial.failed("the server did not open a session");
                 return Err(samod::DialError::transient(ChannelError::Malformed(
                     "session reply",
@@ -152,6 +164,9 @@ impl samod::Dialer for NoiseDialer {
                     Box::new(|_| true),
                 ),
             };
+            if let Ok(mut a) = asker.lock() {
+                *a = asks.then(|| session.clone());
+            }
             set(
                 &link,
                 Link {
@@ -198,8 +213,8 @@ impl Dial {
     }
 
     async fn connect_now(&self, hello: &Hello) -> Result<(Channel, SessionReply), ChannelError> {
-        let ws = match tokio_tungstenite::connect_async(self.url.as_str()).await {
-            Ok((ws, _)) => ws,
+        let ws = match crate::channel::open_websocket(self.url.as_str()).await {
+            Ok(ws) => ws,
             Err(e) => {
                 self.failed("the server cannot be reached");
                 return Err(ChannelError::Io(e.to_string()));

@@ -38,13 +38,24 @@ pub(super) struct Driver {
     /// What the server last said it refused of this device's pushes.
     pub server_refusals: Arc<Mutex<Vec<crate::protocol::PushRefusal>>>,
     /// The server has heard this device's audit queue is empty.
-    pub audit_reported_empty: std::sync::atomic::AtomicBool,
+    pub audit_reported_empty: Arc<std::sync::atomic::AtomicBool>,
+    /// An empty queue's report in the background: running, and what it
+    /// did (a wipe, say) for the next pass's summary.
+    pub background_report: Arc<Mutex<(bool, Option<super::AuditUploadOutcome>)>>,
     /// Backoff for the audit upload after failures.
     pub audit_retry: Mutex<super::backoff::AuditRetry>,
+    /// The session to ask the catalogue on, when the server answers asks.
+    pub asker: super::dialer::Asker,
+    /// The next catalogue asks for the holdings list whatever it holds.
+    pub list_stale: Arc<std::sync::atomic::AtomicBool>,
+    /// The session the last catalogue was answered on, and when.
+    pub catalogue_fresh: Mutex<Option<(usize, Instant)>>,
+    /// The holdings notice moved since the last catalogue was asked.
+    pub notice_moved: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Runs blocking engine work (SQLite, decryption) off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     engine: &Arc<Engine>,
     f: impl FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
 ) -> Result<T, SyncError> {
@@ -65,8 +76,12 @@ impl Driver {
         let mut link = self.link.clone();
         let mut attempt = 0u32;
         let mut failures = 0u32;
+        // The pass was woken by local edits alone.
+        let mut local_only = false;
         loop {
             // Connected? (A session waiting to resume is not.)
+            // samod's own handshake is not waited for when the session
+            // answers the catalogue: a pass with nothing to sync needs none.
             let conn = loop {
                 let resuming = *link.borrow_and_update();
                 if let (true, true, Some(conn)) = (
@@ -74,13 +89,17 @@ impl Driver {
                     resuming.attached,
                     self.dial.connection_id(),
                 ) {
-                    break conn;
+                    break Some(conn);
+                }
+                if resuming.attached && self.asking_session().is_some() {
+                    break None;
                 }
                 let last_error = self.last_error.lock().ok().and_then(|e| e.clone());
                 self.state.send_replace(SyncState::Connecting {
                     attempt: attempt.max(resuming.attempt),
                     last_error,
                 });
+                local_only = false;
                 tokio::select! {
                     _ = stopped.changed() => return self.offline(),
                     _ = link.changed() => {}
@@ -99,7 +118,7 @@ impl Driver {
             attempt = 0;
 
             let pass = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-            let retry_in = match self.pass(conn, &watched, &changed_tx).await {
+            let retry_in = match self.pass(conn, local_only, &watched, &changed_tx).await {
                 Ok(summary) => {
                     failures = 0;
                     self.state.send_replace(SyncState::Idle {
@@ -123,10 +142,11 @@ impl Driver {
                 }
             };
 
+            local_only = false;
             tokio::select! {
                 _ = stopped.changed() => return self.offline(),
                 _ = self.wake.notified() => {}
-                _ = self.engine.local_change_signal().notified() => {}
+                _ = self.engine.local_change_signal().notified() => local_only = true,
                 _ = changed_rx.recv() => {}
                 _ = link.changed() => {}
                 ev = events.next() => if ev.is_none() { return self.offline() },
@@ -167,77 +187,255 @@ impl Driver {
         self.state.send_replace(SyncState::Offline);
     }
 
-    /// One pass: the holdings list first (what to hold), then every held
-    /// document brought in step both ways.
+    /// One pass: the audit queue, then the records: the catalogue or the
+    /// holdings list first (what to hold), then what differs brought in
+    /// step both ways.
     async fn pass(
         &self,
-        conn: ConnectionId,
+        conn: Option<ConnectionId>,
+        local_only: bool,
         watched: &Arc<Mutex<HashSet<String>>>,
         changed_tx: &mpsc::UnboundedSender<()>,
     ) -> Result<PassSummary, SyncError> {
-        let mut summary = PassSummary::default();
-        // The audit trail first: a device about to be told to forget still
-        // owes it, and a failure here must not hold back the records. An
-        // empty queue is reported once, not on every pass.
+        // The audit trail, beside the records: a failure of one never holds
+        // back the other. An empty queue is reported once, not on every
+        // pass.
         let queued = blocking(&self.engine, |e| e.audit_queue_len()).await?;
         let due = self
             .audit_retry
             .lock()
             .map(|r| r.due(Instant::now()))
             .unwrap_or(true);
-        if (queued > 0 || !self.audit_reported_empty.load(Ordering::SeqCst)) && due {
-            let uploaded = self.upload_audit().await;
-            if let Ok(mut retry) = self.audit_retry.lock() {
-                match &uploaded {
-                    Ok(_) => retry.succeeded(),
-                    Err(super::AuditUploadError::Channel(_)) => {
-                        retry.connection_lost(Instant::now())
-                    }
-                    Err(_) => retry.failed(Instant::now()),
-                }
-            }
-            match uploaded {
+        let upload = (queued > 0 || !self.audit_reported_empty.load(Ordering::SeqCst)) && due;
+        let (audit, summary) = if upload && queued == 0 {
+            // Only the report that nothing is owed: in the background, so
+            // the records do not wait for its connection.
+            self.report_empty_queue();
+            (
+                None,
+                self.records(conn, local_only, watched, changed_tx).await,
+            )
+        } else if upload {
+            // Beside the records, each on its own connection: the upload
+            // is about four round trips (its own handshake), which an edit's
+            // pass would otherwise wait for before its push. Forgetting a
+            // record never touches the queue, so neither waits on the other.
+            let (audit, records) = futures::join!(
+                self.upload_step(),
+                self.records(conn, local_only, watched, changed_tx)
+            );
+            (Some(audit), records)
+        } else {
+            (
+                None,
+                self.records(conn, local_only, watched, changed_tx).await,
+            )
+        };
+        let mut summary = summary?;
+        if let Some((outcome, failed)) = audit {
+            summary.audit = outcome;
+            summary.audit_failed = failed;
+        } else if let Some(outcome) = self
+            .background_report
+            .lock()
+            .ok()
+            .and_then(|mut r| r.1.take())
+        {
+            summary.audit = outcome;
+        }
+        Ok(summary)
+    }
+
+    /// Tells the server the audit queue is empty, on a task of its own
+    /// (one at a time); a failure leaves it for the next pass.
+    fn report_empty_queue(&self) {
+        let starts = self
+            .background_report
+            .lock()
+            .map(|mut r| !std::mem::replace(&mut r.0, true))
+            .unwrap_or(false);
+        if !starts {
+            return;
+        }
+        let engine = self.engine.clone();
+        let (url, keys, server_key) = (
+            self.config.server_url.clone(),
+            self.config.keys.clone(),
+            self.config.server_key,
+        );
+        let (reported, report) = (
+            self.audit_reported_empty.clone(),
+            self.background_report.clone(),
+        );
+        tokio::spawn(async move {
+            let outcome = super::upload_audit_queue(&engine, &url, &keys, &server_key).await;
+            let done = match outcome {
                 Ok(outcome) => {
-                    summary.audit = outcome;
-                    self.audit_reported_empty.store(true, Ordering::SeqCst);
+                    reported.store(true, Ordering::SeqCst);
+                    if let Some(n) = outcome.wiped {
+                        tracing::warn!(
+                            forgotten = n,
+                            "the server asked this device to wipe itself"
+                        );
+                    }
+                    Some(outcome)
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "the audit queue was not uploaded");
-                    summary.audit_failed = true;
+                    tracing::debug!(error = %e, "the empty audit queue was not reported");
+                    None
                 }
+            };
+            if let Ok(mut r) = report.lock() {
+                *r = (false, done);
+            }
+        });
+    }
+
+    /// The audit queue's upload: what it did, and whether it failed.
+    async fn upload_step(&self) -> (super::AuditUploadOutcome, bool) {
+        let uploaded = self.upload_audit().await;
+        if let Ok(mut retry) = self.audit_retry.lock() {
+            match &uploaded {
+                Ok(_) => retry.succeeded(),
+                Err(super::AuditUploadError::Channel(_)) => retry.connection_lost(Instant::now()),
+                Err(_) => retry.failed(Instant::now()),
             }
         }
-        if let Some(id) = blocking(&self.engine, |e| e.holdings_document()).await? {
-            // A bad list must not stop the record sync: log it, forget
-            // nothing, and still bring held documents in step.
-            match self.apply_holdings(conn, &id, watched, changed_tx).await {
-                Ok(outcome) => summary.holdings = outcome,
-                Err(SyncError::Stopped) => return Err(SyncError::Stopped),
-                Err(e) => tracing::warn!(error = %e, "the holdings list was not applied"),
+        match uploaded {
+            Ok(outcome) => {
+                self.audit_reported_empty.store(true, Ordering::SeqCst);
+                (outcome, false)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the audit queue was not uploaded");
+                (Default::default(), true)
+            }
+        }
+    }
+
+    /// samod's connection, once its handshake is done (`Stopped` if it
+    /// is not done within a pass's wait: the pass is retried).
+    async fn samod_connection(
+        &self,
+        known: Option<ConnectionId>,
+    ) -> Result<ConnectionId, SyncError> {
+        if let Some(conn) = known {
+            return Ok(conn);
+        }
+        let established = self.dial.established();
+        match tokio::time::timeout(self.config.pass_wait, established).await {
+            Ok(Ok(_)) => self.dial.connection_id().ok_or(SyncError::Internal),
+            Ok(Err(_)) | Err(_) => Err(SyncError::Internal),
+        }
+    }
+
+    /// The records' part of a pass.
+    async fn records(
+        &self,
+        conn: Option<ConnectionId>,
+        local_only: bool,
+        watched: &Arc<Mutex<HashSet<String>>>,
+        changed_tx: &mpsc::UnboundedSender<()>,
+    ) -> Result<PassSummary, SyncError> {
+        let dirty = self.engine.take_local_changes();
+        let result = self
+            .records_with(conn, (&dirty, local_only), watched, changed_tx)
+            .await;
+        if result.is_err() {
+            // Handed back: the next pass pushes them.
+            for nhs in &dirty {
+                self.engine.mark_dirty_again(nhs);
+            }
+        }
+        result
+    }
+
+    async fn records_with(
+        &self,
+        conn: Option<ConnectionId>,
+        (dirty, local_only): (&std::collections::BTreeSet<NhsNumber>, bool),
+        watched: &Arc<Mutex<HashSet<String>>>,
+        changed_tx: &mpsc::UnboundedSender<()>,
+    ) -> Result<PassSummary, SyncError> {
+        let mut summary = PassSummary::default();
+        let holdings_doc = blocking(&self.engine, |e| e.holdings_document()).await?;
+        // The catalogue first, if the server answers it: only what differs
+        // goes through samod.
+        let mut plan = None;
+        if let Some(session) = self.asking_session() {
+            if let Some(id) = &holdings_doc {
+                self.watch_notice(id, watched, changed_tx);
+            }
+            let ask = match local_only {
+                // Only this device's edits woke the pass, and nothing was
+                // signalled since the last catalogue: only they go.
+                true => self.edits_only(&session, dirty).await?,
+                false => None,
+            };
+            match ask {
+                Some(p) => plan = Some(p),
+                None => match self.ask_catalogue(&session, dirty).await {
+                    Ok(p) => plan = p,
+                    Err(SyncError::Stopped) => return Err(SyncError::Stopped),
+                    Err(e) => tracing::warn!(error = %e, "the catalogue was not applied"),
+                },
+            }
+        }
+        match &plan {
+            Some(p) => {
+                summary.holdings = p.holdings;
+                summary.fetched = p.fetched;
+            }
+            None => {
+                if let Some(id) = holdings_doc {
+                    let conn = self.samod_connection(conn).await?;
+                    // A bad list must not stop the record sync: log it,
+                    // forget nothing, and still bring held documents in step.
+                    match self.apply_holdings(conn, &id, watched, changed_tx).await {
+                        Ok(outcome) => summary.holdings = outcome,
+                        Err(SyncError::Stopped) => return Err(SyncError::Stopped),
+                        Err(e) => tracing::warn!(error = %e, "the holdings list was not applied"),
+                    }
+                }
             }
         }
         let docs = blocking(&self.engine, |e| e.held_documents()).await?;
-        let dirty = self.engine.take_local_changes();
         summary.documents = docs.len();
         self.state.send_replace(SyncState::Syncing {
             done: 0,
             total: docs.len(),
         });
-        let mut waits = FuturesUnordered::new();
-        for (nhs, info) in docs {
-            let Ok(doc_id) = info.doc_id.parse::<DocumentId>() else {
-                continue;
-            };
-            waits.push(self.sync_document(
-                conn,
-                nhs,
-                info.compartment,
-                doc_id,
-                dirty.contains(&nhs),
-                watched.clone(),
-            ));
-        }
         let mut all_in_step: HashMap<NhsNumber, bool> = HashMap::new();
+        let mut to_sync = Vec::new();
+        for (nhs, info) in docs {
+            // In step by the catalogue: nothing to exchange.
+            if plan
+                .as_ref()
+                .is_some_and(|p| !p.sync.contains(&info.doc_id))
+            {
+                summary.in_step += 1;
+                all_in_step.entry(nhs).or_insert(true);
+                continue;
+            }
+            if let Ok(doc_id) = info.doc_id.parse::<DocumentId>() {
+                to_sync.push((nhs, info.compartment, doc_id));
+            }
+        }
+        let mut waits = FuturesUnordered::new();
+        if !to_sync.is_empty() {
+            let conn = self.samod_connection(conn).await?;
+            for (nhs, compartment, doc_id) in to_sync {
+                summary.synced += 1;
+                waits.push(self.sync_document(
+                    conn,
+                    nhs,
+                    compartment,
+                    doc_id,
+                    dirty.contains(&nhs),
+                    watched.clone(),
+                ));
+            }
+        }
         let mut done = 0;
         while let Some((nhs, in_step)) = waits.next().await {
             done += 1;
@@ -250,10 +448,19 @@ impl Driver {
                 total: summary.documents,
             });
         }
-        for (nhs, ok) in all_in_step {
-            if ok {
-                blocking(&self.engine, move |e| e.confirm_sent_unless_dirty(&nhs)).await?;
-            }
+        let confirmed: Vec<NhsNumber> = all_in_step
+            .into_iter()
+            .filter_map(|(nhs, ok)| ok.then_some(nhs))
+            .collect();
+        if !confirmed.is_empty() {
+            blocking(&self.engine, move |e| {
+                for nhs in &confirmed {
+                    e.confirm_sent_unless_dirty(nhs)?;
+                }
+                // Each record's "last confirmed", written once a pass.
+                e.persist_confirmed()
+            })
+            .await?;
         }
         summary.refused = self.server_refusals.lock().map_or(0, |r| r.len());
         Ok(summary)

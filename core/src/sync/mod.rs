@@ -11,9 +11,11 @@
 mod access_log;
 mod audit_upload;
 mod backoff;
+mod catalogue;
 mod dialer;
 mod driver;
 mod encounter;
+mod fetch;
 mod holdings;
 mod rebuild;
 mod received;
@@ -72,6 +74,12 @@ pub struct PassSummary {
     pub documents: usize,
     /// Documents confirmed in step both ways within the pass.
     pub in_step: usize,
+    /// Documents that ran samod's sync (the rest the catalogue found in
+    /// step, or every one when the server does not answer the catalogue).
+    pub synced: usize,
+    /// Documents fetched whole through the catalogue (held nothing of
+    /// before), counted in `in_step` too.
+    pub fetched: usize,
     pub holdings: HoldingsOutcome,
     /// The audit queue's upload this pass.
     pub audit: AuditUploadOutcome,
@@ -154,6 +162,8 @@ pub struct DeviceSync {
     /// Shared with the driver: cleared to make the next pass fetch the
     /// holdings list whatever the notice says.
     applied_notice: Arc<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
+    /// The same for the catalogue: its next ask wants the list.
+    list_stale: Arc<std::sync::atomic::AtomicBool>,
     /// What the server last said it refused of this device's pushes.
     server_refusals: Arc<std::sync::Mutex<Vec<PushRefusal>>>,
     /// Messages from the server the record's rules refused (not merged).
@@ -172,6 +182,7 @@ impl DeviceSync {
                 received_refused.clone(),
             ));
         let last_error = dialer.last_error();
+        let asker = dialer.asker();
         let link = dialer.link();
         let refused = dialer.refused();
         let storage = DeviceStorage::new(engine.store_handle());
@@ -198,6 +209,7 @@ impl DeviceSync {
         let config_copy = config.clone();
         let applied_notice = Arc::new(std::sync::Mutex::new(None));
         let server_refusals = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let list_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let driver = driver::Driver {
             engine: engine.clone(),
             repo: repo.clone(),
@@ -213,7 +225,12 @@ impl DeviceSync {
             applied_notice: applied_notice.clone(),
             server_refusals: server_refusals.clone(),
             audit_reported_empty: Default::default(),
+            background_report: Default::default(),
             audit_retry: std::sync::Mutex::new(backoff::AuditRetry::new()),
+            asker,
+            list_stale: list_stale.clone(),
+            catalogue_fresh: Default::default(),
+            notice_moved: Default::default(),
         };
         let task = tokio::spawn(driver.run(stopped));
         Ok(Self {
@@ -227,6 +244,7 @@ impl DeviceSync {
             engine,
             config: config_copy,
             applied_notice,
+            list_stale,
             server_refusals,
             received_refused,
         })
@@ -396,6 +414,8 @@ impl DeviceSync {
             if let Ok(mut applied) = self.applied_notice.lock() {
                 *applied = None;
             }
+            self.list_stale
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = self.sync_once(self.config.pass_wait * 2).await;
             let (engine, nhs) = (self.engine.clone(), *nhs);
             let arrived = tokio::task::spawn_blocking(move || engine.has_arrived(&nhs))

@@ -14,7 +14,7 @@ pub async fn one_shot(
     purpose: Purpose,
     request: Option<&[u8]>,
 ) -> Result<Vec<u8>, ChannelError> {
-    let (ws, _) = tokio_tungstenite::connect_async(url)
+    let ws = crate::channel::open_websocket(url)
         .await
         .map_err(|e| ChannelError::Io(e.to_string()))?;
     let hello = Hello::new(purpose, None).encode();

@@ -10,4 +10,5 @@ mod audit_queue;
 mod honest_pushes;
 mod retention;
 mod sessions;
+mod sync_status;
 mod writes;

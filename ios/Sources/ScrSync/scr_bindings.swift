@@ -1136,6 +1136,212 @@ public func FfiConverterTypeRecordObserver_lower(_ value: RecordObserver) -> UIn
 
 
 
+/**
+ * Hears every held record's sync status: once when observing starts, then
+ * whenever one of them changes.
+ */
+public protocol RecordSyncObserver: AnyObject, Sendable {
+    
+    func onRecordSync(states: [RecordSyncState]) 
+    
+}
+/**
+ * Hears every held record's sync status: once when observing starts, then
+ * whenever one of them changes.
+ */
+open class RecordSyncObserverImpl: RecordSyncObserver, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_scr_bindings_fn_clone_recordsyncobserver(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_scr_bindings_fn_free_recordsyncobserver(handle, $0) }
+    }
+
+    
+
+    
+open func onRecordSync(states: [RecordSyncState])  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_scr_bindings_fn_method_recordsyncobserver_on_record_sync(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeRecordSyncState.lower(states),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceRecordSyncObserver {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceRecordSyncObserver = UniffiVTableCallbackInterfaceRecordSyncObserver(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeRecordSyncObserver.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface RecordSyncObserver: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeRecordSyncObserver.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface RecordSyncObserver: handle missing in uniffiClone")
+            }
+        },
+        onRecordSync: { (
+            uniffiHandle: UInt64,
+            states: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeRecordSyncObserver.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onRecordSync(
+                     states: try FfiConverterSequenceTypeRecordSyncState.lift(states)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceRecordSyncObserver> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceRecordSyncObserver>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitRecordSyncObserver() {
+    uniffi_scr_bindings_fn_init_callback_vtable_recordsyncobserver(UniffiCallbackInterfaceRecordSyncObserver.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRecordSyncObserver: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<RecordSyncObserver>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = RecordSyncObserver
+
+    public static func lift(_ handle: UInt64) throws -> RecordSyncObserver {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return RecordSyncObserverImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: RecordSyncObserver) -> UInt64 {
+         if let rustImpl = value as? RecordSyncObserverImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RecordSyncObserver {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: RecordSyncObserver, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordSyncObserver_lift(_ handle: UInt64) throws -> RecordSyncObserver {
+    return try FfiConverterTypeRecordSyncObserver.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordSyncObserver_lower(_ value: RecordSyncObserver) -> UInt64 {
+    return FfiConverterTypeRecordSyncObserver.lower(value)
+}
+
+
+
+
+
+
 public protocol ScrDeviceProtocol: AnyObject, Sendable {
     
     /**
@@ -1288,6 +1494,17 @@ public protocol ScrDeviceProtocol: AnyObject, Sendable {
      * The current sync state (`Offline` when sync is not running).
      */
     func syncStatus() async  -> SyncStatus
+    
+    /**
+     * Calls `observer` with every held record's sync status now and each
+     * time one changes, until the returned handle is dropped or cancelled.
+     */
+    func observeRecordSync(observer: RecordSyncObserver) throws  -> ObservationHandle
+    
+    /**
+     * Every held record's sync status, in NHS number order.
+     */
+    func recordSyncStates() throws  -> [RecordSyncState]
     
 }
 open class ScrDevice: ScrDeviceProtocol, @unchecked Sendable {
@@ -1806,6 +2023,32 @@ open func syncStatus()async  -> SyncStatus  {
         )
 }
     
+    /**
+     * Calls `observer` with every held record's sync status now and each
+     * time one changes, until the returned handle is dropped or cancelled.
+     */
+open func observeRecordSync(observer: RecordSyncObserver)throws  -> ObservationHandle  {
+    return try  FfiConverterTypeObservationHandle_lift(try rustCallWithError(FfiConverterTypeScrError_lift) {
+        uniffiCallStatus in
+    uniffi_scr_bindings_fn_method_scrdevice_observe_record_sync(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeRecordSyncObserver_lower(observer),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Every held record's sync status, in NHS number order.
+     */
+open func recordSyncStates()throws  -> [RecordSyncState]  {
+    return try  FfiConverterSequenceTypeRecordSyncState.lift(try rustCallWithError(FfiConverterTypeScrError_lift) {
+        uniffiCallStatus in
+    uniffi_scr_bindings_fn_method_scrdevice_record_sync_states(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
 
     
 }
@@ -2138,6 +2381,79 @@ public func FfiConverterTypeRecordRelease_lift(_ buf: RustBuffer) throws -> Reco
 #endif
 public func FfiConverterTypeRecordRelease_lower(_ value: RecordRelease) -> RustBuffer {
     return FfiConverterTypeRecordRelease.lower(value)
+}
+
+
+/**
+ * One held record's sync status.
+ */
+public struct RecordSyncState: Equatable, Hashable {
+    public var nhsNumber: NhsNumber
+    /**
+     * Changes made on this device that the server has not confirmed.
+     */
+    public var unsent: Bool
+    /**
+     * When the server last confirmed the record in step; none if never.
+     */
+    public var lastConfirmedMs: Int64?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(nhsNumber: NhsNumber, 
+        /**
+         * Changes made on this device that the server has not confirmed.
+         */unsent: Bool, 
+        /**
+         * When the server last confirmed the record in step; none if never.
+         */lastConfirmedMs: Int64?) {
+        self.nhsNumber = nhsNumber
+        self.unsent = unsent
+        self.lastConfirmedMs = lastConfirmedMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension RecordSyncState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRecordSyncState: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RecordSyncState {
+        return
+            try RecordSyncState(
+                nhsNumber: FfiConverterTypeNhsNumber.read(from: &buf), 
+                unsent: FfiConverterBool.read(from: &buf), 
+                lastConfirmedMs: FfiConverterOptionInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RecordSyncState, into buf: inout [UInt8]) {
+        FfiConverterTypeNhsNumber.write(value.nhsNumber, into: &buf)
+        FfiConverterBool.write(value.unsent, into: &buf)
+        FfiConverterOptionInt64.write(value.lastConfirmedMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordSyncState_lift(_ buf: RustBuffer) throws -> RecordSyncState {
+    return try FfiConverterTypeRecordSyncState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordSyncState_lower(_ value: RecordSyncState) -> RustBuffer {
+    return FfiConverterTypeRecordSyncState.lower(value)
 }
 
 
@@ -2753,6 +3069,30 @@ public func FfiConverterTypeSyncStatus_lower(_ value: SyncStatus) -> RustBuffer 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
+    typealias SwiftType = Int64?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterInt64.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
     typealias SwiftType = String?
 
@@ -2843,6 +3183,31 @@ fileprivate struct FfiConverterOptionTypeAlertReason: FfiConverterRustBuffer {
         case 1: return try FfiConverterTypeAlertReason.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRecordSyncState: FfiConverterRustBuffer {
+    typealias SwiftType = [RecordSyncState]
+
+    public static func write(_ value: [RecordSyncState], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRecordSyncState.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RecordSyncState] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RecordSyncState]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRecordSyncState.read(from: &buf))
+        }
+        return seq
     }
 }
 
@@ -3143,6 +3508,12 @@ private let initializationResult: InitializationResult = {
     if (uniffi_scr_bindings_checksum_method_scrdevice_sync_status() != 40662) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_scr_bindings_checksum_method_scrdevice_observe_record_sync() != 3385) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_scr_bindings_checksum_method_scrdevice_record_sync_states() != 5661) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_scr_bindings_checksum_method_keyprovider_key_encryption_key() != 53289) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3155,12 +3526,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_scr_bindings_checksum_method_syncobserver_on_status() != 47598) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_scr_bindings_checksum_method_recordsyncobserver_on_record_sync() != 65445) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_scr_bindings_checksum_constructor_scrdevice_open() != 14090) {
         return InitializationResult.apiChecksumMismatch
     }
 
     uniffiCallbackInitKeyProvider()
     uniffiCallbackInitRecordObserver()
+    uniffiCallbackInitRecordSyncObserver()
     uniffiCallbackInitSyncObserver()
     uniffiEnsureScrCoreInitialized()
     return InitializationResult.ok

@@ -264,6 +264,13 @@ typedef void (*UniffiCallbackInterfaceSyncObserverMethod0)(uint64_t, RustBuffer,
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_RECORD_SYNC_OBSERVER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_RECORD_SYNC_OBSERVER_METHOD0
+typedef void (*UniffiCallbackInterfaceRecordSyncObserverMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_KEY_PROVIDER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_KEY_PROVIDER
 typedef struct UniffiVTableCallbackInterfaceKeyProvider {
@@ -289,6 +296,15 @@ typedef struct UniffiVTableCallbackInterfaceSyncObserver {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceSyncObserverMethod0 _Nonnull onStatus;
 } UniffiVTableCallbackInterfaceSyncObserver;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_RECORD_SYNC_OBSERVER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_RECORD_SYNC_OBSERVER
+typedef struct UniffiVTableCallbackInterfaceRecordSyncObserver {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceRecordSyncObserverMethod0 _Nonnull onRecordSync;
+} UniffiVTableCallbackInterfaceRecordSyncObserver;
 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_CLONE_SCRDEVICE
@@ -446,6 +462,16 @@ uint64_t uniffi_scr_bindings_fn_method_scrdevice_sync_now(uint64_t ptr, uint64_t
 uint64_t uniffi_scr_bindings_fn_method_scrdevice_sync_status(uint64_t ptr
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_OBSERVE_RECORD_SYNC
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_OBSERVE_RECORD_SYNC
+uint64_t uniffi_scr_bindings_fn_method_scrdevice_observe_record_sync(uint64_t ptr, uint64_t observer, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_RECORD_SYNC_STATES
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SCRDEVICE_RECORD_SYNC_STATES
+RustBuffer uniffi_scr_bindings_fn_method_scrdevice_record_sync_states(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_CLONE_KEYPROVIDER
 #define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_CLONE_KEYPROVIDER
 uint64_t uniffi_scr_bindings_fn_clone_keyprovider(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -519,6 +545,26 @@ void uniffi_scr_bindings_fn_init_callback_vtable_syncobserver(const UniffiVTable
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SYNCOBSERVER_ON_STATUS
 #define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_SYNCOBSERVER_ON_STATUS
 void uniffi_scr_bindings_fn_method_syncobserver_on_status(uint64_t ptr, RustBuffer status, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_CLONE_RECORDSYNCOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_CLONE_RECORDSYNCOBSERVER
+uint64_t uniffi_scr_bindings_fn_clone_recordsyncobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_FREE_RECORDSYNCOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_FREE_RECORDSYNCOBSERVER
+void uniffi_scr_bindings_fn_free_recordsyncobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_INIT_CALLBACK_VTABLE_RECORDSYNCOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_INIT_CALLBACK_VTABLE_RECORDSYNCOBSERVER
+void uniffi_scr_bindings_fn_init_callback_vtable_recordsyncobserver(const UniffiVTableCallbackInterfaceRecordSyncObserver* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_RECORDSYNCOBSERVER_ON_RECORD_SYNC
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_FN_METHOD_RECORDSYNCOBSERVER_ON_RECORD_SYNC
+void uniffi_scr_bindings_fn_method_recordsyncobserver_on_record_sync(uint64_t ptr, RustBuffer states, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_SCR_BINDINGS_RUSTBUFFER_ALLOC
@@ -949,6 +995,18 @@ uint16_t uniffi_scr_bindings_checksum_method_scrdevice_sync_status(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_OBSERVE_RECORD_SYNC
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_OBSERVE_RECORD_SYNC
+uint16_t uniffi_scr_bindings_checksum_method_scrdevice_observe_record_sync(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_RECORD_SYNC_STATES
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SCRDEVICE_RECORD_SYNC_STATES
+uint16_t uniffi_scr_bindings_checksum_method_scrdevice_record_sync_states(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_KEYPROVIDER_KEY_ENCRYPTION_KEY
 #define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_KEYPROVIDER_KEY_ENCRYPTION_KEY
 uint16_t uniffi_scr_bindings_checksum_method_keyprovider_key_encryption_key(void
@@ -970,6 +1028,12 @@ uint16_t uniffi_scr_bindings_checksum_method_recordobserver_on_record_changed(vo
 #ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SYNCOBSERVER_ON_STATUS
 #define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_SYNCOBSERVER_ON_STATUS
 uint16_t uniffi_scr_bindings_checksum_method_syncobserver_on_status(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_RECORDSYNCOBSERVER_ON_RECORD_SYNC
+#define UNIFFI_FFIDEF_UNIFFI_SCR_BINDINGS_CHECKSUM_METHOD_RECORDSYNCOBSERVER_ON_RECORD_SYNC
+uint16_t uniffi_scr_bindings_checksum_method_recordsyncobserver_on_record_sync(void
     
 );
 #endif

@@ -40,6 +40,15 @@ private final class Changes: RecordObserver, @unchecked Sendable {
     var count: Int { lock.withLock { heard } }
 }
 
+private final class SyncStates: RecordSyncObserver, @unchecked Sendable {
+    private let lock = NSLock()
+    private var latest: [RecordSyncState] = []
+    func onRecordSync(states: [RecordSyncState]) { lock.withLock { latest = states } }
+    func of(_ nhsNumber: NhsNumber) -> RecordSyncState? {
+        lock.withLock { latest.first { $0.nhsNumber == nhsNumber } }
+    }
+}
+
 private func tempDir(_ name: String) -> String {
     let url = FileManager.default.temporaryDirectory
         .appendingPathComponent("scr-swift-\(name)-\(UUID().uuidString)")
@@ -87,13 +96,21 @@ final class ScrSyncTests: XCTestCase {
             return substance.display
         }
         XCTAssertEqual(allergies, ["Penicillin"])
-        // A write is heard by a record observer until its handle goes.
+        // A write is heard by a record observer until its handle goes; each
+        // record's sync status shows it unsent until the server confirms it.
         let changes = Changes()
         var handle: ObservationHandle? = try device.observeRecord(nhsNumber: patient, observer: changes)
+        let syncStates = SyncStates()
+        let syncHandle = try device.observeRecordSync(observer: syncStates)
+        try await eventually("every record's status was heard") { syncStates.of(patient) != nil }
+        try await device.stopSync()
         let visit = EntryContent.encounterSummary(setting: "home", occurredAt: "2026-11-27T09:00:00Z", note: "Dressing changed.")
         let version = try device.addEntry(nhsNumber: patient, content: visit, sensitive: false, selfClaim: nil)
         XCTAssertEqual(version.content, visit)
         try await eventually("the observer heard the write") { changes.count >= 1 }
+        try await eventually("the record shows an unsent change") { syncStates.of(patient)?.unsent == true }
+        XCTAssertEqual(try device.recordSyncStates().first { $0.nhsNumber == patient }?.unsent, true)
+        try await device.startSync(observer: nil)
         XCTAssertNotNil(handle)
         handle = nil
         let heard = changes.count
@@ -102,6 +119,10 @@ final class ScrSyncTests: XCTestCase {
         XCTAssertEqual(changes.count, heard, "a dropped handle stops the observer")
         let summary = try await device.syncNow(timeoutMs: 20_000)
         XCTAssertGreaterThan(summary.documents, 0)
+        _ = try await device.syncNow(timeoutMs: 20_000)
+        try await eventually("the record shows as confirmed") { syncStates.of(patient)?.unsent == false }
+        XCTAssertNotNil(syncStates.of(patient)?.lastConfirmedMs)
+        syncHandle.cancel()
         // An honest visit note: nothing refused by the server.
         XCTAssertEqual(summary.refusedByServer, 0)
         let refused = await device.serverRefusals()

@@ -93,6 +93,12 @@ async fn admit_connection(
 }
 
 fn keep_alive(tcp: &TcpStream) {
+    // Small messages go at once (the handshake's, "admitted" and the
+    // session reply back to back): with Nagle on, each second one waited
+    // for the device's delayed acknowledgement.
+    if tcp.set_nodelay(true).is_err() {
+        tracing::warn!("could not turn Nagle off on a connection");
+    }
     let params = socket2::TcpKeepalive::new()
         .with_time(std::time::Duration::from_secs(60))
         .with_interval(std::time::Duration::from_secs(10))

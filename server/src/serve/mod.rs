@@ -117,6 +117,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     )?);
     let directory = Arc::new(Directory::open(&config.data_dir.join("directory.db"))?);
     let storage = SamodStorage::new(store.clone());
+    let (catalogue, to_notify) = crate::catalogue::Catalogue::new();
+    let told = catalogue.clone();
+    storage.on_write(Arc::new(move |doc: &str| told.written(doc)));
     crate::layout::upgrade_records(&store)?;
     let (policy, epoch) = crate::policy::AccessPolicy::new(
         store.clone(),
@@ -164,8 +167,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         directory.clone(),
         storage.clone(),
         epoch.clone(),
+        (holdings.clone(), repo.clone(), catalogue.clone()),
+    ));
+    let notice_task = tokio::spawn(tasks::notify_watchers(
+        stopped.clone(),
+        to_notify,
         holdings.clone(),
-        repo.clone(),
     ));
     let trail_task = tokio::spawn(tasks::archive_own_trail(
         stopped.clone(),
@@ -174,6 +181,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         server_key,
     ));
     let audit_store = store.clone();
+    let sent = crate::sent_log::SentLog::start(audit_store.clone(), archive.clone());
     let shared = Arc::new(Shared {
         identity,
         directory: directory.clone(),
@@ -183,6 +191,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         repo: repo.clone(),
         epoch,
         holdings,
+        catalogue: crate::catalogue::CatalogueDesk {
+            catalogue,
+            policy: push_policy.clone(),
+            store: audit_store.clone(),
+            sent: sent.clone(),
+        },
         policy: push_policy,
         sessions: Arc::default(),
         archive: archive.clone(),
@@ -191,7 +205,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         grant_lifetime_ms: i64::try_from(config.grant_lifetime.as_millis()).unwrap_or(i64::MAX),
         logins_in_progress: std::sync::Mutex::default(),
         gate: Arc::new(limits::Gatekeeper::new(config.limits.clone())),
-        sent: crate::sent_log::SentLog::start(audit_store.clone(), archive.clone()),
+        sent,
         login_slots: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
@@ -219,7 +233,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         archive,
         repo,
         stop,
-        tasks: vec![sync_task, health_task, watcher, trail_task],
+        tasks: vec![sync_task, health_task, watcher, trail_task, notice_task],
     })
 }
 
@@ -234,6 +248,8 @@ struct Shared {
     repo: samod::Repo,
     epoch: crate::policy::Epoch,
     holdings: crate::holdings::HoldingsWriter,
+    /// The catalogue asks on sync sessions (ADR 0016).
+    catalogue: crate::catalogue::CatalogueDesk,
     policy: crate::policy::AccessPolicy,
     sessions: Arc<crate::serve::sessions::Sessions>,
     archive: Arc<crate::archive::Archive>,

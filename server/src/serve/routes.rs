@@ -15,7 +15,7 @@ pub(super) async fn route(channel: Channel, hello: Hello, shared: &Arc<Shared>, 
     let outcome = match hello.purpose {
         Purpose::Sync => {
             match &hello.resume {
-                None => open_sync_session(channel, shared, peer).await,
+                None => open_sync_session(channel, shared, peer, hello.layout).await,
                 Some(resume) => resume_sync_session(channel, shared, resume).await,
             }
             return;
@@ -47,7 +47,12 @@ pub(super) async fn route(channel: Channel, hello: Hello, shared: &Arc<Shared>, 
 /// A new sync session for the device: counted against its cap, told its
 /// id, handed to samod, and carried over this connection and any it
 /// resumes on.
-async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: SocketAddr) {
+async fn open_sync_session(
+    mut channel: Channel,
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    layout: u8,
+) {
     let device = channel.remote_static();
     shared.sessions.end_all_of(&device);
     shared.sessions.released(&device).await;
@@ -77,6 +82,16 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         device,
         shared.metrics.changes_refused.clone(),
     );
+    // A document the device syncs through samod needs no catalogue notice.
+    let catalogue = shared.catalogue.catalogue.clone();
+    let gate: channel::Gate = Arc::new(move |message: Vec<u8>| {
+        if let Some((kind, Some(doc))) = scr_core::protocol::wire::kind_and_document(&message)
+            && (kind == "sync" || kind == "request")
+        {
+            catalogue.joined(&device, &doc);
+        }
+        gate(message)
+    });
     let (session, transport) = channel::Session::open_observed(
         device,
         shared.metrics.traffic.clone(),
@@ -89,7 +104,21 @@ async fn open_sync_session(mut channel: Channel, shared: &Arc<Shared>, peer: Soc
         session.end();
         return;
     };
-    let reply = channel::SessionReply::Opened { id: to_hex(&id) };
+    let asking = crate::catalogue::Asking {
+        device,
+        session: shared.catalogue.catalogue.session_number(),
+        layout,
+    };
+    session.answer_with(crate::catalogue::answerer(shared.catalogue.clone(), asking));
+    let (ended, catalogue) = (session.clone(), shared.catalogue.catalogue.clone());
+    tokio::spawn(async move {
+        ended.ended().await;
+        catalogue.session_ended(&device, asking.session);
+    });
+    let reply = channel::SessionReply::Opened {
+        id: to_hex(&id),
+        asks: true,
+    };
     if channel.send(&reply.encode()).await.is_err() {
         session.end();
         return;

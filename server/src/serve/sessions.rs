@@ -13,7 +13,8 @@ use scr_core::channel::{self, Detached, RESUME_WINDOW, Session, SessionId, WebSo
 
 /// How long a new session waits for samod to let go of an old one.
 const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+/// How often a wait above looks again (samod lets go within milliseconds).
+const POLL: std::time::Duration = std::time::Duration::from_millis(2);
 
 struct Open {
     device: [u8; 32],

@@ -21,8 +21,11 @@ pub(super) async fn watch_for_changes(
     directory: Arc<Directory>,
     storage: SamodStorage,
     epoch: crate::policy::Epoch,
-    holdings: crate::holdings::HoldingsWriter,
-    repo: samod::Repo,
+    (holdings, repo, catalogue): (
+        crate::holdings::HoldingsWriter,
+        samod::Repo,
+        Arc<crate::catalogue::Catalogue>,
+    ),
 ) {
     // SQLite reads behind the store's lock: off the runtime.
     let seen = |s: &Store, d: &Arc<Directory>, st: &SamodStorage| {
@@ -72,6 +75,7 @@ pub(super) async fn watch_for_changes(
                     // documents, merge them into samod's copies in memory
                     // and decide again with them.
                     if now.0 != last.0 {
+                        catalogue.outside_write();
                         let n = crate::outside_writes::refresh_from_store(&repo, &store, &storage).await;
                         if n > 0 {
                             tracing::info!(documents = n, "documents refreshed from the store");
@@ -84,6 +88,24 @@ pub(super) async fn watch_for_changes(
                     holdings.refresh_all().await;
                 }
             }
+        }
+    }
+}
+
+/// Bumps the holdings notice of each device a catalogue watcher names (a
+/// document it was told is in step was written since).
+pub(super) async fn notify_watchers(
+    mut stopped: watch::Receiver<bool>,
+    mut devices: tokio::sync::mpsc::UnboundedReceiver<[u8; 32]>,
+    holdings: crate::holdings::HoldingsWriter,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            device = devices.recv() => match device {
+                Some(device) => holdings.notify(device).await,
+                None => return,
+            },
         }
     }
 }

@@ -61,6 +61,15 @@ pub struct Device {
     pub url: String,
     pub server_key: [u8; 32],
     pub sync: Option<DeviceSync>,
+    /// What reopening the engine from its files takes (an app restart).
+    reopen: Reopen,
+}
+
+struct Reopen {
+    path: std::path::PathBuf,
+    key: u8,
+    config: EngineConfig,
+    clock: Arc<dyn scr_core::clock::Clock>,
 }
 
 impl Device {
@@ -176,13 +185,13 @@ impl Device {
             panic!("login refused: {response:?}");
         };
         let grant_key: [u8; 32] = from_hex(&grant_key_hex).unwrap().try_into().unwrap();
-        let engine = Engine::open(
-            dir.join(format!("{name}.db")),
-            &StaticKeyProvider::new(SecretKey::from_bytes([name.len() as u8; 32])),
-            EngineConfig::new(&hex_key(&keys.public()), device_class, grant_key),
+        let reopen = Reopen {
+            path: dir.join(format!("{name}.db")),
+            key: name.len() as u8,
+            config: EngineConfig::new(&hex_key(&keys.public()), device_class, grant_key),
             clock,
-        )
-        .unwrap();
+        };
+        let engine = reopen.open();
         engine
             .login_online(&from_hex(&grant_hex).unwrap(), "tablet-1357")
             .unwrap();
@@ -195,7 +204,23 @@ impl Device {
             url: format!("ws://{}/sync", srv.sync_addr),
             server_key: srv.server_key,
             sync: None,
+            reopen,
         }
+    }
+
+    /// The app restarts: sync stops, the engine is dropped and opened again
+    /// from its files, and the user unlocks it (sync is left stopped).
+    pub async fn restart(&mut self) {
+        self.offline().await;
+        // Sync's tasks let go of the engine as they end.
+        for _ in 0..100 {
+            if Arc::strong_count(&self.engine) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.engine = Arc::new(self.reopen.open());
+        self.engine.unlock("tablet-1357").unwrap();
     }
 
     /// The nurse's tablet (the user must exist on the server).
@@ -306,6 +331,18 @@ impl Device {
     pub fn notes(&self, nhs: &NhsNumber, access: AccessRequest) -> Vec<String> {
         let released = self.engine.view(nhs, access).unwrap();
         scr_server::demo::site::notes_in(&released.view)
+    }
+}
+
+impl Reopen {
+    fn open(&self) -> Engine {
+        Engine::open(
+            &self.path,
+            &StaticKeyProvider::new(SecretKey::from_bytes([self.key; 32])),
+            self.config.clone(),
+            self.clock.clone(),
+        )
+        .unwrap()
     }
 }
 

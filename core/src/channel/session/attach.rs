@@ -36,12 +36,18 @@ impl Session {
             generation = *g;
         });
         let mut from_samod = self.from_samod.lock().await;
+        let mut side = self.side_rx.lock().await;
         if self.is_ended() {
             return Detached::Ended;
         }
         self.attached.store(true, Ordering::SeqCst);
         let result = self
-            .run(channel, peer_received, generation, &mut from_samod)
+            .run(
+                channel,
+                peer_received,
+                generation,
+                (&mut from_samod, &mut side),
+            )
             .await;
         self.attached.store(false, Ordering::SeqCst);
         result
@@ -52,7 +58,10 @@ impl Session {
         channel: NoiseChannel<S>,
         peer_received: u64,
         generation: u64,
-        from_samod: &mut fmpsc::Receiver<Vec<u8>>,
+        (from_samod, side): (
+            &mut fmpsc::Receiver<Vec<u8>>,
+            &mut mpsc::UnboundedReceiver<super::side::SideFrame>,
+        ),
     ) -> Detached {
         let mut replaced = self.generation.subscribe();
         let lost = |cause| Detached::Lost { generation, cause };
@@ -125,6 +134,14 @@ impl Session {
                     };
                     let ack = self.ack_now();
                     if queue.put(frame(DATA, seq, ack, &message)).is_err() {
+                        break lost(ChannelError::Closed);
+                    }
+                    last_sent = Instant::now();
+                }
+                Some((kind, seq, payload)) = side.recv() => {
+                    self.traffic.sent.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    let ack = self.ack_now();
+                    if queue.put(frame(kind, seq, ack, &payload)).is_err() {
                         break lost(ChannelError::Closed);
                     }
                     last_sent = Instant::now();

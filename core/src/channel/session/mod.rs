@@ -13,14 +13,19 @@
 //! received, in order, and drops duplicates, so samod never sees a gap or a
 //! repeat. Frames inside the Noise channel: `[kind][seq: u64][ack: u64]
 //! [payload]`, big-endian; kind 0 carries a samod message, kind 1 only an
-//! acknowledgement (also sent as a heartbeat), kind 2 ends the session.
+//! acknowledgement (also sent as a heartbeat), kind 2 ends the session;
+//! kinds 3 and 4 carry an ask and its answer beside samod's stream
+//! ([`Session::ask`]: the catalogue exchange), numbered by their own `seq`
+//! and never replayed.
 
+mod asks;
 mod attach;
 mod connection;
 mod frame;
 #[cfg(any(test, feature = "testing"))]
 mod plain;
 mod reply;
+mod side;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -33,6 +38,7 @@ pub(super) use frame::parse;
 #[cfg(any(test, feature = "testing"))]
 pub use plain::PlainSession;
 pub use reply::SessionReply;
+pub use side::Answerer;
 pub use state::{Detached, Session};
 
 /// How long a session waits for its device to come back.

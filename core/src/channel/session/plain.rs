@@ -1,6 +1,6 @@
 //! [`PlainSession`]: one connection's worth of the session protocol, no resume.
 
-use super::frame::{ACK, DATA, frame, parse};
+use super::frame::{ACK, ANSWER, ASK, DATA, frame, parse};
 use super::reply::SessionReply;
 use super::window::{Arrival, Window};
 use crate::channel::{ChannelError, NoiseChannel, WebSocket};
@@ -50,6 +50,32 @@ impl<S: WebSocket> PlainSession<S> {
             let (kind, seq, _, payload) = parse(&bytes)?;
             if kind == DATA && self.window.arrived(seq) == Arrival::Next {
                 return Ok(Some(payload.to_vec()));
+            }
+        }
+    }
+
+    /// Sends one ask (numbered `id`, as an attacker may choose) without
+    /// waiting for its answer.
+    pub async fn send_ask(&mut self, id: u64, question: &[u8]) -> Result<(), ChannelError> {
+        let f = frame(ASK, id, self.window.received, question);
+        self.channel.send(&f).await
+    }
+
+    /// Asks and returns the answer numbered `id` (samod's messages that
+    /// arrive meanwhile are dropped).
+    pub async fn ask(&mut self, id: u64, question: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        self.send_ask(id, question).await?;
+        loop {
+            let Some(bytes) = self.channel.recv().await? else {
+                return Err(ChannelError::Closed);
+            };
+            let (kind, seq, _, payload) = parse(&bytes)?;
+            match kind {
+                ANSWER if seq == id => return Ok(payload.to_vec()),
+                DATA => {
+                    self.window.arrived(seq);
+                }
+                _ => {}
             }
         }
     }

@@ -8,8 +8,14 @@ use crate::channel::ChannelError;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "session", rename_all = "kebab-case")]
 pub enum SessionReply {
-    /// A new session (hex id) for a hello that asked for none.
-    Opened { id: String },
+    /// A new session (hex id) for a hello that asked for none. `asks`: the
+    /// server answers the catalogue ask on it (servers before it end a
+    /// session that asks).
+    Opened {
+        id: String,
+        #[serde(default)]
+        asks: bool,
+    },
     /// The session goes on; the server has received this many messages.
     Resumed { received: u64 },
     /// No such session for this device (expired, or the server restarted):

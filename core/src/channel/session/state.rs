@@ -12,7 +12,7 @@ use samod::PeerId;
 use samod::transport::Transport;
 use tokio::sync::watch;
 
-use super::frame::{ACK, END, parse};
+use super::frame::{ACK, DATA, END, parse};
 use super::window::{Arrival, Window};
 use crate::channel::{ChannelError, Gate, Inspector, Observer, Traffic, hex_key};
 
@@ -60,6 +60,12 @@ pub struct Session {
     /// count), dropped the moment the session ends.
     guard: Mutex<Option<Box<dyn Send + Sync>>>,
     pub(super) attached: std::sync::atomic::AtomicBool,
+    /// Asks and answers beside samod's stream (`asks`).
+    pub(super) asks: Arc<Mutex<super::side::Asks>>,
+    pub(super) side_tx: tokio::sync::mpsc::UnboundedSender<super::side::SideFrame>,
+    /// Held by the attached connection, as `from_samod` is.
+    pub(super) side_rx:
+        tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<super::side::SideFrame>>,
 }
 
 impl Session {
@@ -154,6 +160,7 @@ impl Session {
             .boxed();
         let (outgoing, from_samod) = fmpsc::channel(64);
         let (ended, mut ended_rx) = watch::channel(false);
+        let (side_tx, side_rx) = super::side::side_queue();
         let session = Arc::new(Self {
             window: Mutex::default(),
             to_samod,
@@ -165,6 +172,9 @@ impl Session {
             inspect,
             guard: Mutex::new(Some(guard)),
             attached: Default::default(),
+            asks: Arc::default(),
+            side_tx,
+            side_rx: tokio::sync::Mutex::new(side_rx),
         });
         let over = Box::pin(async move {
             let _ = ended_rx.wait_for(|e| *e).await;
@@ -249,7 +259,10 @@ impl Session {
             if kind == ACK {
                 return Ok(());
             }
-            w.arrived(seq)
+            (kind == DATA).then(|| w.arrived(seq))
+        };
+        let Some(arrival) = arrival else {
+            return self.take_side(kind, seq, payload);
         };
         match arrival {
             Arrival::Duplicate => Ok(()),

@@ -234,3 +234,89 @@ fn frames_round_trip_and_garbage_is_refused() {
     bad[0] = 9;
     assert!(parse(&bad).is_err());
 }
+
+/// An answerer that takes `delay`, answering with the question reversed.
+fn slow_reverser(delay: Duration) -> super::Answerer {
+    Arc::new(move |q: Vec<u8>| {
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            q.into_iter().rev().collect()
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asks_are_answered_beside_samods_stream_and_survive_a_cut_before_sending() {
+    let (device, server) = (
+        StaticKeypair::generate().unwrap(),
+        StaticKeypair::generate().unwrap(),
+    );
+    let (a, _a_in, a_out) = no_guard();
+    let (b, b_in, _b_out) = no_guard();
+    b.answer_with(slow_reverser(Duration::ZERO));
+    // An ask made while no connection carries the session waits for one.
+    let a2 = a.clone();
+    let early = tokio::spawn(async move { a2.ask(b"abc".to_vec()).await });
+    let (ca, cb, _wire) = linked(&device, &server).await;
+    let (a3, b3) = (a.clone(), b.clone());
+    let _ta = tokio::spawn(async move { a3.attach(ca, 0).await });
+    let _tb = tokio::spawn(async move { b3.attach(cb, 0).await });
+    let wait = Duration::from_secs(10);
+    assert_eq!(
+        tokio::time::timeout(wait, early).await.unwrap().unwrap(),
+        Ok(b"cba".to_vec())
+    );
+    // samod's stream goes on, numbered as before: asks take no place in it.
+    let _sent = tokio::spawn(send_numbered(a_out, 5));
+    let (got, _b_in) = tokio::time::timeout(wait, numbers(b_in, 5)).await.unwrap();
+    assert_eq!(got, vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        tokio::time::timeout(wait, a.ask(b"xy".to_vec()))
+            .await
+            .unwrap(),
+        Ok(b"yx".to_vec())
+    );
+    assert!(!a.is_ended() && !b.is_ended());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ask_before_the_first_is_answered_ends_the_session() {
+    let (device, server) = (
+        StaticKeypair::generate().unwrap(),
+        StaticKeypair::generate().unwrap(),
+    );
+    let (b, _b_in, _b_out) = no_guard();
+    b.answer_with(slow_reverser(Duration::from_secs(2)));
+    let (mut ca, cb, _wire) = linked(&device, &server).await;
+    let b2 = b.clone();
+    let attached = tokio::spawn(async move { b2.attach(cb, 0).await });
+    ca.send(&frame(super::frame::ASK, 1, 0, b"one"))
+        .await
+        .unwrap();
+    ca.send(&frame(super::frame::ASK, 2, 0, b"two"))
+        .await
+        .unwrap();
+    let detached = tokio::time::timeout(Duration::from_secs(10), attached)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(detached, Detached::Ended));
+    assert!(b.is_ended());
+}
+
+#[tokio::test]
+async fn an_ask_to_a_side_that_answers_none_ends_the_session() {
+    let (device, server) = (
+        StaticKeypair::generate().unwrap(),
+        StaticKeypair::generate().unwrap(),
+    );
+    // A device's session: it never answers asks (a server does not ask).
+    let (a, _a_in, _a_out) = no_guard();
+    let (ca, mut cb, _wire) = linked(&device, &server).await;
+    let a2 = a.clone();
+    let attached = tokio::spawn(async move { a2.attach(ca, 0).await });
+    cb.send(&frame(super::frame::ASK, 1, 0, b"?"))
+        .await
+        .unwrap();
+    assert!(matches!(attached.await.unwrap(), Detached::Ended));
+}

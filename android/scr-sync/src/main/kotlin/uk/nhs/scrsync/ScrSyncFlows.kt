@@ -33,3 +33,18 @@ fun ScrDevice.recordChanges(nhsNumber: String): Flow<String> = callbackFlow {
     })
     awaitClose { handle.close() }
 }
+
+/**
+ * Emits every held record's sync status (changes the server has not
+ * confirmed; when it last confirmed the record) now, then each time one
+ * changes: what a nurse checks before leaving a visit. Cancelling the
+ * collection stops the observer.
+ */
+fun ScrDevice.recordSyncUpdates(): Flow<List<RecordSyncState>> = callbackFlow {
+    val handle = observeRecordSync(object : RecordSyncObserver {
+        override fun onRecordSync(states: List<RecordSyncState>) {
+            trySend(states)
+        }
+    })
+    awaitClose { handle.close() }
+}

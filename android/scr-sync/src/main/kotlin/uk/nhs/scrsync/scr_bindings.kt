@@ -717,6 +717,9 @@ internal interface UniffiCallbackInterfaceRecordObserverMethod0 : com.sun.jna.Ca
 internal interface UniffiCallbackInterfaceSyncObserverMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`status`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceRecordSyncObserverMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`states`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "keyEncryptionKey")
 internal open class UniffiVTableCallbackInterfaceKeyProvider(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -771,6 +774,25 @@ internal open class UniffiVTableCallbackInterfaceSyncObserver(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `onStatus` = other.`onStatus`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onRecordSync")
+internal open class UniffiVTableCallbackInterfaceRecordSyncObserver(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onRecordSync`: UniffiCallbackInterfaceRecordSyncObserverMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onRecordSync`: UniffiCallbackInterfaceRecordSyncObserverMethod0? = null,
+    ): UniffiVTableCallbackInterfaceRecordSyncObserver(`uniffiFree`,`uniffiClone`,`onRecordSync`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceRecordSyncObserver) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onRecordSync` = other.`onRecordSync`
     }
 
 }
@@ -855,6 +877,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_scr_bindings_checksum_method_scrdevice_sync_status(
     ): Int
+    external fun uniffi_scr_bindings_checksum_method_scrdevice_observe_record_sync(
+    ): Int
+    external fun uniffi_scr_bindings_checksum_method_scrdevice_record_sync_states(
+    ): Int
     external fun uniffi_scr_bindings_checksum_method_keyprovider_key_encryption_key(
     ): Int
     external fun uniffi_scr_bindings_checksum_method_observationhandle_cancel(
@@ -862,6 +888,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_scr_bindings_checksum_method_recordobserver_on_record_changed(
     ): Int
     external fun uniffi_scr_bindings_checksum_method_syncobserver_on_status(
+    ): Int
+    external fun uniffi_scr_bindings_checksum_method_recordsyncobserver_on_record_sync(
     ): Int
     external fun uniffi_scr_bindings_checksum_constructor_scrdevice_open(
     ): Int
@@ -883,6 +911,7 @@ internal object UniffiLib {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "scr_bindings"))
         uniffiCallbackInterfaceKeyProvider.register(this)
         uniffiCallbackInterfaceRecordObserver.register(this)
+        uniffiCallbackInterfaceRecordSyncObserver.register(this)
         uniffiCallbackInterfaceSyncObserver.register(this)
         uk.nhs.scrsync.core.uniffiEnsureInitialized()
         
@@ -951,6 +980,10 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_scr_bindings_fn_method_scrdevice_sync_status(`ptr`: Long,
     ): Long
+    external fun uniffi_scr_bindings_fn_method_scrdevice_observe_record_sync(`ptr`: Long,`observer`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_scr_bindings_fn_method_scrdevice_record_sync_states(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_scr_bindings_fn_clone_keyprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_scr_bindings_fn_free_keyprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -980,6 +1013,14 @@ internal object UniffiLib {
     external fun uniffi_scr_bindings_fn_init_callback_vtable_syncobserver(`vtable`: UniffiVTableCallbackInterfaceSyncObserver,
     ): Unit
     external fun uniffi_scr_bindings_fn_method_syncobserver_on_status(`ptr`: Long,`status`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_scr_bindings_fn_clone_recordsyncobserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_scr_bindings_fn_free_recordsyncobserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_scr_bindings_fn_init_callback_vtable_recordsyncobserver(`vtable`: UniffiVTableCallbackInterfaceRecordSyncObserver,
+    ): Unit
+    external fun uniffi_scr_bindings_fn_method_recordsyncobserver_on_record_sync(`ptr`: Long,`states`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun ffi_scr_bindings_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1184,6 +1225,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_sync_status() and 0xFFFF) != 40662) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_observe_record_sync() and 0xFFFF) != 3385) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_scr_bindings_checksum_method_scrdevice_record_sync_states() and 0xFFFF) != 5661) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_scr_bindings_checksum_method_keyprovider_key_encryption_key() and 0xFFFF) != 53289) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1194,6 +1241,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_method_syncobserver_on_status() and 0xFFFF) != 47598) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_scr_bindings_checksum_method_recordsyncobserver_on_record_sync() and 0xFFFF) != 65445) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_scr_bindings_checksum_constructor_scrdevice_open() and 0xFFFF) != 14090) {
@@ -2590,6 +2640,325 @@ public object FfiConverterTypeRecordObserver: FfiConverter<RecordObserver, Long>
 //
 
 
+/**
+ * Hears every held record's sync status: once when observing starts, then
+ * whenever one of them changes.
+ */
+public interface RecordSyncObserver {
+    
+    fun `onRecordSync`(`states`: List<RecordSyncState>)
+    
+    companion object
+}
+
+/**
+ * Hears every held record's sync status: once when observing starts, then
+ * whenever one of them changes.
+ */
+open class RecordSyncObserverImpl: Disposable, AutoCloseable, RecordSyncObserver
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_scr_bindings_fn_free_recordsyncobserver(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_scr_bindings_fn_clone_recordsyncobserver(handle, status)
+        }
+    }
+
+    override fun `onRecordSync`(`states`: List<RecordSyncState>)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_scr_bindings_fn_method_recordsyncobserver_on_record_sync(
+        it,
+        
+        FfiConverterSequenceTypeRecordSyncState.lower(`states`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceRecordSyncObserver {
+    internal object `onRecordSync`: UniffiCallbackInterfaceRecordSyncObserverMethod0 {
+        override fun callback(`uniffiHandle`: Long,`states`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeRecordSyncObserver.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onRecordSync`(
+                    FfiConverterSequenceTypeRecordSyncState.lift(`states`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeRecordSyncObserver.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeRecordSyncObserver.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceRecordSyncObserver.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onRecordSync`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_scr_bindings_fn_init_callback_vtable_recordsyncobserver(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRecordSyncObserver: FfiConverter<RecordSyncObserver, Long> {
+    internal val handleMap = UniffiHandleMap<RecordSyncObserver>()
+
+    override fun lower(value: RecordSyncObserver): Long {
+        if (value is RecordSyncObserverImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): RecordSyncObserver {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return RecordSyncObserverImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): RecordSyncObserver {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: RecordSyncObserver) = 8UL
+
+    override fun write(value: RecordSyncObserver, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
 public interface ScrDeviceInterface {
     
     /**
@@ -2742,6 +3111,17 @@ public interface ScrDeviceInterface {
      * The current sync state (`Offline` when sync is not running).
      */
     suspend fun `syncStatus`(): SyncStatus
+    
+    /**
+     * Calls `observer` with every held record's sync status now and each
+     * time one changes, until the returned handle is dropped or cancelled.
+     */
+    fun `observeRecordSync`(`observer`: RecordSyncObserver): ObservationHandle
+    
+    /**
+     * Every held record's sync status, in NHS number order.
+     */
+    fun `recordSyncStates`(): List<RecordSyncState>
     
     companion object
 }
@@ -3449,6 +3829,42 @@ open class ScrDevice: Disposable, AutoCloseable, ScrDeviceInterface
     }
 
     
+    /**
+     * Calls `observer` with every held record's sync status now and each
+     * time one changes, until the returned handle is dropped or cancelled.
+     */
+    @Throws(ScrException::class)override fun `observeRecordSync`(`observer`: RecordSyncObserver): ObservationHandle {
+            return FfiConverterTypeObservationHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(ScrException) { _status ->
+    UniffiLib.uniffi_scr_bindings_fn_method_scrdevice_observe_record_sync(
+        it,
+        
+        FfiConverterTypeRecordSyncObserver.lower(`observer`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Every held record's sync status, in NHS number order.
+     */
+    @Throws(ScrException::class)override fun `recordSyncStates`(): List<RecordSyncState> {
+            return FfiConverterSequenceTypeRecordSyncState.lift(
+    callWithHandle {
+    uniffiRustCallWithError(ScrException) { _status ->
+    UniffiLib.uniffi_scr_bindings_fn_method_scrdevice_record_sync_states(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
 
     
 
@@ -3874,6 +4290,58 @@ public object FfiConverterTypeRecordRelease: FfiConverterRustBuffer<RecordReleas
             FfiConverterTypeRecordView.write(value.`view`, buf)
             FfiConverterSequenceTypeCompartment.write(value.`withheld`, buf)
             FfiConverterString.write(value.`auditEventId`, buf)
+    }
+}
+
+
+
+/**
+ * One held record's sync status.
+ */
+data class RecordSyncState (
+    var `nhsNumber`: NhsNumber
+    , 
+    /**
+     * Changes made on this device that the server has not confirmed.
+     */
+    var `unsent`: kotlin.Boolean
+    , 
+    /**
+     * When the server last confirmed the record in step; none if never.
+     */
+    var `lastConfirmedMs`: kotlin.Long?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRecordSyncState: FfiConverterRustBuffer<RecordSyncState> {
+    override fun read(buf: ByteBuffer): RecordSyncState {
+        return RecordSyncState(
+            FfiConverterTypeNhsNumber.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalLong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RecordSyncState) = (
+            FfiConverterTypeNhsNumber.allocationSize(value.`nhsNumber`) +
+            FfiConverterBoolean.allocationSize(value.`unsent`) +
+            FfiConverterOptionalLong.allocationSize(value.`lastConfirmedMs`)
+    )
+
+    override fun write(value: RecordSyncState, buf: ByteBuffer) {
+            FfiConverterTypeNhsNumber.write(value.`nhsNumber`, buf)
+            FfiConverterBoolean.write(value.`unsent`, buf)
+            FfiConverterOptionalLong.write(value.`lastConfirmedMs`, buf)
     }
 }
 
@@ -4616,6 +5084,38 @@ public object FfiConverterTypeSyncStatus : FfiConverterRustBuffer<SyncStatus>{
 /**
  * @suppress
  */
+public object FfiConverterOptionalLong: FfiConverterRustBuffer<kotlin.Long?> {
+    override fun read(buf: ByteBuffer): kotlin.Long? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterLong.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Long?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterLong.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Long?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterLong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?> {
     override fun read(buf: ByteBuffer): kotlin.String? {
         if (buf.get().toInt() == 0) {
@@ -4734,6 +5234,34 @@ public object FfiConverterOptionalTypeAlertReason: FfiConverterRustBuffer<AlertR
         } else {
             buf.put(1)
             FfiConverterTypeAlertReason.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRecordSyncState: FfiConverterRustBuffer<List<RecordSyncState>> {
+    override fun read(buf: ByteBuffer): List<RecordSyncState> {
+        val len = buf.getInt()
+        return List<RecordSyncState>(len) {
+            FfiConverterTypeRecordSyncState.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<RecordSyncState>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRecordSyncState.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<RecordSyncState>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRecordSyncState.write(it, buf)
         }
     }
 }
