@@ -53,9 +53,10 @@ fn move_permissions(store: &Store, nhs: &NhsNumber) -> Result<Option<String>, St
 
 /// For each governance document among `written`, copies what permissions
 /// it gained into its record's permissions document, then merges that
-/// into samod's copy so devices receive it. Returns how many records
-/// gained a permission.
-pub async fn move_written(repo: &Repo, store: &Store, written: Vec<String>) -> usize {
+/// into samod's copy so devices receive it. Returns the permissions
+/// documents written (the caller tells the catalogue: these writes bypass
+/// samod's storage).
+pub async fn move_written(repo: &Repo, store: &Store, written: Vec<String>) -> Vec<String> {
     let copy = store.clone();
     let moved = tokio::task::spawn_blocking(move || {
         let mut moved = Vec::new();
@@ -75,5 +76,5 @@ pub async fn move_written(repo: &Repo, store: &Store, written: Vec<String>) -> u
     .unwrap_or_default();
     let ids: Vec<DocumentId> = moved.iter().filter_map(|d| d.parse().ok()).collect();
     crate::outside_writes::refresh_documents(repo, store, ids).await;
-    moved.len()
+    moved
 }

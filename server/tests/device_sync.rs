@@ -371,12 +371,28 @@ async fn a_record_with_unsent_changes_is_kept_when_it_leaves_the_list() {
         .unwrap();
     unassign(&w.store, common::NURSE_ID, patient).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // And the app restarts: what was edited since the last pass is known
+    // only from the persisted unsent set now. A record the server no longer
+    // lists is never compared, so no pass may take it as confirmed.
+    w.nurse.restart().await;
 
     w.nurse.online().await;
     let mut kept = 0;
     for _ in 0..3 {
         kept = kept.max(w.nurse.sync().await.holdings.kept_unsent);
     }
+    let status = w
+        .nurse
+        .engine
+        .record_sync_statuses()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.nhs_number == patient)
+        .expect("still held");
+    assert!(
+        status.unsent,
+        "her note never reached the server: {status:?}"
+    );
     assert_eq!(
         kept, 1,
         "the list no longer names her, but her note is unsent"

@@ -63,21 +63,32 @@ impl Engine {
         Ok((held == self.held_set_digest()?).then(|| list.to_owned()))
     }
 
-    /// Applies a list the catalogue sent, and keeps its digest.
+    /// Applies a list the catalogue sent, and keeps its digest, unless a
+    /// record it no longer names was kept for its unsent changes: once they
+    /// are sent, the same list must be applied again to forget it.
     pub fn apply_catalogue_list(
         &self,
         list: &HoldingsList,
     ) -> Result<HoldingsOutcome, EngineError> {
         let outcome = self.apply_holdings(list)?;
-        let kept = format!("{}:{}", list_digest(list), self.held_set_digest()?);
+        let kept = if outcome.kept_unsent > 0 {
+            String::new()
+        } else {
+            format!("{}:{}", list_digest(list), self.held_set_digest()?)
+        };
         self.store.put_secret(LIST_DIGEST, kept.as_bytes())?;
         Ok(outcome)
     }
 
-    /// Makes the next catalogue ask for the list whatever it held.
-    pub fn forget_list_digest(&self) -> Result<(), EngineError> {
-        self.store.put_secret(LIST_DIGEST, b"")?;
-        Ok(())
+    /// In the transaction forgetting a record: the next catalogue asks for
+    /// the list whatever it held, and no digest over a set that named the
+    /// forgotten record is left.
+    pub(super) fn forget_list_digest_tx(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+    ) -> Result<(), crate::StoreError> {
+        self.store
+            .put_sealed_meta_tx(tx, &format!("secret:{LIST_DIGEST}"), b"")
     }
 
     fn held_set_digest(&self) -> Result<String, EngineError> {

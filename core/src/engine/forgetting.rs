@@ -135,10 +135,14 @@ impl Engine {
         self.commit_audited(state, draft, now, |tx| {
             removed = self.store.forget_record_tx(tx, nhs)?;
             self.forget_confirmed_tx(tx, nhs)?;
+            self.forget_list_digest_tx(tx)?;
             Ok(())
         })?;
         self.store.checkpoint()?;
         if removed {
+            // Its unsent changes went with it: the persisted set must not
+            // keep naming the patient.
+            self.clear_unsent(nhs)?;
             self.record_changed(nhs);
             self.status_changed();
         }

@@ -73,6 +73,7 @@ impl Engine {
         });
         self.close_incidents_not_on(&grant, now)?;
         self.apply_retention_locked(&mut state, now)?;
+        self.status_changed();
         Ok(SessionInfo {
             principal: grant.principal,
             expires_at_ms: grant.expires_at_ms,
@@ -164,6 +165,9 @@ impl Engine {
             grant: grant.clone(),
             last_activity_mono: self.clock.monotonic_ms(),
         });
+        // Sync statuses may be read again (they name patients: not while
+        // locked).
+        self.status_changed();
         Ok(SessionInfo {
             principal: grant.principal,
             expires_at_ms: grant.expires_at_ms,

@@ -48,8 +48,13 @@ fn write_confirmed_tx(
 }
 
 impl Engine {
-    /// Every held record's sync status, in NHS number order.
+    /// Every held record's sync status, in NHS number order. The list
+    /// names patients: only while a session is unlocked, as the holdings.
     pub fn record_sync_statuses(&self) -> Result<Vec<RecordSyncStatus>, EngineError> {
+        {
+            let mut state = self.state()?;
+            self.checked_active(&mut state, false)?;
+        }
         let confirmed = self
             .local_changes
             .confirmed
@@ -96,6 +101,9 @@ impl Engine {
     /// sync driver, after each pass; apps with their own transport, after
     /// [`Engine::confirm_sent`]).
     pub fn persist_confirmed(&self) -> Result<(), EngineError> {
+        // Under the engine lock, which forgetting holds: a record forgotten
+        // meanwhile cannot come back into what is written.
+        let _state = self.state()?;
         let held: std::collections::BTreeSet<NhsNumber> = self
             .store
             .holdings()?

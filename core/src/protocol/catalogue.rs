@@ -58,8 +58,13 @@ pub enum CatalogueReply {
         list: Option<HoldingsList>,
         has_grant: bool,
         /// Every document of a listed record whose digest differed (or
-        /// that the device did not name), with the server's heads.
+        /// that the device did not name), with the server's heads (none for
+        /// a record the device did not name: it holds nothing to compare).
         differing: Vec<DocHeads>,
+        /// The keys (as the device sent them) of the records whose digest
+        /// matched: only these, and what differed, were compared.
+        #[serde(default)]
+        matched: Vec<String>,
         /// The device's pushes the server refused (as in the holdings reply).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         refused: Vec<PushRefusal>,

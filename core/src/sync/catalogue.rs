@@ -28,6 +28,12 @@ use crate::protocol::{
 pub(super) struct Plan {
     /// The documents to bring in step through samod (by id).
     pub sync: HashSet<String>,
+    /// Documents the server compared this pass and found in step (or sent
+    /// whole): their records may be confirmed.
+    pub in_step: HashSet<String>,
+    /// Count the rest as in step (as of the last catalogue), without
+    /// confirming their records: an edit-only pass.
+    pub assume_rest: bool,
     /// Documents fetched whole (held nothing of before).
     pub fetched: usize,
     pub holdings: HoldingsOutcome,
@@ -57,14 +63,12 @@ impl Driver {
         session: &Arc<Session>,
         dirty: &BTreeSet<NhsNumber>,
     ) -> Result<Option<Plan>, SyncError> {
-        let fresh = self
-            .catalogue_fresh
-            .lock()
-            .ok()
-            .and_then(|f| *f)
-            .is_some_and(|(on, at)| {
-                on == Arc::as_ptr(session) as usize && at.elapsed() < self.config.refresh
-            });
+        let fresh = self.catalogue_fresh.lock().ok().is_some_and(|f| {
+            f.as_ref().is_some_and(|(on, at)| {
+                on.upgrade().is_some_and(|on| Arc::ptr_eq(&on, session))
+                    && at.elapsed() < self.config.refresh
+            })
+        });
         let signalled =
             self.notice_moved.load(Ordering::SeqCst) || self.list_stale.load(Ordering::SeqCst);
         if !fresh || signalled || dirty.is_empty() {
@@ -78,6 +82,8 @@ impl Driver {
             .collect();
         Ok(Some(Plan {
             sync,
+            in_step: HashSet::new(),
+            assume_rest: true,
             fetched: 0,
             holdings: HoldingsOutcome::default(),
         }))
@@ -125,13 +131,14 @@ impl Driver {
             Ok(Ok(answer)) => answer,
             _ => return Ok(None),
         };
-        let (list, differing, refused) = match CatalogueReply::decode(&answer) {
+        let (list, differing, matched, refused) = match CatalogueReply::decode(&answer) {
             Ok(CatalogueReply::Answered {
                 list,
                 differing,
+                matched,
                 refused,
                 ..
-            }) => (list, differing, refused),
+            }) => (list, differing, matched, refused),
             Ok(CatalogueReply::Refused { reason }) => {
                 tracing::warn!(%reason, "the server refused the catalogue");
                 return Ok(None);
@@ -148,18 +155,38 @@ impl Driver {
             Some(list) => blocking(&self.engine, move |e| e.apply_catalogue_list(&list)).await?,
             None => HoldingsOutcome::default(),
         };
+        // In step: every document of a record whose digest matched (named
+        // by the key this device sent), and each differing one whose heads
+        // are ours. Anything else held was not compared.
+        let matched: HashSet<String> = matched.into_iter().collect();
+        let mut in_step: HashSet<String> = held
+            .iter()
+            .filter(|r| {
+                r.docs
+                    .iter()
+                    .map(|(d, _)| &d.doc_id)
+                    .min()
+                    .is_some_and(|key| matched.contains(key))
+            })
+            .flat_map(|r| r.docs.iter().map(|(d, _)| d.doc_id.clone()))
+            .collect();
         let mut sync = HashSet::new();
         for d in differing {
             let theirs = heads_from_hex(&d.heads).ok().map(sorted);
             if theirs.is_none() || ours.get(&d.doc) != theirs.as_ref() {
                 sync.insert(d.doc);
+            } else {
+                in_step.insert(d.doc);
             }
         }
         // A record changed here since the last pass goes through samod
         // whatever its digest said (the digest was read after the change
         // was taken, but a change is never left to a digest).
         for record in held.iter().filter(|r| dirty.contains(&r.nhs)) {
-            sync.extend(record.docs.iter().map(|(d, _)| d.doc_id.clone()));
+            for (d, _) in &record.docs {
+                in_step.remove(&d.doc_id);
+                sync.insert(d.doc_id.clone());
+            }
         }
         // What the device holds nothing of comes whole, in batches.
         let dirty_docs: HashSet<&String> = held
@@ -174,11 +201,14 @@ impl Driver {
             .collect();
         let fetched = self.fetch_fresh(session, fresh).await?;
         sync.retain(|d| !fetched.contains(d));
+        in_step.extend(fetched.iter().cloned());
         if let Ok(mut f) = self.catalogue_fresh.lock() {
-            *f = Some((Arc::as_ptr(session) as usize, std::time::Instant::now()));
+            *f = Some((Arc::downgrade(session), std::time::Instant::now()));
         }
         Ok(Some(Plan {
             sync,
+            in_step,
+            assume_rest: false,
             fetched: fetched.len(),
             holdings,
         }))

@@ -48,8 +48,9 @@ pub(super) struct Driver {
     pub asker: super::dialer::Asker,
     /// The next catalogue asks for the holdings list whatever it holds.
     pub list_stale: Arc<std::sync::atomic::AtomicBool>,
-    /// The session the last catalogue was answered on, and when.
-    pub catalogue_fresh: Mutex<Option<(usize, Instant)>>,
+    /// The session the last catalogue was answered on (held weakly, so no
+    /// later session can share its address), and when.
+    pub catalogue_fresh: Mutex<Option<(std::sync::Weak<crate::channel::Session>, Instant)>>,
     /// The holdings notice moved since the last catalogue was asked.
     pub notice_moved: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -408,13 +409,21 @@ impl Driver {
         let mut all_in_step: HashMap<NhsNumber, bool> = HashMap::new();
         let mut to_sync = Vec::new();
         for (nhs, info) in docs {
-            // In step by the catalogue: nothing to exchange.
-            if plan
-                .as_ref()
-                .is_some_and(|p| !p.sync.contains(&info.doc_id))
-            {
-                summary.in_step += 1;
-                all_in_step.entry(nhs).or_insert(true);
+            if let Some(p) = plan.as_ref().filter(|p| !p.sync.contains(&info.doc_id)) {
+                if p.in_step.contains(&info.doc_id) {
+                    // In step by the catalogue: nothing to exchange.
+                    summary.in_step += 1;
+                    all_in_step.entry(nhs).or_insert(true);
+                } else {
+                    // Not compared this pass (an edit-only pass: in step as
+                    // of the last catalogue; or a record the server no longer
+                    // lists, kept for its unsent changes): never confirmed
+                    // on that account.
+                    if p.assume_rest {
+                        summary.in_step += 1;
+                    }
+                    all_in_step.insert(nhs, false);
+                }
                 continue;
             }
             if let Ok(doc_id) = info.doc_id.parse::<DocumentId>() {
@@ -584,7 +593,13 @@ impl Driver {
         async move {
             let handle = match tokio::time::timeout(wait, repo.find(doc_id.clone())).await {
                 Ok(Ok(Some(h))) => h,
-                _ => return (nhs, false),
+                _ => {
+                    if dirty {
+                        // Retried next pass; the record stays unsent meanwhile.
+                        engine.mark_dirty_again(&nhs);
+                    }
+                    return (nhs, false);
+                }
             };
             let id = doc_id.to_string();
             if dirty {

@@ -29,7 +29,7 @@ impl Driver {
             .into_iter()
             .map(|(nhs, d)| (d.doc_id, (nhs, d.compartment)))
             .collect();
-        let mut wanted: Vec<String> = fresh
+        let mut wanted: HashSet<String> = fresh
             .into_iter()
             .filter(|d| owners.contains_key(d))
             .collect();
@@ -51,24 +51,27 @@ impl Driver {
                     break;
                 }
             };
+            // Only what was asked (documents this device holds nothing of)
+            // is taken: bytes for anything else, a held document above all,
+            // would skip the received-changes rules samod's path applies.
             let mut answered = HashSet::new();
             let mut merges = Vec::new();
             for f in got {
-                match f {
-                    Fetched::Bytes { doc, bytes } => {
-                        if let Some((nhs, compartment)) = owners.get(&doc) {
-                            let export = crate::CompartmentExport {
-                                compartment: *compartment,
-                                doc_id: doc.clone(),
-                                bytes,
-                            };
-                            merges.push((*nhs, export));
-                        }
-                        answered.insert(doc);
-                    }
-                    Fetched::Withheld { doc } => {
-                        answered.insert(doc);
-                    }
+                let doc = match &f {
+                    Fetched::Bytes { doc, .. } | Fetched::Withheld { doc } => doc.clone(),
+                };
+                if !wanted.contains(&doc) || !answered.insert(doc.clone()) {
+                    continue;
+                }
+                if let (Fetched::Bytes { bytes, .. }, Some((nhs, compartment))) =
+                    (f, owners.get(&doc))
+                {
+                    let export = crate::CompartmentExport {
+                        compartment: *compartment,
+                        doc_id: doc,
+                        bytes,
+                    };
+                    merges.push((*nhs, export));
                 }
             }
             // An answer naming nothing asked moves nothing on: stop.

@@ -58,14 +58,21 @@ fn each_record_says_whether_the_server_has_its_changes_and_when_it_confirmed_the
     tablet.confirm_sent(&a).unwrap();
     tablet.persist_confirmed().unwrap();
     assert!(watch.has_changed().unwrap());
+    // An hour idle locked the tablet: no list of patients until she
+    // unlocks it (sync confirmed in the background meanwhile).
+    assert!(tablet.record_sync_statuses().is_err());
+    tablet.unlock("1357").unwrap();
     let confirmed_at = w.clock_now();
     assert!(!of(a).unsent);
     assert_eq!(of(a).last_confirmed_ms, Some(confirmed_at));
     assert_eq!(of(b).last_confirmed_ms, None);
     drop(tablet);
 
-    // After a restart both are as they were.
+    // After a restart both are as they were (once unlocked: the list
+    // names patients, so a locked tablet gives none).
     let tablet = w.engine_at(&path, "nurse-7", DeviceClass::NurseTablet);
+    assert!(tablet.record_sync_statuses().is_err(), "locked: no list");
+    tablet.unlock("1357").unwrap();
     let a_now = tablet
         .record_sync_statuses()
         .unwrap()

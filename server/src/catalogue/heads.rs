@@ -67,10 +67,18 @@ impl Inner {
         }
     }
 
+    /// Drops a document's kept bytes; its place in `kept_order` goes
+    /// lazily (when it comes up for eviction, or when stale places
+    /// outnumber the kept ones), so a write costs no scan.
     fn drop_bytes(&mut self, doc: &str) {
         if let Some(b) = self.bytes.remove(doc) {
             self.kept_total -= b.len();
-            self.kept_order.retain(|d| d != doc);
+        }
+        if self.kept_order.len() > 2 * self.bytes.len() + 64 {
+            let mut seen = std::collections::HashSet::new();
+            let bytes = &self.bytes;
+            self.kept_order
+                .retain(|d| bytes.contains_key(d) && seen.insert(d.clone()));
         }
     }
 }

@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 pub use heads::{HeadsError, HeadsIndex};
 pub use watch::Watchers;
 
-use crate::policy::AccessPolicy;
+use crate::policy::{AccessPolicy, PolicyStamp};
+use scr_core::protocol::HoldingsList;
 
 type Device = [u8; 32];
 
@@ -115,11 +116,24 @@ pub struct Asking {
     pub layout: u8,
 }
 
+/// A session's last holdings list, the stamp it was computed under and
+/// when: the fetches that follow a catalogue reuse it for a moment.
+type ListCache =
+    Arc<std::sync::Mutex<Option<(PolicyStamp, std::time::Instant, Arc<HoldingsList>)>>>;
+
+/// How long a session's list is reused while the policy's inputs have not
+/// moved (the clock alone moves an expiry: one second at most late).
+const LIST_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Answers one device's asks on its session: the catalogue (JSON) and the
 /// fetch (binary, `protocol::fetch`).
 pub fn answerer(desk: CatalogueDesk, asking: Asking) -> Answerer {
+    let lists = ListCache::default();
+    // Documents this session's fetches sent and logged: each logged once
+    // however often it is asked for again.
+    let logged: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
     Arc::new(move |question: Vec<u8>| {
-        let desk = desk.clone();
+        let (desk, lists, logged) = (desk.clone(), lists.clone(), logged.clone());
         Box::pin(async move {
             let ask = match Ask::decode(&question) {
                 Ok(ask) => ask,
@@ -131,11 +145,25 @@ pub fn answerer(desk: CatalogueDesk, asking: Asking) -> Answerer {
                 }
             };
             let fetching = matches!(ask, Ask::Fetch(_));
-            let answered = tokio::task::spawn_blocking(move || match ask {
-                Ask::Catalogue(request) => {
-                    serde_json::to_vec(&desk.answer(asking, &request)).unwrap_or_default()
+            let answered = tokio::task::spawn_blocking(move || {
+                let list = desk.list_for(asking, &lists);
+                match ask {
+                    Ask::Catalogue(request) => {
+                        serde_json::to_vec(&desk.answer(asking, list, &request)).unwrap_or_default()
+                    }
+                    Ask::Fetch(request) => {
+                        let (answer, sent) = desk.fetch(asking, list, &request.docs);
+                        let new: Vec<String> = match logged.lock() {
+                            Ok(mut logged) => sent
+                                .into_iter()
+                                .filter(|d| logged.insert(d.clone()))
+                                .collect(),
+                            Err(_) => sent,
+                        };
+                        desk.sent.sent(asking.device, new);
+                        answer.encode()
+                    }
                 }
-                Ask::Fetch(request) => desk.fetch(asking, &request.docs).encode(),
             })
             .await;
             answered.unwrap_or_else(|_| {
@@ -151,27 +179,52 @@ pub fn answerer(desk: CatalogueDesk, asking: Asking) -> Answerer {
 }
 
 impl CatalogueDesk {
-    /// Blocking: the share policy, SQLite, document loads on a cold index.
-    pub fn answer(&self, asking: Asking, request: &CatalogueRequest) -> CatalogueReply {
+    /// The device's current list as its app reads it (`None`: no current
+    /// grant), reused from `lists` while the policy's inputs stand and it
+    /// is under a second old. Blocking.
+    fn list_for(&self, asking: Asking, lists: &ListCache) -> Option<Arc<HoldingsList>> {
+        let stamp = self.policy.stamp_for(&asking.device);
+        if let Ok(cached) = lists.lock()
+            && let Some((at, when, list)) = cached.as_ref()
+            && *at == stamp
+            && when.elapsed() < LIST_REUSE
+        {
+            return Some(list.clone());
+        }
+        let list = self.policy.holdings_for(&asking.device)?;
+        let list = Arc::new(if asking.layout == 1 {
+            list.in_layout_1()
+        } else {
+            list
+        });
+        if let Ok(mut cached) = lists.lock() {
+            *cached = Some((stamp, std::time::Instant::now(), list.clone()));
+        }
+        Some(list)
+    }
+
+    /// Blocking: SQLite, document loads on a cold index.
+    pub fn answer(
+        &self,
+        asking: Asking,
+        list: Option<Arc<HoldingsList>>,
+        request: &CatalogueRequest,
+    ) -> CatalogueReply {
         let Asking {
             ref device,
             session,
-            layout,
+            ..
         } = asking;
         let refused = crate::refusals::of_device(&self.store, device);
-        let Some(list) = self.policy.holdings_for(device) else {
+        let Some(list) = list else {
             self.catalogue.watchers.forget(device, session);
             return CatalogueReply::Answered {
                 list: None,
                 has_grant: false,
                 differing: Vec::new(),
+                matched: Vec::new(),
                 refused,
             };
-        };
-        let list = if layout == 1 {
-            list.in_layout_1()
-        } else {
-            list
         };
         let named: HashMap<&str, &str> = request
             .records
@@ -187,7 +240,7 @@ impl CatalogueDesk {
             .flat_map(|p| p.documents.iter().map(|d| d.doc_id.clone()))
             .collect();
         self.catalogue.watchers.watch(*device, session, listed);
-        let (mut differing, mut in_step) = (Vec::new(), Vec::new());
+        let (mut differing, mut matched) = (Vec::new(), Vec::new());
         for patient in &list.patients {
             let docs: Vec<_> = patient
                 .documents
@@ -205,49 +258,57 @@ impl CatalogueDesk {
                 .into_iter()
                 .map(|(d, h)| (d, h.unwrap_or_default()))
                 .collect();
+            let key = docs.iter().map(|(d, _)| d.as_str()).min();
             let same = readable
-                && docs
-                    .iter()
-                    .map(|(d, _)| d.as_str())
-                    .min()
+                && key
                     .and_then(|key| named.get(key))
                     .is_some_and(|theirs| *theirs == record_digest(&docs));
+            // A record the device did not name at all it holds nothing of
+            // to compare: its documents go without heads.
+            let named_here = docs.iter().any(|(d, _)| named.contains_key(d.as_str()));
             if same {
-                in_step.extend(docs.into_iter().map(|(d, _)| d));
+                matched.extend(key.map(str::to_owned));
             } else {
                 differing.extend(docs.into_iter().map(|(doc, heads)| DocHeads {
-                    heads: heads_to_hex(&heads),
+                    heads: if named_here {
+                        heads_to_hex(&heads)
+                    } else {
+                        Vec::new()
+                    },
                     doc,
                 }));
             }
         }
-        // What samod will bring in step is joined there; only the rest
-        // stays watched here.
-        self.catalogue.watchers.watch(*device, session, in_step);
-        let list = (request.list.as_deref() != Some(list_digest(&list).as_str())).then_some(list);
+        // Every listed document stays watched: one the device then syncs
+        // through samod leaves the watch when a message of it arrives
+        // (`Catalogue::joined`); one it found equal, or fetches, stays.
+        let list = (request.list.as_deref() != Some(list_digest(&list).as_str()))
+            .then(|| HoldingsList::clone(&list));
         CatalogueReply::Answered {
             list,
             has_grant: true,
             differing,
+            matched,
             refused,
         }
     }
 
     /// The stored bytes of each asked document the device may hold now,
     /// in the order asked, until the answer's budget is spent (the device
-    /// asks again for the rest). Blocking: the share policy and SQLite.
-    pub fn fetch(&self, asking: Asking, docs: &[String]) -> FetchAnswer {
-        let Some(list) = self.policy.holdings_for(&asking.device) else {
-            return FetchAnswer::Documents(
-                docs.iter()
-                    .map(|doc| Fetched::Withheld { doc: doc.clone() })
-                    .collect(),
-            );
-        };
-        let list = if asking.layout == 1 {
-            list.in_layout_1()
-        } else {
-            list
+    /// asks again for the rest), and the ids of those sent (for the sent
+    /// log). Blocking: SQLite unless the bytes are kept.
+    pub fn fetch(
+        &self,
+        asking: Asking,
+        list: Option<Arc<HoldingsList>>,
+        docs: &[String],
+    ) -> (FetchAnswer, Vec<String>) {
+        let Some(list) = list else {
+            let withheld = docs
+                .iter()
+                .map(|doc| Fetched::Withheld { doc: doc.clone() })
+                .collect();
+            return (FetchAnswer::Documents(withheld), Vec::new());
         };
         let listed: std::collections::HashSet<&str> = list
             .patients
@@ -287,7 +348,6 @@ impl CatalogueDesk {
                 }
             }
         }
-        self.sent.sent(asking.device, sent);
-        FetchAnswer::Documents(out)
+        (FetchAnswer::Documents(out), sent)
     }
 }

@@ -21,9 +21,22 @@ struct Inner {
     by_doc: HashMap<String, HashSet<Device>>,
     /// Each device's watched documents, and the session that asked.
     by_device: HashMap<Device, (u64, HashSet<String>)>,
+    /// The newest session each device asked on: a late answer on an older
+    /// one (ended meanwhile) must not replace what the newer was told.
+    newest: HashMap<Device, u64>,
 }
 
 impl Inner {
+    /// Whether `session` is the device's newest (and makes it so).
+    fn current(&mut self, device: Device, session: u64) -> bool {
+        let newest = self.newest.entry(device).or_insert(session);
+        if session < *newest {
+            return false;
+        }
+        *newest = session;
+        true
+    }
+
     fn forget(&mut self, device: &Device) {
         for doc in self.by_device.remove(device).unwrap_or_default().1 {
             if let Some(devices) = self.by_doc.get_mut(&doc) {
@@ -40,7 +53,9 @@ impl Watchers {
     /// The device was told these documents are in step on its session
     /// numbered `session` (replacing what it was told before).
     pub fn watch(&self, device: Device, session: u64, docs: Vec<String>) {
-        if let Ok(mut inner) = self.inner.lock() {
+        if let Ok(mut inner) = self.inner.lock()
+            && inner.current(device, session)
+        {
             inner.forget(&device);
             for doc in &docs {
                 inner.by_doc.entry(doc.clone()).or_default().insert(device);
@@ -56,6 +71,9 @@ impl Watchers {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
+        if !inner.current(device, session) {
+            return;
+        }
         if inner
             .by_device
             .get(&device)
@@ -164,6 +182,12 @@ mod tests {
         w.add([6; 32], 7, vec!["g".into()]);
         assert_eq!(w.written("g"), vec![[6; 32]]);
         assert!(w.written("f").is_empty(), "forgotten whole once told");
+        // A late answer on an older session changes nothing.
+        w.watch([9; 32], 12, vec!["new".into()]);
+        w.watch([9; 32], 11, vec!["old".into()]);
+        w.add([9; 32], 11, vec!["older".into()]);
+        assert!(w.written("old").is_empty() && w.written("older").is_empty());
+        assert_eq!(w.written("new"), vec![[9; 32]]);
         w.watch([4; 32], 4, vec!["d".into()]);
         assert_eq!(w.all(), vec![[4; 32]]);
         assert!(w.written("d").is_empty());

@@ -43,6 +43,11 @@ pub struct AccessPolicy {
     legacy_permissions_until_ms: i64,
 }
 
+/// An opaque mark of the inputs a device's decisions were made from
+/// ([`AccessPolicy::stamp_for`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PolicyStamp(Stamp);
+
 /// Tells open share-policy streams to decide again: all of them, or one
 /// device's.
 #[derive(Clone, Default)]
@@ -197,6 +202,13 @@ impl AccessPolicy {
         self.inputs.device(stamp, key, || {
             inputs::read_device(&self.store, &self.directory, key)
         })
+    }
+
+    /// Where the epochs a device's decisions depend on stand now: a list
+    /// computed for the device under an equal stamp was computed from the
+    /// same inputs (only the clock may have moved since).
+    pub fn stamp_for(&self, key: &[u8; 32]) -> PolicyStamp {
+        PolicyStamp(self.epoch.stamp(key))
     }
 
     /// What the device should hold under its current grant: each patient

@@ -82,15 +82,22 @@ async fn open_sync_session(
         device,
         shared.metrics.changes_refused.clone(),
     );
-    // A document the device syncs through samod needs no catalogue notice.
+    // A document the device syncs through samod needs no catalogue notice
+    // (once the gate has let its message through to samod).
     let catalogue = shared.catalogue.catalogue.clone();
     let gate: channel::Gate = Arc::new(move |message: Vec<u8>| {
-        if let Some((kind, Some(doc))) = scr_core::protocol::wire::kind_and_document(&message)
-            && (kind == "sync" || kind == "request")
-        {
-            catalogue.joined(&device, &doc);
-        }
-        gate(message)
+        let doc = match scr_core::protocol::wire::kind_and_document(&message) {
+            Some((kind, doc)) if kind == "sync" || kind == "request" => doc,
+            _ => None,
+        };
+        let (catalogue, passing) = (catalogue.clone(), gate(message));
+        Box::pin(async move {
+            let passed = passing.await;
+            if let (Some(_), Some(doc)) = (&passed, doc) {
+                catalogue.joined(&device, &doc);
+            }
+            passed
+        })
     });
     let (session, transport) = channel::Session::open_observed(
         device,

@@ -1,9 +1,10 @@
 //! Asks beside samod's stream: one side asks (the device, for the
 //! catalogue), the other answers with whatever its [`Answerer`] returns.
 //! Asks are numbered by the asker and never replayed: one lost with a
-//! connection is asked again. A side answers one ask at a time; a peer that
-//! asks again before its answer came breaks the protocol and the session
-//! ends.
+//! connection is asked again. A side answers one ask at a time, and takes
+//! the next only once its answer has gone to the writer (which takes it
+//! only while little waits to be written); a peer that asks again before
+//! that breaks the protocol and the session ends.
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -87,15 +88,21 @@ impl Session {
         }
         a.answering = true;
         drop(a);
-        let (asks, side) = (self.asks.clone(), self.side_tx.clone());
+        let side = self.side_tx.clone();
         let question = payload.to_vec();
+        // The answer is queued for the connection; the peer may ask again
+        // once it is handed to the writer (`answered`), not before.
         tokio::spawn(async move {
             let answer = answerer(question).await;
-            if let Ok(mut a) = asks.lock() {
-                a.answering = false;
-            }
             let _ = side.send((ANSWER, id, answer));
         });
         Ok(())
+    }
+
+    /// An answer went to the writer: the peer may ask again.
+    pub(super) fn answered(&self) {
+        if let Ok(mut a) = self.asks.lock() {
+            a.answering = false;
+        }
     }
 }

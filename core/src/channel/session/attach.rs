@@ -138,11 +138,18 @@ impl Session {
                     }
                     last_sent = Instant::now();
                 }
-                Some((kind, seq, payload)) = side.recv() => {
+                // Asks and answers wait like samod's messages while the
+                // writer is behind: a peer that asks and never reads gets
+                // nothing more queued for it.
+                Some((kind, seq, payload)) = side.recv(), if queue.pending() < WRITE_AHEAD => {
                     self.traffic.sent.fetch_add(payload.len() as u64, Ordering::Relaxed);
                     let ack = self.ack_now();
                     if queue.put(frame(kind, seq, ack, &payload)).is_err() {
                         break lost(ChannelError::Closed);
+                    }
+                    if kind == super::frame::ANSWER {
+                        // Only now may the peer ask again.
+                        self.answered();
                     }
                     last_sent = Instant::now();
                 }
