@@ -16,7 +16,6 @@ use super::{DeviceStorage, PassSummary, SyncConfig, SyncError, SyncState};
 use crate::NhsNumber;
 use crate::channel::ChannelError;
 use crate::engine::{Engine, EngineError};
-use crate::record::Compartment;
 
 pub(super) struct Driver {
     pub engine: Arc<Engine>,
@@ -158,32 +157,6 @@ impl Driver {
         }
     }
 
-    async fn upload_audit(&self) -> Result<super::AuditUploadOutcome, super::AuditUploadError> {
-        super::upload_audit_queue(
-            &self.engine,
-            &self.config.server_url,
-            &self.config.keys,
-            &self.config.server_key,
-        )
-        .await
-    }
-
-    /// A refused device still hands over its audit trail (the server admits
-    /// it for that alone) and, if it was revoked, wipes itself when told to.
-    async fn upload_while_refused(&self) {
-        match self.upload_audit().await {
-            Ok(outcome) => {
-                if let Some(n) = outcome.wiped {
-                    tracing::warn!(
-                        forgotten = n,
-                        "this device was revoked and forgot every patient"
-                    );
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "a refused device could not upload its trail"),
-        }
-    }
-
     fn offline(&self) {
         self.state.send_replace(SyncState::Offline);
     }
@@ -245,73 +218,6 @@ impl Driver {
             summary.audit = outcome;
         }
         Ok(summary)
-    }
-
-    /// Tells the server the audit queue is empty, on a task of its own
-    /// (one at a time); a failure leaves it for the next pass.
-    fn report_empty_queue(&self) {
-        let starts = self
-            .background_report
-            .lock()
-            .map(|mut r| !std::mem::replace(&mut r.0, true))
-            .unwrap_or(false);
-        if !starts {
-            return;
-        }
-        let engine = self.engine.clone();
-        let (url, keys, server_key) = (
-            self.config.server_url.clone(),
-            self.config.keys.clone(),
-            self.config.server_key,
-        );
-        let (reported, report) = (
-            self.audit_reported_empty.clone(),
-            self.background_report.clone(),
-        );
-        tokio::spawn(async move {
-            let outcome = super::upload_audit_queue(&engine, &url, &keys, &server_key).await;
-            let done = match outcome {
-                Ok(outcome) => {
-                    reported.store(true, Ordering::SeqCst);
-                    if let Some(n) = outcome.wiped {
-                        tracing::warn!(
-                            forgotten = n,
-                            "the server asked this device to wipe itself"
-                        );
-                    }
-                    Some(outcome)
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "the empty audit queue was not reported");
-                    None
-                }
-            };
-            if let Ok(mut r) = report.lock() {
-                *r = (false, done);
-            }
-        });
-    }
-
-    /// The audit queue's upload: what it did, and whether it failed.
-    async fn upload_step(&self) -> (super::AuditUploadOutcome, bool) {
-        let uploaded = self.upload_audit().await;
-        if let Ok(mut retry) = self.audit_retry.lock() {
-            match &uploaded {
-                Ok(_) => retry.succeeded(),
-                Err(super::AuditUploadError::Channel(_)) => retry.connection_lost(Instant::now()),
-                Err(_) => retry.failed(Instant::now()),
-            }
-        }
-        match uploaded {
-            Ok(outcome) => {
-                self.audit_reported_empty.store(true, Ordering::SeqCst);
-                (outcome, false)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the audit queue was not uploaded");
-                (Default::default(), true)
-            }
-        }
     }
 
     /// samod's connection, once its handshake is done (`Stopped` if it
@@ -571,136 +477,5 @@ impl Driver {
                 }
             });
         }
-    }
-
-    /// Finds one document (loading it from the store, or from the server if
-    /// it is new), hands it any local change, and waits until both sides
-    /// have each other's changes. Returns whether that happened in time.
-    fn sync_document(
-        &self,
-        conn: ConnectionId,
-        nhs: NhsNumber,
-        compartment: Compartment,
-        doc_id: DocumentId,
-        dirty: bool,
-        watched: Arc<Mutex<HashSet<String>>>,
-    ) -> impl Future<Output = (NhsNumber, bool)> + use<> {
-        let (engine, repo, wait) = (
-            self.engine.clone(),
-            self.repo.clone(),
-            self.config.pass_wait,
-        );
-        async move {
-            let handle = match tokio::time::timeout(wait, repo.find(doc_id.clone())).await {
-                Ok(Ok(Some(h))) => h,
-                _ => {
-                    if dirty {
-                        // Retried next pass; the record stays unsent meanwhile.
-                        engine.mark_dirty_again(&nhs);
-                    }
-                    return (nhs, false);
-                }
-            };
-            let id = doc_id.to_string();
-            if dirty {
-                let doc = id.clone();
-                let pushed = match blocking(&engine, move |e| e.document_bytes(&nhs, &doc)).await {
-                    Ok(Some(bytes)) => matches!(
-                        handle
-                            .with_document_async(move |d| d.load_incremental(&bytes).map(|_| ()))
-                            .await,
-                        Ok(Ok(()))
-                    ),
-                    Ok(None) => true,
-                    Err(_) => false,
-                };
-                if !pushed {
-                    // Retried next pass; the record stays unsent meanwhile.
-                    engine.mark_dirty_again(&nhs);
-                    return (nhs, false);
-                }
-            }
-            if watched
-                .lock()
-                .map(|mut w| w.insert(id.clone()))
-                .unwrap_or(false)
-            {
-                tokio::spawn(merge_into_engine(
-                    engine.clone(),
-                    handle.clone(),
-                    nhs,
-                    compartment,
-                ));
-                // What arrived before the listener started.
-                merge_now(&engine, &handle, nhs, compartment).await;
-            }
-            let both = futures::future::join(
-                handle.we_have_their_changes(conn),
-                handle.they_have_our_changes(conn),
-            );
-            let in_step = tokio::time::timeout(wait, both).await.is_ok();
-            if in_step {
-                merge_now(&engine, &handle, nhs, compartment).await;
-            }
-            (nhs, in_step)
-        }
-    }
-}
-
-/// Hands the document as samod holds it to the engine.
-async fn merge_now(
-    engine: &Arc<Engine>,
-    handle: &DocHandle,
-    nhs: NhsNumber,
-    compartment: Compartment,
-) {
-    // Same heads, same document: nothing to save or merge (most documents,
-    // most passes).
-    let Ok(mut theirs) = handle.with_document_async(|d| d.get_heads()).await else {
-        return;
-    };
-    let doc_id = handle.document_id().to_string();
-    if let Ok(Some(mut ours)) = blocking(engine, move |e| e.document_heads(&nhs, &doc_id)).await {
-        ours.sort();
-        theirs.sort();
-        if ours == theirs {
-            return;
-        }
-    }
-    let Ok(bytes) = handle.with_document_async(|d| d.save()).await else {
-        return;
-    };
-    let export = crate::CompartmentExport {
-        compartment,
-        doc_id: handle.document_id().to_string(),
-        bytes,
-    };
-    if let Err(e) = blocking(engine, move |e| e.merge_synced(&nhs, &export)).await {
-        tracing::warn!(error = %e, "a synced document could not be merged");
-    }
-}
-
-/// Merges every change samod receives for the document into the engine,
-/// coalescing bursts, until the repo stops.
-async fn merge_into_engine(
-    engine: Arc<Engine>,
-    handle: DocHandle,
-    nhs: NhsNumber,
-    compartment: Compartment,
-) {
-    let mut changes = handle.changes();
-    while changes.next().await.is_some() {
-        while let Some(Some(_)) = changes.next().now_or_never_ready() {}
-        merge_now(&engine, &handle, nhs, compartment).await;
-    }
-}
-
-trait NowOrNever: Future + Sized {
-    fn now_or_never_ready(self) -> Option<Self::Output>;
-}
-
-impl<F: Future> NowOrNever for F {
-    fn now_or_never_ready(self) -> Option<F::Output> {
-        futures::FutureExt::now_or_never(self)
     }
 }

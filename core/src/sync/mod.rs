@@ -17,6 +17,8 @@ mod driver;
 mod encounter;
 mod fetch;
 mod holdings;
+mod pass_audit;
+mod pass_document;
 mod rebuild;
 mod received;
 mod request;
