@@ -324,12 +324,10 @@ async fn ws(
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     String,
 > {
-    Ok(
-        tokio_tungstenite::connect_async(format!("ws://{addr}/sync"))
-            .await
-            .map_err(|e| e.to_string())?
-            .0,
-    )
+    // As the app connects (`channel::open_websocket`: Nagle off).
+    scr_core::channel::open_websocket(&format!("ws://{addr}/sync"))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A tablet's first minutes: enroll, log in, sync its caseload cold.
