@@ -172,7 +172,12 @@ impl Driver {
             .collect();
         let mut sync = HashSet::new();
         for d in differing {
-            let theirs = heads_from_hex(&d.heads).ok().map(sorted);
+            // No heads: the server did not compare this record (or holds
+            // nothing of the document): never taken as in step.
+            let theirs = heads_from_hex(&d.heads)
+                .ok()
+                .filter(|h| !h.is_empty())
+                .map(sorted);
             if theirs.is_none() || ours.get(&d.doc) != theirs.as_ref() {
                 sync.insert(d.doc);
             } else {

@@ -99,6 +99,14 @@ impl Session {
         Ok(())
     }
 
+    /// Whether the ask numbered `id` still has someone waiting for it.
+    pub(super) fn still_asking(&self, id: u64) -> bool {
+        self.asks
+            .lock()
+            .map(|a| a.pending.contains_key(&id))
+            .unwrap_or(false)
+    }
+
     /// An answer went to the writer: the peer may ask again.
     pub(super) fn answered(&self) {
         if let Ok(mut a) = self.asks.lock() {

@@ -142,14 +142,19 @@ impl Session {
                 // writer is behind: a peer that asks and never reads gets
                 // nothing more queued for it.
                 Some((kind, seq, payload)) = side.recv(), if queue.pending() < WRITE_AHEAD => {
+                    if kind == super::frame::ANSWER {
+                        // Only now may the peer ask again (sent, or lost
+                        // with this connection: asked again either way).
+                        self.answered();
+                    } else if !self.still_asking(seq) {
+                        // Its asker gave up while it waited here: sent now,
+                        // it would arrive while a newer ask is answered.
+                        continue;
+                    }
                     self.traffic.sent.fetch_add(payload.len() as u64, Ordering::Relaxed);
                     let ack = self.ack_now();
                     if queue.put(frame(kind, seq, ack, &payload)).is_err() {
                         break lost(ChannelError::Closed);
-                    }
-                    if kind == super::frame::ANSWER {
-                        // Only now may the peer ask again.
-                        self.answered();
                     }
                     last_sent = Instant::now();
                 }

@@ -320,3 +320,28 @@ async fn an_ask_to_a_side_that_answers_none_ends_the_session() {
         .unwrap();
     assert!(matches!(attached.await.unwrap(), Detached::Ended));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_given_up_before_it_went_out_is_never_sent() {
+    let (device, server) = (
+        StaticKeypair::generate().unwrap(),
+        StaticKeypair::generate().unwrap(),
+    );
+    let (a, _a_in, _a_out) = no_guard();
+    let (b, _b_in, _b_out) = no_guard();
+    b.answer_with(slow_reverser(Duration::from_millis(300)));
+    // Asked while no connection carries the session, and given up.
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), a.ask(b"stale".to_vec())).await;
+    assert!(gave_up.is_err());
+    let (ca, cb, _wire) = linked(&device, &server).await;
+    let (a2, b2) = (a.clone(), b.clone());
+    let _ta = tokio::spawn(async move { a2.attach(ca, 0).await });
+    let _tb = tokio::spawn(async move { b2.attach(cb, 0).await });
+    // Sent, the stale ask would be answered first, and this one would
+    // arrive while it is: the session would end.
+    let answer = tokio::time::timeout(Duration::from_secs(10), a.ask(b"fresh".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(answer, Ok(b"hserf".to_vec()));
+    assert!(!a.is_ended() && !b.is_ended());
+}
