@@ -156,15 +156,6 @@ impl HeadsIndex {
             inner.kept_total = 0;
         }
     }
-
-    /// How many documents' heads are kept.
-    pub fn len(&self) -> usize {
-        self.inner.lock().map_or(0, |i| i.known.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

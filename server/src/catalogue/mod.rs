@@ -89,11 +89,6 @@ impl Catalogue {
     pub fn session_ended(&self, device: &Device, session: u64) {
         self.watchers.forget(device, session);
     }
-
-    /// Documents whose heads are kept.
-    pub fn heads_kept(&self) -> usize {
-        self.heads.len()
-    }
 }
 
 /// What answering needs.
