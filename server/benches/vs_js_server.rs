@@ -40,6 +40,8 @@ const NURSE: &str = "555000000102";
 const PATIENTS: u32 = 150;
 /// Fetches per server (each by a fresh client); the median is reported.
 const RUNS: usize = 5;
+/// Documents read at a time on one blocking thread, as the app's fetch.
+const READ_PIECE: usize = 48;
 
 /// A plain WebSocket dialer, as automerge-repo's own clients use.
 struct PlainWs(String);
@@ -178,8 +180,9 @@ async fn fetch_by_catalogue(
     let catalogued = t.elapsed();
     let mut wanted: std::collections::HashSet<String> =
         differing.into_iter().map(|d| d.doc).collect();
-    // Each answer is read on the blocking pool while the next is asked for
-    // (the app reads each one before its engine takes it, the same way).
+    // Each answer is read on the blocking pool, in pieces across the cores,
+    // while the next is asked for: the app's fetch does the same before its
+    // engine takes the documents (`scr_core::sync` fetch, `READ_PIECE`).
     let mut reads = Vec::new();
     let mut id = 1;
     while !wanted.is_empty() {
@@ -191,7 +194,7 @@ async fn fetch_by_catalogue(
         let FetchAnswer::Documents(got) = FetchAnswer::decode(&answer).unwrap() else {
             panic!("the fetch was refused");
         };
-        let batch: Vec<Vec<u8>> = got
+        let all: Vec<Vec<u8>> = got
             .into_iter()
             .filter_map(|f| match f {
                 Fetched::Bytes { doc, bytes } => {
@@ -201,21 +204,28 @@ async fn fetch_by_catalogue(
                 Fetched::Withheld { .. } => None,
             })
             .collect();
-        reads.push(tokio::task::spawn_blocking(move || {
-            batch
-                .iter()
-                .map(|bytes| {
-                    let mut budget = scr_core::record::untrusted::MAX_INFLATED_DOCUMENT;
-                    assert!(
-                        scr_core::record::untrusted::plain_chunks(bytes)
-                            && scr_core::record::untrusted::inflation_within(bytes, &mut budget)
-                    );
-                    scr_core::record::untrusted::contained(|| automerge::Automerge::load(bytes))
-                        .unwrap()
-                        .unwrap()
-                })
-                .collect::<Vec<_>>()
-        }));
+        let mut all = all.into_iter().peekable();
+        while all.peek().is_some() {
+            let batch: Vec<Vec<u8>> = all.by_ref().take(READ_PIECE).collect();
+            reads.push(tokio::task::spawn_blocking(move || {
+                batch
+                    .iter()
+                    .map(|bytes| {
+                        let mut budget = scr_core::record::untrusted::MAX_INFLATED_DOCUMENT;
+                        assert!(
+                            scr_core::record::untrusted::plain_chunks(bytes)
+                                && scr_core::record::untrusted::inflation_within(
+                                    bytes,
+                                    &mut budget
+                                )
+                        );
+                        scr_core::record::untrusted::contained(|| automerge::Automerge::load(bytes))
+                            .unwrap()
+                            .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
     }
     let fetched = t.elapsed();
     let mut loaded = Vec::new();
@@ -348,13 +358,13 @@ async fn ours(s: &Setup) -> (Vec<Duration>, Vec<Duration>, (f64, f64)) {
         .unwrap();
     assert!(matches!(response, LoginResponse::Granted { .. }));
     let mut took = Vec::new();
-    for _ in 0..RUNS {
+    for _ in 0..if profiling() { 0 } else { RUNS } {
         let dialer =
             Arc::new(scr_core::sync::NoiseDialer::new(&url, keys.clone(), s.server_key).unwrap());
         took.push(fetch_all(dialer, &hex_key(&keys.public()), &s.ids).await);
     }
     let mut fetched = Vec::new();
-    for _ in 0..RUNS {
+    for _ in 0..if profiling() { 200 } else { RUNS } {
         let (t, n) = fetch_by_catalogue(&url, &keys, &s.server_key).await;
         assert_eq!(n, s.ids.len(), "every document fetched");
         fetched.push(t);
@@ -365,7 +375,16 @@ async fn ours(s: &Setup) -> (Vec<Duration>, Vec<Duration>, (f64, f64)) {
     (took, fetched, memory)
 }
 
+/// `SCR_BENCH_PROFILE=1`: only our fetch, many times over (to profile the
+/// server with `perf record -p`); no comparison is printed.
+fn profiling() -> bool {
+    std::env::var_os("SCR_BENCH_PROFILE").is_some()
+}
+
 async fn reference(s: &Setup) -> Option<(Vec<Duration>, (f64, f64))> {
+    if profiling() {
+        return None;
+    }
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/js-compare/server.mjs");
     if !script.with_file_name("node_modules").exists() {
@@ -521,6 +540,14 @@ fn main() {
     let load: Vec<_> = (0..RUNS).map(|_| floor_load(&s.exports)).collect();
     let guarded: Vec<_> = (0..RUNS).map(|_| floor_guarded_load(&s.exports)).collect();
     let load_sync: Vec<_> = (0..RUNS).map(|_| floor_load_and_sync(&s.exports)).collect();
+    if profiling() {
+        println!(
+            "profiled: {} fetches, median {:.1} ms",
+            fetch_runs.len(),
+            ms(median(fetch_runs))
+        );
+        return;
+    }
     let by_samod = median(our_runs.clone());
     let ours = median(fetch_runs.clone());
     report(

@@ -8,9 +8,10 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use scr_core::Store;
 use scr_core::channel::Observer;
 use scr_core::protocol::wire;
+use scr_core::record::Compartment;
+use scr_core::{NhsNumber, Store};
 use tokio::sync::mpsc;
 
 use crate::archive::{Archive, SentNow};
@@ -22,21 +23,26 @@ const MAX_NOTED: usize = 4096;
 /// transaction at most.
 const BATCH: usize = 512;
 
+/// A document sent, with its patient and compartment when the sender
+/// knew them (a fetch answers from the holdings list, which names both);
+/// otherwise the writer looks them up.
+pub type SentDoc = (String, Option<(NhsNumber, Compartment)>);
+
 /// Hands each session its observer; writes what they note.
 #[derive(Clone)]
 pub struct SentLog {
-    to_writer: mpsc::UnboundedSender<([u8; 32], Vec<String>)>,
+    to_writer: mpsc::UnboundedSender<([u8; 32], Vec<SentDoc>)>,
 }
 
 impl SentLog {
     /// Starts the writer (it ends when every observer and this are gone).
     pub fn start(store: Store, archive: Arc<Archive>) -> Self {
-        let (to_writer, mut from_sessions) = mpsc::unbounded_channel::<([u8; 32], Vec<String>)>();
+        let (to_writer, mut from_sessions) = mpsc::unbounded_channel::<([u8; 32], Vec<SentDoc>)>();
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while from_sessions.recv_many(&mut batch, BATCH).await > 0 {
                 let (store, archive) = (store.clone(), archive.clone());
-                let noted: Vec<([u8; 32], String)> = std::mem::take(&mut batch)
+                let noted: Vec<([u8; 32], SentDoc)> = std::mem::take(&mut batch)
                     .into_iter()
                     .flat_map(|(device, docs)| docs.into_iter().map(move |d| (device, d)))
                     .collect();
@@ -51,7 +57,7 @@ impl SentLog {
 
     /// Documents sent to `device` outside samod (a fetch's answer): one
     /// batch, appended in one transaction.
-    pub fn sent(&self, device: [u8; 32], docs: Vec<String>) {
+    pub fn sent(&self, device: [u8; 32], docs: Vec<SentDoc>) {
         if !docs.is_empty() {
             let _ = self.to_writer.send((device, docs));
         }
@@ -76,7 +82,7 @@ impl SentLog {
                 .is_some_and(|s| s.is_ok_and(|s| !s.changes.is_empty()));
             if carries_changes {
                 noted.insert(doc.clone());
-                let _ = to_writer.send((device, vec![doc]));
+                let _ = to_writer.send((device, vec![(doc, None)]));
             }
         })
     }
@@ -87,12 +93,15 @@ impl SentLog {
 fn write(
     store: &Store,
     archive: &Archive,
-    noted: Vec<([u8; 32], String)>,
+    noted: Vec<([u8; 32], SentDoc)>,
 ) -> Result<(), crate::archive::ArchiveError> {
     let sent: Vec<SentNow> = noted
         .into_iter()
-        .filter_map(|(device, document)| {
-            let (patient, compartment) = store.owner_of_document(&document).ok()??;
+        .filter_map(|(device, (document, owner))| {
+            let (patient, compartment) = match owner {
+                Some(owner) => owner,
+                None => store.owner_of_document(&document).ok()??,
+            };
             Some(SentNow {
                 device,
                 document,

@@ -376,6 +376,17 @@ impl Engine {
         nhs: &NhsNumber,
         export: &crate::CompartmentExport,
     ) -> Result<bool, EngineError> {
+        self.merge_fetched(nhs, export, None)
+    }
+
+    /// [`Engine::merge_synced`] with the export already read into a
+    /// document (outside the engine's lock, as the fetch does).
+    pub(crate) fn merge_fetched(
+        &self,
+        nhs: &NhsNumber,
+        export: &crate::CompartmentExport,
+        read: Option<crate::record::CompartmentDoc>,
+    ) -> Result<bool, EngineError> {
         // Under the engine lock, which `apply_holdings` holds while it drops
         // documents: a compartment withdrawn meanwhile is not taken back on.
         let mut state = self.state()?;
@@ -390,7 +401,7 @@ impl Engine {
             return Ok(false);
         }
         let merged = self
-            .with_sync_replica(&mut state, nhs, |r| r.merge(export))?
+            .with_sync_replica(&mut state, nhs, |r| r.merge_read(export, read))?
             .is_some();
         if merged {
             self.record_changed(nhs);

@@ -43,6 +43,19 @@ impl PatientReplica {
     /// Merges another replica's compartment into this one and persists the
     /// result. A compartment not yet held is taken on.
     pub fn merge(&mut self, export: &CompartmentExport) -> Result<(), StoreError> {
+        self.merge_read(export, None)
+    }
+
+    /// Like [`PatientReplica::merge`], with the export's bytes already read
+    /// (`CompartmentDoc::load` for the export's compartment, which is what
+    /// merging would do first): a fetch reads its documents across cores
+    /// before taking the engine's lock. A compartment already held merges
+    /// the bytes as `merge` does; the read copy then goes unused.
+    pub fn merge_read(
+        &mut self,
+        export: &CompartmentExport,
+        read: Option<CompartmentDoc>,
+    ) -> Result<(), StoreError> {
         match self.docs.get_mut(&export.compartment) {
             Some(held) => {
                 if held.info.doc_id != export.doc_id {
@@ -54,7 +67,10 @@ impl PatientReplica {
                 self.persist(export.compartment, None).map(|_| ())
             }
             None => {
-                let mut doc = CompartmentDoc::load(export.compartment, &export.bytes)?;
+                let mut doc = match read {
+                    Some(doc) if doc.compartment() == export.compartment => doc,
+                    _ => CompartmentDoc::load(export.compartment, &export.bytes)?,
+                };
                 let info = DocumentInfo {
                     doc_id: export.doc_id.clone(),
                     compartment: export.compartment,

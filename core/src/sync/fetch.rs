@@ -11,7 +11,10 @@ use std::sync::Arc;
 use super::SyncError;
 use super::driver::{Driver, blocking};
 use crate::channel::Session;
+use crate::engine::{Engine, EngineError};
 use crate::protocol::{Ask, FetchAnswer, FetchRequest, Fetched, MAX_FETCH_DOCS};
+use crate::record::CompartmentDoc;
+use crate::{CompartmentExport, NhsNumber};
 
 impl Driver {
     /// Fetches `fresh` in batches; returns the ids the engine took.
@@ -33,10 +36,21 @@ impl Driver {
             .into_iter()
             .filter(|d| owners.contains_key(d))
             .collect();
+        // Each answer is read and merged while the next is asked for.
+        let mut taking: Option<tokio::task::JoinHandle<Result<Vec<String>, SyncError>>> = None;
         while !wanted.is_empty() {
             let docs: Vec<String> = wanted.iter().take(MAX_FETCH_DOCS).cloned().collect();
             let ask = Ask::Fetch(FetchRequest { docs }).encode();
-            let answer = match tokio::time::timeout(self.config.pass_wait, session.ask(ask)).await {
+            let asked = tokio::time::timeout(self.config.pass_wait, session.ask(ask));
+            let answer = match taking.take() {
+                Some(previous) => {
+                    let (answer, taken) = tokio::join!(asked, previous);
+                    fetched.extend(taken.map_err(|_| SyncError::Internal)??);
+                    answer
+                }
+                None => asked.await,
+            };
+            let answer = match answer {
                 Ok(Ok(answer)) => answer,
                 _ => break,
             };
@@ -79,22 +93,59 @@ impl Driver {
             if answered.is_empty() {
                 break;
             }
-            let taken = blocking(&self.engine, move |e| {
-                let mut taken = Vec::new();
-                for (nhs, export) in merges {
-                    match e.merge_synced(&nhs, &export) {
-                        Ok(true) => taken.push(export.doc_id),
-                        Ok(false) => {}
-                        Err(err) => {
-                            tracing::warn!(error = %err, "a fetched document was refused; left to sync");
-                        }
-                    }
-                }
-                Ok(taken)
-            })
-            .await?;
-            fetched.extend(taken);
+            taking = Some(tokio::spawn(take_fetched(self.engine.clone(), merges)));
+        }
+        if let Some(last) = taking {
+            fetched.extend(last.await.map_err(|_| SyncError::Internal)??);
         }
         Ok(fetched)
     }
+}
+
+/// Documents read at a time on one blocking thread: an answer's pieces are
+/// read across the cores before the engine (one lock) takes them.
+const READ_PIECE: usize = 48;
+
+/// Reads one answer's documents (the `untrusted` guard, then Automerge) in
+/// pieces across the cores, then has the engine take them; returns the
+/// ids taken. One that fails to read or merge is left to samod's sync.
+async fn take_fetched(
+    engine: Arc<Engine>,
+    merges: Vec<(NhsNumber, CompartmentExport)>,
+) -> Result<Vec<String>, SyncError> {
+    let mut reads = Vec::new();
+    let mut merges = merges.into_iter().peekable();
+    while merges.peek().is_some() {
+        let piece: Vec<_> = merges.by_ref().take(READ_PIECE).collect();
+        reads.push(tokio::task::spawn_blocking(move || {
+            piece
+                .into_iter()
+                .map(|(nhs, export)| {
+                    let read = CompartmentDoc::load(export.compartment, &export.bytes);
+                    (nhs, export, read)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut read = Vec::new();
+    for piece in reads {
+        read.extend(piece.await.map_err(|_| SyncError::Internal)?);
+    }
+    blocking(&engine, move |e| {
+        let mut taken = Vec::new();
+        for (nhs, export, doc) in read {
+            let merged = doc
+                .map_err(|err| EngineError::Store(err.into()))
+                .and_then(|doc| e.merge_fetched(&nhs, &export, Some(doc)));
+            match merged {
+                Ok(true) => taken.push(export.doc_id),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "a fetched document was refused; left to sync");
+                }
+            }
+        }
+        Ok(taken)
+    })
+    .await
 }

@@ -148,10 +148,10 @@ pub fn answerer(desk: CatalogueDesk, asking: Asking) -> Answerer {
                     }
                     Ask::Fetch(request) => {
                         let (answer, sent) = desk.fetch(asking, list, &request.docs);
-                        let new: Vec<String> = match logged.lock() {
+                        let new: Vec<_> = match logged.lock() {
                             Ok(mut logged) => sent
                                 .into_iter()
-                                .filter(|d| logged.insert(d.clone()))
+                                .filter(|(d, _)| logged.insert(d.clone()))
                                 .collect(),
                             Err(_) => sent,
                         };
@@ -237,6 +237,19 @@ impl CatalogueDesk {
         self.catalogue.watchers.watch(*device, session, listed);
         let (mut differing, mut matched) = (Vec::new(), Vec::new());
         for patient in &list.patients {
+            // A record the device did not name at all it holds nothing of
+            // to compare: its documents go without heads, none read.
+            let named_here = patient
+                .documents
+                .iter()
+                .any(|d| named.contains_key(d.doc_id.as_str()));
+            if !named_here {
+                differing.extend(patient.documents.iter().map(|d| DocHeads {
+                    heads: Vec::new(),
+                    doc: d.doc_id.clone(),
+                }));
+                continue;
+            }
             let docs: Vec<_> = patient
                 .documents
                 .iter()
@@ -258,18 +271,11 @@ impl CatalogueDesk {
                 && key
                     .and_then(|key| named.get(key))
                     .is_some_and(|theirs| *theirs == record_digest(&docs));
-            // A record the device did not name at all it holds nothing of
-            // to compare: its documents go without heads.
-            let named_here = docs.iter().any(|(d, _)| named.contains_key(d.as_str()));
             if same {
                 matched.extend(key.map(str::to_owned));
             } else {
                 differing.extend(docs.into_iter().map(|(doc, heads)| DocHeads {
-                    heads: if named_here {
-                        heads_to_hex(&heads)
-                    } else {
-                        Vec::new()
-                    },
+                    heads: heads_to_hex(&heads),
                     doc,
                 }));
             }
@@ -297,7 +303,7 @@ impl CatalogueDesk {
         asking: Asking,
         list: Option<Arc<HoldingsList>>,
         docs: &[String],
-    ) -> (FetchAnswer, Vec<String>) {
+    ) -> (FetchAnswer, Vec<crate::sent_log::SentDoc>) {
         let Some(list) = list else {
             let withheld = docs
                 .iter()
@@ -305,13 +311,17 @@ impl CatalogueDesk {
                 .collect();
             return (FetchAnswer::Documents(withheld), Vec::new());
         };
-        let listed: std::collections::HashSet<&str> = list
+        let listed: HashMap<&str, (scr_core::NhsNumber, scr_core::record::Compartment)> = list
             .patients
             .iter()
-            .flat_map(|p| p.documents.iter().map(|d| d.doc_id.as_str()))
+            .flat_map(|p| {
+                p.documents
+                    .iter()
+                    .map(|d| (d.doc_id.as_str(), (p.nhs_number, d.compartment)))
+            })
             .collect();
         let (mine, withheld): (Vec<&String>, Vec<&String>) =
-            docs.iter().partition(|d| listed.contains(d.as_str()));
+            docs.iter().partition(|d| listed.contains_key(d.as_str()));
         // Watched before they are read: a write after the read notifies.
         let mine_owned: Vec<String> = mine.iter().map(|d| (*d).clone()).collect();
         self.catalogue
@@ -329,7 +339,7 @@ impl CatalogueDesk {
             match self.catalogue.heads.bytes(&self.store, doc) {
                 Ok(bytes) if !bytes.is_empty() => {
                     spent += bytes.len();
-                    sent.push(doc.clone());
+                    sent.push((doc.clone(), listed.get(doc.as_str()).copied()));
                     out.push(Fetched::Bytes {
                         doc: doc.clone(),
                         bytes: bytes.to_vec(),

@@ -13,8 +13,6 @@ use scr_core::channel::{self, Detached, RESUME_WINDOW, Session, SessionId, WebSo
 
 /// How long a new session waits for samod to let go of an old one.
 const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-/// How often a wait above looks again (samod lets go within milliseconds).
-const POLL: std::time::Duration = std::time::Duration::from_millis(2);
 
 struct Open {
     device: [u8; 32],
@@ -24,6 +22,8 @@ struct Open {
 #[derive(Default)]
 pub struct Sessions {
     open: Mutex<HashMap<SessionId, Open>>,
+    /// Woken whenever a session leaves `open`.
+    removed: tokio::sync::Notify,
 }
 
 impl Sessions {
@@ -43,15 +43,11 @@ impl Sessions {
         tokio::spawn(async move {
             session.ended().await;
             // Listed until samod has let go of it too (see `released`).
-            let _ = tokio::time::timeout(RELEASE_WAIT, async {
-                while !session.is_released() {
-                    tokio::time::sleep(POLL).await;
-                }
-            })
-            .await;
+            let _ = tokio::time::timeout(RELEASE_WAIT, session.released()).await;
             if let Ok(mut open) = sessions.open.lock() {
                 open.remove(&id);
             }
+            sessions.removed.notify_waiters();
         });
         Some(id)
     }
@@ -86,13 +82,20 @@ impl Sessions {
     /// that peer may be sent.
     pub async fn released(&self, device: &[u8; 32]) {
         let _ = tokio::time::timeout(RELEASE_WAIT, async {
-            while self
-                .open
-                .lock()
-                .map(|o| o.values().any(|s| s.device == *device))
-                .unwrap_or(false)
-            {
-                tokio::time::sleep(POLL).await;
+            loop {
+                // Registered before looking, so a removal in between wakes it.
+                let removed = self.removed.notified();
+                tokio::pin!(removed);
+                removed.as_mut().enable();
+                let held = self
+                    .open
+                    .lock()
+                    .map(|o| o.values().any(|s| s.device == *device))
+                    .unwrap_or(false);
+                if !held {
+                    return;
+                }
+                removed.await;
             }
         })
         .await;

@@ -51,6 +51,8 @@ pub struct Session {
     /// Held by the attached connection for as long as it runs.
     pub(super) from_samod: tokio::sync::Mutex<fmpsc::Receiver<Vec<u8>>>,
     pub(super) ended: watch::Sender<bool>,
+    /// Set once samod dropped its end (see [`Session::is_released`]).
+    released: Arc<watch::Sender<bool>>,
     /// Bumped by every attach; a running attachment that sees it move
     /// knows it was replaced.
     pub(super) generation: watch::Sender<u64>,
@@ -151,8 +153,13 @@ impl Session {
         let (to_samod, incoming) = fmpsc::unbounded();
         let queued_for_samod = Arc::new(AtomicUsize::new(0));
         let read = queued_for_samod.clone();
+        let released = Arc::new(watch::channel(false).0);
+        // Dropped with samod's end of the stream: wakes whoever waits for
+        // the release without polling.
+        let on_release = Released(released.clone());
         let incoming = incoming
             .inspect(move |m: &Result<Vec<u8>, ChannelError>| {
+                let _ = &on_release;
                 if let Ok(m) = m {
                     read.fetch_sub(m.len(), Ordering::SeqCst);
                 }
@@ -167,6 +174,7 @@ impl Session {
             queued_for_samod,
             from_samod: tokio::sync::Mutex::new(from_samod),
             ended,
+            released,
             generation: watch::channel(0).0,
             traffic,
             inspect,
@@ -195,7 +203,16 @@ impl Session {
 
     /// samod has let go of its end (it dropped the transport).
     pub fn is_released(&self) -> bool {
-        self.to_samod.is_closed()
+        self.to_samod.is_closed() || *self.released.borrow()
+    }
+
+    /// Resolves once samod has let go of its end.
+    pub async fn released(&self) {
+        let mut rx = self.released.subscribe();
+        if self.to_samod.is_closed() {
+            return;
+        }
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// Whether a connection carries the session now.
@@ -287,5 +304,14 @@ impl Session {
                     .map_err(|_| ChannelError::Closed)
             }
         }
+    }
+}
+
+/// Marks the session released when samod drops its end of the stream.
+struct Released(Arc<watch::Sender<bool>>);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
     }
 }
