@@ -106,9 +106,36 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
             server.health_addr,
             hex_key(&server.server_key)
         );
-        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
-        println!("shutting down");
-        server.shutdown().await;
+        let signal = stop_signal().await.map_err(|e| e.to_string())?;
+        println!("{signal}: shutting down");
+        let drained = server.shutdown().await;
+        println!(
+            "stopped: {} sync sessions told to go elsewhere; connections in flight {}",
+            drained.sessions_ended,
+            if drained.in_time {
+                "all finished"
+            } else {
+                "cut after the drain time"
+            }
+        );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Waits for Ctrl-C or SIGTERM (what systemd and Kubernetes send to stop a
+/// service); returns which came.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map(|()| "interrupted"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map(|()| "interrupted")
+    }
 }

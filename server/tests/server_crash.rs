@@ -11,61 +11,17 @@
 //! replays a run's kill times.
 #![allow(clippy::unwrap_used)]
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scr_core::record::{Compartment, SharingChoice, VersionId};
-use scr_server::archive::Archive;
 
 mod common;
 use common::device::{Device, visit};
 use common::fault_proxy::Rng;
+use common::process::{archive, serve};
 use common::proxy::Proxy;
 use common::site::{on_caseload, site};
-
-/// `scr-server serve` on `dir`; its sync address once it says it listens.
-fn serve(dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scr-server"))
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--health", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // serving sync on ADDR and health on ADDR; server key HEX
-    let addr = line
-        .split_whitespace()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("the server did not start: {line:?}"));
-    (child, addr)
-}
-
-/// The archive as the server left it (opened beside the running server, as
-/// an admin command would).
-fn archive(dir: &std::path::Path) -> Archive {
-    let store = common::server_store(dir);
-    Archive::open(
-        &dir.join("audit.db"),
-        &scr_server::serve::identity::archive_root(&store).unwrap(),
-    )
-    .unwrap()
-}
-
-/// The highest audit counter the tablet has released (the server
-/// acknowledged everything up to it), while something is still queued (a
-/// visit is written every 40 ms, so almost always).
-fn released_up_to(t: &Device) -> Option<u64> {
-    let queued = t.engine.audit_queue().unwrap();
-    queued.first().map(|oldest| oldest.seq - 1)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_at_random_loses_no_acknowledged_event_and_the_tablet_converges() {
@@ -87,8 +43,8 @@ async fn a_server_killed_at_random_loses_no_acknowledged_event_and_the_tablet_co
     s.srv.shutdown().await;
     drop(s.store);
 
-    let (mut child, addr) = serve(&server_dir);
-    let proxy = Proxy::start(addr).await;
+    let mut server = serve(&server_dir);
+    let proxy = Proxy::start(server.addr).await;
     tablet.url = proxy.url();
     tablet.online().await;
     tablet.settle().await;
@@ -112,15 +68,14 @@ async fn a_server_killed_at_random_loses_no_acknowledged_event_and_the_tablet_co
     let mut rng = Rng::new(seed);
     for kill in 0..kills {
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1_500))).await;
-        let released = released_up_to(&tablet);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let released = tablet.audit_released_up_to();
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
         proxy.cut();
         // Restarted on the same directory: it must start, and hold every
         // event it had acknowledged.
-        let (next, addr) = serve(&server_dir);
-        child = next;
-        proxy.point_at(addr);
+        server = serve(&server_dir);
+        proxy.point_at(server.addr);
         let (archived_to, _) = archive(&server_dir).chain(&tablet.keys.public()).unwrap();
         if let Some(released) = released {
             assert!(
@@ -177,6 +132,6 @@ async fn a_server_killed_at_random_loses_no_acknowledged_event_and_the_tablet_co
         written.len()
     );
     tablet.offline().await;
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = server.child.kill();
+    let _ = server.child.wait();
 }

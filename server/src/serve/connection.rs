@@ -14,10 +14,13 @@ use super::metrics::Metrics;
 use super::{Channel, Shared, limits};
 use crate::directory::Directory;
 
+/// Accepts until `stopped` changes; each connection's task runs on
+/// `connections` (a shutdown waits for those in flight).
 pub(super) async fn accept_loop(
     listener: TcpListener,
     mut stopped: watch::Receiver<bool>,
     shared: Arc<Shared>,
+    connections: tokio_util::task::TaskTracker,
 ) {
     loop {
         tokio::select! {
@@ -31,7 +34,7 @@ pub(super) async fn accept_loop(
                 shared.metrics.connections.inc();
                 keep_alive(&tcp);
                 let shared = shared.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let Some((tcp, peer, place)) = admit_connection(tcp, peer, &shared).await else {
                         return;
                     };

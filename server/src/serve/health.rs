@@ -48,8 +48,25 @@ impl Sources {
 /// The Prometheus text format's content type.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
 
-async fn health() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], "ok\n")
+/// 200 "ok" while serving; 503 "draining" once shutting down, so a load
+/// balancer's readiness check sends no more devices here.
+async fn health(State(sources): State<Sources>) -> impl IntoResponse {
+    if sources
+        .metrics
+        .draining
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            "draining\n",
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        "ok\n",
+    )
 }
 
 async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {

@@ -54,6 +54,9 @@ pub struct Metrics {
     /// more requests, than any caseload needs (see `guard::flood`).
     pub flood_dropped: Counter,
     pub traffic: Arc<channel::Traffic>,
+    /// The server is shutting down: `/health` says not ready (a load
+    /// balancer sends no more devices) and `scr_draining` is 1.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     open: Arc<Mutex<HashMap<[u8; 32], usize>>>,
     /// What the last scrape read from elsewhere (set just before encoding).
     observed: Arc<Mutex<Option<Gauges>>>,
@@ -77,6 +80,7 @@ impl Default for Metrics {
         let open = Arc::<Mutex<HashMap<[u8; 32], usize>>>::default();
         let observed = Arc::<Mutex<Option<Gauges>>>::default();
         let traffic = Arc::<channel::Traffic>::default();
+        let draining = Arc::<std::sync::atomic::AtomicBool>::default();
         let mut registry = Registry::default();
         let mut counter = |name: &str, help: &str| {
             let c = Counter::default();
@@ -146,6 +150,7 @@ impl Default for Metrics {
                 "Uploaded audit events stored flagged for review",
             ),
             traffic: traffic.clone(),
+            draining: draining.clone(),
             open: open.clone(),
             observed: observed.clone(),
             registry: Registry::default(),
@@ -154,6 +159,7 @@ impl Default for Metrics {
             traffic,
             open,
             observed,
+            draining,
         }));
         Self {
             registry,
@@ -205,6 +211,7 @@ struct Observed {
     traffic: Arc<channel::Traffic>,
     open: Arc<Mutex<HashMap<[u8; 32], usize>>>,
     observed: Arc<Mutex<Option<Gauges>>>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Observed {
@@ -241,6 +248,12 @@ impl Collector for Observed {
             "scr_sync_sessions_open",
             "Sync sessions open now",
             open,
+        )?;
+        Self::gauge(
+            &mut e,
+            "scr_draining",
+            "1 while the server shuts down (no new connections; sessions told to go elsewhere)",
+            i64::from(self.draining.load(Relaxed)),
         )?;
         let received = self.traffic.received.load(Relaxed);
         let sent = self.traffic.sent.load(Relaxed);
@@ -332,6 +345,7 @@ mod tests {
             "scr_audit_backlog 4",
             "scr_audit_devices_overdue 0",
             "scr_sync_sessions_open 0",
+            "scr_draining 0",
             "scr_sync_bytes_sent_total 0",
         ] {
             assert_eq!(
@@ -340,6 +354,6 @@ mod tests {
                 "{line}: {text}"
             );
         }
-        assert_eq!(text.matches("# TYPE").count(), 27, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 28, "{text}");
     }
 }

@@ -86,21 +86,64 @@ pub struct RunningServer {
     pub archive: Arc<crate::archive::Archive>,
     repo: samod::Repo,
     stop: watch::Sender<bool>,
+    /// Stops the accept loop alone (the first step of a shutdown).
+    stop_accepting: watch::Sender<bool>,
+    sessions: Arc<sessions::Sessions>,
+    /// Every connection's task, so a shutdown can wait for those in flight.
+    connections: tokio_util::task::TaskTracker,
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// How a shutdown went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// Sync sessions told to go elsewhere.
+    pub sessions_ended: usize,
+    /// Whether every connection in flight finished within the time given
+    /// (if not, the rest were cut: their devices send again).
+    pub in_time: bool,
+}
+
 impl RunningServer {
+    /// How long [`RunningServer::shutdown`] waits for connections in flight
+    /// (Kubernetes allows 30 s between SIGTERM and SIGKILL by default).
+    pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
     pub fn repo(&self) -> &samod::Repo {
         &self.repo
     }
 
-    /// Stops accepting, lets samod flush, and returns when done.
-    pub async fn shutdown(self) {
+    /// Shuts down gracefully within [`RunningServer::DRAIN`]: see
+    /// [`RunningServer::shutdown_within`].
+    pub async fn shutdown(self) -> Drained {
+        self.shutdown_within(Self::DRAIN).await
+    }
+
+    /// Shuts down gracefully: `/health` says not ready; no connection is
+    /// accepted; every sync session ends, telling its device (it opens a
+    /// fresh one, wherever its address leads now); connections in flight
+    /// (an audit upload being archived and acknowledged, a login, a
+    /// merge) finish, for `drain` at most; then samod stores what it
+    /// holds and the background tasks stop.
+    pub async fn shutdown_within(self, drain: std::time::Duration) -> Drained {
+        self.metrics
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.stop_accepting.send(true);
+        let sessions_ended = self.sessions.close_all();
+        self.connections.close();
+        let in_time = tokio::time::timeout(drain, self.connections.wait())
+            .await
+            .is_ok();
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
         self.repo.stop().await;
+        Drained {
+            sessions_ended,
+            in_time,
+        }
     }
 }
 
@@ -152,6 +195,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         .map_err(|e| ServeError::Io("health port", e.kind()))?;
 
     let (stop, stopped) = watch::channel(false);
+    let (stop_accepting, accepting_stopped) = watch::channel(false);
+    let sessions: Arc<sessions::Sessions> = Arc::default();
+    let connections = tokio_util::task::TaskTracker::new();
     let metrics = Arc::new(Metrics::default());
     let server_key = identity.noise.public();
 
@@ -198,7 +244,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
             sent: sent.clone(),
         },
         policy: push_policy,
-        sessions: Arc::default(),
+        sessions: sessions.clone(),
         archive: archive.clone(),
         waiting: crate::guard::added::Waiting::default(),
         audit_budget: Arc::default(),
@@ -210,7 +256,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
     });
-    let sync_task = tokio::spawn(connection::accept_loop(listener, stopped.clone(), shared));
+    let sync_task = tokio::spawn(connection::accept_loop(
+        listener,
+        accepting_stopped,
+        shared,
+        connections.clone(),
+    ));
     let health_task = tokio::spawn(health::serve(
         health_listener,
         stopped,
@@ -233,6 +284,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         archive,
         repo,
         stop,
+        stop_accepting,
+        sessions,
+        connections,
         tasks: vec![sync_task, health_task, watcher, trail_task, notice_task],
     })
 }

@@ -24,6 +24,9 @@ pub struct Sessions {
     open: Mutex<HashMap<SessionId, Open>>,
     /// Woken whenever a session leaves `open`.
     removed: tokio::sync::Notify,
+    /// The server is shutting down: no session opens any more. Set and
+    /// read under `open`'s lock, so none slips in between.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Sessions {
@@ -32,13 +35,19 @@ impl Sessions {
     pub fn insert(self: &Arc<Self>, device: [u8; 32], session: Arc<Session>) -> Option<SessionId> {
         let mut id = SessionId::default();
         getrandom::fill(&mut id).ok()?;
-        self.open.lock().ok()?.insert(
-            id,
-            Open {
-                device,
-                session: session.clone(),
-            },
-        );
+        {
+            let mut open = self.open.lock().ok()?;
+            if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            open.insert(
+                id,
+                Open {
+                    device,
+                    session: session.clone(),
+                },
+            );
+        }
         let sessions = self.clone();
         tokio::spawn(async move {
             session.ended().await;
@@ -74,6 +83,21 @@ impl Sessions {
                 }
             }
         }
+    }
+
+    /// The server is shutting down: every open session ends, telling its
+    /// device (an END frame: open a fresh session, wherever the address
+    /// now leads), and no new one opens.
+    pub fn close_all(&self) -> usize {
+        let Ok(open) = self.open.lock() else {
+            return 0;
+        };
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for o in open.values() {
+            o.session.end_saying_goodbye();
+        }
+        open.len()
     }
 
     /// Waits (a bounded while) until samod has let go of every session of

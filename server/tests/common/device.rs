@@ -315,6 +315,13 @@ impl Device {
             .unwrap()
     }
 
+    /// The highest audit counter this device has released (the server
+    /// acknowledged everything up to it), while something is still queued.
+    pub fn audit_released_up_to(&self) -> Option<u64> {
+        let queued = self.engine.audit_queue().unwrap();
+        queued.first().map(|oldest| oldest.seq - 1)
+    }
+
     pub fn compartments(&self, nhs: &NhsNumber) -> Vec<Compartment> {
         let mut c: Vec<_> = self
             .engine

@@ -104,7 +104,12 @@ impl Session {
         let result = loop {
             tokio::select! {
                 _ = async { let _ = replaced.wait_for(|g| *g != generation).await; } => break lost(ChannelError::Closed),
-                _ = async { let _ = ended.wait_for(|e| *e).await; } => break Detached::Ended,
+                _ = async { let _ = ended.wait_for(|e| *e).await; } => {
+                    if self.goodbye.load(Ordering::SeqCst) {
+                        let _ = queue.put(frame(END, 0, 0, &[]));
+                    }
+                    break Detached::Ended;
+                }
                 written = &mut writer.0, if !writer_done => {
                     writer_done = true;
                     break lost(written.ok().and_then(Result::err).unwrap_or(ChannelError::Closed));

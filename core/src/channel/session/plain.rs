@@ -1,6 +1,6 @@
 //! [`PlainSession`]: one connection's worth of the session protocol, no resume.
 
-use super::frame::{ACK, ANSWER, ASK, DATA, frame, parse};
+use super::frame::{ACK, ANSWER, ASK, DATA, END, frame, parse};
 use super::reply::SessionReply;
 use super::window::{Arrival, Window};
 use crate::channel::{ChannelError, NoiseChannel, WebSocket};
@@ -12,6 +12,8 @@ use crate::channel::{ChannelError, NoiseChannel, WebSocket};
 pub struct PlainSession<S> {
     channel: NoiseChannel<S>,
     window: Window,
+    /// The peer ended the session with an END frame.
+    ended_by_peer: bool,
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -23,6 +25,7 @@ impl<S: WebSocket> PlainSession<S> {
             SessionReply::Opened { .. } => Ok(Self {
                 channel,
                 window: Window::default(),
+                ended_by_peer: false,
             }),
             _ => Err(ChannelError::Malformed("session reply")),
         }
@@ -41,17 +44,29 @@ impl<S: WebSocket> PlainSession<S> {
         self.channel.send(&f).await
     }
 
-    /// The next samod message (acknowledgements and heartbeats skipped).
+    /// The next samod message (acknowledgements and heartbeats skipped);
+    /// `None` once the session or the connection ends
+    /// ([`PlainSession::ended_by_peer`] says which).
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
         loop {
             let Some(bytes) = self.channel.recv().await? else {
                 return Ok(None);
             };
             let (kind, seq, _, payload) = parse(&bytes)?;
+            if kind == END {
+                self.ended_by_peer = true;
+                return Ok(None);
+            }
             if kind == DATA && self.window.arrived(seq) == Arrival::Next {
                 return Ok(Some(payload.to_vec()));
             }
         }
+    }
+
+    /// Whether the peer ended the session with an END frame (a server
+    /// shutting down says goodbye), rather than the connection dropping.
+    pub fn ended_by_peer(&self) -> bool {
+        self.ended_by_peer
     }
 
     /// Sends one ask (numbered `id`, as an attacker may choose) without

@@ -53,6 +53,9 @@ pub struct Session {
     pub(super) ended: watch::Sender<bool>,
     /// Set once samod dropped its end (see [`Session::is_released`]).
     released: Arc<watch::Sender<bool>>,
+    /// The session was ended with [`Session::end_saying_goodbye`]: the
+    /// attached connection sends an END before it closes.
+    pub(super) goodbye: std::sync::atomic::AtomicBool,
     /// Bumped by every attach; a running attachment that sees it move
     /// knows it was replaced.
     pub(super) generation: watch::Sender<u64>,
@@ -175,6 +178,7 @@ impl Session {
             from_samod: tokio::sync::Mutex::new(from_samod),
             ended,
             released,
+            goodbye: Default::default(),
             generation: watch::channel(0).0,
             traffic,
             inspect,
@@ -226,6 +230,16 @@ impl Session {
         if let Ok(mut g) = self.guard.lock() {
             g.take();
         }
+    }
+
+    /// Ends the session and tells the peer so on the attached connection
+    /// (an END frame), instead of leaving it to find the connection gone:
+    /// a server shutting down. The peer then opens a fresh session, at
+    /// once and wherever its address leads, rather than trying to resume
+    /// this one, which lived in the ending process's memory.
+    pub fn end_saying_goodbye(&self) {
+        self.goodbye.store(true, Ordering::SeqCst);
+        self.end();
     }
 
     /// Resolves when the session has ended.
