@@ -22,6 +22,7 @@ pub mod operators;
 pub mod outside_writes;
 pub mod owners;
 pub mod patients;
+pub mod pg;
 pub mod policy;
 pub mod privacy;
 pub mod rate;

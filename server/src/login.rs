@@ -3,7 +3,6 @@
 //! passcode bound to the token it enrolled with). How an attempt is
 //! counted, what every refusal reads, and the grant issued for one device.
 
-use rusqlite::params;
 use scr_core::access::DenyReason;
 use scr_core::audit::Outcome;
 use scr_core::channel::{hex_key, to_hex};
@@ -36,12 +35,9 @@ impl Directory {
         user_id: &str,
         device: &[u8; 32],
     ) -> Result<bool, UserError> {
-        Ok(self.conn()?.execute(
-            "INSERT INTO login_attempts (user_id, device, failed) VALUES (?1, ?2, 1)
-             ON CONFLICT (user_id, device) DO UPDATE SET failed = failed + 1
-             WHERE failed < ?3",
-            params![user_id, device.as_slice(), MAX_FAILED_LOGINS],
-        )? == 1)
+        Ok(self
+            .rows()
+            .begin_login_attempt(user_id, device, MAX_FAILED_LOGINS)?)
     }
 
     pub(crate) fn reset_login_attempts(
@@ -49,11 +45,7 @@ impl Directory {
         user_id: &str,
         device: &[u8; 32],
     ) -> Result<(), UserError> {
-        self.conn()?.execute(
-            "DELETE FROM login_attempts WHERE user_id = ?1 AND device = ?2",
-            params![user_id, device.as_slice()],
-        )?;
-        Ok(())
+        Ok(self.rows().reset_login_attempts(user_id, device)?)
     }
 }
 
@@ -120,7 +112,7 @@ impl LoginDesk<'_> {
         // atomically), so parallel guesses cannot exceed it.
         let suits = found
             .as_ref()
-            .is_some_and(|(u, _, _)| u.organisation == device.organisation);
+            .is_some_and(|(u, _)| u.organisation == device.organisation);
         let allowed = suits
             && !directory.user_revoked(&request.user_id)
             && directory
@@ -128,12 +120,9 @@ impl LoginDesk<'_> {
                 .unwrap_or(false);
         let dummy =
             DUMMY_PHC.get_or_init(|| hash_passcode("scr-sync: no such user").unwrap_or_default());
-        let phc = found
-            .as_ref()
-            .map(|(_, phc, _)| phc.as_str())
-            .unwrap_or(dummy);
+        let phc = found.as_ref().map(|(_, phc)| phc.as_str()).unwrap_or(dummy);
         let passcode_ok = passcode_ok(&request.passcode, phc);
-        let Some((user, _, _)) = found else {
+        let Some((user, _)) = found else {
             // (What was typed is not kept: it may be a passcode.)
             return refuse_staff(store, "unknown", "unknown user");
         };

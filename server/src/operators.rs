@@ -6,7 +6,6 @@
 //! are counted before each check; five lock the account until another
 //! operator adds it again.
 
-use rusqlite::{OptionalExtension, params};
 use scr_core::crypto::passcode::{hash_passcode, passcode_matches};
 
 use crate::directory::Directory;
@@ -48,12 +47,7 @@ impl Directory {
     /// How many operator accounts there are (none: the first may be added
     /// by whoever holds the data directory).
     pub fn operator_count(&self) -> Result<u64, OperatorError> {
-        let n: i64 = self.conn().map_err(UserError::from)?.query_row(
-            "SELECT COUNT(*) FROM operators",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(n.max(0) as u64)
+        Ok(self.rows().operator_count().map_err(UserError::from)?)
     }
 
     /// Adds (or resets, unlocking it) an operator account.
@@ -69,40 +63,27 @@ impl Directory {
             ));
         }
         let phc = hash_passcode(passcode).ok_or(OperatorError::Invalid("passcode"))?;
-        self.conn().map_err(UserError::from)?.execute(
-            "INSERT INTO operators (operator_id, display_name, passcode_phc, failed, added_at_ms)
-             VALUES (?1, ?2, ?3, 0, ?4)
-             ON CONFLICT(operator_id) DO UPDATE SET display_name = excluded.display_name,
-                 passcode_phc = excluded.passcode_phc, failed = 0",
-            params![id, name, phc, scr_core::clock::now_ms()],
-        )?;
+        self.rows()
+            .put_operator(id, name, &phc, scr_core::clock::now_ms())
+            .map_err(UserError::from)?;
         Ok(())
     }
 
     /// Checks an operator's passcode, counting the attempt first (at most
     /// `MAX_FAILED_LOGINS` outstanding); a success resets the count.
     pub fn authenticate_operator(&self, id: &str, passcode: &str) -> Result<(), OperatorError> {
-        let counted = self.conn().map_err(UserError::from)?.execute(
-            "UPDATE operators SET failed = failed + 1 WHERE operator_id = ?1 AND failed < ?2",
-            params![id, MAX_FAILED_LOGINS],
-        )? == 1;
-        let phc: Option<String> = self
-            .conn()
-            .map_err(UserError::from)?
-            .query_row(
-                "SELECT passcode_phc FROM operators WHERE operator_id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let counted = self
+            .rows()
+            .count_operator_attempt(id, MAX_FAILED_LOGINS)
+            .map_err(UserError::from)?;
+        let phc = self.rows().operator_phc(id).map_err(UserError::from)?;
         let matches = passcode_matches(passcode, phc.as_deref().unwrap_or(dummy()));
         if !(counted && matches && phc.is_some()) {
             return Err(OperatorError::NotAuthenticated);
         }
-        self.conn().map_err(UserError::from)?.execute(
-            "UPDATE operators SET failed = 0 WHERE operator_id = ?1",
-            [id],
-        )?;
+        self.rows()
+            .reset_operator_attempts(id)
+            .map_err(UserError::from)?;
         Ok(())
     }
 
@@ -116,7 +97,7 @@ impl Directory {
             && self.begin_login_attempt(user_id, &command_line())?;
         let phc = found
             .as_ref()
-            .map(|(_, phc, _)| phc.as_str())
+            .map(|(_, phc)| phc.as_str())
             .unwrap_or(dummy());
         if !(passcode_matches(passcode, phc) && counted) {
             return Err(OperatorError::NotAuthenticated);

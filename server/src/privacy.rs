@@ -35,7 +35,7 @@ impl Officer {
     /// `user_id` if the directory marks them a privacy officer.
     pub fn find(directory: &Directory, user_id: &str) -> Result<Self, PrivacyError> {
         match directory.user(user_id) {
-            Ok(Some((user, _, _))) if user.privacy_officer => Ok(Self {
+            Ok(Some((user, _))) if user.privacy_officer => Ok(Self {
                 user_id: user.user_id,
                 organisation: user.organisation,
             }),

@@ -1,32 +1,13 @@
 //! Staff accounts and their legitimate relationships (stored with the
 //! grants they go into: `grants`); logging in is `login`.
 
-use rusqlite::{OptionalExtension, params};
 use scr_core::crypto::passcode::hash_passcode;
 use scr_core::grant::{GrantRelationship, RelationshipKind};
 use scr_core::{NhsNumber, Store};
 
 use crate::directory::{Directory, DirectoryError};
 
-#[derive(Clone, PartialEq, Eq)]
-pub struct NewUser {
-    pub user_id: String,
-    pub display_name: String,
-    pub organisation: String,
-    pub job_role: String,
-    pub job_role_name: String,
-    pub activities: Vec<String>,
-    pub privacy_officer: bool,
-    pub card_serial: String,
-}
-
-impl std::fmt::Debug for NewUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewUser")
-            .field("user_id", &self.user_id)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::directory::NewUser;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -63,61 +44,15 @@ impl Directory {
             return Err(UserError::Invalid("activity codes look like B0264"));
         }
         let phc = hash_passcode(passcode).ok_or(UserError::Invalid("passcode"))?;
-        self.conn()?.execute(
-            "INSERT INTO users (user_id, display_name, organisation, job_role, job_role_name, activities,
-                                privacy_officer, card_serial, passcode_phc, failed_logins)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)
-             ON CONFLICT(user_id) DO UPDATE SET display_name = excluded.display_name,
-                 organisation = excluded.organisation, job_role = excluded.job_role,
-                 job_role_name = excluded.job_role_name, activities = excluded.activities,
-                 privacy_officer = excluded.privacy_officer, card_serial = excluded.card_serial,
-                 passcode_phc = excluded.passcode_phc, failed_logins = 0",
-            params![
-                user.user_id,
-                user.display_name,
-                user.organisation,
-                user.job_role,
-                user.job_role_name,
-                user.activities.join(","),
-                i64::from(user.privacy_officer),
-                user.card_serial,
-                phc
-            ],
-        )?;
-        // (Re-adding a user is how an administrator lifts a lock-out.)
-        self.conn()?.execute(
-            "DELETE FROM login_attempts WHERE user_id = ?1",
-            [&user.user_id],
-        )?;
+        // (Re-adding a user is how an administrator lifts a lock-out: their
+        // failed logins are cleared in the same transaction.)
+        self.rows().put_user(user, &phc)?;
         Ok(())
     }
 
-    pub(crate) fn user(&self, user_id: &str) -> Result<Option<(NewUser, String, i64)>, UserError> {
-        Ok(self
-            .conn()?
-            .query_row(
-                "SELECT display_name, organisation, job_role, job_role_name, activities, privacy_officer,
-                        card_serial, passcode_phc, failed_logins FROM users WHERE user_id = ?1",
-                [user_id],
-                |r| {
-                    let activities: String = r.get(4)?;
-                    Ok((
-                        NewUser {
-                            user_id: user_id.to_owned(),
-                            display_name: r.get(0)?,
-                            organisation: r.get(1)?,
-                            job_role: r.get(2)?,
-                            job_role_name: r.get(3)?,
-                            activities: activities.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect(),
-                            privacy_officer: r.get::<_, i64>(5)? != 0,
-                            card_serial: r.get(6)?,
-                        },
-                        r.get(7)?,
-                        r.get(8)?,
-                    ))
-                },
-            )
-            .optional()?)
+    /// The user and their passcode verifier.
+    pub(crate) fn user(&self, user_id: &str) -> Result<Option<(NewUser, String)>, UserError> {
+        Ok(self.rows().user(user_id)?)
     }
 }
 
@@ -186,5 +121,5 @@ pub fn display_name(directory: &Directory, user_id: &str) -> Option<String> {
         .user(user_id)
         .ok()
         .flatten()
-        .map(|(user, _, _)| user.display_name)
+        .map(|(user, _)| user.display_name)
 }

@@ -2,7 +2,6 @@
 //! events for as long as they are: what an uploaded event is judged
 //! against (`vouch`), however late it arrives.
 
-use rusqlite::params;
 use scr_core::crypto;
 use scr_core::grant::RoleProfileGrant;
 
@@ -23,18 +22,13 @@ impl Archive {
         let plain = serde_json::to_vec(grant).map_err(|_| ArchiveError::Tampered)?;
         let sealed = crypto::seal(&self.seal, &[GRANTS, device, &grant_ref], &plain)
             .map_err(|_| ArchiveError::Tampered)?;
-        self.conn()?.execute(
-            "INSERT OR IGNORE INTO grants (device, grant_ref, issued_at_ms, expires_at_ms, sealed)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                device.as_slice(),
-                grant_ref.as_slice(),
-                grant.issued_at_ms,
-                grant.expires_at_ms,
-                sealed
-            ],
-        )?;
-        Ok(())
+        self.rows.record_grant(
+            device,
+            &grant_ref,
+            grant.issued_at_ms,
+            grant.expires_at_ms,
+            &sealed,
+        )
     }
 
     /// Notes that `device`'s grant `grant_id` was retired at `now_ms` (its
@@ -46,12 +40,7 @@ impl Archive {
         now_ms: i64,
     ) -> Result<(), ArchiveError> {
         let grant_ref = self.lookup.hash(&[b"grant", grant_id.as_bytes()]);
-        self.conn()?.execute(
-            "UPDATE grants SET retired_at_ms = ?3
-             WHERE device = ?1 AND grant_ref = ?2 AND retired_at_ms IS NULL",
-            params![device.as_slice(), grant_ref.as_slice(), now_ms],
-        )?;
-        Ok(())
+        self.rows.retire_grant(device, &grant_ref, now_ms)
     }
 
     /// The grants issued to `device` between `from_ms` and `to_ms` (the
@@ -62,32 +51,16 @@ impl Archive {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<RoleProfileGrant>, ArchiveError> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT grant_ref, sealed, retired_at_ms FROM grants
-             WHERE device = ?1 AND issued_at_ms BETWEEN ?2 AND ?3
-             ORDER BY issued_at_ms DESC LIMIT ?4",
+        let rows = self.rows.grants_issued(
+            device,
+            from_ms,
+            to_ms,
+            i64::try_from(MAX_GRANTS_READ).unwrap_or(i64::MAX),
         )?;
-        let rows = stmt
-            .query_map(
-                params![
-                    device.as_slice(),
-                    from_ms,
-                    to_ms,
-                    i64::try_from(MAX_GRANTS_READ).unwrap_or(i64::MAX)
-                ],
-                |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                    ))
-                },
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
         let mut grants = rows
             .into_iter()
-            .map(|(grant_ref, sealed, retired)| {
+            .map(|g| {
+                let (grant_ref, sealed, retired) = (g.grant_ref, g.sealed, g.retired_at_ms);
                 let plain = crypto::open(&self.seal, &[GRANTS, device, &grant_ref], &sealed)
                     .map_err(|_| ArchiveError::Tampered)?;
                 let mut grant: RoleProfileGrant =

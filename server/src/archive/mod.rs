@@ -7,14 +7,15 @@
 
 mod budget;
 mod grants;
+pub mod postgres;
+pub mod rows;
 mod sent;
+pub mod sqlite;
 mod upload;
 pub(crate) mod vouch;
 
 use std::path::Path;
-use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use scr_core::NhsNumber;
 use scr_core::access::{Alert, AlertReason, AlertType};
 use scr_core::audit::{AuditEvent, GENESIS_HASH};
@@ -27,11 +28,6 @@ pub use sent::{Sent, SentNow};
 pub use upload::serve_upload;
 pub use vouch::{DEVICE_USER, Doubt, Issued, vouch};
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("0001_archive.sql"),
-    include_str!("0002_sent.sql"),
-    include_str!("0003_grants.sql"),
-];
 const EVENTS: &[u8] = b"events";
 /// The name the server's own audit events carry as their device.
 pub const SERVER_DEVICE: &str = "scr-server";
@@ -40,6 +36,8 @@ pub const SERVER_DEVICE: &str = "scr-server";
 pub enum ArchiveError {
     #[error("audit archive database error")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("audit archive database: {0}")]
+    Postgres(#[from] crate::pg::PgError),
     #[error("an archived event failed to open (tampered or wrong key)")]
     Tampered,
     #[error("the audit archive lock was poisoned")]
@@ -141,7 +139,7 @@ pub struct Archived {
 }
 
 pub struct Archive {
-    conn: Mutex<Connection>,
+    rows: Box<dyn rows::ArchiveRows>,
     seal: SecretKey,
     lookup: LookupKey,
 }
@@ -150,18 +148,23 @@ impl Archive {
     /// Opens (creating) the archive at `path`; `root` is a server secret
     /// kept sealed in the server store.
     pub fn open(path: &Path, root: &SecretKey) -> Result<Self, ArchiveError> {
-        // (An acknowledged event is released on the device: it must
-        // survive a power cut here.)
-        let conn = crate::sqlite::open_durable(path, MIGRATIONS)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-            seal: root.derive("scr-sync server audit archive seal v1"),
-            lookup: LookupKey::from_secret(root, "scr-sync server audit archive lookup v1"),
-        })
+        Ok(Self::over(
+            Box::new(sqlite::SqliteArchive::open(path)?),
+            root,
+        ))
     }
 
-    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, ArchiveError> {
-        self.conn.lock().map_err(|_| ArchiveError::Poisoned)
+    /// The archive in PostgreSQL, shared with every node on it.
+    pub fn on_postgres(pg: crate::pg::Pg, root: &SecretKey) -> Self {
+        Self::over(Box::new(postgres::PgArchive::new(pg)), root)
+    }
+
+    pub fn over(rows: Box<dyn rows::ArchiveRows>, root: &SecretKey) -> Self {
+        Self {
+            rows,
+            seal: root.derive("scr-sync server audit archive seal v1"),
+            lookup: LookupKey::from_secret(root, "scr-sync server audit archive lookup v1"),
+        }
     }
 
     fn patient_ref(&self, nhs: &NhsNumber) -> [u8; 16] {
@@ -242,95 +245,86 @@ impl Archive {
         }
         let mut events: Vec<&AuditEvent> = upload.events.iter().collect();
         events.sort_by_key(|e| e.seq);
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (mut last_seq, mut last_hash) = chain_of(&tx, device)?;
+        let ids: Vec<rows::Ref> = events
+            .iter()
+            .map(|e| self.lookup.hash(&[b"event", e.id.as_bytes()]))
+            .collect();
         let mut ack = AuditAck::default();
-        for event in events {
-            ack.through_seq = ack.through_seq.max(event.seq);
-            let id_ref = self.lookup.hash(&[b"event", event.id.as_bytes()]);
-            if is_stored(&tx, &id_ref)? {
-                ack.duplicates += 1;
-                continue;
-            }
-            let follows = event.seq == last_seq + 1 && event.prev_hash == last_hash;
-            let mut flag = if follows {
-                None
-            } else if event.seq > last_seq + 1 {
-                Some(Flag::Gap)
-            } else {
-                Some(Flag::Fork)
-            };
-            if let Some(Err(doubt)) = issued.map(|i| vouch(event, i)) {
-                flag = Some(doubt.into());
-            }
-            if event.device != device_name {
-                flag = Some(Flag::Foreign);
-            }
-            self.insert(&tx, device, &id_ref, event, flag, now_ms)?;
-            // (Only allowed type/reason pairs decode at all.) An event the
-            // server does not believe raises nothing.
-            let alerts = if Flag::believed(flag.map(Flag::as_str)) {
-                event.alerts.as_slice()
-            } else {
-                &[]
-            };
-            for alert in alerts {
-                tx.execute(
-                    "INSERT OR IGNORE INTO alerts
-                     (event_ref, organisation, alert_type, reason, raised_at_ms, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
-                    params![
-                        id_ref,
-                        event.organisation,
-                        alert.alert_type().code(),
-                        alert.reason().code(),
-                        event.wall_time_ms
-                    ],
-                )?;
-            }
-            ack.stored += 1;
-            if flag.is_some() {
-                ack.flagged += 1;
-            }
-            // The chain goes on from the newest of this device's events,
-            // verified or believed or not, so one gap flags one event, not
-            // every event after it. Another device's event is no part of it.
-            if event.seq > last_seq && flag != Some(Flag::Foreign) {
-                last_seq = event.seq;
-                last_hash = event.hash();
-            }
-        }
-        set_chain(&tx, device, last_seq, &last_hash, upload.backlog, now_ms)?;
-        tx.commit()?;
+        self.rows
+            .append(device, &ids, now_ms, &mut |state, stored| {
+                ack = AuditAck::default();
+                let (mut last_seq, mut last_hash) = (state.last_seq, state.last_hash);
+                let mut rows = Vec::new();
+                let mut taken = std::collections::HashSet::new();
+                for (event, id_ref) in events.iter().zip(&ids) {
+                    ack.through_seq = ack.through_seq.max(event.seq);
+                    // Stored before, or twice in this upload: once only.
+                    if stored.contains(id_ref) || !taken.insert(*id_ref) {
+                        ack.duplicates += 1;
+                        continue;
+                    }
+                    let follows = event.seq == last_seq + 1 && event.prev_hash == last_hash;
+                    let mut flag = if follows {
+                        None
+                    } else if event.seq > last_seq + 1 {
+                        Some(Flag::Gap)
+                    } else {
+                        Some(Flag::Fork)
+                    };
+                    if let Some(Err(doubt)) = issued.map(|i| vouch(event, i)) {
+                        flag = Some(doubt.into());
+                    }
+                    if event.device != device_name {
+                        flag = Some(Flag::Foreign);
+                    }
+                    // (Only allowed type/reason pairs decode at all.) An event
+                    // the server does not believe raises nothing.
+                    let alerts = if Flag::believed(flag.map(Flag::as_str)) {
+                        event.alerts.as_slice()
+                    } else {
+                        &[]
+                    };
+                    rows.push(rows::EventRow {
+                        id_ref: *id_ref,
+                        seq: i64::try_from(event.seq).unwrap_or(i64::MAX),
+                        patient_ref: event.patient.as_ref().map(|p| self.patient_ref(p)),
+                        flag: flag.map(Flag::as_str),
+                        sealed: crypto::seal(&self.seal, &[EVENTS, id_ref], &event.encode())
+                            .map_err(|_| ArchiveError::Tampered)?,
+                        alerts: alerts
+                            .iter()
+                            .map(|alert| rows::NewAlert {
+                                organisation: event.organisation.clone(),
+                                alert_type: alert.alert_type().code(),
+                                reason: alert.reason().code(),
+                                raised_at_ms: event.wall_time_ms,
+                            })
+                            .collect(),
+                    });
+                    ack.stored += 1;
+                    if flag.is_some() {
+                        ack.flagged += 1;
+                    }
+                    // The chain goes on from the newest of this device's events,
+                    // verified or believed or not, so one gap flags one event,
+                    // not every event after it. Another device's event is no
+                    // part of it.
+                    if event.seq > last_seq && flag != Some(Flag::Foreign) {
+                        last_seq = event.seq;
+                        last_hash = event.hash();
+                    }
+                }
+                Ok(rows::Appended {
+                    events: rows,
+                    chain: rows::ChainRow {
+                        last_seq,
+                        last_hash,
+                        queued: i64::try_from(upload.backlog.queued).unwrap_or(i64::MAX),
+                        oldest_ms: upload.backlog.oldest_ms,
+                    },
+                })
+            })?;
         Ok(ack)
-    }
-
-    fn insert(
-        &self,
-        tx: &Transaction<'_>,
-        device: &[u8; 32],
-        id_ref: &[u8; 16],
-        event: &AuditEvent,
-        flag: Option<Flag>,
-        now_ms: i64,
-    ) -> Result<(), ArchiveError> {
-        let sealed = crypto::seal(&self.seal, &[EVENTS, id_ref], &event.encode())
-            .map_err(|_| ArchiveError::Tampered)?;
-        tx.execute(
-            "INSERT INTO events (id_ref, device, seq, patient_ref, flag, received_at_ms, sealed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                id_ref,
-                device.as_slice(),
-                i64::try_from(event.seq).unwrap_or(i64::MAX),
-                event.patient.as_ref().map(|p| self.patient_ref(p).to_vec()),
-                flag.map(Flag::as_str),
-                now_ms,
-                sealed
-            ],
-        )?;
-        Ok(())
     }
 
     fn open_row(&self, id_ref: &[u8], sealed: &[u8]) -> Result<AuditEvent, ArchiveError> {
@@ -341,27 +335,15 @@ impl Archive {
 
     /// Every archived event about `nhs`, oldest first.
     pub fn events_about(&self, nhs: &NhsNumber) -> Result<Vec<Archived>, ArchiveError> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT id_ref, sealed, flag, received_at_ms FROM events WHERE patient_ref = ?1",
-        )?;
-        let rows = stmt
-            .query_map([self.patient_ref(nhs).as_slice()], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut out = rows
+        let mut out = self
+            .rows
+            .events_about(&self.patient_ref(nhs))?
             .into_iter()
-            .map(|(id_ref, sealed, flag, received_at_ms)| {
+            .map(|r| {
                 Ok(Archived {
-                    event: self.open_row(&id_ref, &sealed)?,
-                    flag,
-                    received_at_ms,
+                    event: self.open_row(&r.id_ref, &r.sealed)?,
+                    flag: r.flag,
+                    received_at_ms: r.received_at_ms,
                 })
             })
             .collect::<Result<Vec<_>, ArchiveError>>()?;
@@ -376,42 +358,21 @@ impl Archive {
         organisation: &str,
         include_closed: bool,
     ) -> Result<Vec<AlertRecord>, ArchiveError> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT a.id, a.alert_type, a.reason, a.raised_at_ms, a.status, a.closed_by,
-                    e.id_ref, e.sealed
-             FROM alerts a JOIN events e ON e.id_ref = a.event_ref
-             WHERE a.organisation = ?1 AND (?2 OR a.status = 'open')
-             ORDER BY a.raised_at_ms, a.id",
-        )?;
-        let rows = stmt
-            .query_map(params![organisation, include_closed], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, u8>(1)?,
-                    r.get::<_, u8>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Vec<u8>>(6)?,
-                    r.get::<_, Vec<u8>>(7)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(
-                |(id, t, reason, raised_at_ms, status, closed_by, id_ref, sealed)| {
-                    Ok(AlertRecord {
-                        id,
-                        organisation: organisation.to_owned(),
-                        alert: alert_from_codes(t, reason).ok_or(ArchiveError::Tampered)?,
-                        raised_at_ms,
-                        status,
-                        closed_by,
-                        event: self.open_row(&id_ref, &sealed)?,
-                    })
-                },
-            )
+        self.rows
+            .alerts(organisation, include_closed)?
+            .into_iter()
+            .map(|a| {
+                Ok(AlertRecord {
+                    id: a.id,
+                    organisation: organisation.to_owned(),
+                    alert: alert_from_codes(a.alert_type, a.reason)
+                        .ok_or(ArchiveError::Tampered)?,
+                    raised_at_ms: a.raised_at_ms,
+                    status: a.status,
+                    closed_by: a.closed_by,
+                    event: self.open_row(&a.event_ref, &a.event_sealed)?,
+                })
+            })
             .collect()
     }
 
@@ -425,51 +386,33 @@ impl Archive {
         by: &str,
         now_ms: i64,
     ) -> Result<bool, ArchiveError> {
-        let n = self.conn()?.execute(
-            "UPDATE alerts SET status = ?1, closed_by = ?2, closed_at_ms = ?3
-             WHERE id = ?4 AND organisation = ?5 AND status = 'open'",
-            params![outcome.as_str(), by, now_ms, id, organisation],
-        )?;
-        Ok(n == 1)
+        self.rows
+            .close_alert(id, organisation, outcome.as_str(), by, now_ms)
     }
 
     /// How many events are archived, and how many of them are flagged.
     pub fn counts(&self) -> Result<(u64, u64), ArchiveError> {
-        let conn = self.conn()?;
-        let (all, flagged): (i64, i64) =
-            conn.query_row("SELECT COUNT(*), COUNT(flag) FROM events", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        Ok((all.max(0) as u64, flagged.max(0) as u64))
+        self.rows.counts(None)
     }
 
     /// How many events `device` uploaded, and how many of them are flagged.
     pub fn counts_of(&self, device: &[u8; 32]) -> Result<(u64, u64), ArchiveError> {
-        let conn = self.conn()?;
-        let (all, flagged): (i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COUNT(flag) FROM events WHERE device = ?1",
-            [device.as_slice()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok((all.max(0) as u64, flagged.max(0) as u64))
+        self.rows.counts(Some(device))
     }
 
     /// Devices whose last upload said they hold an event written before
     /// `older_than_ms` (their audit backlog is overdue).
     pub fn overdue_devices(&self, older_than_ms: i64) -> Result<u64, ArchiveError> {
-        let conn = self.conn()?;
-        let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM chains WHERE queued > 0 AND oldest_ms < ?1",
-            [older_than_ms],
-            |r| r.get(0),
-        )?;
-        Ok(n.max(0) as u64)
+        self.rows.overdue_devices(older_than_ms)
     }
 
     /// Where `device`'s chain stands: the last event's counter and hash.
     pub fn chain(&self, device: &[u8; 32]) -> Result<(u64, String), ArchiveError> {
-        let conn = self.conn()?;
-        chain_of(&conn, device)
+        Ok(self
+            .rows
+            .chain(device)?
+            .map(|c| (c.last_seq, c.last_hash))
+            .unwrap_or((0, GENESIS_HASH.to_owned())))
     }
 }
 
@@ -479,54 +422,4 @@ fn alert_from_codes(alert_type: u8, reason: u8) -> Option<Alert> {
         .find(|t| t.code() == alert_type)?;
     let r = AlertReason::ALL.into_iter().find(|r| r.code() == reason)?;
     Alert::new(t, r)
-}
-
-fn chain_of(conn: &Connection, device: &[u8; 32]) -> Result<(u64, String), ArchiveError> {
-    let row: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT last_seq, last_hash FROM chains WHERE device = ?1",
-            [device.as_slice()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    Ok(row
-        .map(|(s, h)| (s.max(0) as u64, h))
-        .unwrap_or((0, GENESIS_HASH.to_owned())))
-}
-
-fn is_stored(tx: &Transaction<'_>, id_ref: &[u8; 16]) -> Result<bool, ArchiveError> {
-    Ok(tx
-        .query_row(
-            "SELECT 1 FROM events WHERE id_ref = ?1",
-            [id_ref.as_slice()],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
-}
-
-fn set_chain(
-    tx: &Transaction<'_>,
-    device: &[u8; 32],
-    last_seq: u64,
-    last_hash: &str,
-    backlog: Backlog,
-    now_ms: i64,
-) -> Result<(), ArchiveError> {
-    tx.execute(
-        "INSERT INTO chains (device, last_seq, last_hash, queued, oldest_ms, reported_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(device) DO UPDATE SET last_seq = excluded.last_seq,
-             last_hash = excluded.last_hash, queued = excluded.queued,
-             oldest_ms = excluded.oldest_ms, reported_at_ms = excluded.reported_at_ms",
-        params![
-            device.as_slice(),
-            i64::try_from(last_seq).unwrap_or(i64::MAX),
-            last_hash,
-            i64::try_from(backlog.queued).unwrap_or(i64::MAX),
-            backlog.oldest_ms,
-            now_ms
-        ],
-    )?;
-    Ok(())
 }

@@ -3,12 +3,12 @@
 //! it. A device's own trail says what its user opened; this says what the
 //! device could have read, unmodified or not.
 
-use rusqlite::params;
 use scr_core::NhsNumber;
 use scr_core::crypto;
 use scr_core::record::Compartment;
 use serde::{Deserialize, Serialize};
 
+use super::rows::SentRow;
 use super::{Archive, ArchiveError};
 
 const SENT: &[u8] = b"sent";
@@ -38,56 +38,38 @@ impl Archive {
     /// Notes, in one transaction, that each document (of a patient's
     /// compartment) went to its device at `now_ms`.
     pub fn record_sent(&self, sent: &[SentNow], now_ms: i64) -> Result<(), ArchiveError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        for s in sent {
-            let doc_ref = self.lookup.hash(&[b"document", s.document.as_bytes()]);
-            let entry = Sent {
-                document: s.document.clone(),
-                patient: s.patient,
-                compartment: s.compartment,
-                first_sent_ms: now_ms,
-                last_sent_ms: now_ms,
-            };
-            let plain = serde_json::to_vec(&entry).map_err(|_| ArchiveError::Tampered)?;
-            let sealed = crypto::seal(&self.seal, &[SENT, &s.device, &doc_ref], &plain)
-                .map_err(|_| ArchiveError::Tampered)?;
-            tx.execute(
-                "INSERT INTO sent (device, doc_ref, patient_ref, first_sent_ms, last_sent_ms, sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)
-                 ON CONFLICT(device, doc_ref) DO UPDATE SET last_sent_ms = excluded.last_sent_ms",
-                params![
-                    s.device.as_slice(),
-                    doc_ref.as_slice(),
-                    self.patient_ref(&s.patient).as_slice(),
-                    now_ms,
-                    sealed
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        let rows = sent
+            .iter()
+            .map(|s| {
+                let doc_ref = self.lookup.hash(&[b"document", s.document.as_bytes()]);
+                let entry = Sent {
+                    document: s.document.clone(),
+                    patient: s.patient,
+                    compartment: s.compartment,
+                    first_sent_ms: now_ms,
+                    last_sent_ms: now_ms,
+                };
+                let plain = serde_json::to_vec(&entry).map_err(|_| ArchiveError::Tampered)?;
+                let sealed = crypto::seal(&self.seal, &[SENT, &s.device, &doc_ref], &plain)
+                    .map_err(|_| ArchiveError::Tampered)?;
+                Ok(SentRow {
+                    device: s.device,
+                    doc_ref,
+                    patient_ref: self.patient_ref(&s.patient),
+                    sealed,
+                })
+            })
+            .collect::<Result<Vec<_>, ArchiveError>>()?;
+        self.rows.record_sent(&rows, now_ms)
     }
 
     /// Every document sent to `device`, first sent first.
     pub fn sent_to(&self, device: &[u8; 32]) -> Result<Vec<Sent>, ArchiveError> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT doc_ref, first_sent_ms, last_sent_ms, sealed FROM sent WHERE device = ?1
-             ORDER BY first_sent_ms",
-        )?;
-        let rows = stmt
-            .query_map([device.as_slice()], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.rows.sent_to(device)?;
         rows.into_iter()
-            .map(|(doc_ref, first, last, sealed)| {
+            .map(|r| {
+                let (doc_ref, first, last, sealed) =
+                    (r.doc_ref, r.first_sent_ms, r.last_sent_ms, r.sealed);
                 let plain = crypto::open(&self.seal, &[SENT, device, &doc_ref], &sealed)
                     .map_err(|_| ArchiveError::Tampered)?;
                 let mut sent: Sent =

@@ -1,22 +1,20 @@
-//! The server's directory of enrolled devices and enrollment tokens, in its
-//! own SQLite file. Tokens are stored only as BLAKE3 hashes:
-//! a token is 128 random bits, so its hash cannot be reversed, and the
-//! database never holds a usable token.
+//! The server's directory of enrolled devices, enrollment tokens, users
+//! and operators: what each row means and every check made before one is
+//! written. Where the rows live is `rows::DirectoryRows`: the embedded
+//! SQLite file (`sqlite.rs`, the default) or PostgreSQL, shared by several
+//! nodes (`postgres.rs`; ADR 0017). Tokens are stored only as BLAKE3
+//! hashes: a token is 128 random bits, so its hash cannot be reversed, and
+//! neither database ever holds a usable token.
+
+pub mod postgres;
+pub mod rows;
+pub mod sqlite;
 
 use std::path::Path;
-use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use scr_core::retention::DeviceClass;
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("0001_directory.sql"),
-    include_str!("0002_users.sql"),
-    include_str!("0003_user_revocation.sql"),
-    include_str!("0004_revocation_time.sql"),
-    include_str!("0005_login_attempts.sql"),
-    include_str!("0006_operators.sql"),
-];
+pub use rows::{DirectoryRows, NewUser};
 
 /// What a device was enrolled as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,22 +36,24 @@ pub enum DirectoryError {
     NotAudited,
     #[error("directory database error")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("directory database: {0}")]
+    Postgres(#[from] crate::pg::PgError),
     #[error("the directory lock was poisoned")]
     Poisoned,
     #[error("the system random number generator failed")]
     Random,
 }
 
-/// A device class as the directory stores it (its name).
-fn class_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<DeviceClass> {
-    let name: String = row.get(i)?;
-    name.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
+/// Activity codes as the directory keeps them (comma-separated).
+pub(crate) fn split_activities(text: &str) -> Vec<String> {
+    text.split(',')
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 pub struct Directory {
-    conn: Mutex<Connection>,
+    rows: Box<dyn DirectoryRows>,
 }
 
 pub(crate) fn token_hash(token: &str) -> [u8; 32] {
@@ -61,15 +61,22 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
 }
 
 impl Directory {
+    /// The directory in its own SQLite file (created if missing).
     pub fn open(path: &Path) -> Result<Self, DirectoryError> {
-        let conn = crate::sqlite::open_durable(path, MIGRATIONS)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+        Ok(Self::over(Box::new(sqlite::SqliteDirectory::open(path)?)))
     }
 
-    pub(crate) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, DirectoryError> {
-        self.conn.lock().map_err(|_| DirectoryError::Poisoned)
+    /// The directory in PostgreSQL, shared with every node on it.
+    pub fn on_postgres(pg: crate::pg::Pg) -> Self {
+        Self::over(Box::new(postgres::PgDirectory::new(pg)))
+    }
+
+    pub fn over(rows: Box<dyn DirectoryRows>) -> Self {
+        Self { rows }
+    }
+
+    pub(crate) fn rows(&self) -> &dyn DirectoryRows {
+        self.rows.as_ref()
     }
 
     /// A one-time token that enrolls one device for `organisation` as
@@ -88,15 +95,11 @@ impl Directory {
         let mut raw = [0u8; 16];
         getrandom::fill(&mut raw).map_err(|_| DirectoryError::Random)?;
         let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        self.conn()?.execute(
-            "INSERT INTO enrollment_tokens (token_hash, organisation, device_class, expires_at_ms)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![
-                token_hash(&token),
-                organisation,
-                device_class.as_str(),
-                expires_at_ms
-            ],
+        self.rows.insert_token(
+            &token_hash(&token),
+            organisation,
+            device_class,
+            expires_at_ms,
         )?;
         Ok(token)
     }
@@ -109,96 +112,24 @@ impl Directory {
         key: &[u8; 32],
         token: &str,
         now_ms: i64,
-        audit: impl FnOnce(&Device) -> bool,
+        mut audit: impl FnMut(&Device) -> bool,
     ) -> Result<Device, DirectoryError> {
-        let mut conn = self.conn()?;
+        let hash = token_hash(token);
         // A made-up token is refused on a read, without the write lock
         // every enrollment (and every admin command) waits for.
-        let usable: Option<i64> = conn
-            .prepare_cached(
-                "SELECT 1 FROM enrollment_tokens
-                 WHERE token_hash = ?1 AND used_by IS NULL AND expires_at_ms > ?2",
-            )?
-            .query_row(params![token_hash(token), now_ms], |r| r.get(0))
-            .optional()?;
-        if usable.is_none() {
+        if !self.rows.token_usable(&hash, now_ms)? {
             return Err(DirectoryError::BadToken);
         }
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let row: Option<(String, DeviceClass)> = tx
-            .query_row(
-                "SELECT organisation, device_class FROM enrollment_tokens
-                 WHERE token_hash = ?1 AND used_by IS NULL AND expires_at_ms > ?2",
-                params![token_hash(token), now_ms],
-                |r| Ok((r.get(0)?, class_at(r, 1)?)),
-            )
-            .optional()?;
-        let (organisation, device_class) = row.ok_or(DirectoryError::BadToken)?;
-        // A revoked key never comes back, whatever token it presents.
-        let revoked: Option<i64> = tx
-            .query_row(
-                "SELECT revoked FROM devices WHERE key = ?1",
-                [key.as_slice()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if revoked.is_some_and(|r| r != 0) {
-            return Err(DirectoryError::BadToken);
-        }
-        tx.execute(
-            "UPDATE enrollment_tokens SET used_by = ?1 WHERE token_hash = ?2",
-            params![key.as_slice(), token_hash(token)],
-        )?;
-        tx.execute(
-            "INSERT INTO devices (key, organisation, device_class, enrolled_at_ms, revoked)
-             VALUES (?1, ?2, ?3, ?4, 0)
-             ON CONFLICT(key) DO UPDATE SET organisation = excluded.organisation,
-                 device_class = excluded.device_class, enrolled_at_ms = excluded.enrolled_at_ms",
-            params![key.as_slice(), organisation, device_class.as_str(), now_ms],
-        )?;
-        let device = Device {
-            key: *key,
-            organisation,
-            device_class,
-            enrolled_at_ms: now_ms,
-            revoked: false,
-        };
-        if !audit(&device) {
-            return Err(DirectoryError::NotAudited);
-        }
-        tx.commit()?;
-        Ok(device)
+        self.rows.enroll(key, &hash, now_ms, &mut audit)
     }
 
     /// The hash of the enrollment token `key` enrolled with.
     pub fn token_used_by(&self, key: &[u8; 32]) -> Result<Option<[u8; 32]>, DirectoryError> {
-        Ok(self
-            .conn()?
-            .query_row(
-                "SELECT token_hash FROM enrollment_tokens WHERE used_by = ?1",
-                [key.as_slice()],
-                |r| r.get(0),
-            )
-            .optional()?)
+        self.rows.token_used_by(key)
     }
 
     pub fn device(&self, key: &[u8; 32]) -> Result<Option<Device>, DirectoryError> {
-        Ok(self
-            .conn()?
-            .query_row(
-                "SELECT organisation, device_class, enrolled_at_ms, revoked FROM devices WHERE key = ?1",
-                [key.as_slice()],
-                |r| {
-                    Ok(Device {
-                        key: *key,
-                        organisation: r.get(0)?,
-                        device_class: class_at(r, 1)?,
-                        enrolled_at_ms: r.get(2)?,
-                        revoked: r.get::<_, i64>(3)? != 0,
-                    })
-                },
-            )
-            .optional()?)
+        self.rows.device(key)
     }
 
     /// Whether `key` may connect: enrolled and not revoked.
@@ -208,35 +139,20 @@ impl Directory {
 
     /// Revokes a device (a lost tablet). Returns false if it was unknown.
     pub fn revoke(&self, key: &[u8; 32]) -> Result<bool, DirectoryError> {
-        Ok(self.conn()?.execute(
-            "UPDATE devices SET revoked = 1, revoked_at_ms = COALESCE(revoked_at_ms, ?2)
-             WHERE key = ?1",
-            params![key.as_slice(), scr_core::clock::now_ms()],
-        )? > 0)
+        self.rows.revoke_device(key, scr_core::clock::now_ms())
     }
 
     /// When `key` was revoked, if it was: what it uploads dated after that
     /// is not believed. `Err` when the directory cannot say.
     pub fn device_revoked_at(&self, key: &[u8; 32]) -> Result<Option<i64>, DirectoryError> {
-        Ok(self
-            .conn()?
-            .query_row(
-                "SELECT revoked_at_ms FROM devices WHERE key = ?1 AND revoked != 0",
-                [key.as_slice()],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten())
+        self.rows.device_revoked_at(key)
     }
 
     /// Revokes a user: no more logins, and devices holding their grant
     /// are told to wipe themselves. Returns false if unknown or already
     /// revoked.
     pub fn revoke_user(&self, user_id: &str) -> Result<bool, DirectoryError> {
-        Ok(self.conn()?.execute(
-            "UPDATE users SET revoked = 1, revoked_at_ms = ?2 WHERE user_id = ?1 AND revoked = 0",
-            params![user_id, scr_core::clock::now_ms()],
-        )? > 0)
+        self.rows.revoke_user(user_id, scr_core::clock::now_ms())
     }
 
     /// When each of `users` was revoked, for those who were.
@@ -244,18 +160,10 @@ impl Directory {
         &self,
         users: &[&str],
     ) -> Result<std::collections::HashMap<String, i64>, DirectoryError> {
-        let conn = self.conn()?;
         let mut out = std::collections::HashMap::new();
         for u in users {
-            let at: Option<Option<i64>> = conn
-                .query_row(
-                    "SELECT revoked_at_ms FROM users WHERE user_id = ?1 AND revoked != 0",
-                    [u],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(at) = at {
-                out.insert((*u).to_owned(), at.unwrap_or(0));
+            if let Some(at) = self.rows.user_revoked_at(u)? {
+                out.insert((*u).to_owned(), at);
             }
         }
         Ok(out)
@@ -264,45 +172,21 @@ impl Directory {
     /// Whether the user was revoked (true if the directory cannot say:
     /// fail closed).
     pub fn user_revoked(&self, user_id: &str) -> bool {
-        let Ok(conn) = self.conn() else {
-            return true;
-        };
-        conn.query_row(
-            "SELECT revoked FROM users WHERE user_id = ?1",
-            [user_id],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()
-        .map(|r| r.unwrap_or(0) != 0)
-        .unwrap_or(true)
+        self.rows.user_revoked(user_id).unwrap_or(true)
     }
 
-    /// Changes when another connection commits (an admin command).
+    /// Moves when another process or node changed what this one must see.
     pub fn data_version(&self) -> Result<i64, DirectoryError> {
-        Ok(self
-            .conn()?
-            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+        self.rows.change_marker()
     }
 
     /// The keys of every enrolled device not revoked.
     pub fn active_device_keys(&self) -> Result<Vec<[u8; 32]>, DirectoryError> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT key FROM devices WHERE revoked = 0")?;
-        let keys = stmt
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(keys
-            .into_iter()
-            .filter_map(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
-            .collect())
+        self.rows.active_device_keys()
     }
 
     pub fn active_device_count(&self) -> Result<i64, DirectoryError> {
-        Ok(self
-            .conn()?
-            .query_row("SELECT COUNT(*) FROM devices WHERE revoked = 0", [], |r| {
-                r.get(0)
-            })?)
+        self.rows.active_device_count()
     }
 }
 

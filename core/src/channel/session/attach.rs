@@ -38,6 +38,13 @@ impl Session {
         let mut from_samod = self.from_samod.lock().await;
         let mut side = self.side_rx.lock().await;
         if self.is_ended() {
+            // Ended before this connection carried it (a server shutting
+            // down just after the session reply): still say goodbye.
+            if self.goodbye.load(Ordering::SeqCst) {
+                let mut channel = channel;
+                let end = frame(END, 0, 0, &[]);
+                let _ = tokio::time::timeout(Duration::from_secs(1), channel.send(&end)).await;
+            }
             return Detached::Ended;
         }
         self.attached.store(true, Ordering::SeqCst);

@@ -1,0 +1,152 @@
+//! Other nodes' writes, heard (ADR 0017): every write another node must see
+//! bumps its concern's counter and sends `NOTIFY scr_changes` in the same
+//! transaction (`pg_notify` is delivered at commit, or never). A node
+//! listens on a connection of its own; each notice moves its [`Changes`].
+//! A notice sent while that connection was down is lost, so on every
+//! (re)connection the node compares the counters with the last it saw and
+//! moves `Changes` if any moved meanwhile: a dropped connection loses
+//! nothing, it only delays.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::{Pg, PgConfig};
+
+/// The channel every notice goes on.
+pub const CHANNEL: &str = "scr_changes";
+
+/// The SQL a writer runs in its transaction, after bumping `concern`'s
+/// counter (see `change_counters`).
+pub fn notify_sql(concern: &str) -> String {
+    format!("SELECT pg_notify('{CHANNEL}', '{concern}')")
+}
+
+/// What a node has heard of other nodes' writes.
+#[derive(Clone)]
+pub struct Changes {
+    moved: watch::Receiver<u64>,
+    stats: Arc<Stats>,
+}
+
+#[derive(Default)]
+struct Stats {
+    notices: AtomicU64,
+    caught_up: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl Changes {
+    /// Moves at every notice, and at every catch-up that found a change.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.moved.clone()
+    }
+
+    /// Notices heard.
+    pub fn notices(&self) -> u64 {
+        self.stats.notices.load(Ordering::Relaxed)
+    }
+
+    /// Catch-ups after a reconnection that found writes whose notices were
+    /// missed.
+    pub fn caught_up(&self) -> u64 {
+        self.stats.caught_up.load(Ordering::Relaxed)
+    }
+
+    /// Times the listening connection was made again after it dropped.
+    pub fn reconnects(&self) -> u64 {
+        self.stats.reconnects.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts listening (on `pg`'s runtime) until the runtime stops.
+pub fn listen(pg: &Pg, config: &PgConfig) -> Changes {
+    let (tx, moved) = watch::channel(0u64);
+    let stats = Arc::new(Stats::default());
+    let (config, counters_of, seen) = (config.clone(), stats.clone(), pg.clone());
+    pg.runtime.spawn(async move {
+        let mut last: Option<HashMap<String, i64>> = None;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let heard = listen_once(&config, &seen, &tx, &counters_of, &mut last).await;
+            if heard {
+                delay = Duration::from_millis(100);
+            }
+            counters_of.reconnects.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    });
+    Changes { moved, stats }
+}
+
+/// One listening connection, until it drops. Returns whether it got as
+/// far as listening.
+async fn listen_once(
+    config: &PgConfig,
+    pg: &Pg,
+    tx: &watch::Sender<u64>,
+    stats: &Stats,
+    last: &mut Option<HashMap<String, i64>>,
+) -> bool {
+    let Ok(mut cfg) = config.url.parse::<tokio_postgres::Config>() else {
+        return false;
+    };
+    cfg.application_name("scr-server-listen");
+    cfg.connect_timeout(Duration::from_secs(5));
+    let Ok((client, mut connection)) = cfg.connect(tokio_postgres::NoTls).await else {
+        return false;
+    };
+    let (notes, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message
+                && n.channel() == CHANNEL
+            {
+                let _ = notes.send(());
+            }
+        }
+    });
+    if client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .is_err()
+    {
+        driver.abort();
+        return false;
+    }
+    // Listening from here: whatever committed before is in the counters.
+    if let Ok(now) = counters(pg).await {
+        if last.as_ref().is_some_and(|seen| *seen != now) {
+            stats.caught_up.fetch_add(1, Ordering::Relaxed);
+            tx.send_modify(|n| *n += 1);
+        }
+        *last = Some(now);
+    }
+    while heard.recv().await.is_some() {
+        stats.notices.fetch_add(1, Ordering::Relaxed);
+        tx.send_modify(|n| *n += 1);
+        if let Ok(now) = counters(pg).await {
+            *last = Some(now);
+        }
+    }
+    driver.abort();
+    true
+}
+
+async fn counters(pg: &Pg) -> Result<HashMap<String, i64>, super::PgError> {
+    let c = super::client(&pg.pool).await?;
+    let rows = c
+        .query("SELECT concern, seq FROM change_counters", &[])
+        .await
+        .map_err(super::failed("change counters"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect())
+}

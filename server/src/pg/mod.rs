@@ -1,0 +1,195 @@
+//! The server's PostgreSQL connection (ADR 0017): a pool of tokio-postgres
+//! connections (deadpool-postgres) driven by a small runtime of its own,
+//! numbered migrations, and a statement timeout on every connection.
+//!
+//! The server's storage interface is synchronous, called on the blocking
+//! pool as SQLite is; [`Pg::run`] hands a query's future to this runtime
+//! and waits for its answer, so the same interface serves both stores, from
+//! the server's tasks and from the admin commands alike.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+pub mod listen;
+
+/// Schema migrations, applied in order, each once, under an advisory lock
+/// (two nodes starting together do not both apply one).
+const MIGRATIONS: &[&str] = &[
+    include_str!("0001_directory.sql"),
+    include_str!("0002_archive.sql"),
+];
+
+/// The advisory lock key the migrations take (any fixed number).
+const MIGRATION_LOCK: i64 = 0x5c5_0017;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("the PostgreSQL address is not a valid postgres:// URL")]
+    BadUrl,
+    #[error("PostgreSQL could not be reached")]
+    Unreachable,
+    #[error("a PostgreSQL statement failed ({0})")]
+    Statement(&'static str),
+    #[error("the PostgreSQL schema is newer than this build knows")]
+    SchemaTooNew,
+    #[error("the PostgreSQL runtime could not start")]
+    Runtime,
+}
+
+/// How the pool is sized and how long a statement may run.
+#[derive(Clone, Debug)]
+pub struct PgConfig {
+    pub url: String,
+    pub pool_size: usize,
+    pub statement_timeout: Duration,
+}
+
+impl PgConfig {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A pool of connections to one PostgreSQL database, migrated.
+#[derive(Clone)]
+pub struct Pg {
+    pool: Pool,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pg").finish_non_exhaustive()
+    }
+}
+
+impl Pg {
+    /// Connects and brings the schema up to date.
+    pub fn connect(config: &PgConfig) -> Result<Self, PgError> {
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|_| PgError::BadUrl)?;
+        pg.options(format!(
+            "-c statement_timeout={}",
+            config.statement_timeout.as_millis()
+        ));
+        pg.connect_timeout(Duration::from_secs(5));
+        pg.application_name("scr-server");
+        let manager = Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("scr-pg")
+            .enable_all()
+            .build()
+            .map_err(|_| PgError::Runtime)?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|_| PgError::BadUrl)?;
+        let pg = Self {
+            pool,
+            runtime: Arc::new(runtime),
+        };
+        pg.run(|pool| async move { migrate(&pool).await })?;
+        Ok(pg)
+    }
+
+    /// Starts `work` with the pool on this connection's runtime; its answer
+    /// arrives on the receiver (for work that talks with its caller while
+    /// it runs: a transaction held open across the caller's audit).
+    pub fn spawn<T, F, Fut>(&self, work: F) -> std::sync::mpsc::Receiver<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pool) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let future = work(self.pool.clone());
+        self.runtime.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        rx
+    }
+
+    /// Runs `work` with the pool on this connection's runtime and waits for
+    /// its answer (from any thread: a blocking-pool thread, an admin
+    /// command, a test).
+    pub fn run<T, F, Fut>(&self, work: F) -> Result<T, PgError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, PgError>> + Send + 'static,
+    {
+        self.spawn(work).recv().map_err(|_| PgError::Runtime)?
+    }
+}
+
+/// A pooled connection, or `Unreachable`.
+pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, PgError> {
+    pool.get().await.map_err(|_| PgError::Unreachable)
+}
+
+/// Maps a driver error to a typed one naming the operation, never a value.
+pub fn failed(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
+    move |e| {
+        if e.is_closed() {
+            PgError::Unreachable
+        } else {
+            PgError::Statement(what)
+        }
+    }
+}
+
+async fn migrate(pool: &Pool) -> Result<(), PgError> {
+    let mut client = client(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(failed("migration begin"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(failed("migration lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(failed("migration table"))?;
+    let applied: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(failed("migration version"))?
+        .get(0);
+    let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+    if applied > known {
+        return Err(PgError::SchemaTooNew);
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+        tx.batch_execute(sql).await.map_err(failed("migration"))?;
+        let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(failed("migration record"))?;
+    }
+    tx.commit().await.map_err(failed("migration commit"))
+}
