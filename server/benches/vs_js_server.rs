@@ -181,8 +181,9 @@ async fn fetch_by_catalogue(
     let mut wanted: std::collections::HashSet<String> =
         differing.into_iter().map(|d| d.doc).collect();
     // Each answer is read on the blocking pool, in pieces across the cores,
-    // while the next is asked for: the app's fetch does the same before its
-    // engine takes the documents (`scr_core::sync` fetch, `READ_PIECE`).
+    // while the next is asked for, as the app's fetch reads them (its engine
+    // then takes each piece as it is read, the reads at most two pieces
+    // ahead: `scr_core::sync` fetch, `READ_PIECE`, `READ_AHEAD`).
     let mut reads = Vec::new();
     let mut id = 1;
     while !wanted.is_empty() {

@@ -99,6 +99,9 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
+        // Listening for SIGTERM before starting: one sent while the server
+        // starts stops it gracefully once it has, rather than killing it.
+        let mut stop = StopSignals::new().map_err(|e| e.to_string())?;
         let server = start(config).await.map_err(|e| e.to_string())?;
         println!(
             "serving sync on {} and health on {}; server key {}",
@@ -106,7 +109,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
             server.health_addr,
             hex_key(&server.server_key)
         );
-        let signal = stop_signal().await.map_err(|e| e.to_string())?;
+        let signal = stop.next().await.map_err(|e| e.to_string())?;
         println!("{signal}: shutting down");
         let drained = server.shutdown().await;
         println!(
@@ -122,20 +125,33 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// Waits for Ctrl-C or SIGTERM (what systemd and Kubernetes send to stop a
-/// service); returns which came.
-async fn stop_signal() -> std::io::Result<&'static str> {
+/// Ctrl-C, and SIGTERM (what systemd and Kubernetes send to stop a
+/// service), listened for from when this is made.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map(|()| "interrupted"),
-            _ = term.recv() => Ok("SIGTERM"),
-        }
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map(|()| "interrupted")
+
+    /// Waits for either; says which came.
+    async fn next(&mut self) -> std::io::Result<&'static str> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.map(|()| "interrupted"),
+                _ = self.term.recv() => Ok("SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.map(|()| "interrupted")
+        }
     }
 }

@@ -28,38 +28,66 @@ const BATCH: usize = 512;
 /// otherwise the writer looks them up.
 pub type SentDoc = (String, Option<(NhsNumber, Compartment)>);
 
+/// What the writer is handed: documents sent, or a wish to know that
+/// everything handed before is written.
+enum Note {
+    Sent([u8; 32], Vec<SentDoc>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Hands each session its observer; writes what they note.
 #[derive(Clone)]
 pub struct SentLog {
-    to_writer: mpsc::UnboundedSender<([u8; 32], Vec<SentDoc>)>,
+    to_writer: mpsc::UnboundedSender<Note>,
 }
 
 impl SentLog {
     /// Starts the writer (it ends when every observer and this are gone).
     pub fn start(store: Store, archive: Arc<Archive>) -> Self {
-        let (to_writer, mut from_sessions) = mpsc::unbounded_channel::<([u8; 32], Vec<SentDoc>)>();
+        let (to_writer, mut from_sessions) = mpsc::unbounded_channel::<Note>();
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while from_sessions.recv_many(&mut batch, BATCH).await > 0 {
                 let (store, archive) = (store.clone(), archive.clone());
-                let noted: Vec<([u8; 32], SentDoc)> = std::mem::take(&mut batch)
-                    .into_iter()
-                    .flat_map(|(device, docs)| docs.into_iter().map(move |d| (device, d)))
-                    .collect();
-                let written = tokio::task::spawn_blocking(move || write(&store, &archive, noted));
-                if !matches!(written.await, Ok(Ok(()))) {
-                    tracing::warn!("documents sent to devices could not be logged");
+                let mut flushes = Vec::new();
+                let mut noted: Vec<([u8; 32], SentDoc)> = Vec::new();
+                for note in std::mem::take(&mut batch) {
+                    match note {
+                        Note::Sent(device, docs) => {
+                            noted.extend(docs.into_iter().map(|d| (device, d)));
+                        }
+                        Note::Flush(done) => flushes.push(done),
+                    }
+                }
+                if !noted.is_empty() {
+                    let written =
+                        tokio::task::spawn_blocking(move || write(&store, &archive, noted));
+                    if !matches!(written.await, Ok(Ok(()))) {
+                        tracing::warn!("documents sent to devices could not be logged");
+                    }
+                }
+                for done in flushes {
+                    let _ = done.send(());
                 }
             }
         });
         Self { to_writer }
     }
 
+    /// Resolves once everything noted before it is written (a shutdown
+    /// waits for it).
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.to_writer.send(Note::Flush(done)).is_ok() {
+            let _ = written.await;
+        }
+    }
+
     /// Documents sent to `device` outside samod (a fetch's answer): one
     /// batch, appended in one transaction.
     pub fn sent(&self, device: [u8; 32], docs: Vec<SentDoc>) {
         if !docs.is_empty() {
-            let _ = self.to_writer.send((device, docs));
+            let _ = self.to_writer.send(Note::Sent(device, docs));
         }
     }
 
@@ -82,7 +110,7 @@ impl SentLog {
                 .is_some_and(|s| s.is_ok_and(|s| !s.changes.is_empty()));
             if carries_changes {
                 noted.insert(doc.clone());
-                let _ = to_writer.send((device, vec![(doc, None)]));
+                let _ = to_writer.send(Note::Sent(device, vec![(doc, None)]));
             }
         })
     }

@@ -105,47 +105,78 @@ impl Driver {
 /// Documents read at a time on one blocking thread: an answer's pieces are
 /// read across the cores before the engine (one lock) takes them.
 const READ_PIECE: usize = 48;
+/// Pieces read ahead of the engine's merge at most: what a fetch holds in
+/// memory stays a few pieces' worth, whatever an answer carries.
+const READ_AHEAD: usize = 2;
 
-/// Reads one answer's documents (the `untrusted` guard, then Automerge) in
-/// pieces across the cores, then has the engine take them; returns the
+type Read = Vec<(
+    NhsNumber,
+    CompartmentExport,
+    Result<CompartmentDoc, crate::record::DocError>,
+)>;
+
+/// Reads one piece of an answer (the `untrusted` guard, then Automerge).
+fn read_piece(piece: Vec<(NhsNumber, CompartmentExport)>) -> tokio::task::JoinHandle<Read> {
+    tokio::task::spawn_blocking(move || {
+        piece
+            .into_iter()
+            .map(|(nhs, export)| {
+                let read = CompartmentDoc::load(export.compartment, &export.bytes);
+                (nhs, export, read)
+            })
+            .collect()
+    })
+}
+
+/// Reads one answer's documents in pieces across the cores, a few pieces
+/// ahead of the engine, which takes each piece as it is read; returns the
 /// ids taken. One that fails to read or merge is left to samod's sync.
 async fn take_fetched(
     engine: Arc<Engine>,
     merges: Vec<(NhsNumber, CompartmentExport)>,
 ) -> Result<Vec<String>, SyncError> {
-    let mut reads = Vec::new();
     let mut merges = merges.into_iter().peekable();
-    while merges.peek().is_some() {
-        let piece: Vec<_> = merges.by_ref().take(READ_PIECE).collect();
-        reads.push(tokio::task::spawn_blocking(move || {
-            piece
-                .into_iter()
-                .map(|(nhs, export)| {
-                    let read = CompartmentDoc::load(export.compartment, &export.bytes);
-                    (nhs, export, read)
-                })
-                .collect::<Vec<_>>()
-        }));
-    }
-    let mut read = Vec::new();
-    for piece in reads {
-        read.extend(piece.await.map_err(|_| SyncError::Internal)?);
-    }
-    blocking(&engine, move |e| {
-        let mut taken = Vec::new();
-        for (nhs, export, doc) in read {
-            let merged = doc
-                .map_err(|err| EngineError::Store(err.into()))
-                .and_then(|doc| e.merge_fetched(&nhs, &export, Some(doc)));
-            match merged {
-                Ok(true) => taken.push(export.doc_id),
-                Ok(false) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "a fetched document was refused; left to sync");
-                }
+    let mut next_piece = move || {
+        merges
+            .peek()
+            .is_some()
+            .then(|| merges.by_ref().take(READ_PIECE).collect::<Vec<_>>())
+    };
+    let mut reading = std::collections::VecDeque::new();
+    let mut taken = Vec::new();
+    loop {
+        while reading.len() < READ_AHEAD {
+            match next_piece() {
+                Some(piece) => reading.push_back(read_piece(piece)),
+                None => break,
             }
         }
-        Ok(taken)
-    })
-    .await
+        let Some(first) = reading.pop_front() else {
+            break;
+        };
+        let read = first.await.map_err(|_| SyncError::Internal)?;
+        // The next piece reads while this one is merged.
+        if let Some(piece) = next_piece() {
+            reading.push_back(read_piece(piece));
+        }
+        let merged = blocking(&engine, move |e| {
+            let mut taken = Vec::new();
+            for (nhs, export, doc) in read {
+                let merged = doc
+                    .map_err(|err| EngineError::Store(err.into()))
+                    .and_then(|doc| e.merge_fetched(&nhs, &export, Some(doc)));
+                match merged {
+                    Ok(true) => taken.push(export.doc_id),
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "a fetched document was refused; left to sync");
+                    }
+                }
+            }
+            Ok(taken)
+        })
+        .await?;
+        taken.extend(merged);
+    }
+    Ok(taken)
 }

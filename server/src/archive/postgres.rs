@@ -48,7 +48,13 @@ impl ArchiveRows for PgArchive {
                     return Ok(());
                 }
             };
-            let tx = c.transaction().await.map_err(failed("append begin"))?;
+            let tx = match c.transaction().await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let _ = to_caller.send(Err(failed("append begin")(e).into()));
+                    return Ok(());
+                }
+            };
             let read: Result<(ChainState, HashSet<Ref>), PgError> = async {
                 // The chain's row exists and is held: a second node's upload
                 // of this device waits here until this one commits.

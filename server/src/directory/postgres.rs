@@ -22,6 +22,9 @@ impl PgDirectory {
     }
 }
 
+/// How long an enrollment holds its token's row for the caller's audit.
+const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What other nodes must see changed: the directory's counter bumped and
 /// a notice sent, both in the caller's transaction (`pg::listen`).
 async fn bump(c: &impl GenericClient) -> Result<(), PgError> {
@@ -110,10 +113,16 @@ impl DirectoryRows for PgDirectory {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = to_caller.send(Err(e.into()));
-                    return Ok(());
+                    return Ok(false);
                 }
             };
-            let tx = c.transaction().await.map_err(failed("enroll begin"))?;
+            let tx = match c.transaction().await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let _ = to_caller.send(Err(failed("enroll begin")(e).into()));
+                    return Ok(false);
+                }
+            };
             let staged: R<Device> = async {
                 let row = tx
                     .query_opt(
@@ -154,7 +163,6 @@ impl DirectoryRows for PgDirectory {
                     &[&k, &organisation, &class_name, &now_ms],
                 )
                 .await?;
-                bump(&tx).await?;
                 Ok(Device {
                     key: device_key,
                     organisation,
@@ -166,18 +174,27 @@ impl DirectoryRows for PgDirectory {
             .await;
             let staged_ok = staged.is_ok();
             let _ = to_caller.send(staged);
-            // Rolled back unless the caller's audit recorded it.
-            if staged_ok && decided.await.unwrap_or(false) {
+            // Rolled back unless the caller's audit recorded it (in time:
+            // the token's row is held meanwhile). The change counter, a
+            // row every node's writes share, is taken only now.
+            let audited = tokio::time::timeout(AUDIT_WAIT, decided).await;
+            if staged_ok && matches!(audited, Ok(Ok(true))) {
+                bump(&tx).await?;
                 tx.commit().await.map_err(failed("enroll commit"))?;
+                return Ok(true);
             }
-            Ok::<(), PgError>(())
+            Ok::<bool, PgError>(false)
         });
         let device = proposed.recv().map_err(|_| PgError::Runtime)??;
         let audited = audit(&device);
         let _ = decide.send(audited);
-        done.recv().map_err(|_| PgError::Runtime)??;
+        let committed = done.recv().map_err(|_| PgError::Runtime)??;
         if !audited {
             return Err(DirectoryError::NotAudited);
+        }
+        if !committed {
+            // The audit came after the token's row was let go.
+            return Err(PgError::Statement("enroll commit").into());
         }
         Ok(device)
     }
@@ -188,7 +205,7 @@ impl DirectoryRows for PgDirectory {
             let c = client(&pool).await?;
             let row = c
                 .query_opt(
-                    "SELECT token_hash FROM enrollment_tokens WHERE used_by = $1",
+                    "SELECT token_hash FROM enrollment_tokens WHERE used_by = $1 LIMIT 1",
                     &[&key],
                 )
                 .await

@@ -67,7 +67,9 @@ impl Changes {
 pub fn listen(pg: &Pg, config: &PgConfig) -> Changes {
     let (tx, moved) = watch::channel(0u64);
     let stats = Arc::new(Stats::default());
-    let (config, counters_of, seen) = (config.clone(), stats.clone(), pg.clone());
+    // The pool, not the `Pg`: a task on the runtime holding the runtime's
+    // handle would keep it alive forever.
+    let (config, counters_of, seen) = (config.clone(), stats.clone(), pg.pool.clone());
     pg.runtime.spawn(async move {
         let mut last: Option<HashMap<String, i64>> = None;
         let mut delay = Duration::from_millis(100);
@@ -88,7 +90,7 @@ pub fn listen(pg: &Pg, config: &PgConfig) -> Changes {
 /// far as listening.
 async fn listen_once(
     config: &PgConfig,
-    pg: &Pg,
+    pool: &deadpool_postgres::Pool,
     tx: &watch::Sender<u64>,
     stats: &Stats,
     last: &mut Option<HashMap<String, i64>>,
@@ -121,17 +123,25 @@ async fn listen_once(
         return false;
     }
     // Listening from here: whatever committed before is in the counters.
-    if let Ok(now) = counters(pg).await {
-        if last.as_ref().is_some_and(|seen| *seen != now) {
-            stats.caught_up.fetch_add(1, Ordering::Relaxed);
-            tx.send_modify(|n| *n += 1);
+    match counters(pool).await {
+        Ok(now) => {
+            if last.as_ref().is_some_and(|seen| *seen != now) {
+                stats.caught_up.fetch_add(1, Ordering::Relaxed);
+                tx.send_modify(|n| *n += 1);
+            }
+            *last = Some(now);
         }
-        *last = Some(now);
+        // Cannot tell what was missed: assume something was.
+        Err(_) => {
+            if last.is_some() {
+                tx.send_modify(|n| *n += 1);
+            }
+        }
     }
     while heard.recv().await.is_some() {
         stats.notices.fetch_add(1, Ordering::Relaxed);
         tx.send_modify(|n| *n += 1);
-        if let Ok(now) = counters(pg).await {
+        if let Ok(now) = counters(pool).await {
             *last = Some(now);
         }
     }
@@ -139,8 +149,8 @@ async fn listen_once(
     true
 }
 
-async fn counters(pg: &Pg) -> Result<HashMap<String, i64>, super::PgError> {
-    let c = super::client(&pg.pool).await?;
+async fn counters(pool: &deadpool_postgres::Pool) -> Result<HashMap<String, i64>, super::PgError> {
+    let c = super::client(pool).await?;
     let rows = c
         .query("SELECT concern, seq FROM change_counters", &[])
         .await

@@ -39,12 +39,26 @@ pub enum PgError {
 }
 
 /// How the pool is sized and how long a statement may run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgConfig {
     pub url: String,
     pub pool_size: usize,
     pub statement_timeout: Duration,
 }
+
+/// The URL may carry a password: never printed.
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a transaction may sit idle (a caller that stalled mid-way)
+/// before PostgreSQL ends it and frees what it holds.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(30);
 
 impl PgConfig {
     pub fn new(url: &str) -> Self {
@@ -60,7 +74,30 @@ impl PgConfig {
 #[derive(Clone)]
 pub struct Pg {
     pool: Pool,
-    runtime: Arc<tokio::runtime::Runtime>,
+    runtime: Arc<OwnRuntime>,
+}
+
+/// The pool's runtime, shut down in the background when the last handle
+/// goes (dropping a runtime inside async code would panic).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn spawn<F>(&self, future: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if let Some(rt) = &self.0 {
+            rt.spawn(future);
+        }
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Pg {
@@ -73,9 +110,12 @@ impl Pg {
     /// Connects and brings the schema up to date.
     pub fn connect(config: &PgConfig) -> Result<Self, PgError> {
         let mut pg: tokio_postgres::Config = config.url.parse().map_err(|_| PgError::BadUrl)?;
+        // Added to whatever options the URL gives.
+        let given = pg.get_options().unwrap_or_default().to_owned();
         pg.options(format!(
-            "-c statement_timeout={}",
-            config.statement_timeout.as_millis()
+            "{given} -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            config.statement_timeout.as_millis(),
+            IDLE_IN_TRANSACTION.as_millis()
         ));
         pg.connect_timeout(Duration::from_secs(5));
         pg.application_name("scr-server");
@@ -101,7 +141,7 @@ impl Pg {
             .map_err(|_| PgError::BadUrl)?;
         let pg = Self {
             pool,
-            runtime: Arc::new(runtime),
+            runtime: Arc::new(OwnRuntime(Some(runtime))),
         };
         pg.run(|pool| async move { migrate(&pool).await })?;
         Ok(pg)
@@ -159,6 +199,10 @@ async fn migrate(pool: &Pool) -> Result<(), PgError> {
         .transaction()
         .await
         .map_err(failed("migration begin"))?;
+    // Another node may be migrating: wait for it longer than a statement.
+    tx.batch_execute("SET LOCAL statement_timeout = '120s'")
+        .await
+        .map_err(failed("migration timeout"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(failed("migration lock"))?;

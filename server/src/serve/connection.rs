@@ -24,6 +24,8 @@ pub(super) async fn accept_loop(
 ) {
     loop {
         tokio::select! {
+            // The stop first: once it is sent, nothing more is accepted.
+            biased;
             _ = stopped.changed() => return,
             accepted = listener.accept() => {
                 let Ok((tcp, peer)) = accepted else {

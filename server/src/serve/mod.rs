@@ -91,6 +91,9 @@ pub struct RunningServer {
     sessions: Arc<sessions::Sessions>,
     /// Every connection's task, so a shutdown can wait for those in flight.
     connections: tokio_util::task::TaskTracker,
+    /// The accept loop: it has returned before the wait for connections.
+    accepting: JoinHandle<()>,
+    sent: crate::sent_log::SentLog,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -130,11 +133,16 @@ impl RunningServer {
             .draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = self.stop_accepting.send(true);
+        // Returned: no connection is taken after this, so none escapes the
+        // wait below.
+        let _ = self.accepting.await;
         let sessions_ended = self.sessions.close_all();
         self.connections.close();
         let in_time = tokio::time::timeout(drain, self.connections.wait())
             .await
             .is_ok();
+        // What was sent to devices up to the last moment is in the log.
+        let _ = tokio::time::timeout(drain, self.sent.flush()).await;
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -228,6 +236,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     ));
     let audit_store = store.clone();
     let sent = crate::sent_log::SentLog::start(audit_store.clone(), archive.clone());
+    let sent_log = sent.clone();
     let shared = Arc::new(Shared {
         identity,
         directory: directory.clone(),
@@ -287,7 +296,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         stop_accepting,
         sessions,
         connections,
-        tasks: vec![sync_task, health_task, watcher, trail_task, notice_task],
+        accepting: sync_task,
+        sent: sent_log,
+        tasks: vec![health_task, watcher, trail_task, notice_task],
     })
 }
 

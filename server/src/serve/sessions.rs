@@ -94,10 +94,12 @@ impl Sessions {
         };
         self.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        for o in open.values() {
+        let mut ended = 0;
+        for o in open.values().filter(|o| !o.session.is_ended()) {
             o.session.end_saying_goodbye();
+            ended += 1;
         }
-        open.len()
+        ended
     }
 
     /// Waits (a bounded while) until samod has let go of every session of
