@@ -5,16 +5,15 @@
 //! archived and acknowledged), stores what samod holds, and exits 0.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scr_core::channel::{self, Hello, Purpose};
 use scr_core::protocol::AuditReply;
-use scr_core::record::{Compartment, SharingChoice, VersionId};
+use scr_core::record::SharingChoice;
 
 mod common;
-use common::device::{Device, visit};
-use common::process::{archive, serve};
+use common::device::Device;
+use common::process::{archive, assert_converged, serve, write_visits};
 use common::proxy::Proxy;
 use common::site::{on_caseload, site};
 
@@ -125,19 +124,7 @@ async fn sigterm_mid_traffic_exits_cleanly_and_loses_nothing_acknowledged() {
     tablet.settle().await;
     tablet.engine.record_permission(&nhs, true, true).unwrap();
 
-    let written: Arc<Mutex<Vec<VersionId>>> = Arc::default();
-    let writer = {
-        let (engine, written) = (tablet.engine.clone(), written.clone());
-        tokio::spawn(async move {
-            for i in 0u64.. {
-                let v = engine
-                    .add_entry(&nhs, visit(&format!("visit {i}")), false, None)
-                    .unwrap();
-                written.lock().unwrap().push(v.version_id);
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-        })
-    };
+    let visits = write_visits(tablet.engine.clone(), nhs);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
 
     let pid = i32::try_from(server.child.id()).unwrap();
@@ -174,40 +161,7 @@ async fn sigterm_mid_traffic_exits_cleanly_and_loses_nothing_acknowledged() {
     let mut server = serve(&server_dir);
     proxy.point_at(server.addr);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    writer.abort();
-    let _ = writer.await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let pass = tablet.settle().await;
-        let uploaded = tablet.engine.audit_queue_len().unwrap() == 0;
-        if (pass.in_step == pass.documents && uploaded) || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(
-        tablet.engine.audit_queue_len().unwrap(),
-        0,
-        "trail uploaded"
-    );
-    let written = written.lock().unwrap().clone();
-    let on_server: std::collections::HashSet<VersionId> = common::server_store(&server_dir)
-        .open_record(&nhs)
-        .unwrap()
-        .view_compartment(Compartment::CareEvents)
-        .unwrap()
-        .entries
-        .iter()
-        .flat_map(|e| e.history.clone())
-        .collect();
-    let lost = written.iter().filter(|v| !on_server.contains(v)).count();
-    assert_eq!(lost, 0, "{lost} of {} visits lost", written.len());
-    let archive = archive(&server_dir);
-    let key = tablet.keys.public();
-    let (archived, flagged) = archive.counts_of(&key).unwrap();
-    let (last_seq, _) = archive.chain(&key).unwrap();
-    assert_eq!(flagged, 0, "no gap or fork");
-    assert_eq!(archived, last_seq, "every event once, 1 to {last_seq}");
+    assert_converged(&tablet, &server_dir, &nhs, visits, "after SIGTERM").await;
     tablet.offline().await;
     let _ = server.child.kill();
     let _ = server.child.wait();

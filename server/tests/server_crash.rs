@@ -11,15 +11,14 @@
 //! replays a run's kill times.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use scr_core::record::{Compartment, SharingChoice, VersionId};
+use scr_core::record::SharingChoice;
 
 mod common;
-use common::device::{Device, visit};
+use common::device::Device;
 use common::fault_proxy::Rng;
-use common::process::{archive, serve};
+use common::process::{archive, assert_converged, serve, write_visits};
 use common::proxy::Proxy;
 use common::site::{on_caseload, site};
 
@@ -51,19 +50,7 @@ async fn a_server_killed_at_random_loses_no_acknowledged_event_and_the_tablet_co
     tablet.engine.record_permission(&nhs, true, true).unwrap();
 
     // Visits written every 40 ms, each version id kept once acknowledged.
-    let written: Arc<Mutex<Vec<VersionId>>> = Arc::default();
-    let writer = {
-        let (engine, written) = (tablet.engine.clone(), written.clone());
-        tokio::spawn(async move {
-            for i in 0u64.. {
-                let v = engine
-                    .add_entry(&nhs, visit(&format!("visit {i}")), false, None)
-                    .unwrap();
-                written.lock().unwrap().push(v.version_id);
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-        })
-    };
+    let visits = write_visits(tablet.engine.clone(), nhs);
 
     let mut rng = Rng::new(seed);
     for kill in 0..kills {
@@ -85,52 +72,16 @@ async fn a_server_killed_at_random_loses_no_acknowledged_event_and_the_tablet_co
             );
         }
     }
-    writer.abort();
-    let _ = writer.await;
-
     // The tablet's sync carried on by itself; once it settles, the server
     // holds everything.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let pass = tablet.settle().await;
-        let uploaded = tablet.engine.audit_queue_len().unwrap() == 0;
-        if (pass.in_step == pass.documents && uploaded) || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(
-        tablet.engine.audit_queue_len().unwrap(),
-        0,
-        "the trail was uploaded"
-    );
-    let written = written.lock().unwrap().clone();
-    let on_server: std::collections::HashSet<VersionId> = common::server_store(&server_dir)
-        .open_record(&nhs)
-        .unwrap()
-        .view_compartment(Compartment::CareEvents)
-        .unwrap()
-        .entries
-        .iter()
-        .flat_map(|e| e.history.clone())
-        .collect();
-    let lost: Vec<_> = written.iter().filter(|v| !on_server.contains(v)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} visits lost (seed {seed})",
-        lost.len(),
-        written.len()
-    );
-    let archive = archive(&server_dir);
-    let key = tablet.keys.public();
-    let (archived, flagged) = archive.counts_of(&key).unwrap();
-    let (last_seq, _) = archive.chain(&key).unwrap();
-    assert_eq!(flagged, 0, "no gap or fork (seed {seed})");
-    assert_eq!(archived, last_seq, "every event once, 1 to {last_seq}");
-    eprintln!(
-        "{kills} kills: {} visits written, all on the server; {archived} audit events archived, none lost or repeated",
-        written.len()
-    );
+    assert_converged(
+        &tablet,
+        &server_dir,
+        &nhs,
+        visits,
+        &format!("seed {seed}, {kills} kills"),
+    )
+    .await;
     tablet.offline().await;
     let _ = server.child.kill();
     let _ = server.child.wait();

@@ -61,3 +61,92 @@ pub fn archive(dir: &std::path::Path) -> Archive {
     )
     .unwrap()
 }
+
+/// Visits written to `nhs` on the tablet every 40 ms until the handle is
+/// aborted; the version id of each, as written.
+pub struct Visits {
+    pub writer: tokio::task::JoinHandle<()>,
+    pub written: std::sync::Arc<std::sync::Mutex<Vec<scr_core::record::VersionId>>>,
+}
+
+pub fn write_visits(
+    engine: std::sync::Arc<scr_core::engine::Engine>,
+    nhs: scr_core::NhsNumber,
+) -> Visits {
+    let written: std::sync::Arc<std::sync::Mutex<Vec<_>>> = std::sync::Arc::default();
+    let kept = written.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0u64.. {
+            let v = engine
+                .add_entry(
+                    &nhs,
+                    super::device::visit(&format!("visit {i}")),
+                    false,
+                    None,
+                )
+                .unwrap();
+            kept.lock().unwrap().push(v.version_id);
+            tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        }
+    });
+    Visits { writer, written }
+}
+
+/// Stops the visits, lets the tablet settle with the server on
+/// `server_dir` (a minute at most), then checks that every visit written
+/// is on the server and the tablet's whole trail is archived once, in one
+/// unbroken chain. `context` names the run in a failure.
+pub async fn assert_converged(
+    tablet: &super::device::Device,
+    server_dir: &std::path::Path,
+    nhs: &scr_core::NhsNumber,
+    visits: Visits,
+    context: &str,
+) {
+    visits.writer.abort();
+    let _ = visits.writer.await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let pass = tablet.settle().await;
+        let uploaded = tablet.engine.audit_queue_len().unwrap() == 0;
+        if (pass.in_step == pass.documents && uploaded) || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        tablet.engine.audit_queue_len().unwrap(),
+        0,
+        "the trail was uploaded ({context})"
+    );
+    let written = visits.written.lock().unwrap().clone();
+    let on_server: std::collections::HashSet<_> = super::server_store(server_dir)
+        .open_record(nhs)
+        .unwrap()
+        .view_compartment(scr_core::record::Compartment::CareEvents)
+        .unwrap()
+        .entries
+        .iter()
+        .flat_map(|e| e.history.clone())
+        .collect();
+    let lost = written.iter().filter(|v| !on_server.contains(v)).count();
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} visits lost ({context})",
+        written.len()
+    );
+    let archive = archive(server_dir);
+    let key = tablet.keys.public();
+    let (archived, flagged) = archive.counts_of(&key).unwrap();
+    let (last_seq, _) = archive.chain(&key).unwrap();
+    assert_eq!(flagged, 0, "no gap or fork ({context})");
+    assert_eq!(
+        archived, last_seq,
+        "every event once, 1 to {last_seq} ({context})"
+    );
+    eprintln!(
+        "{} visits written, all on the server; {archived} audit events archived, none lost or repeated ({context})",
+        written.len()
+    );
+}
