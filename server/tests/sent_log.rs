@@ -105,3 +105,39 @@ async fn the_log_of_documents_sent_to_a_tablet_matches_what_its_trail_received()
     nurse.offline().await;
     srv.shutdown().await;
 }
+
+/// What a shutdown waits for: once `flush` returns, every document noted
+/// before it is in the log (the writer batches off the async runtime, so
+/// without the flush a stopping server left its last moments unlogged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_returns_only_once_everything_noted_before_it_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::server_store(dir.path());
+    let archive = std::sync::Arc::new(
+        scr_server::archive::Archive::open(
+            &dir.path().join("audit.db"),
+            &scr_core::crypto::SecretKey::from_bytes([9; 32]),
+        )
+        .unwrap(),
+    );
+    let log = scr_server::sent_log::SentLog::start(store, archive.clone());
+    let device = [3u8; 32];
+    let patient = scr_core::fixtures::test_nhs_number(81);
+    for batch in 0..20 {
+        let docs = (0..50)
+            .map(|i| {
+                (
+                    format!("doc-{batch}-{i}"),
+                    Some((patient, scr_core::record::Compartment::Core)),
+                )
+            })
+            .collect();
+        log.sent(device, docs);
+    }
+    log.flush().await;
+    assert_eq!(
+        archive.sent_to(&device).unwrap().len(),
+        1000,
+        "every document noted before the flush is logged"
+    );
+}
