@@ -1,0 +1,111 @@
+//! A node cut off from PostgreSQL (its connections dropped by a proxy, and
+//! no new one getting through) fails closed: an enrollment and an audit
+//! upload are refused with a typed error, promptly, and nothing of them is
+//! written; once the network is back the node recovers by itself (the pool
+//! drops its broken connections) and the same token still enrolls.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use scr_core::crypto::SecretKey;
+use scr_core::retention::DeviceClass;
+use scr_server::archive::{Archive, ArchiveError};
+use scr_server::directory::{Directory, DirectoryError};
+
+mod common;
+use common::proxy::Proxy;
+
+/// A port nothing listens on.
+fn dead_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_postgresql_refuses_and_recovers() {
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    // postgres://postgres@127.0.0.1:PORT/DB: the node reaches it through a proxy.
+    let host_port = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let cluster: std::net::SocketAddr = host_port.parse().unwrap();
+    let proxy = Proxy::start(cluster).await;
+    let via = url.replacen(host_port, &proxy.addr.to_string(), 1);
+    let (directory, archive) = tokio::task::spawn_blocking(move || {
+        let pg = common::postgres::connect(&via);
+        (
+            Directory::on_postgres(pg.clone()),
+            Archive::on_postgres(pg, &SecretKey::from_bytes([4; 32])),
+        )
+    })
+    .await
+    .unwrap();
+    let (directory, archive) = (std::sync::Arc::new(directory), std::sync::Arc::new(archive));
+    let token = {
+        let d = directory.clone();
+        tokio::task::spawn_blocking(move || {
+            d.create_enrollment_token("RX1", DeviceClass::NurseTablet, i64::MAX)
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+
+    // The partition: open connections dropped, new ones go nowhere.
+    proxy.point_at(dead_port());
+    proxy.cut();
+    let started = Instant::now();
+    let (d, t) = (directory.clone(), token.clone());
+    let refused = tokio::task::spawn_blocking(move || d.enroll(&[1; 32], &t, 0, |_| true))
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Err(DirectoryError::Postgres(_))),
+        "an enrollment while cut off: {refused:?}"
+    );
+    let message = refused.unwrap_err().to_string();
+    assert!(
+        !message.contains(&token) && !message.contains("127.0.0.1"),
+        "{message}"
+    );
+    let a = archive.clone();
+    let upload = tokio::task::spawn_blocking(move || a.chain(&[1; 32]))
+        .await
+        .unwrap();
+    assert!(
+        matches!(upload, Err(ArchiveError::Postgres(_))),
+        "the archive while cut off: {upload:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "refused promptly, not hung: {:?}",
+        started.elapsed()
+    );
+
+    // The network back: the node recovers by itself; nothing was used up.
+    proxy.point_at(cluster);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (d, t) = (directory.clone(), token.clone());
+        let enrolled = tokio::task::spawn_blocking(move || d.enroll(&[1; 32], &t, 0, |_| true))
+            .await
+            .unwrap();
+        match enrolled {
+            Ok(device) => {
+                assert_eq!(device.organisation, "RX1");
+                break;
+            }
+            Err(DirectoryError::Postgres(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the node never recovered: {e}"),
+        }
+    }
+    let a = archive.clone();
+    let chain = tokio::task::spawn_blocking(move || a.chain(&[1; 32]))
+        .await
+        .unwrap();
+    assert_eq!(chain.unwrap().0, 0, "the archive answers again");
+}
