@@ -74,8 +74,8 @@ impl SentLog {
         Self { to_writer }
     }
 
-    /// Resolves once everything noted before it is written (a shutdown
-    /// waits for it).
+    /// Resolves once everything noted before it has been through the
+    /// writer (written, or its failure logged; a shutdown waits for it).
     pub async fn flush(&self) {
         let (done, written) = tokio::sync::oneshot::channel();
         if self.to_writer.send(Note::Flush(done)).is_ok() {

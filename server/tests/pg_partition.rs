@@ -1,15 +1,20 @@
 //! A node cut off from PostgreSQL (its connections dropped by a proxy, and
-//! no new one getting through) fails closed: an enrollment and an audit
-//! upload are refused with a typed error, promptly, and nothing of them is
+//! no new one getting through) fails closed: an enrollment cut off before
+//! its commit, and an enrollment and an audit upload tried while cut off,
+//! are refused with a typed error, promptly, and nothing of them is
 //! written; once the network is back the node recovers by itself (the pool
-//! drops its broken connections) and the same token still enrolls.
+//! drops its broken connections), the same token still enrolls and the
+//! upload goes through.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
+use scr_core::audit::{AuditDraft, AuditEvent, GENESIS_HASH, Outcome};
+use scr_core::channel::hex_key;
 use scr_core::crypto::SecretKey;
+use scr_core::protocol::{AUDIT_UPLOAD_FORMAT, AuditUpload, Backlog};
 use scr_core::retention::DeviceClass;
-use scr_server::archive::{Archive, ArchiveError};
+use scr_server::archive::{Archive, ArchiveError, DEVICE_USER, Issued};
 use scr_server::directory::{Directory, DirectoryError};
 
 mod common;
@@ -31,7 +36,7 @@ async fn a_node_cut_off_from_postgresql_refuses_and_recovers() {
     // postgres://postgres@127.0.0.1:PORT/DB: the node reaches it through a proxy.
     let host_port = url.split('@').nth(1).unwrap().split('/').next().unwrap();
     let cluster: std::net::SocketAddr = host_port.parse().unwrap();
-    let proxy = Proxy::start(cluster).await;
+    let proxy = std::sync::Arc::new(Proxy::start(cluster).await);
     let via = url.replacen(host_port, &proxy.addr.to_string(), 1);
     let (directory, archive) = tokio::task::spawn_blocking(move || {
         let pg = common::postgres::connect(&via);
@@ -53,9 +58,23 @@ async fn a_node_cut_off_from_postgresql_refuses_and_recovers() {
         .unwrap()
     };
 
-    // The partition: open connections dropped, new ones go nowhere.
-    proxy.point_at(dead_port());
-    proxy.cut();
+    // The partition comes mid-enrollment, while the token's row is held
+    // and the audit is being written: nothing commits.
+    let (d, t, p) = (directory.clone(), token.clone(), proxy.clone());
+    let cut_mid_way = tokio::task::spawn_blocking(move || {
+        d.enroll(&[1; 32], &t, 0, |_| {
+            p.point_at(dead_port());
+            p.cut();
+            true
+        })
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(cut_mid_way, Err(DirectoryError::Postgres(_))),
+        "an enrollment cut off before its commit: {cut_mid_way:?}"
+    );
+    // Cut off: refused promptly with a typed error naming no value.
     let started = Instant::now();
     let (d, t) = (directory.clone(), token.clone());
     let refused = tokio::task::spawn_blocking(move || d.enroll(&[1; 32], &t, 0, |_| true))
@@ -71,12 +90,14 @@ async fn a_node_cut_off_from_postgresql_refuses_and_recovers() {
         "{message}"
     );
     let a = archive.clone();
-    let upload = tokio::task::spawn_blocking(move || a.chain(&[1; 32]))
-        .await
-        .unwrap();
+    let refused = tokio::task::spawn_blocking(move || {
+        a.accept(&DEVICE, &housekeeping(), &issued_nothing(), 0)
+    })
+    .await
+    .unwrap();
     assert!(
-        matches!(upload, Err(ArchiveError::Postgres(_))),
-        "the archive while cut off: {upload:?}"
+        matches!(refused, Err(ArchiveError::Postgres(_))),
+        "an audit upload while cut off: {refused:?}"
     );
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -104,8 +125,61 @@ async fn a_node_cut_off_from_postgresql_refuses_and_recovers() {
         }
     }
     let a = archive.clone();
-    let chain = tokio::task::spawn_blocking(move || a.chain(&[1; 32]))
-        .await
-        .unwrap();
-    assert_eq!(chain.unwrap().0, 0, "the archive answers again");
+    let (chain, counts) = tokio::task::spawn_blocking(move || {
+        (a.chain(&DEVICE).unwrap(), a.counts_of(&DEVICE).unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (chain.0, counts),
+        (0, (0, 0)),
+        "nothing of the refused upload was written"
+    );
+    let a = archive.clone();
+    let ack = tokio::task::spawn_blocking(move || {
+        a.accept(&DEVICE, &housekeeping(), &issued_nothing(), 0)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((ack.stored, ack.flagged), (1, 0), "and it goes through now");
+}
+
+const DEVICE: [u8; 32] = [6; 32];
+
+/// One event of the device's own housekeeping (no user, no patient), the
+/// first of its chain.
+fn housekeeping() -> AuditUpload {
+    let draft = AuditDraft {
+        user: DEVICE_USER.into(),
+        role: String::new(),
+        organisation: String::new(),
+        patient: None,
+        action: "sync".into(),
+        compartments: Vec::new(),
+        entries: Vec::new(),
+        outcome: Outcome::Recorded,
+        basis: None,
+        alerts: Vec::new(),
+        detail: None,
+    };
+    AuditUpload {
+        format: AUDIT_UPLOAD_FORMAT,
+        events: vec![AuditEvent::from_draft(
+            draft,
+            &hex_key(&DEVICE),
+            1,
+            GENESIS_HASH.into(),
+            1_000,
+        )],
+        backlog: Backlog::default(),
+    }
+}
+
+fn issued_nothing() -> Issued {
+    Issued {
+        grants: Vec::new(),
+        revoked_at_ms: None,
+        users_revoked_at: Default::default(),
+    }
 }

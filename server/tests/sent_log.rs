@@ -123,16 +123,14 @@ async fn a_flush_returns_only_once_everything_noted_before_it_is_logged() {
     let log = scr_server::sent_log::SentLog::start(store, archive.clone());
     let device = [3u8; 32];
     let patient = scr_core::fixtures::test_nhs_number(81);
-    for batch in 0..20 {
-        let docs = (0..50)
-            .map(|i| {
-                (
-                    format!("doc-{batch}-{i}"),
-                    Some((patient, scr_core::record::Compartment::Core)),
-                )
-            })
-            .collect();
-        log.sent(device, docs);
+    // More notes than the writer takes at once (512): the flush arrives
+    // in a later batch than most of them.
+    for i in 0..1000 {
+        let doc = (
+            format!("doc-{i}"),
+            Some((patient, scr_core::record::Compartment::Core)),
+        );
+        log.sent(device, vec![doc]);
     }
     log.flush().await;
     assert_eq!(

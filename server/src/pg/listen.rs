@@ -19,6 +19,10 @@ use super::{Pg, PgConfig};
 
 /// The channel every notice goes on.
 pub const CHANNEL: &str = "scr_changes";
+/// How long the listening connection's startup and `LISTEN` may take.
+const STARTUP: Duration = Duration::from_secs(10);
+/// How often the counters are read while listening (the backstop).
+const RECHECK: Duration = Duration::from_secs(30);
 
 /// The SQL a writer runs in its transaction, after bumping `concern`'s
 /// counter (see `change_counters`).
@@ -57,7 +61,8 @@ impl Changes {
         self.stats.caught_up.load(Ordering::Relaxed)
     }
 
-    /// Times the listening connection was made again after it dropped.
+    /// Times the listening connection was tried again after it dropped or
+    /// failed to start.
     pub fn reconnects(&self) -> u64 {
         self.stats.reconnects.load(Ordering::Relaxed)
     }
@@ -99,8 +104,12 @@ async fn listen_once(
         return false;
     };
     cfg.application_name("scr-server-listen");
-    cfg.connect_timeout(Duration::from_secs(5));
-    let Ok((client, mut connection)) = cfg.connect(tokio_postgres::NoTls).await else {
+    super::dead_peer_limits(&mut cfg);
+    // The whole startup bounded, not only the TCP connect: a peer that
+    // accepts and never answers must not hold the listener.
+    let Ok(Ok((client, mut connection))) =
+        tokio::time::timeout(STARTUP, cfg.connect(tokio_postgres::NoTls)).await
+    else {
         return false;
     };
     let (notes, mut heard) = tokio::sync::mpsc::unbounded_channel();
@@ -114,11 +123,9 @@ async fn listen_once(
             }
         }
     });
-    if client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
-        .await
-        .is_err()
-    {
+    let listening =
+        tokio::time::timeout(STARTUP, client.batch_execute(&format!("LISTEN {CHANNEL}"))).await;
+    if !matches!(listening, Ok(Ok(()))) {
         driver.abort();
         return false;
     }
@@ -138,11 +145,32 @@ async fn listen_once(
             }
         }
     }
-    while heard.recv().await.is_some() {
-        stats.notices.fetch_add(1, Ordering::Relaxed);
-        tx.send_modify(|n| *n += 1);
-        if let Ok(now) = counters(pool).await {
-            *last = Some(now);
+    let mut check = tokio::time::interval(RECHECK);
+    check.tick().await;
+    loop {
+        tokio::select! {
+            note = heard.recv() => {
+                if note.is_none() {
+                    break;
+                }
+                stats.notices.fetch_add(1, Ordering::Relaxed);
+                tx.send_modify(|n| *n += 1);
+                if let Ok(now) = counters(pool).await {
+                    *last = Some(now);
+                }
+            }
+            // A backstop: the counters read now and then, so a notice lost
+            // on a connection that has not yet noticed it is dead delays a
+            // change by this much at most.
+            _ = check.tick() => {
+                if let Ok(now) = counters(pool).await {
+                    if last.as_ref().is_some_and(|seen| *seen != now) {
+                        stats.caught_up.fetch_add(1, Ordering::Relaxed);
+                        tx.send_modify(|n| *n += 1);
+                    }
+                    *last = Some(now);
+                }
+            }
         }
     }
     driver.abort();

@@ -75,6 +75,9 @@ impl PgConfig {
 pub struct Pg {
     pool: Pool,
     runtime: Arc<OwnRuntime>,
+    /// How long [`Pg::run`] waits for an answer at most (a statement's
+    /// timeout and a margin for getting a connection).
+    limit: Duration,
 }
 
 /// The pool's runtime, shut down in the background when the last handle
@@ -117,7 +120,7 @@ impl Pg {
             config.statement_timeout.as_millis(),
             IDLE_IN_TRANSACTION.as_millis()
         ));
-        pg.connect_timeout(Duration::from_secs(5));
+        dead_peer_limits(&mut pg);
         pg.application_name("scr-server");
         let manager = Manager::from_config(
             pg,
@@ -142,8 +145,13 @@ impl Pg {
         let pg = Self {
             pool,
             runtime: Arc::new(OwnRuntime(Some(runtime))),
+            limit: config.statement_timeout + Duration::from_secs(10),
         };
-        pg.run(|pool| async move { migrate(&pool).await })?;
+        // Not `run`: waiting for another node's migration may take longer
+        // than a statement.
+        pg.spawn(|pool| async move { migrate(&pool).await })
+            .recv()
+            .map_err(|_| PgError::Runtime)??;
         Ok(pg)
     }
 
@@ -173,8 +181,30 @@ impl Pg {
         F: FnOnce(Pool) -> Fut,
         Fut: std::future::Future<Output = Result<T, PgError>> + Send + 'static,
     {
-        self.spawn(work).recv().map_err(|_| PgError::Runtime)?
+        let limit = self.limit;
+        let work = work(self.pool.clone());
+        self.spawn(move |_| async move {
+            tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or(Err(PgError::Unreachable))
+        })
+        .recv()
+        .map_err(|_| PgError::Runtime)?
     }
+}
+
+/// How a connection notices PostgreSQL gone silent (a dropped network
+/// rather than a closed socket): TCP keepalives after 10 s idle, and data
+/// unacknowledged for 30 s ends it. Without them a blocked call or the
+/// listener would wait for the kernel's defaults (minutes to hours).
+pub(crate) fn dead_peer_limits(config: &mut tokio_postgres::Config) {
+    config
+        .connect_timeout(Duration::from_secs(5))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(30));
 }
 
 /// A pooled connection, or `Unreachable`.

@@ -136,18 +136,23 @@ impl RunningServer {
         // Returned: no connection is taken after this, so none escapes the
         // wait below.
         let _ = self.accepting.await;
+        // One budget for the whole drain (Kubernetes kills at 30 s).
+        let deadline = tokio::time::Instant::now() + drain;
         let sessions_ended = self.sessions.close_all();
         self.connections.close();
-        let in_time = tokio::time::timeout(drain, self.connections.wait())
+        let in_time = tokio::time::timeout_at(deadline, self.connections.wait())
             .await
             .is_ok();
-        // What was sent to devices up to the last moment is in the log.
-        let _ = tokio::time::timeout(drain, self.sent.flush()).await;
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
         self.repo.stop().await;
+        // What was sent to devices up to the last moment is in the log (a
+        // moment more if the drain used up its time).
+        let flush_by =
+            deadline.max(tokio::time::Instant::now() + std::time::Duration::from_secs(2));
+        let _ = tokio::time::timeout_at(flush_by, self.sent.flush()).await;
         Drained {
             sessions_ended,
             in_time,

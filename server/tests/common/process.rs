@@ -104,7 +104,11 @@ pub async fn assert_converged(
     context: &str,
 ) {
     visits.writer.abort();
-    let _ = visits.writer.await;
+    let stopped = visits.writer.await;
+    assert!(
+        stopped.is_err_and(|e| e.is_cancelled()),
+        "the visit writer failed before it was stopped ({context})"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let pass = tablet.settle().await;
@@ -120,6 +124,7 @@ pub async fn assert_converged(
         "the trail was uploaded ({context})"
     );
     let written = visits.written.lock().unwrap().clone();
+    assert!(written.len() >= 5, "visits were written ({context})");
     let on_server: std::collections::HashSet<_> = super::server_store(server_dir)
         .open_record(nhs)
         .unwrap()
@@ -140,6 +145,7 @@ pub async fn assert_converged(
     let key = tablet.keys.public();
     let (archived, flagged) = archive.counts_of(&key).unwrap();
     let (last_seq, _) = archive.chain(&key).unwrap();
+    assert!(archived > 0, "the trail reached the archive ({context})");
     assert_eq!(flagged, 0, "no gap or fork ({context})");
     assert_eq!(
         archived, last_seq,
