@@ -13,8 +13,9 @@ use scr_core::record::SharingChoice;
 
 mod common;
 use common::device::Device;
-use common::process::{archive, assert_converged, serve, write_visits};
-use common::proxy::Proxy;
+use common::process::{
+    TabletOnServer, archive, assert_converged, serve, tablet_on_server, write_visits,
+};
 use common::site::{on_caseload, site};
 
 /// In one process, speaking the protocol directly: a sync session is told
@@ -109,20 +110,14 @@ async fn a_shutdown_tells_sessions_takes_nothing_new_and_finishes_what_is_in_fli
 /// archived once, unbroken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_traffic_exits_cleanly_and_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = site(dir.path()).await;
-    let nhs = on_caseload(&s.srv, &s.store, 62, SharingChoice::CoreAndAdditional);
-    let mut tablet = Device::nurse(&s.srv, dir.path()).await;
-    let server_dir = s.server_dir.clone();
-    s.srv.shutdown().await;
-    drop(s.store);
-
-    let mut server = serve(&server_dir);
-    let proxy = Proxy::start(server.addr).await;
-    tablet.url = proxy.url();
-    tablet.online().await;
-    tablet.settle().await;
-    tablet.engine.record_permission(&nhs, true, true).unwrap();
+    let TabletOnServer {
+        mut tablet,
+        nhs,
+        server_dir,
+        mut server,
+        proxy,
+        dir: _dir,
+    } = tablet_on_server(62).await;
 
     let visits = write_visits(tablet.engine.clone(), nhs);
     tokio::time::sleep(Duration::from_millis(1_200)).await;

@@ -13,14 +13,11 @@
 
 use std::time::Duration;
 
-use scr_core::record::SharingChoice;
-
 mod common;
-use common::device::Device;
 use common::fault_proxy::Rng;
-use common::process::{archive, assert_converged, serve, write_visits};
-use common::proxy::Proxy;
-use common::site::{on_caseload, site};
+use common::process::{
+    TabletOnServer, archive, assert_converged, serve, tablet_on_server, write_visits,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_at_random_loses_no_acknowledged_event_and_the_tablet_converges() {
@@ -34,20 +31,14 @@ async fn a_server_killed_at_random_loses_no_acknowledged_event_and_the_tablet_co
         .unwrap_or(0x5e7e_c2a5);
     eprintln!("server crash loop: SCR_SERVER_KILLS={kills} SCR_CRASH_SEED={seed}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let s = site(dir.path()).await;
-    let nhs = on_caseload(&s.srv, &s.store, 91, SharingChoice::CoreAndAdditional);
-    let mut tablet = Device::nurse(&s.srv, dir.path()).await;
-    let server_dir = s.server_dir.clone();
-    s.srv.shutdown().await;
-    drop(s.store);
-
-    let mut server = serve(&server_dir);
-    let proxy = Proxy::start(server.addr).await;
-    tablet.url = proxy.url();
-    tablet.online().await;
-    tablet.settle().await;
-    tablet.engine.record_permission(&nhs, true, true).unwrap();
+    let TabletOnServer {
+        mut tablet,
+        nhs,
+        server_dir,
+        mut server,
+        proxy,
+        dir: _dir,
+    } = tablet_on_server(91).await;
 
     // Visits written every 40 ms, each version id kept once acknowledged.
     let visits = write_visits(tablet.engine.clone(), nhs);

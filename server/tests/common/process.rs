@@ -156,3 +156,45 @@ pub async fn assert_converged(
         written.len()
     );
 }
+
+/// A nurse's tablet syncing with `scr-server serve` as a child process,
+/// through a proxy a test can cut and point at a restarted server; patient
+/// `n` on her caseload, permission to view recorded.
+pub struct TabletOnServer {
+    pub tablet: super::device::Device,
+    pub nhs: scr_core::NhsNumber,
+    pub server_dir: std::path::PathBuf,
+    pub server: ServerProcess,
+    pub proxy: super::proxy::Proxy,
+    /// Holds the directories.
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn tablet_on_server(n: u32) -> TabletOnServer {
+    let dir = tempfile::tempdir().unwrap();
+    let s = super::site::site(dir.path()).await;
+    let nhs = super::site::on_caseload(
+        &s.srv,
+        &s.store,
+        n,
+        scr_core::record::SharingChoice::CoreAndAdditional,
+    );
+    let mut tablet = super::device::Device::nurse(&s.srv, dir.path()).await;
+    let server_dir = s.server_dir.clone();
+    s.srv.shutdown().await;
+    drop(s.store);
+    let server = serve(&server_dir);
+    let proxy = super::proxy::Proxy::start(server.addr).await;
+    tablet.url = proxy.url();
+    tablet.online().await;
+    tablet.settle().await;
+    tablet.engine.record_permission(&nhs, true, true).unwrap();
+    TabletOnServer {
+        tablet,
+        nhs,
+        server_dir,
+        server,
+        proxy,
+        dir,
+    }
+}
