@@ -12,26 +12,6 @@ use scr_server::pg::{Pg, PgConfig, listen};
 
 mod common;
 
-/// Runs `sql` on the cluster as its superuser.
-fn admin(url: &str, sql: &str) {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                client.batch_execute(&sql).await.unwrap();
-            });
-    })
-    .join()
-    .unwrap();
-}
-
 fn moved_within(rx: &mut tokio::sync::watch::Receiver<u64>, limit: Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
@@ -83,7 +63,7 @@ fn a_notice_missed_while_listening_was_cut_is_caught_up() {
     let role: String = std::iter::once("node_a_".to_owned())
         .chain(raw.iter().map(|b| format!("{b:02x}")))
         .collect();
-    admin(&url, &format!("CREATE ROLE {role} LOGIN SUPERUSER"));
+    common::postgres::admin(&url, &format!("CREATE ROLE {role} LOGIN SUPERUSER"));
     let url_a = url.replacen("postgres@", &format!("{role}@"), 1);
     let node_a: Pg = common::postgres::connect(&url_a);
     let changes = listen::listen(&node_a, &PgConfig::new(&url_a));
@@ -92,7 +72,7 @@ fn a_notice_missed_while_listening_was_cut_is_caught_up() {
     heard.mark_unchanged();
 
     // Its connections cut, and it cannot come back yet.
-    admin(
+    common::postgres::admin(
         &url,
         &format!(
             "ALTER ROLE {role} NOLOGIN;
@@ -114,7 +94,7 @@ fn a_notice_missed_while_listening_was_cut_is_caught_up() {
     let notices = changes.notices();
     heard.mark_unchanged();
 
-    admin(&url, &format!("ALTER ROLE {role} LOGIN"));
+    common::postgres::admin(&url, &format!("ALTER ROLE {role} LOGIN"));
     assert!(
         moved_within(&mut heard, Duration::from_secs(10)),
         "node A came back and never learned of the revocation it missed"

@@ -21,26 +21,30 @@ pub fn fresh_database() -> Option<String> {
     let name: String = std::iter::once("scr_test_".to_owned())
         .chain(raw.iter().map(|b| format!("{b:02x}")))
         .collect();
-    let admin = url.clone();
-    let create = format!("CREATE DATABASE {name}");
-    // Its own thread and runtime: callable from a test on a runtime or not.
+    admin(&url, &format!("CREATE DATABASE {name}"));
+    let (base, _) = url.rsplit_once('/').unwrap();
+    Some(format!("{base}/{name}"))
+}
+
+/// Runs `sql` on the cluster at `url` as its superuser, on a thread and
+/// runtime of its own (callable from a test on a runtime or not).
+pub fn admin(url: &str, sql: &str) {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
             .block_on(async move {
-                let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                     .await
                     .unwrap();
                 tokio::spawn(conn);
-                client.batch_execute(&create).await.unwrap();
+                client.batch_execute(&sql).await.unwrap();
             });
     })
     .join()
     .unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    Some(format!("{base}/{name}"))
 }
 
 /// A pool on `url`, migrated, as a node opens it.
