@@ -84,6 +84,8 @@ impl From<StoreError> for ScrError {
             StoreError::Crypto(_)
             | StoreError::Io(_)
             | StoreError::Sqlite(_)
+            | StoreError::Unreachable
+            | StoreError::Statement(_)
             | StoreError::Poisoned => ScrError::Internal { detail },
         }
     }

@@ -63,6 +63,14 @@ async fn tablets_editing_through_a_faulty_network_converge_and_lose_nothing() {
     };
     let rounds = from_env("SCR_FAULT_ROUNDS").unwrap_or(6);
     eprintln!("fault schedule: SCR_FAULT_SEED={seed} SCR_FAULT_ROUNDS={rounds}");
+    // `SCR_TEST_LOG=scr_core=debug,…` shows what the tablets and the server
+    // did, to read a failing schedule.
+    if let Ok(filter) = std::env::var("SCR_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let s = site(dir.path()).await;
@@ -163,9 +171,12 @@ async fn tablets_editing_through_a_faulty_network_converge_and_lose_nothing() {
         }
     }
     for _ in 0..2 {
-        for t in &tablets {
+        for (i, t) in tablets.iter().enumerate() {
             let pass = t.settle().await;
-            assert_eq!(pass.in_step, pass.documents, "every document in step");
+            assert_eq!(
+                pass.in_step, pass.documents,
+                "tablet {i}: every document in step (seed {seed}): {pass:?}"
+            );
         }
     }
 

@@ -25,7 +25,7 @@ impl Engine {
         state: &mut State,
         draft: AuditDraft,
         now: i64,
-        also: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), crate::store::StoreError>,
+        also: impl FnOnce(&dyn crate::store::Rows) -> Result<(), crate::store::StoreError>,
     ) -> Result<AuditEvent, EngineError> {
         let hw = state.clock_high_water.max(now);
         let mono = self.clock.monotonic_ms();

@@ -85,7 +85,7 @@ impl Engine {
     /// forgotten record is left.
     pub(super) fn forget_list_digest_tx(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &dyn crate::store::Rows,
     ) -> Result<(), crate::StoreError> {
         self.store
             .put_sealed_meta_tx(tx, &format!("secret:{LIST_DIGEST}"), b"")

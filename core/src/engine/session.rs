@@ -3,7 +3,6 @@
 //! high-water mark, and how long the grant has been in use. Sealed in the store; survives restarts, so killing the
 //! app does not reset the count of wrong passcodes.
 
-use rusqlite::{Connection, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError};
@@ -21,7 +20,10 @@ pub(crate) struct SessionRecord {
     pub locked_out: bool,
 }
 
-pub(crate) fn load(store: &Store, conn: &Connection) -> Result<Option<SessionRecord>, StoreError> {
+pub(crate) fn load(
+    store: &Store,
+    conn: &dyn crate::store::Rows,
+) -> Result<Option<SessionRecord>, StoreError> {
     store
         .sealed_meta(conn, SESSION)?
         .map(|plain| {
@@ -32,7 +34,7 @@ pub(crate) fn load(store: &Store, conn: &Connection) -> Result<Option<SessionRec
 
 pub(crate) fn save(
     store: &Store,
-    tx: &Transaction<'_>,
+    tx: &dyn crate::store::Rows,
     record: &SessionRecord,
 ) -> Result<(), StoreError> {
     let plain = serde_json::to_vec(record).map_err(|_| StoreError::BadRow { table: "meta" })?;
@@ -41,12 +43,15 @@ pub(crate) fn save(
 
 /// Forgets the session: its grant and passcode verifier (logging out; the
 /// next use needs an online login).
-pub(crate) fn clear(store: &Store, tx: &Transaction<'_>) -> Result<(), StoreError> {
+pub(crate) fn clear(store: &Store, tx: &dyn crate::store::Rows) -> Result<(), StoreError> {
     store.delete_meta_tx(tx, SESSION)
 }
 
 /// The latest wall-clock time the device has seen.
-pub(crate) fn clock_high_water(store: &Store, conn: &Connection) -> Result<i64, StoreError> {
+pub(crate) fn clock_high_water(
+    store: &Store,
+    conn: &dyn crate::store::Rows,
+) -> Result<i64, StoreError> {
     Ok(store
         .sealed_meta(conn, CLOCK)?
         .and_then(|b| b.try_into().ok().map(i64::from_le_bytes))
@@ -55,7 +60,7 @@ pub(crate) fn clock_high_water(store: &Store, conn: &Connection) -> Result<i64, 
 
 pub(crate) fn set_clock_high_water(
     store: &Store,
-    tx: &Transaction<'_>,
+    tx: &dyn crate::store::Rows,
     at: i64,
 ) -> Result<(), StoreError> {
     store.put_sealed_meta_tx(tx, CLOCK, &at.to_le_bytes())
@@ -81,7 +86,7 @@ impl GrantAge {
 }
 
 /// The stored age of the current grant (0 if none was stored).
-pub(crate) fn grant_age(store: &Store, conn: &Connection) -> Result<i64, StoreError> {
+pub(crate) fn grant_age(store: &Store, conn: &dyn crate::store::Rows) -> Result<i64, StoreError> {
     Ok(store
         .sealed_meta(conn, GRANT_AGE)?
         .and_then(|b| b.try_into().ok().map(i64::from_le_bytes))
@@ -90,7 +95,7 @@ pub(crate) fn grant_age(store: &Store, conn: &Connection) -> Result<i64, StoreEr
 
 pub(crate) fn set_grant_age(
     store: &Store,
-    tx: &Transaction<'_>,
+    tx: &dyn crate::store::Rows,
     age_ms: i64,
 ) -> Result<(), StoreError> {
     store.put_sealed_meta_tx(tx, GRANT_AGE, &age_ms.to_le_bytes())

@@ -7,8 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::Transaction;
-
 use super::{Engine, EngineError};
 use crate::NhsNumber;
 
@@ -27,7 +25,7 @@ pub struct RecordSyncStatus {
 
 pub(super) fn read_confirmed(
     store: &crate::Store,
-    conn: &rusqlite::Connection,
+    conn: &dyn crate::store::Rows,
 ) -> Result<BTreeMap<NhsNumber, i64>, crate::StoreError> {
     match store.sealed_meta(conn, CONFIRMED)? {
         Some(bytes) => {
@@ -39,7 +37,7 @@ pub(super) fn read_confirmed(
 
 fn write_confirmed_tx(
     store: &crate::Store,
-    tx: &Transaction<'_>,
+    tx: &dyn crate::store::Rows,
     confirmed: &BTreeMap<NhsNumber, i64>,
 ) -> Result<(), crate::StoreError> {
     let json =
@@ -125,7 +123,7 @@ impl Engine {
     /// In the transaction forgetting `nhs`: its confirmation time goes too.
     pub(super) fn forget_confirmed_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn crate::store::Rows,
         nhs: &NhsNumber,
     ) -> Result<(), crate::StoreError> {
         let mut confirmed = read_confirmed(&self.store, tx)?;

@@ -74,7 +74,7 @@ impl LocalChanges {
 
 fn read_unsent(
     store: &crate::Store,
-    conn: &rusqlite::Connection,
+    conn: &dyn crate::store::Rows,
 ) -> Result<BTreeSet<NhsNumber>, crate::StoreError> {
     match store.sealed_meta(conn, UNSENT)? {
         Some(bytes) => {

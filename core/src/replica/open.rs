@@ -29,7 +29,7 @@ impl Store {
         &self,
         nhs: &NhsNumber,
         compartments: &[Compartment],
-        also: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+        also: impl FnOnce(&dyn crate::store::Rows) -> Result<(), StoreError>,
     ) -> Result<PatientReplica, StoreError> {
         let mut fresh = Vec::with_capacity(compartments.len());
         for &c in compartments {
@@ -56,7 +56,7 @@ impl Store {
         nhs: &NhsNumber,
         exports: &[CompartmentExport],
         reason: HoldReason,
-        also: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+        also: impl FnOnce(&dyn crate::store::Rows) -> Result<(), StoreError>,
     ) -> Result<PatientReplica, StoreError> {
         let mut docs = Vec::with_capacity(exports.len());
         for e in exports {
@@ -73,7 +73,7 @@ impl Store {
         nhs: &NhsNumber,
         docs: Vec<(String, CompartmentDoc)>,
         reason: HoldReason,
-        also: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+        also: impl FnOnce(&dyn crate::store::Rows) -> Result<(), StoreError>,
     ) -> Result<PatientReplica, StoreError> {
         let record_ref = self.record_ref(nhs);
         let mut held = BTreeMap::new();
@@ -159,7 +159,7 @@ impl Store {
 
     pub(super) fn load_held(
         &self,
-        conn: &rusqlite::Connection,
+        conn: &dyn crate::store::Rows,
         info: DocumentInfo,
         record_key: &SecretKey,
     ) -> Result<Option<HeldDoc>, StoreError> {

@@ -26,7 +26,7 @@ impl PatientReplica {
             return Ok(None);
         }
         let mut event = None;
-        let mut audit_in = |tx: &rusqlite::Transaction<'_>| -> Result<(), StoreError> {
+        let mut audit_in = |tx: &dyn crate::store::Rows| -> Result<(), StoreError> {
             if let Some(a) = audit {
                 event = Some(store.append_audit_tx(tx, a.draft.clone(), &a.device, a.now_ms)?);
             }

@@ -12,7 +12,7 @@ impl Store {
     /// aside for the record.
     pub fn replace_document_with_tx(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &dyn crate::store::Rows,
         doc_id: &str,
         doc: &Automerge,
         heads: &[ChangeHash],

@@ -4,10 +4,8 @@
 //! from the first byte; and it forgets single compartments the server no
 //! longer shares with it (a patient choosing core only).
 
-use rusqlite::{OptionalExtension, Transaction, params};
-
 use super::records::seal_docs;
-use super::{HoldReason, Holding, Store, StoreError};
+use super::{HoldReason, Holding, Rows, Store, StoreError};
 use crate::NhsNumber;
 use crate::store::DocumentInfo;
 
@@ -30,19 +28,12 @@ impl Store {
         nhs: &NhsNumber,
         docs: &[DocumentInfo],
         reason: HoldReason,
-        also: impl FnOnce(&Transaction<'_>, Arrival) -> Result<(), StoreError>,
+        also: impl FnOnce(&dyn Rows, Arrival) -> Result<(), StoreError>,
     ) -> Result<Arrival, StoreError> {
         let record_ref = self.record_ref(nhs);
         self.write(|tx| {
             let existing = self.holding_of(tx, &record_ref)?;
-            let exists = tx
-                .query_row(
-                    "SELECT 1 FROM records WHERE record_ref = ?1",
-                    [record_ref],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
+            let exists = tx.record_exists(&record_ref)?;
             let key = if exists {
                 self.record_key(tx, &record_ref)?
             } else {
@@ -131,7 +122,7 @@ impl Store {
     /// stays. Returns false if the record did not hold it.
     pub fn forget_document_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         nhs: &NhsNumber,
         doc_id: &str,
     ) -> Result<bool, StoreError> {
@@ -144,13 +135,8 @@ impl Store {
             return Ok(false);
         }
         let doc_ref = self.doc_ref_of(doc_id);
-        tx.execute("DELETE FROM chunks WHERE doc_ref = ?1", [doc_ref])?;
-        tx.execute("DELETE FROM quarantine WHERE doc_ref = ?1", [doc_ref])?;
-        tx.execute("DELETE FROM documents WHERE doc_ref = ?1", [doc_ref])?;
-        tx.execute(
-            "UPDATE records SET sealed_docs = ?1 WHERE record_ref = ?2",
-            params![seal_docs(&key, &record_ref, &docs)?, record_ref],
-        )?;
+        tx.document_forget(&doc_ref)?;
+        tx.record_set_docs(&record_ref, &seal_docs(&key, &record_ref, &docs)?)?;
         Ok(true)
     }
 }

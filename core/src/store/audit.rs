@@ -2,10 +2,9 @@
 //! that releases or changes data, chained by hash, released only up to what
 //! the server acknowledged.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{Rows, Store, StoreError};
 use crate::audit::{AuditDraft, AuditEvent, ChainError, GENESIS_HASH, verify_chain};
 use crate::crypto;
 
@@ -30,12 +29,8 @@ impl ChainPoint {
 }
 
 impl Store {
-    fn chain_point(&self, conn: &Connection, name: &str) -> Result<ChainPoint, StoreError> {
-        let sealed: Option<Vec<u8>> = conn
-            .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
-            .query_row([name], |r| r.get(0))
-            .optional()?;
-        let Some(sealed) = sealed else {
+    fn chain_point(&self, conn: &dyn Rows, name: &str) -> Result<ChainPoint, StoreError> {
+        let Some(sealed) = conn.meta_get(name)? else {
             return Ok(ChainPoint::genesis());
         };
         let plain = crypto::open(&self.inner.keys.audit, &[b"meta", name.as_bytes()], &sealed)
@@ -48,26 +43,21 @@ impl Store {
 
     fn set_chain_point(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         name: &str,
         point: &ChainPoint,
     ) -> Result<(), StoreError> {
         let plain = serde_json::to_vec(point).map_err(|_| StoreError::BadRow { table: "meta" })?;
         let sealed = crypto::seal(&self.inner.keys.audit, &[b"meta", name.as_bytes()], &plain)
             .map_err(StoreError::Crypto)?;
-        tx.execute(
-            "INSERT INTO meta (name, value) VALUES (?1, ?2)
-             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            params![name, sealed],
-        )?;
-        Ok(())
+        tx.meta_put(name, &sealed)
     }
 
     /// Appends an event in the caller's transaction: it commits, or nothing
     /// that the transaction releases or changes does.
     pub fn append_audit_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         draft: AuditDraft,
         device: &str,
         now_ms: i64,
@@ -81,10 +71,7 @@ impl Store {
             &event.encode(),
         )
         .map_err(StoreError::Crypto)?;
-        tx.execute(
-            "INSERT INTO audit_queue (seq, sealed) VALUES (?1, ?2)",
-            params![seq, sealed],
-        )?;
+        tx.audit_insert(seq, &sealed)?;
         self.set_chain_point(
             tx,
             HEAD,
@@ -107,10 +94,7 @@ impl Store {
 
     /// How many events wait for acknowledgement (without decrypting them).
     pub fn audit_queue_len(&self) -> Result<u64, StoreError> {
-        self.read(|conn| {
-            let n: i64 = conn.query_row("SELECT COUNT(*) FROM audit_queue", [], |r| r.get(0))?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
+        self.read(|rows| rows.audit_count())
     }
 
     /// Every queued (unacknowledged) event, oldest first.
@@ -129,18 +113,11 @@ impl Store {
         seq: u64,
         limit: Option<usize>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let limit = limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         let after = i64::try_from(seq).unwrap_or(i64::MAX);
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, sealed FROM audit_queue WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = stmt
-                .query_map([after, limit], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter()
+            conn.audit_after(after, limit)?
+                .into_iter()
                 .map(|(seq, sealed)| {
                     let plain = crypto::open(
                         &self.inner.keys.audit,
@@ -192,21 +169,9 @@ impl Store {
         self.write(|tx| {
             // Read the last released event inside the transaction, so a
             // concurrent append cannot slip between the read and the delete.
-            let last: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT sealed FROM audit_queue WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1",
-                    [upto],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(sealed) = last else {
+            let Some((last_seq, sealed)) = tx.audit_last_through(upto)? else {
                 return Ok(0);
             };
-            let last_seq: i64 = tx.query_row(
-                "SELECT MAX(seq) FROM audit_queue WHERE seq <= ?1",
-                [upto],
-                |r| r.get(0),
-            )?;
             let plain = crypto::open(
                 &self.inner.keys.audit,
                 &[TABLE.as_bytes(), &last_seq.to_le_bytes()],
@@ -217,7 +182,7 @@ impl Store {
                 cause,
             })?;
             let event = AuditEvent::decode(&plain).ok_or(StoreError::BadRow { table: TABLE })?;
-            let n = tx.execute("DELETE FROM audit_queue WHERE seq <= ?1", [upto])?;
+            let n = tx.audit_delete_through(upto)?;
             self.set_chain_point(
                 tx,
                 BASE,

@@ -8,9 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
-
-use super::{Store, StoreError};
+use super::rows::ChunkRange;
+use super::{Rows, Store, StoreError};
 use crate::crypto::{self, Ref, SecretKey};
 
 pub use samod::storage::StorageKey as ChunkKey;
@@ -38,7 +37,7 @@ impl Store {
 
     fn chunk_sealing_key(
         &self,
-        conn: &Connection,
+        conn: &dyn Rows,
         doc_ref: &Ref,
     ) -> Result<Arc<SecretKey>, StoreError> {
         match self.record_of_doc(conn, doc_ref)? {
@@ -51,7 +50,7 @@ impl Store {
     /// of the record that owns its document.
     pub(crate) fn put_chunk_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         key: &ChunkKey,
         data: &[u8],
     ) -> Result<(), StoreError> {
@@ -63,7 +62,7 @@ impl Store {
     /// replica writing its own record's documents).
     pub(crate) fn put_chunk_sealed_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         key: &ChunkKey,
         data: &[u8],
         sealing: &SecretKey,
@@ -73,21 +72,11 @@ impl Store {
         let range_ref = self.prefix_ref(key, 2);
         let sealed = crypto::seal(sealing, &[TABLE.as_bytes(), &key_ref], &encode(key, data))
             .map_err(StoreError::Crypto)?;
-        tx.execute(
-            "INSERT INTO chunks (key_ref, doc_ref, range_ref, sealed) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(key_ref) DO UPDATE SET sealed = excluded.sealed",
-            params![key_ref, doc_ref, range_ref, sealed],
-        )?;
-        Ok(())
+        tx.chunk_put(&key_ref, &doc_ref, &range_ref, &sealed)
     }
 
-    pub(crate) fn delete_chunk_tx(
-        &self,
-        tx: &Transaction<'_>,
-        key: &ChunkKey,
-    ) -> Result<(), StoreError> {
-        tx.execute("DELETE FROM chunks WHERE key_ref = ?1", [self.key_ref(key)])?;
-        Ok(())
+    pub(crate) fn delete_chunk_tx(&self, tx: &dyn Rows, key: &ChunkKey) -> Result<(), StoreError> {
+        tx.chunk_delete(&self.key_ref(key))
     }
 
     pub fn put_chunk(&self, key: &ChunkKey, data: &[u8]) -> Result<(), StoreError> {
@@ -101,13 +90,7 @@ impl Store {
     pub fn load_chunk(&self, key: &ChunkKey) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|conn| {
             let key_ref = self.key_ref(key);
-            let row: Option<(Vec<u8>, Vec<u8>)> = conn
-                .query_row(
-                    "SELECT doc_ref, sealed FROM chunks WHERE key_ref = ?1",
-                    [key_ref],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
+            let row = conn.chunk_get(&key_ref)?;
             let Some((doc_ref, sealed)) = row else {
                 return Ok(None);
             };
@@ -122,11 +105,7 @@ impl Store {
     /// Whether any chunk of the document is stored (nothing is unsealed).
     pub fn has_chunks(&self, doc_id: &str) -> Result<bool, StoreError> {
         let doc_ref = self.doc_ref_of(doc_id);
-        self.read(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT 1 FROM chunks WHERE doc_ref = ?1 LIMIT 1")?
-                .exists([doc_ref])?)
-        })
+        self.read(|rows| rows.chunks_exist(&doc_ref))
     }
 
     /// A document's stored chunks as one buffer Automerge loads: snapshots
@@ -155,30 +134,17 @@ impl Store {
     /// saves looking up the owner of every row.
     pub(crate) fn load_chunk_range_on(
         &self,
-        conn: &Connection,
+        conn: &dyn Rows,
         prefix: &ChunkKey,
         sealing: Option<&SecretKey>,
     ) -> Result<HashMap<ChunkKey, Vec<u8>>, StoreError> {
         let depth = prefix.into_iter().count();
-        let rows = match depth {
-            0 => conn
-                .prepare_cached("SELECT key_ref, doc_ref, sealed FROM chunks")?
-                .query_map([], row_triple)?
-                .collect::<Result<Vec<_>, _>>()?,
-            1 => conn
-                .prepare_cached("SELECT key_ref, doc_ref, sealed FROM chunks WHERE doc_ref = ?1")?
-                .query_map([self.prefix_ref(prefix, 1)], row_triple)?
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => conn
-                .prepare_cached(
-                    "SELECT key_ref, doc_ref, sealed FROM chunks WHERE doc_ref = ?1 AND range_ref = ?2",
-                )?
-                .query_map(
-                    params![self.prefix_ref(prefix, 1), self.prefix_ref(prefix, 2)],
-                    row_triple,
-                )?
-                .collect::<Result<Vec<_>, _>>()?,
-        };
+        let (doc, range) = (self.prefix_ref(prefix, 1), self.prefix_ref(prefix, 2));
+        let rows = conn.chunks_in(match depth {
+            0 => ChunkRange::All,
+            1 => ChunkRange::Document(&doc),
+            _ => ChunkRange::Range(&doc, &range),
+        })?;
         let mut out = HashMap::with_capacity(rows.len());
         for (key_ref, doc_ref, sealed) in rows {
             let key_ref: Ref = key_ref
@@ -197,7 +163,7 @@ impl Store {
 
     fn open_chunk(
         &self,
-        conn: &Connection,
+        conn: &dyn Rows,
         doc_ref: &[u8],
         key_ref: &Ref,
         sealed: &[u8],
@@ -214,19 +180,11 @@ impl Store {
     /// patient.
     pub(crate) fn reseal_chunks_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         doc_ref: &Ref,
         record_key: &SecretKey,
     ) -> Result<(), StoreError> {
-        let rows = {
-            let mut stmt =
-                tx.prepare_cached("SELECT key_ref, sealed FROM chunks WHERE doc_ref = ?1")?;
-            stmt.query_map([doc_ref], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?
-        };
-        for (key_ref, sealed) in rows {
+        for (key_ref, _, sealed) in tx.chunks_in(ChunkRange::Document(doc_ref))? {
             let place: [&[u8]; 2] = [TABLE.as_bytes(), &key_ref];
             let plain =
                 crypto::open(&self.inner.keys.general, &place, &sealed).map_err(|cause| {
@@ -236,10 +194,11 @@ impl Store {
                     }
                 })?;
             let resealed = crypto::seal(record_key, &place, &plain).map_err(StoreError::Crypto)?;
-            tx.execute(
-                "UPDATE chunks SET sealed = ?1 WHERE key_ref = ?2",
-                params![resealed, key_ref],
-            )?;
+            let key_ref: Ref = key_ref
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::BadRow { table: TABLE })?;
+            tx.chunk_reseal(&key_ref, &resealed)?;
         }
         Ok(())
     }
@@ -257,10 +216,6 @@ fn open_sealed(
         }
     })?;
     decode(&plain).ok_or(StoreError::BadRow { table: TABLE })
-}
-
-fn row_triple(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
 }
 
 /// Plaintext of a chunk row, format 1: `[1][u32 LE key length][key joined by "/"][data]`.

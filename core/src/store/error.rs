@@ -44,6 +44,13 @@ pub enum StoreError {
     Sqlite(#[source] rusqlite::Error),
     #[error("the store lock was poisoned by an earlier panic")]
     Poisoned,
+    /// Another backend (the server's PostgreSQL) could not be reached, or
+    /// did not answer in time: nothing was written.
+    #[error("the store's database could not be reached")]
+    Unreachable,
+    /// A statement of another backend failed (named by what it did).
+    #[error("a store statement failed ({0})")]
+    Statement(&'static str),
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -1,10 +1,9 @@
 //! Why each patient's record is on this device, for the retention rules:
 //! a caseload, an incident (and when it closed), the patient's own record.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{Rows, Store, StoreError};
 use crate::NhsNumber;
 use crate::crypto;
 
@@ -61,7 +60,7 @@ const WITHDRAWN: &str = "withdrawn-by-patient";
 impl Store {
     pub(crate) fn set_holding_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         holding: &Holding,
     ) -> Result<(), StoreError> {
         let record_ref = self.record_ref(&holding.nhs_number);
@@ -72,12 +71,7 @@ impl Store {
             &plain,
         )
         .map_err(StoreError::Crypto)?;
-        tx.execute(
-            "INSERT INTO holdings (record_ref, sealed) VALUES (?1, ?2)
-             ON CONFLICT(record_ref) DO UPDATE SET sealed = excluded.sealed",
-            params![record_ref, sealed],
-        )?;
-        Ok(())
+        tx.holding_put(&record_ref, &sealed)
     }
 
     pub fn set_holding(&self, holding: &Holding) -> Result<(), StoreError> {
@@ -87,14 +81,10 @@ impl Store {
     /// The holding for one record (by its lookup ref), if any.
     pub(crate) fn holding_of(
         &self,
-        conn: &Connection,
+        conn: &dyn Rows,
         record_ref: &crate::crypto::Ref,
     ) -> Result<Option<Holding>, StoreError> {
-        let sealed: Option<Vec<u8>> = conn
-            .prepare_cached("SELECT sealed FROM holdings WHERE record_ref = ?1")?
-            .query_row([record_ref], |r| r.get(0))
-            .optional()?;
-        let Some(sealed) = sealed else {
+        let Some(sealed) = conn.holding_get(record_ref)? else {
             return Ok(None);
         };
         let plain = crypto::open(
@@ -116,13 +106,8 @@ impl Store {
         self.read(|conn| self.holdings_on(conn))
     }
 
-    fn holdings_on(&self, conn: &Connection) -> Result<Vec<Holding>, StoreError> {
-        let mut stmt = conn.prepare_cached("SELECT record_ref, sealed FROM holdings")?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+    fn holdings_on(&self, conn: &dyn Rows) -> Result<Vec<Holding>, StoreError> {
+        let rows = conn.holdings_all()?;
         let mut out = Vec::with_capacity(rows.len());
         for (record_ref, sealed) in rows {
             let plain = crypto::open(

@@ -19,16 +19,19 @@ mod error;
 mod holdings;
 mod quarantine;
 mod records;
+pub mod rows;
 mod samod_storage;
 mod schema;
+mod sqlite_rows;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::crypto::{self, KeyProvider, LookupKey, Ref, SecretKey};
+use sqlite_rows::SqliteRows;
 
 pub use arrivals::Arrival;
 pub use audit::ChainPoint;
@@ -36,6 +39,7 @@ pub use chunks::ChunkKey;
 pub use error::StoreError;
 pub use holdings::{HoldReason, Holding};
 pub use records::DocumentInfo;
+pub use rows::{RowBackend, Rows};
 pub use samod_storage::SamodStorage;
 pub(crate) use samod_storage::off_runtime;
 pub use schema::SCHEMA_VERSION;
@@ -50,12 +54,21 @@ pub struct Store {
 }
 
 struct Inner {
+    /// The SQLite file; empty for a store over another backend.
     path: PathBuf,
-    conn: Mutex<Connection>,
+    rows: Backend,
     keys: StoreKeys,
     /// Unwrapped record keys by record ref, so a chunk write does not unwrap
     /// again. Cleared for a record when it is forgotten.
     record_keys: Mutex<HashMap<Ref, Arc<SecretKey>>>,
+}
+
+/// Where the rows are kept.
+enum Backend {
+    /// This crate's SQLite file, on one connection (one writer).
+    Sqlite(Mutex<Connection>),
+    /// Another backend (the server's PostgreSQL).
+    Other(Arc<dyn RowBackend>),
 }
 
 struct StoreKeys {
@@ -100,64 +113,122 @@ impl Store {
         let kek = keys
             .key_encryption_key()
             .map_err(StoreError::KeyUnavailable)?;
-        let store_key = load_or_create_store_key(&mut conn, &kek)?;
+        let store_key = {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let key = load_or_create_store_key(&SqliteRows(&tx), &kek)?;
+            tx.commit()?;
+            key
+        };
+        Ok(Self::with(
+            path,
+            Backend::Sqlite(Mutex::new(conn)),
+            &store_key,
+        ))
+    }
+
+    /// A store whose rows another backend keeps (the server's PostgreSQL,
+    /// shared by several nodes), unlocked with the key-encryption key from
+    /// `keys`. Sealing and the key hierarchy are exactly as on SQLite; the
+    /// backend holds only ciphertext and keyed hashes.
+    pub fn over(backend: Arc<dyn RowBackend>, keys: &dyn KeyProvider) -> Result<Self, StoreError> {
+        let kek = keys
+            .key_encryption_key()
+            .map_err(StoreError::KeyUnavailable)?;
+        let mut store_key = None;
+        backend.write(&mut |rows| {
+            store_key = Some(load_or_create_store_key(rows, &kek)?);
+            Ok(())
+        })?;
+        let store_key = store_key.ok_or(StoreError::BadRow { table: "meta" })?;
+        Ok(Self::with(
+            PathBuf::new(),
+            Backend::Other(backend),
+            &store_key,
+        ))
+    }
+
+    fn with(path: PathBuf, rows: Backend, store_key: &SecretKey) -> Self {
         let keys = StoreKeys {
-            lookup: LookupKey::from_secret(&store_key, "scr-sync 2026-11 store lookup hashes"),
+            lookup: LookupKey::from_secret(store_key, "scr-sync 2026-11 store lookup hashes"),
             audit: store_key.derive("scr-sync 2026-11 store audit sealing"),
             general: store_key.derive("scr-sync 2026-11 store general sealing"),
             wrap: store_key.derive("scr-sync 2026-11 store record key wrapping"),
         };
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 path,
-                conn: Mutex::new(conn),
+                rows,
                 keys,
                 record_keys: Mutex::new(HashMap::new()),
             }),
-        })
+        }
     }
 
+    /// The SQLite file (empty for a store over another backend).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
-    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.inner.conn.lock().map_err(|_| StoreError::Poisoned)
+    /// The SQLite connection; `None` for a store over another backend.
+    fn conn(&self) -> Result<Option<MutexGuard<'_, Connection>>, StoreError> {
+        match &self.inner.rows {
+            Backend::Sqlite(conn) => conn.lock().map(Some).map_err(|_| StoreError::Poisoned),
+            Backend::Other(_) => Ok(None),
+        }
     }
 
     /// Runs `f` in one transaction that commits only if `f` returns `Ok`.
     pub(crate) fn write<T>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&dyn Rows) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        match &self.inner.rows {
+            Backend::Sqlite(conn) => {
+                let mut conn = conn.lock().map_err(|_| StoreError::Poisoned)?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let out = f(&SqliteRows(&tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Backend::Other(backend) => once(f, |work| backend.write(work)),
+        }
     }
 
+    /// Runs `f` on the rows as they stand (one transaction's view).
     pub(crate) fn read<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(&dyn Rows) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = self.conn()?;
-        f(&conn)
+        match &self.inner.rows {
+            Backend::Sqlite(conn) => {
+                let conn = conn.lock().map_err(|_| StoreError::Poisoned)?;
+                f(&SqliteRows(&conn))
+            }
+            Backend::Other(backend) => once(f, |work| backend.read(work)),
+        }
     }
 
-    /// SQLite's `data_version`: changes when another connection (another
-    /// process, or another handle on the file) commits. Used to notice
-    /// admin changes made while a server runs.
+    /// Moves when another connection (another process, another handle on
+    /// the file, another node) commits: SQLite's `data_version`, or the
+    /// backend's. Used to notice admin changes made while a server runs.
     pub fn data_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn()?
-            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+        match &self.inner.rows {
+            Backend::Sqlite(conn) => Ok(conn
+                .lock()
+                .map_err(|_| StoreError::Poisoned)?
+                .pragma_query_value(None, "data_version", |r| r.get(0))?),
+            Backend::Other(backend) => backend.data_version(),
+        }
     }
 
     /// Writes the WAL back into the main file and truncates it, so that
-    /// crypto-shredded pages do not linger in the log.
+    /// crypto-shredded pages do not linger in the log. (Another backend
+    /// keeps its own log.)
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        let conn = self.conn()?;
+        let Some(conn) = self.conn()? else {
+            return Ok(());
+        };
         conn.execute_batch("PRAGMA incremental_vacuum")?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
@@ -168,14 +239,20 @@ impl Store {
     /// (tens of milliseconds for a day's caseload): for the app to run when
     /// idle, not on a user's path.
     pub fn vacuum(&self) -> Result<(), StoreError> {
-        let conn = self.conn()?;
+        let Some(conn) = self.conn()? else {
+            return Ok(());
+        };
         conn.execute_batch("VACUUM")?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 
-    /// Total bytes of the database file and its WAL on disk.
+    /// Total bytes of the database file and its WAL on disk (0 for a store
+    /// over another backend).
     pub fn bytes_on_disk(&self) -> Result<u64, StoreError> {
+        if self.conn()?.is_none() {
+            return Ok(0);
+        }
         let mut total = 0;
         for suffix in ["", "-wal"] {
             let mut p = self.inner.path.clone().into_os_string();
@@ -217,47 +294,33 @@ impl Store {
 
     /// A secret stored with [`Store::put_secret`].
     pub fn secret(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
-        self.read(|conn| self.sealed_meta(conn, &format!("secret:{name}")))
+        self.read(|rows| self.sealed_meta(rows, &format!("secret:{name}")))
             .map(|v| v.map(zeroize::Zeroizing::new))
     }
 
     /// A store-wide value sealed with the general key, bound to its name.
     pub(crate) fn put_sealed_meta_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         name: &str,
         plain: &[u8],
     ) -> Result<(), StoreError> {
         let sealed = crypto::seal(&self.inner.keys.general, &[b"meta", name.as_bytes()], plain)
             .map_err(StoreError::Crypto)?;
-        tx.execute(
-            "INSERT INTO meta (name, value) VALUES (?1, ?2)
-             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            rusqlite::params![name, sealed],
-        )?;
-        Ok(())
+        tx.meta_put(name, &sealed)
     }
 
     /// Removes a store-wide value.
-    pub(crate) fn delete_meta_tx(
-        &self,
-        tx: &Transaction<'_>,
-        name: &str,
-    ) -> Result<(), StoreError> {
-        tx.execute("DELETE FROM meta WHERE name = ?1", [name])?;
-        Ok(())
+    pub(crate) fn delete_meta_tx(&self, tx: &dyn Rows, name: &str) -> Result<(), StoreError> {
+        tx.meta_delete(name)
     }
 
     pub(crate) fn sealed_meta(
         &self,
-        conn: &Connection,
+        conn: &dyn Rows,
         name: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let sealed: Option<Vec<u8>> = conn
-            .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
-            .query_row([name], |r| r.get(0))
-            .optional()?;
-        sealed
+        conn.meta_get(name)?
             .map(|s| {
                 crypto::open(&self.inner.keys.general, &[b"meta", name.as_bytes()], &s).map_err(
                     |cause| StoreError::Tampered {
@@ -285,6 +348,9 @@ fn quick_check(conn: &Connection) -> Result<(), StoreError> {
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // First: another handle opening the same new file at this moment holds
+    // its lock for a moment (WAL's switch, a migration); wait for it.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // Chunks are 1-20 KB; 16 KB pages waste far less at their ends than the
     // 4 KB default (measured: benches/footprint.rs). Also new files only.
     conn.pragma_update(None, "page_size", 16384)?;
@@ -304,44 +370,49 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     // Overwrite deleted content, so a forgotten record's wrapped key and
     // chunks do not survive in free pages.
     conn.pragma_update(None, "secure_delete", "ON")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }
 
-fn load_or_create_store_key(
-    conn: &mut Connection,
-    kek: &SecretKey,
-) -> Result<SecretKey, StoreError> {
+/// Runs `f` (an `FnOnce`) as a backend's work, once, and hands back what
+/// it returned.
+fn once<T>(
+    f: impl FnOnce(&dyn Rows) -> Result<T, StoreError>,
+    run: impl FnOnce(&mut rows::RowWork<'_>) -> Result<(), StoreError>,
+) -> Result<T, StoreError> {
+    let mut f = Some(f);
+    let mut out = None;
+    run(&mut |rows| {
+        // A backend runs the work once; a second call finds nothing to do.
+        let f = f.take().ok_or(StoreError::BadRow { table: "meta" })?;
+        out = Some(f(rows)?);
+        Ok(())
+    })?;
+    out.ok_or(StoreError::BadRow { table: "meta" })
+}
+
+/// The store key, sealed under the key-encryption key; created on first
+/// use. Two handles creating it at once (two nodes starting together):
+/// the first insert wins and the other reads it.
+fn load_or_create_store_key(rows: &dyn Rows, kek: &SecretKey) -> Result<SecretKey, StoreError> {
     let place: &[&[u8]] = &[b"meta", STORE_KEY_ROW.as_bytes()];
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let existing: Option<Vec<u8>> = tx
-        .query_row(
-            "SELECT value FROM meta WHERE name = ?1",
-            [STORE_KEY_ROW],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let key = match existing {
-        Some(sealed) => {
-            let bytes = crypto::open(kek, place, &sealed).map_err(|e| match e {
-                crypto::CryptoError::Authentication => StoreError::WrongKey,
-                cause => StoreError::Tampered {
-                    table: "meta",
-                    cause,
-                },
-            })?;
-            SecretKey::from_slice(&bytes).ok_or(StoreError::BadRow { table: "meta" })?
-        }
+    let existing = match rows.meta_get(STORE_KEY_ROW)? {
+        Some(sealed) => Some(sealed),
         None => {
             let key = SecretKey::random().map_err(StoreError::Crypto)?;
             let sealed = crypto::seal(kek, place, key.expose()).map_err(StoreError::Crypto)?;
-            tx.execute(
-                "INSERT INTO meta (name, value) VALUES (?1, ?2)",
-                rusqlite::params![STORE_KEY_ROW, sealed],
-            )?;
-            key
+            if rows.meta_insert_new(STORE_KEY_ROW, &sealed)? {
+                return Ok(key);
+            }
+            rows.meta_get(STORE_KEY_ROW)?
         }
     };
-    tx.commit()?;
-    Ok(key)
+    let sealed = existing.ok_or(StoreError::BadRow { table: "meta" })?;
+    let bytes = crypto::open(kek, place, &sealed).map_err(|e| match e {
+        crypto::CryptoError::Authentication => StoreError::WrongKey,
+        cause => StoreError::Tampered {
+            table: "meta",
+            cause,
+        },
+    })?;
+    SecretKey::from_slice(&bytes).ok_or(StoreError::BadRow { table: "meta" })
 }

@@ -2,9 +2,7 @@
 //! it), and the versions kept aside from it: sealed with the record's key,
 //! shown on the device, never sent again (issue 16).
 
-use rusqlite::{Transaction, params};
-
-use super::{ChunkKey, Store, StoreError};
+use super::{ChunkKey, Rows, Store, StoreError};
 use crate::NhsNumber;
 use crate::crypto;
 use crate::record::Compartment;
@@ -17,7 +15,7 @@ impl Store {
     /// `quarantined` kept aside. The document must belong to a record.
     pub fn replace_document_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         doc_id: &str,
         snapshot: &ChunkKey,
         bytes: &[u8],
@@ -28,7 +26,7 @@ impl Store {
             .record_of_doc(tx, &doc_ref)?
             .ok_or(StoreError::RecordNotFound)?;
         let key = self.record_key(tx, &record_ref)?;
-        tx.execute("DELETE FROM chunks WHERE doc_ref = ?1", [&doc_ref])?;
+        tx.chunks_delete_of(&doc_ref)?;
         self.put_chunk_sealed_tx(tx, snapshot, bytes, &key)?;
         for (version, text) in quarantined {
             let key_ref =
@@ -36,11 +34,7 @@ impl Store {
                     .hash(&[TABLE.as_bytes(), doc_id.as_bytes(), version.as_bytes()]);
             let sealed = crypto::seal(&key, &[TABLE.as_bytes(), &key_ref], text.as_bytes())
                 .map_err(StoreError::Crypto)?;
-            tx.execute(
-                "INSERT INTO quarantine (key_ref, doc_ref, sealed) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(key_ref) DO UPDATE SET sealed = excluded.sealed",
-                params![key_ref, doc_ref, sealed],
-            )?;
+            tx.quarantine_put(&key_ref, &doc_ref, &sealed)?;
         }
         Ok(())
     }
@@ -54,14 +48,7 @@ impl Store {
             let mut out = Vec::new();
             for info in self.documents_of(conn, &record_ref, &key)? {
                 let doc_ref = self.doc_ref_of(&info.doc_id);
-                let mut stmt = conn
-                    .prepare_cached("SELECT key_ref, sealed FROM quarantine WHERE doc_ref = ?1")?;
-                let rows = stmt
-                    .query_map([&doc_ref], |r| {
-                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                for (key_ref, sealed) in rows {
+                for (key_ref, sealed) in conn.quarantine_of(&doc_ref)? {
                     let plain = crypto::open(&key, &[TABLE.as_bytes(), &key_ref], &sealed)
                         .map_err(|cause| StoreError::Tampered {
                             table: TABLE,

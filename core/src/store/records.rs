@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{Rows, Store, StoreError};
 use crate::NhsNumber;
 use crate::crypto::{self, Ref, SecretKey};
 use crate::record::Compartment;
@@ -40,22 +39,13 @@ impl Store {
 
     pub fn has_record(&self, nhs: &NhsNumber) -> Result<bool, StoreError> {
         let record_ref = self.record_ref(nhs);
-        self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT 1 FROM records WHERE record_ref = ?1",
-                    [record_ref],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some())
-        })
+        self.read(|rows| rows.record_exists(&record_ref))
     }
 
     /// Creates the record's data key. Fails if the device already holds one.
     pub(crate) fn create_record_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         record_ref: &RecordRef,
     ) -> Result<Arc<SecretKey>, StoreError> {
         let key = SecretKey::random().map_err(StoreError::Crypto)?;
@@ -66,12 +56,7 @@ impl Store {
         )
         .map_err(StoreError::Crypto)?;
         let docs = seal_docs(&key, record_ref, &[])?;
-        let inserted = tx.execute(
-            "INSERT INTO records (record_ref, wrapped_key, sealed_docs) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-            params![record_ref, wrapped, docs],
-        )?;
-        if inserted == 0 {
+        if !tx.record_insert(record_ref, &wrapped, &docs)? {
             return Err(StoreError::RecordExists);
         }
         Ok(Arc::new(key))
@@ -80,19 +65,14 @@ impl Store {
     /// The record's unwrapped data key.
     pub(crate) fn record_key(
         &self,
-        conn: &Connection,
+        conn: &dyn Rows,
         record_ref: &RecordRef,
     ) -> Result<Arc<SecretKey>, StoreError> {
         if let Some(key) = self.cached_key(record_ref)? {
             return Ok(key);
         }
         let wrapped: Vec<u8> = conn
-            .query_row(
-                "SELECT wrapped_key FROM records WHERE record_ref = ?1",
-                [record_ref],
-                |r| r.get(0),
-            )
-            .optional()?
+            .record_wrapped_key(record_ref)?
             .ok_or(StoreError::RecordNotFound)?;
         let bytes = crypto::open(&self.inner.keys.wrap, &[b"records", record_ref], &wrapped)
             .map_err(|cause| StoreError::Tampered {
@@ -121,14 +101,10 @@ impl Store {
 
     pub(crate) fn record_of_doc(
         &self,
-        conn: &Connection,
+        conn: &dyn Rows,
         doc_ref: &Ref,
     ) -> Result<Option<RecordRef>, StoreError> {
-        let found: Option<Vec<u8>> = conn
-            .prepare_cached("SELECT record_ref FROM documents WHERE doc_ref = ?1")?
-            .query_row([doc_ref], |r| r.get(0))
-            .optional()?;
-        found
+        conn.document_record(doc_ref)?
             .map(|r| {
                 r.try_into()
                     .map_err(|_| StoreError::BadRow { table: "documents" })
@@ -139,7 +115,7 @@ impl Store {
     /// Ties a document to a record, re-sealing any chunks already stored for it.
     pub(crate) fn register_document_tx(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Rows,
         record_ref: &RecordRef,
         record_key: &SecretKey,
         info: &DocumentInfo,
@@ -154,30 +130,22 @@ impl Store {
             return Ok(());
         }
         self.reseal_chunks_tx(tx, &doc_ref, record_key)?;
-        tx.execute(
-            "INSERT INTO documents (doc_ref, record_ref) VALUES (?1, ?2)",
-            params![doc_ref, record_ref],
-        )?;
+        tx.document_insert(&doc_ref, record_ref)?;
         let mut docs = self.documents_of(tx, record_ref, record_key)?;
         docs.push(info.clone());
-        tx.execute(
-            "UPDATE records SET sealed_docs = ?1 WHERE record_ref = ?2",
-            params![seal_docs(record_key, record_ref, &docs)?, record_ref],
-        )?;
+        tx.record_set_docs(record_ref, &seal_docs(record_key, record_ref, &docs)?)?;
         Ok(())
     }
 
     /// The compartment documents held for a record.
     pub(crate) fn documents_of(
         &self,
-        conn: &Connection,
+        conn: &dyn Rows,
         record_ref: &RecordRef,
         record_key: &SecretKey,
     ) -> Result<Vec<DocumentInfo>, StoreError> {
         let sealed: Vec<u8> = conn
-            .prepare_cached("SELECT sealed_docs FROM records WHERE record_ref = ?1")?
-            .query_row([record_ref], |r| r.get(0))
-            .optional()?
+            .record_docs(record_ref)?
             .ok_or(StoreError::RecordNotFound)?;
         let plain =
             crypto::open(record_key, &[DOCS_PLACE, record_ref], &sealed).map_err(|cause| {
@@ -229,24 +197,9 @@ impl Store {
     /// The deletions of [`Store::forget_record`] inside the caller's
     /// transaction (so the audit event commits with them); call
     /// [`Store::checkpoint`] after the commit.
-    pub fn forget_record_tx(
-        &self,
-        tx: &Transaction<'_>,
-        nhs: &NhsNumber,
-    ) -> Result<bool, StoreError> {
+    pub fn forget_record_tx(&self, tx: &dyn Rows, nhs: &NhsNumber) -> Result<bool, StoreError> {
         let record_ref = self.record_ref(nhs);
-        // Chunks first: the document rows say which chunks are the record's.
-        tx.execute(
-            "DELETE FROM chunks WHERE doc_ref IN (SELECT doc_ref FROM documents WHERE record_ref = ?1)",
-            [record_ref],
-        )?;
-        tx.execute(
-            "DELETE FROM quarantine WHERE doc_ref IN (SELECT doc_ref FROM documents WHERE record_ref = ?1)",
-            [record_ref],
-        )?;
-        tx.execute("DELETE FROM documents WHERE record_ref = ?1", [record_ref])?;
-        tx.execute("DELETE FROM holdings WHERE record_ref = ?1", [record_ref])?;
-        let existed = tx.execute("DELETE FROM records WHERE record_ref = ?1", [record_ref])? > 0;
+        let existed = tx.record_forget(&record_ref)?;
         self.inner
             .record_keys
             .lock()

@@ -14,19 +14,24 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Each step reads the version inside its own write transaction, so two
+/// handles opening one new file at once (a server and an admin command)
+/// apply each migration once.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if current > SCHEMA_VERSION {
-        return Err(StoreError::NewerSchema {
-            found: current,
-            known: SCHEMA_VERSION,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
-        let tx = conn.transaction()?;
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                found: current,
+                known: SCHEMA_VERSION,
+            });
+        }
+        let Some(sql) = MIGRATIONS.get(current.max(0) as usize) else {
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.pragma_update(None, "user_version", current.max(0) + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }

@@ -13,18 +13,20 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 pub mod listen;
+pub mod store;
 
 /// Schema migrations, applied in order, each once, under an advisory lock
 /// (two nodes starting together do not both apply one).
 const MIGRATIONS: &[&str] = &[
     include_str!("0001_directory.sql"),
     include_str!("0002_archive.sql"),
+    include_str!("0003_store.sql"),
 ];
 
 /// The advisory lock key the migrations take (any fixed number).
 const MIGRATION_LOCK: i64 = 0x5c5_0017;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum PgError {
     #[error("the PostgreSQL address is not a valid postgres:// URL")]
     BadUrl,

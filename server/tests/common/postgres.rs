@@ -47,6 +47,33 @@ pub fn admin(url: &str, sql: &str) {
     .unwrap();
 }
 
+/// Every value the query returns (one `bytea` column), concatenated: what
+/// an attacker reading the database would see.
+pub fn bytes_of(url: &str, sql: &str) -> Vec<u8> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                client
+                    .query(&sql, &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r.get::<_, Vec<u8>>(0))
+                    .collect()
+            })
+    })
+    .join()
+    .unwrap()
+}
+
 /// A pool on `url`, migrated, as a node opens it.
 pub fn connect(url: &str) -> scr_server::pg::Pg {
     scr_server::pg::Pg::connect(&scr_server::pg::PgConfig::new(url)).unwrap()
