@@ -96,6 +96,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode, String> {
         legacy_permissions_until_ms: args.legacy_permissions_until,
         grant_lifetime: std::time::Duration::from_secs(args.grant_minutes * 60),
         limits: connection_limits(args),
+        store: args.dir.store_at(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {

@@ -4,7 +4,8 @@
 //! are refused with a typed error, promptly, and nothing of them is
 //! written; once the network is back the node recovers by itself (the pool
 //! drops its broken connections), the same token still enrolls and the
-//! upload goes through.
+//! upload goes through. A serving node says so: `/health` is not ready and
+//! `/metrics` shows the store unreachable until it is back.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -20,6 +21,73 @@ use scr_server::directory::{Directory, DirectoryError};
 mod common;
 use common::proxy::Proxy;
 
+/// The cluster's address in `url`, a proxy in front of it, and `url`
+/// through the proxy.
+async fn behind_proxy(url: &str) -> (std::net::SocketAddr, std::sync::Arc<Proxy>, String) {
+    // postgres://postgres@127.0.0.1:PORT/DB
+    let host_port = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let cluster: std::net::SocketAddr = host_port.parse().unwrap();
+    let proxy = std::sync::Arc::new(Proxy::start(cluster).await);
+    let via = url.replacen(host_port, &proxy.addr.to_string(), 1);
+    (cluster, proxy, via)
+}
+
+/// Polls `/health` until its answer contains `want` (30 s at most).
+async fn health_says(addr: std::net::SocketAddr, want: &str) {
+    let began = Instant::now();
+    loop {
+        let answer = common::http_get(addr, "/health").await;
+        if answer.contains(want) {
+            return;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "/health never said {want:?}: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_node_cut_off_says_it_is_not_ready_until_it_is_back() {
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let (cluster, proxy, via) = behind_proxy(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::nodes::node(dir.path(), &via).await;
+    health_says(node.health_addr, "200 OK").await;
+    assert!(
+        common::http_get(node.health_addr, "/metrics")
+            .await
+            .contains("scr_store_reachable 1")
+    );
+
+    proxy.point_at(dead_port());
+    proxy.cut();
+    health_says(node.health_addr, "store unreachable").await;
+    assert!(
+        common::http_get(node.health_addr, "/health")
+            .await
+            .starts_with("HTTP/1.1 503"),
+        "not ready: a load balancer sends no device here"
+    );
+    assert!(
+        common::http_get(node.health_addr, "/metrics")
+            .await
+            .contains("scr_store_reachable 0")
+    );
+
+    proxy.point_at(cluster);
+    health_says(node.health_addr, "200 OK").await;
+    assert!(
+        common::http_get(node.health_addr, "/metrics")
+            .await
+            .contains("scr_store_reachable 1")
+    );
+    node.shutdown().await;
+}
+
 /// A port nothing listens on.
 fn dead_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -33,11 +101,8 @@ async fn a_node_cut_off_from_postgresql_refuses_and_recovers() {
     let Some(url) = common::postgres::fresh_database() else {
         return;
     };
-    // postgres://postgres@127.0.0.1:PORT/DB: the node reaches it through a proxy.
-    let host_port = url.split('@').nth(1).unwrap().split('/').next().unwrap();
-    let cluster: std::net::SocketAddr = host_port.parse().unwrap();
-    let proxy = std::sync::Arc::new(Proxy::start(cluster).await);
-    let via = url.replacen(host_port, &proxy.addr.to_string(), 1);
+    // The node reaches PostgreSQL through a proxy.
+    let (cluster, proxy, via) = behind_proxy(&url).await;
     let (directory, archive) = tokio::task::spawn_blocking(move || {
         let pg = common::postgres::connect(&via);
         (

@@ -35,6 +35,13 @@ impl Store {
         self.lookup().hash(&[b"doc", doc_id.as_bytes()])
     }
 
+    /// The keyed hash a backend knows a document by (its chunks' and its
+    /// registration's row): what a node is told another node wrote, to
+    /// match against the documents it holds. Not the id itself.
+    pub fn document_ref(&self, doc_id: &str) -> Ref {
+        self.doc_ref_of(doc_id)
+    }
+
     fn chunk_sealing_key(
         &self,
         conn: &dyn Rows,

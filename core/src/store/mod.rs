@@ -44,7 +44,9 @@ pub use samod_storage::SamodStorage;
 pub(crate) use samod_storage::off_runtime;
 pub use schema::SCHEMA_VERSION;
 
-const STORE_KEY_ROW: &str = "store-key";
+/// The named value holding the store key (sealed under the
+/// key-encryption key): present once a store has been opened.
+pub const STORE_KEY_ROW: &str = "store-key";
 
 /// A handle to an open store. Cheap to clone; all clones share one
 /// connection.

@@ -135,6 +135,14 @@ impl HeadsIndex {
     }
 
     /// The document was written: its heads and bytes are read again.
+    /// Every document whose heads or bytes are kept.
+    pub fn documents(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .map(|i| i.known.keys().chain(i.bytes.keys()).cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn written(&self, doc: &str) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.generation += 1;

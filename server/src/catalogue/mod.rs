@@ -62,6 +62,14 @@ impl Catalogue {
         }
     }
 
+    /// Every document the catalogue keeps anything of (heads indexed, or
+    /// devices watching it): what another node's write of it must reach.
+    pub fn known_documents(&self) -> Vec<String> {
+        let mut docs = self.heads.documents();
+        docs.extend(self.watchers.documents());
+        docs
+    }
+
     /// Another process wrote documents (an admin command): nothing kept
     /// holds, and every watching device asks again.
     pub fn outside_write(&self) {

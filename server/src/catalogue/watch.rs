@@ -139,6 +139,14 @@ impl Watchers {
         devices
     }
 
+    /// Every document some device watches.
+    pub fn documents(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .map(|i| i.by_doc.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Every watching device (each forgotten): after another process wrote.
     pub fn all(&self) -> Vec<Device> {
         let Ok(mut inner) = self.inner.lock() else {

@@ -2,7 +2,6 @@
 //! tokens, revocations, users, relationships, loading a record, a
 //! patient's choice. Each is audited in the server's own trail.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use scr_core::Store;
@@ -10,21 +9,17 @@ use scr_core::audit::Outcome;
 use scr_core::channel::hex_key;
 use scr_core::grant::RelationshipKind;
 use scr_server::directory::Directory;
-use scr_server::serve::identity::{ServerIdentity, key_provider};
+use scr_server::serve::identity::ServerIdentity;
 
 use super::{
-    AddOperatorArgs, AddUserArgs, AssignArgs, Choice, EnrollTokenArgs, LoadRecordArgs, Patient,
-    RepairDocumentArgs, RevokeDeviceArgs, SetChoiceArgs, UnassignArgs, UserArgs,
+    AddOperatorArgs, AddUserArgs, AssignArgs, Choice, DataDir, EnrollTokenArgs, LoadRecordArgs,
+    Patient, RepairDocumentArgs, RevokeDeviceArgs, SetChoiceArgs, UnassignArgs, UserArgs,
 };
 
 pub fn enroll_token(args: &EnrollTokenArgs, actor: &str) -> Result<ExitCode, String> {
-    let dir = &args.dir.data_dir;
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let ttl = args.ttl_minutes;
-    let keys = key_provider(dir).map_err(|e| e.to_string())?;
-    let store = Store::open(dir.join("server.db"), &keys).map_err(|e| e.to_string())?;
+    let (store, directory) = open_server(&args.dir)?;
     let identity = ServerIdentity::load_or_create(&store).map_err(|e| e.to_string())?;
-    let directory = Directory::open(&dir.join("directory.db")).map_err(|e| e.to_string())?;
     let expires = scr_core::clock::now_ms() + ttl * 60_000;
     let token = directory
         .create_enrollment_token(&args.org, args.class, expires)
@@ -51,7 +46,7 @@ pub fn enroll_token(args: &EnrollTokenArgs, actor: &str) -> Result<ExitCode, Str
 /// input), added by `actor` (or, the first one, by whoever holds the data
 /// directory).
 pub fn add_operator(args: &AddOperatorArgs, actor: &str) -> Result<ExitCode, String> {
-    let (store, directory) = open_server(&args.dir.data_dir)?;
+    let (store, directory) = open_server(&args.dir)?;
     let passcode = super::stdin_line()?;
     directory
         .add_operator(&args.operator_id, &args.name, &passcode)
@@ -72,7 +67,7 @@ pub fn add_operator(args: &AddOperatorArgs, actor: &str) -> Result<ExitCode, Str
 pub fn revoke_device(args: &RevokeDeviceArgs, actor: &str) -> Result<ExitCode, String> {
     let hex = args.key.as_str();
     let key = parse_hex_key(hex).ok_or("--key must be 64 hex digits")?;
-    let (store, directory) = open_server(&args.dir.data_dir)?;
+    let (store, directory) = open_server(&args.dir)?;
     if directory.revoke(&key).map_err(|e| e.to_string())? {
         scr_server::audit::record(
             &store,
@@ -95,7 +90,7 @@ pub fn revoke_device(args: &RevokeDeviceArgs, actor: &str) -> Result<ExitCode, S
 /// connects.
 pub fn revoke_user(args: &UserArgs, actor: &str) -> Result<ExitCode, String> {
     let user_id = args.user_id.as_str();
-    let (store, directory) = open_server(&args.dir.data_dir)?;
+    let (store, directory) = open_server(&args.dir)?;
     if !directory.revoke_user(user_id).map_err(|e| e.to_string())? {
         return Err("no such user, or already revoked".into());
     }
@@ -112,15 +107,18 @@ pub fn revoke_user(args: &UserArgs, actor: &str) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn open_server(dir: &Path) -> Result<(Store, Directory), String> {
-    let keys = key_provider(dir).map_err(|e| e.to_string())?;
-    let store = Store::open(dir.join("server.db"), &keys).map_err(|e| e.to_string())?;
-    let directory = Directory::open(&dir.join("directory.db")).map_err(|e| e.to_string())?;
-    Ok((store, directory))
+/// The server's state, where `dir` says (its files, or PostgreSQL).
+pub fn open_state(dir: &DataDir) -> Result<scr_server::serve::state::NodeState, String> {
+    scr_server::serve::state::open(&dir.data_dir, &dir.store_at()).map_err(|e| e.to_string())
+}
+
+pub fn open_server(dir: &DataDir) -> Result<(Store, Directory), String> {
+    let state = open_state(dir)?;
+    Ok((state.store, state.directory))
 }
 
 pub fn add_user(args: &AddUserArgs, actor: &str) -> Result<ExitCode, String> {
-    let (store, directory) = open_server(&args.dir.data_dir)?;
+    let (store, directory) = open_server(&args.dir)?;
     let user = scr_server::users::NewUser {
         user_id: args.user_id.clone(),
         display_name: args.name.clone(),
@@ -154,7 +152,7 @@ pub fn add_user(args: &AddUserArgs, actor: &str) -> Result<ExitCode, String> {
 }
 
 pub fn unassign(args: &UnassignArgs, actor: &str) -> Result<ExitCode, String> {
-    let (store, _) = open_server(&args.dir.data_dir)?;
+    let (store, _) = open_server(&args.dir)?;
     let user = args.user_id.as_str();
     let nhs = nhs_number(&args.patient)?;
     let removed = scr_server::users::unassign(&store, user, nhs).map_err(|e| e.to_string())?;
@@ -179,7 +177,7 @@ pub fn unassign(args: &UnassignArgs, actor: &str) -> Result<ExitCode, String> {
 }
 
 pub fn assign(args: &AssignArgs, actor: &str) -> Result<ExitCode, String> {
-    let (store, directory) = open_server(&args.dir.data_dir)?;
+    let (store, directory) = open_server(&args.dir)?;
     let user = args.user_id.as_str();
     let nhs = nhs_number(&args.patient)?;
     let kind = match args.kind.as_str() {
@@ -211,7 +209,7 @@ pub fn assign(args: &AssignArgs, actor: &str) -> Result<ExitCode, String> {
 pub fn load_record(args: &LoadRecordArgs, actor: &str) -> Result<ExitCode, String> {
     let json = std::fs::read_to_string(&args.file).map_err(|e| format!("--file: {}", e.kind()))?;
     let file = scr_server::records::parse(&json).map_err(|e| e.to_string())?;
-    let (store, _) = open_server(&args.dir.data_dir)?;
+    let (store, _) = open_server(&args.dir)?;
     let docs = scr_server::records::load(&store, &file, actor).map_err(|e| e.to_string())?;
     scr_server::audit::record(
         &store,
@@ -243,7 +241,7 @@ pub fn set_choice(args: &SetChoiceArgs, actor: &str) -> Result<ExitCode, String>
         hidden: args.hidden.map(|v| v.is_yes()),
         patients_own: args.patients_own_choice.is_yes(),
     };
-    let (store, _) = open_server(&args.dir.data_dir)?;
+    let (store, _) = open_server(&args.dir)?;
     // The choice and its audit event commit together.
     let now =
         scr_server::records::set_choice(&store, &nhs, instruction, actor).map_err(|e| match e {
@@ -283,7 +281,7 @@ fn parse_hex_key(hex: &str) -> Option<[u8; 32]> {
 /// `admin repair-document`: a record's document that no longer reads,
 /// repaired from its last readable state (audited).
 pub fn repair_document(args: &RepairDocumentArgs, actor: &str) -> Result<ExitCode, String> {
-    let (store, _) = open_server(&args.dir.data_dir)?;
+    let (store, _) = open_server(&args.dir)?;
     match scr_server::repair::repair_document(&store, &args.document, actor) {
         Ok((compartment, None)) => {
             println!(

@@ -6,23 +6,17 @@ use std::process::ExitCode;
 
 use scr_core::audit::Outcome;
 use scr_core::channel::hex_key;
-use scr_server::archive::Archive;
 use scr_server::privacy::Officer;
-use scr_server::serve::identity::{ServerIdentity, archive_root};
+use scr_server::serve::identity::ServerIdentity;
 
-use super::admin::{nhs_number, open_server};
+use super::admin::{nhs_number, open_server, open_state};
 use super::{AlertsArgs, CloseAlertArgs, PatientTokenArgs, UnhideArgs};
-
-fn archive(dir: &std::path::Path, store: &scr_core::Store) -> Result<Archive, String> {
-    let root = archive_root(store).map_err(|e| e.to_string())?;
-    Archive::open(&dir.join("audit.db"), &root).map_err(|e| e.to_string())
-}
 
 /// `admin patient-token`: an enrollment token for a patient's own phone,
 /// bound to the patient (NHS number from `--nhs` or the next line of
 /// standard input) and the passcode they chose (the line after).
 pub fn patient_token(args: &PatientTokenArgs, actor: &str) -> Result<ExitCode, String> {
-    let (store, directory) = open_server(&args.dir.data_dir)?;
+    let (store, directory) = open_server(&args.dir)?;
     let identity = ServerIdentity::load_or_create(&store).map_err(|e| e.to_string())?;
     let nhs = nhs_number(&args.patient)?;
     let passcode = super::stdin_line()?;
@@ -56,12 +50,12 @@ pub fn patient_token(args: &PatientTokenArgs, actor: &str) -> Result<ExitCode, S
 
 /// `admin alerts`: the alerts routed to the officer's organisation.
 pub fn alerts(args: &AlertsArgs) -> Result<ExitCode, String> {
-    let dir = &args.dir.data_dir;
-    let (store, directory) = open_server(dir)?;
+    let state = open_state(&args.dir)?;
+    let (store, directory, archive) = (state.store, state.directory, state.archive);
     let officer = Officer::find(&directory, &args.officer).map_err(|e| e.to_string())?;
     let all = args.all.is_yes();
     let alerts = officer
-        .alerts(&archive(dir, &store)?, &store, all)
+        .alerts(&archive, &store, all)
         .map_err(|e| e.to_string())?;
     if alerts.is_empty() {
         println!(
@@ -96,12 +90,12 @@ pub fn alerts(args: &AlertsArgs) -> Result<ExitCode, String> {
 
 /// `admin close-alert`: closes one with an outcome.
 pub fn close_alert(args: &CloseAlertArgs) -> Result<ExitCode, String> {
-    let dir = &args.dir.data_dir;
-    let (store, directory) = open_server(dir)?;
+    let state = open_state(&args.dir)?;
+    let (store, directory, archive) = (state.store, state.directory, state.archive);
     let officer = Officer::find(&directory, &args.officer).map_err(|e| e.to_string())?;
     let (id, outcome) = (args.id, args.outcome);
     officer
-        .close(&archive(dir, &store)?, &store, id, outcome)
+        .close(&archive, &store, id, outcome)
         .map_err(|e| e.to_string())?;
     println!("alert {id} closed: {}", outcome.as_str());
     Ok(ExitCode::SUCCESS)
@@ -109,7 +103,7 @@ pub fn close_alert(args: &CloseAlertArgs) -> Result<ExitCode, String> {
 
 /// `admin unhide`: a privacy officer unhides a hidden record.
 pub fn unhide(args: &UnhideArgs) -> Result<ExitCode, String> {
-    let (store, directory) = open_server(&args.dir.data_dir)?;
+    let (store, directory) = open_server(&args.dir)?;
     let officer = Officer::find(&directory, &args.officer).map_err(|e| e.to_string())?;
     let nhs = nhs_number(&args.patient)?;
     let choices = officer

@@ -5,7 +5,6 @@
 //! Every command is audited under that id, and so is every refusal: a
 //! passcode that does not prove the id, and a command that fails.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use scr_core::access::DenyReason;
@@ -51,22 +50,22 @@ impl AdminCommand {
         }
     }
 
-    fn data_dir(&self) -> &Path {
+    fn data_dir(&self) -> &super::DataDir {
         match self {
-            AdminCommand::AddOperator(a) => &a.dir.data_dir,
-            AdminCommand::EnrollToken(a) => &a.dir.data_dir,
-            AdminCommand::RevokeDevice(a) => &a.dir.data_dir,
-            AdminCommand::RevokeUser(a) => &a.dir.data_dir,
-            AdminCommand::AddUser(a) => &a.dir.data_dir,
-            AdminCommand::Assign(a) => &a.dir.data_dir,
-            AdminCommand::Unassign(a) => &a.dir.data_dir,
-            AdminCommand::LoadRecord(a) => &a.dir.data_dir,
-            AdminCommand::SetChoice(a) => &a.dir.data_dir,
-            AdminCommand::PatientToken(a) => &a.dir.data_dir,
-            AdminCommand::Alerts(a) => &a.dir.data_dir,
-            AdminCommand::CloseAlert(a) => &a.dir.data_dir,
-            AdminCommand::Unhide(a) => &a.dir.data_dir,
-            AdminCommand::RepairDocument(a) => &a.dir.data_dir,
+            AdminCommand::AddOperator(a) => &a.dir,
+            AdminCommand::EnrollToken(a) => &a.dir,
+            AdminCommand::RevokeDevice(a) => &a.dir,
+            AdminCommand::RevokeUser(a) => &a.dir,
+            AdminCommand::AddUser(a) => &a.dir,
+            AdminCommand::Assign(a) => &a.dir,
+            AdminCommand::Unassign(a) => &a.dir,
+            AdminCommand::LoadRecord(a) => &a.dir,
+            AdminCommand::SetChoice(a) => &a.dir,
+            AdminCommand::PatientToken(a) => &a.dir,
+            AdminCommand::Alerts(a) => &a.dir,
+            AdminCommand::CloseAlert(a) => &a.dir,
+            AdminCommand::Unhide(a) => &a.dir,
+            AdminCommand::RepairDocument(a) => &a.dir,
         }
     }
 
@@ -97,7 +96,7 @@ impl AdminCommand {
 /// Proves who runs `command`, runs it as them, and audits a refusal.
 pub fn run(command: &AdminCommand) -> Result<ExitCode, String> {
     let dir = command.data_dir();
-    std::fs::create_dir_all(dir).map_err(|e| format!("--data-dir: {}", e.kind()))?;
+    std::fs::create_dir_all(&dir.data_dir).map_err(|e| format!("--data-dir: {}", e.kind()))?;
     let (store, directory) = admin::open_server(dir)?;
     let operators = directory.operator_count().map_err(|e| e.to_string())?;
     let claimed = command.claimed(operators)?;

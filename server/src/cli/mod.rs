@@ -124,9 +124,32 @@ pub fn utc_date_ms(date: &str) -> Result<i64, String> {
 /// The server's data directory.
 #[derive(Debug, Args)]
 pub struct DataDir {
-    /// The server's data directory.
+    /// The server's data directory (with --store, it holds only server.key).
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// Keep the server's state in PostgreSQL (a postgres:// URL), shared by
+    /// every node given the same URL and the same server.key; without it,
+    /// SQLite files in the data directory. Best given in SCR_STORE, which
+    /// keeps a password out of process lists.
+    #[arg(long, value_name = "URL", env = "SCR_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    /// With --store: the PostgreSQL connections this process keeps at most.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pg_pool: u64,
+}
+
+impl DataDir {
+    /// Where the state is kept.
+    pub fn store_at(&self) -> scr_server::serve::state::StoreAt {
+        match &self.store {
+            None => scr_server::serve::state::StoreAt::Files,
+            Some(url) => {
+                let mut config = scr_server::pg::PgConfig::new(url);
+                config.pool_size = usize::try_from(self.pg_pool).unwrap_or(16);
+                scr_server::serve::state::StoreAt::Postgres(config)
+            }
+        }
+    }
 }
 
 /// The operator running the command; their passcode is the first line of

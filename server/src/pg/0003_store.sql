@@ -42,3 +42,6 @@ CREATE TABLE store_quarantine (
     sealed  BYTEA NOT NULL
 );
 CREATE INDEX store_quarantine_by_doc ON store_quarantine (doc_ref);
+
+-- Bumped by writes other nodes' share decisions read (pg/store.rs).
+INSERT INTO change_counters (concern, seq) VALUES ('store', 0);

@@ -6,6 +6,12 @@
 //! (re)connection the node compares the counters with the last it saw and
 //! moves `Changes` if any moved meanwhile: a dropped connection loses
 //! nothing, it only delays.
+//!
+//! Document writes are told on `scr_docs` with the writing node's name and
+//! the documents' keyed hashes (`pg::store`); each node hears which
+//! documents other nodes wrote ([`DocNotice::Written`]). They are not
+//! counted, so a reconnection says [`DocNotice::Missed`]: refresh every
+//! document held.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,11 +36,22 @@ pub fn notify_sql(concern: &str) -> String {
     format!("SELECT pg_notify('{CHANNEL}', '{concern}')")
 }
 
+/// What a node heard of other nodes' document writes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DocNotice {
+    /// These documents (by keyed hash) were written by another node.
+    Written(Vec<scr_core::crypto::Ref>),
+    /// Notices may have been missed (the listening connection was made
+    /// again): any document may have been written.
+    Missed,
+}
+
 /// What a node has heard of other nodes' writes.
 #[derive(Clone)]
 pub struct Changes {
     moved: watch::Receiver<u64>,
     stats: Arc<Stats>,
+    documents: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<DocNotice>>>>,
 }
 
 #[derive(Default)]
@@ -61,6 +78,12 @@ impl Changes {
         self.stats.caught_up.load(Ordering::Relaxed)
     }
 
+    /// Other nodes' document writes, as heard (for the one task that
+    /// follows them; `None` once taken).
+    pub fn take_documents(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<DocNotice>> {
+        self.documents.lock().ok().and_then(|mut d| d.take())
+    }
+
     /// Times the listening connection was tried again after it dropped or
     /// failed to start.
     pub fn reconnects(&self) -> u64 {
@@ -72,14 +95,17 @@ impl Changes {
 pub fn listen(pg: &Pg, config: &PgConfig) -> Changes {
     let (tx, moved) = watch::channel(0u64);
     let stats = Arc::new(Stats::default());
+    let (docs, documents) = tokio::sync::mpsc::unbounded_channel();
     // The pool, not the `Pg`: a task on the runtime holding the runtime's
     // handle would keep it alive forever.
     let (config, counters_of, seen) = (config.clone(), stats.clone(), pg.pool.clone());
+    let me: Arc<str> = pg.node.clone();
     pg.runtime.spawn(async move {
         let mut last: Option<HashMap<String, i64>> = None;
         let mut delay = Duration::from_millis(100);
+        let told = Told { tx, docs, me };
         loop {
-            let heard = listen_once(&config, &seen, &tx, &counters_of, &mut last).await;
+            let heard = listen_once(&config, &seen, &told, &counters_of, &mut last).await;
             if heard {
                 delay = Duration::from_millis(100);
             }
@@ -88,7 +114,42 @@ pub fn listen(pg: &Pg, config: &PgConfig) -> Changes {
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     });
-    Changes { moved, stats }
+    Changes {
+        moved,
+        stats,
+        documents: Arc::new(std::sync::Mutex::new(Some(documents))),
+    }
+}
+
+/// Where what is heard goes.
+struct Told {
+    tx: watch::Sender<u64>,
+    docs: tokio::sync::mpsc::UnboundedSender<DocNotice>,
+    /// This node's name: its own writes' notices are not news.
+    me: Arc<str>,
+}
+
+/// The documents another node's notice names; `None` for this node's own
+/// or an unreadable notice.
+fn written_by_others(payload: &str, me: &str) -> Option<Vec<scr_core::crypto::Ref>> {
+    let (node, refs) = payload.split_once(' ')?;
+    if node == me {
+        return None;
+    }
+    let refs: Vec<scr_core::crypto::Ref> = refs
+        .split(',')
+        .filter_map(|hex| {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|b| u8::from_str_radix(b, 16).ok())
+                })
+                .collect::<Option<_>>()?;
+            bytes.try_into().ok()
+        })
+        .collect();
+    (!refs.is_empty()).then_some(refs)
 }
 
 /// One listening connection, until it drops. Returns whether it got as
@@ -96,10 +157,11 @@ pub fn listen(pg: &Pg, config: &PgConfig) -> Changes {
 async fn listen_once(
     config: &PgConfig,
     pool: &deadpool_postgres::Pool,
-    tx: &watch::Sender<u64>,
+    told: &Told,
     stats: &Stats,
     last: &mut Option<HashMap<String, i64>>,
 ) -> bool {
+    let tx = &told.tx;
     let Ok(mut cfg) = config.url.parse::<tokio_postgres::Config>() else {
         return false;
     };
@@ -113,23 +175,39 @@ async fn listen_once(
         return false;
     };
     let (notes, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let (docs, me) = (told.docs.clone(), told.me.clone());
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(Ok(message)) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = message
-                && n.channel() == CHANNEL
-            {
+            let tokio_postgres::AsyncMessage::Notification(n) = message else {
+                continue;
+            };
+            if n.channel() == CHANNEL {
                 let _ = notes.send(());
+            } else if n.channel() == super::store::DOCS_CHANNEL
+                && let Some(refs) = written_by_others(n.payload(), &me)
+            {
+                let _ = docs.send(DocNotice::Written(refs));
             }
         }
     });
-    let listening =
-        tokio::time::timeout(STARTUP, client.batch_execute(&format!("LISTEN {CHANNEL}"))).await;
+    let listening = tokio::time::timeout(
+        STARTUP,
+        client.batch_execute(&format!(
+            "LISTEN {CHANNEL}; LISTEN {}",
+            super::store::DOCS_CHANNEL
+        )),
+    )
+    .await;
     if !matches!(listening, Ok(Ok(()))) {
         driver.abort();
         return false;
     }
-    // Listening from here: whatever committed before is in the counters.
+    // Listening from here: whatever committed before is in the counters,
+    // and document writes whose notices were missed are somewhere.
+    if last.is_some() {
+        let _ = told.docs.send(DocNotice::Missed);
+    }
     match counters(pool).await {
         Ok(now) => {
             if last.as_ref().is_some_and(|seen| *seen != now) {
@@ -187,4 +265,21 @@ async fn counters(pool: &deadpool_postgres::Pool) -> Result<HashMap<String, i64>
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::written_by_others;
+
+    #[test]
+    fn a_notice_names_another_nodes_documents_and_not_our_own() {
+        let a = "00112233445566778899aabbccddeeff";
+        let b = "ffeeddccbbaa99887766554433221100";
+        let refs = written_by_others(&format!("node2 {a},{b}"), "node1").unwrap();
+        assert_eq!(refs.len(), 2);
+        assert_eq!(refs[0][1], 0x11);
+        assert_eq!(written_by_others(&format!("node1 {a}"), "node1"), None);
+        assert_eq!(written_by_others("node2 zz,1", "node1"), None);
+        assert_eq!(written_by_others("no-space", "node1"), None);
+    }
 }

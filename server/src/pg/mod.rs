@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
+mod held;
 pub mod listen;
 pub mod store;
 
@@ -80,6 +81,9 @@ pub struct Pg {
     /// How long [`Pg::run`] waits for an answer at most (a statement's
     /// timeout and a margin for getting a connection).
     limit: Duration,
+    /// A random name for this handle (this node), carried in the notices
+    /// its writes send so that it can tell them from other nodes'.
+    node: Arc<str>,
 }
 
 /// The pool's runtime, shut down in the background when the last handle
@@ -144,10 +148,14 @@ impl Pg {
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|_| PgError::BadUrl)?;
+        let mut raw = [0u8; 8];
+        getrandom::fill(&mut raw).map_err(|_| PgError::Runtime)?;
+        let node: String = raw.iter().map(|b| format!("{b:02x}")).collect();
         let pg = Self {
             pool,
             runtime: Arc::new(OwnRuntime(Some(runtime))),
             limit: config.statement_timeout + Duration::from_secs(10),
+            node: node.into(),
         };
         // Not `run`: waiting for another node's migration may take longer
         // than a statement.
@@ -155,6 +163,11 @@ impl Pg {
             .recv()
             .map_err(|_| PgError::Runtime)??;
         Ok(pg)
+    }
+
+    /// This handle's name in the notices its writes send.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Starts `work` with the pool on this connection's runtime; its answer

@@ -14,25 +14,65 @@
 //! value (a transaction-scoped advisory lock on its name, which also holds
 //! a name not yet written), so two nodes cannot lose each other's update
 //! or fork the server's audit chain.
+//!
+//! What other nodes must see is told in the same transaction (delivered
+//! at commit, or never):
+//! - a write of records, documents, holdings or named values (a grant, a
+//!   relationship: what share decisions read) bumps the `store` counter
+//!   and notifies `scr_changes`, as the directory's writes do; the
+//!   server's own audit chain does not (no node keeps it in memory);
+//! - a write of a document's chunks notifies `scr_docs` with the writing
+//!   node's name and the documents' keyed hashes, so each node refreshes
+//!   just those documents (`pg::listen`). Not counted: a node whose
+//!   listening connection dropped refreshes every document it holds.
 
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use scr_core::StoreError;
 use scr_core::store::rows::{ChunkRange, ChunkRow, KeyedRow, RowBackend, RowRef, RowWork, Rows};
 use tokio::sync::mpsc;
-use tokio_postgres::types::ToSql;
 
-use super::{Pg, PgError};
+use super::Pg;
+use super::held::{Held, b, hold, p, r, store_error};
+
+/// The channel a document's chunk writes are told on.
+pub const DOCS_CHANNEL: &str = "scr_docs";
 
 /// The store's rows on a PostgreSQL pool.
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pg: Pg,
+    /// The `store` counter's bumps this handle committed: its own writes,
+    /// which [`RowBackend::data_version`] leaves out.
+    own: Arc<AtomicI64>,
 }
 
 impl PgStore {
     pub fn new(pg: Pg) -> Self {
-        Self { pg }
+        Self {
+            pg,
+            own: Arc::default(),
+        }
+    }
+
+    /// Whether a store was ever opened on this database (its key is there):
+    /// a node with no key file must then not make a new key.
+    pub fn has_store_key(&self) -> Result<bool, StoreError> {
+        self.pg
+            .run(|pool| async move {
+                let c = super::client(&pool).await?;
+                let row = c
+                    .query_opt(
+                        "SELECT 1 FROM store_meta WHERE name = $1",
+                        &[&scr_core::store::STORE_KEY_ROW],
+                    )
+                    .await
+                    .map_err(super::failed("store key"))?;
+                Ok(row.is_some())
+            })
+            .map_err(store_error)
     }
 
     fn transaction(&self, write: bool, work: &mut RowWork<'_>) -> Result<(), StoreError> {
@@ -49,12 +89,21 @@ impl PgStore {
             ops,
             write,
             limit: self.pg.limit,
+            bump: Cell::new(false),
+            docs: RefCell::default(),
         };
         let outcome = work(&held);
-        let commit = outcome.is_ok();
-        let ended = held.end(commit);
+        let bumped = held.bump.get();
+        let ended = match outcome.is_ok() {
+            true => held.commit(self.pg.node()),
+            false => held.end(false),
+        };
         outcome?;
-        ended
+        ended?;
+        if bumped {
+            self.own.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
     }
 }
 
@@ -67,265 +116,26 @@ impl RowBackend for PgStore {
         self.transaction(false, work)
     }
 
-    /// The `store` change counter (`change_counters`): moved by writes that
-    /// other nodes must see.
+    /// The `store` change counter (`change_counters`), less this handle's
+    /// own bumps: moves when another node wrote what share decisions read.
+    /// (A read racing this handle's commit may see it move once.)
     fn data_version(&self) -> Result<i64, StoreError> {
-        self.pg
+        let counter = self
+            .pg
             .run(|pool| async move {
                 let c = super::client(&pool).await?;
                 let row = c
                     .query_opt(
-                        "SELECT value FROM change_counters WHERE concern = 'store'",
+                        "SELECT seq FROM change_counters WHERE concern = 'store'",
                         &[],
                     )
                     .await
                     .map_err(super::failed("store counter"))?;
                 Ok(row.map_or(0, |r| r.get::<_, i64>(0)))
             })
-            .map_err(store_error)
+            .map_err(store_error)?;
+        Ok(counter - self.own.load(Ordering::SeqCst))
     }
-}
-
-fn store_error(e: PgError) -> StoreError {
-    match e {
-        PgError::Statement(what) => StoreError::Statement(what),
-        _ => StoreError::Unreachable,
-    }
-}
-
-type Param = Box<dyn ToSql + Send + Sync>;
-
-/// One message to the task holding a transaction.
-enum Op {
-    /// A statement; its rows (or its count of rows changed) come back.
-    Run {
-        what: &'static str,
-        sql: &'static str,
-        params: Vec<Param>,
-        reply: std::sync::mpsc::SyncSender<Result<Answer, PgError>>,
-    },
-    /// The end: commit (or roll back), and say how it went.
-    End {
-        commit: bool,
-        reply: std::sync::mpsc::SyncSender<Result<Answer, PgError>>,
-    },
-}
-
-enum Answer {
-    Rows(Vec<tokio_postgres::Row>),
-    Changed(u64),
-}
-
-/// Holds one transaction open on a pooled connection and runs what comes,
-/// until the end or until the caller goes (rolled back).
-async fn hold(
-    pool: deadpool_postgres::Pool,
-    begin: &'static str,
-    mut inbox: mpsc::UnboundedReceiver<Op>,
-) {
-    let mut client = match super::client(&pool).await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            // Every statement is told.
-            while let Some(op) = inbox.recv().await {
-                let (Op::Run { reply, .. } | Op::End { reply, .. }) = op;
-                let _ = reply.send(Err(e.clone()));
-            }
-            return;
-        }
-    };
-    let mut broken: Option<PgError> = None;
-    if let Some(c) = &client
-        && let Err(e) = c.batch_execute(begin).await
-    {
-        broken = Some(super::failed("begin")(e));
-    }
-    while let Some(op) = inbox.recv().await {
-        match op {
-            Op::Run {
-                what,
-                sql,
-                params,
-                reply,
-            } => {
-                let answer = match (&broken, &client) {
-                    (Some(e), _) => Err(e.clone()),
-                    (None, Some(c)) => run(c, what, sql, &params).await,
-                    (None, None) => Err(PgError::Unreachable),
-                };
-                if let Err(e) = &answer {
-                    // PostgreSQL refuses the rest of a failed transaction.
-                    broken = Some(e.clone());
-                }
-                let _ = reply.send(answer);
-            }
-            Op::End { commit, reply } => {
-                let answer = match (&broken, &client) {
-                    (None, Some(c)) => c
-                        .batch_execute(if commit { "COMMIT" } else { "ROLLBACK" })
-                        .await
-                        .map(|()| Answer::Changed(0))
-                        .map_err(super::failed("commit")),
-                    (Some(e), _) => Err(e.clone()),
-                    (None, None) => Err(PgError::Unreachable),
-                };
-                if answer.is_err() || broken.is_some() {
-                    discard(&mut client);
-                }
-                let _ = reply.send(answer);
-                return;
-            }
-        }
-    }
-    // The caller went without ending: never hand the open transaction on.
-    discard(&mut client);
-}
-
-/// Takes a connection out of the pool for good (its transaction is in an
-/// unknown state); it closes when dropped.
-fn discard(client: &mut Option<deadpool_postgres::Object>) {
-    if let Some(c) = client.take() {
-        drop(deadpool_postgres::Object::take(c));
-    }
-}
-
-async fn run(
-    c: &deadpool_postgres::Object,
-    what: &'static str,
-    sql: &'static str,
-    params: &[Param],
-) -> Result<Answer, PgError> {
-    let stmt = c.prepare_cached(sql).await.map_err(super::failed(what))?;
-    let refs: Vec<&(dyn ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-        .collect();
-    if stmt.columns().is_empty() {
-        c.execute(&stmt, &refs)
-            .await
-            .map(Answer::Changed)
-            .map_err(super::failed(what))
-    } else {
-        c.query(&stmt, &refs)
-            .await
-            .map(Answer::Rows)
-            .map_err(super::failed(what))
-    }
-}
-
-/// The caller's end of a held transaction: [`Rows`], one statement at a
-/// time.
-struct Held {
-    ops: mpsc::UnboundedSender<Op>,
-    write: bool,
-    limit: Duration,
-}
-
-impl Held {
-    fn ask(
-        &self,
-        make: impl FnOnce(std::sync::mpsc::SyncSender<Result<Answer, PgError>>) -> Op,
-    ) -> Result<Answer, StoreError> {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        self.ops
-            .send(make(reply))
-            .map_err(|_| StoreError::Unreachable)?;
-        match answer.recv_timeout(self.limit) {
-            Ok(a) => a.map_err(store_error),
-            Err(_) => Err(StoreError::Unreachable),
-        }
-    }
-
-    fn run(
-        &self,
-        what: &'static str,
-        sql: &'static str,
-        params: Vec<Param>,
-    ) -> Result<Answer, StoreError> {
-        self.ask(|reply| Op::Run {
-            what,
-            sql,
-            params,
-            reply,
-        })
-    }
-
-    fn rows(
-        &self,
-        what: &'static str,
-        sql: &'static str,
-        params: Vec<Param>,
-    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        match self.run(what, sql, params)? {
-            Answer::Rows(rows) => Ok(rows),
-            Answer::Changed(_) => Ok(Vec::new()),
-        }
-    }
-
-    fn changed(
-        &self,
-        what: &'static str,
-        sql: &'static str,
-        params: Vec<Param>,
-    ) -> Result<u64, StoreError> {
-        match self.run(what, sql, params)? {
-            Answer::Changed(n) => Ok(n),
-            Answer::Rows(rows) => Ok(rows.len() as u64),
-        }
-    }
-
-    fn bytes(
-        &self,
-        what: &'static str,
-        sql: &'static str,
-        params: Vec<Param>,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .rows(what, sql, params)?
-            .first()
-            .map(|r| r.get::<_, Vec<u8>>(0)))
-    }
-
-    fn pairs(
-        &self,
-        what: &'static str,
-        sql: &'static str,
-        params: Vec<Param>,
-    ) -> Result<Vec<KeyedRow>, StoreError> {
-        Ok(self
-            .rows(what, sql, params)?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect())
-    }
-
-    /// In a write: holds `name` against other writers until the end.
-    fn hold_name(&self, name: &str) -> Result<(), StoreError> {
-        if self.write {
-            self.rows(
-                "meta lock",
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                vec![p(format!("store-meta:{name}"))],
-            )?;
-        }
-        Ok(())
-    }
-
-    fn end(self, commit: bool) -> Result<(), StoreError> {
-        self.ask(|reply| Op::End { commit, reply }).map(|_| ())
-    }
-}
-
-fn p<T: ToSql + Send + Sync + 'static>(value: T) -> Param {
-    Box::new(value)
-}
-
-fn r(row_ref: &RowRef) -> Param {
-    Box::new(row_ref.to_vec())
-}
-
-fn b(bytes: &[u8]) -> Param {
-    Box::new(bytes.to_vec())
 }
 
 impl Rows for Held {
@@ -339,6 +149,7 @@ impl Rows for Held {
     }
 
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.named_changed(name);
         self.changed(
             "meta",
             "INSERT INTO store_meta (name, value) VALUES ($1, $2)
@@ -349,6 +160,7 @@ impl Rows for Held {
     }
 
     fn meta_insert_new(&self, name: &str, value: &[u8]) -> Result<bool, StoreError> {
+        self.named_changed(name);
         Ok(self.changed(
             "meta",
             "INSERT INTO store_meta (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -357,6 +169,7 @@ impl Rows for Held {
     }
 
     fn meta_delete(&self, name: &str) -> Result<(), StoreError> {
+        self.named_changed(name);
         self.changed(
             "meta",
             "DELETE FROM store_meta WHERE name = $1",
@@ -371,6 +184,7 @@ impl Rows for Held {
         wrapped_key: &[u8],
         sealed_docs: &[u8],
     ) -> Result<bool, StoreError> {
+        self.changes_shared();
         Ok(self.changed(
             "record",
             "INSERT INTO store_records (record_ref, wrapped_key, sealed_docs) VALUES ($1, $2, $3)
@@ -408,6 +222,7 @@ impl Rows for Held {
     }
 
     fn record_set_docs(&self, record: &RowRef, sealed_docs: &[u8]) -> Result<(), StoreError> {
+        self.changes_shared();
         self.changed(
             "record",
             "UPDATE store_records SET sealed_docs = $1 WHERE record_ref = $2",
@@ -417,6 +232,7 @@ impl Rows for Held {
     }
 
     fn record_forget(&self, record: &RowRef) -> Result<bool, StoreError> {
+        self.changes_shared();
         self.changed(
             "forget",
             "DELETE FROM store_chunks WHERE doc_ref IN
@@ -455,6 +271,7 @@ impl Rows for Held {
     }
 
     fn document_insert(&self, doc: &RowRef, record: &RowRef) -> Result<(), StoreError> {
+        self.changes_shared();
         self.changed(
             "document",
             "INSERT INTO store_documents (doc_ref, record_ref) VALUES ($1, $2)",
@@ -464,6 +281,8 @@ impl Rows for Held {
     }
 
     fn document_forget(&self, doc: &RowRef) -> Result<(), StoreError> {
+        self.changes_document(doc);
+        self.changes_shared();
         self.chunks_delete_of(doc)?;
         self.changed(
             "forget",
@@ -485,6 +304,7 @@ impl Rows for Held {
         range: &RowRef,
         sealed: &[u8],
     ) -> Result<(), StoreError> {
+        self.changes_document(doc);
         self.changed(
             "chunk",
             "INSERT INTO store_chunks (key_ref, doc_ref, range_ref, sealed) VALUES ($1, $2, $3, $4)
@@ -524,6 +344,7 @@ impl Rows for Held {
     }
 
     fn chunks_delete_of(&self, doc: &RowRef) -> Result<(), StoreError> {
+        self.changes_document(doc);
         self.changed(
             "chunks",
             "DELETE FROM store_chunks WHERE doc_ref = $1",
@@ -624,6 +445,7 @@ impl Rows for Held {
     }
 
     fn holding_put(&self, record: &RowRef, sealed: &[u8]) -> Result<(), StoreError> {
+        self.changes_shared();
         self.changed(
             "holding",
             "INSERT INTO store_holdings (record_ref, sealed) VALUES ($1, $2)

@@ -10,8 +10,10 @@ pub enum ServeError {
     Io(&'static str, std::io::ErrorKind),
     #[error("server.key must hold exactly 32 bytes")]
     BadKeyFile,
-    #[error("server.db exists but server.key is missing: restore the key file")]
+    #[error("the server store exists but server.key is missing: restore the key file")]
     MissingKeyFile,
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] crate::pg::PgError),
     #[error("the system random number generator failed")]
     Random,
     #[error("server store: {0}")]

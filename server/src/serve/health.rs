@@ -33,6 +33,7 @@ impl Sources {
     fn gauges(&self) -> Gauges {
         let overdue_ms = i64::try_from(self.overdue_after.as_millis()).unwrap_or(i64::MAX);
         Gauges {
+            store_reachable: i64::from(self.store.data_version().is_ok()),
             devices: self.directory.active_device_count().unwrap_or(-1),
             storage_failures: self.storage.failures(),
             storage_writes: self.storage.writes(),
@@ -48,8 +49,12 @@ impl Sources {
 /// The Prometheus text format's content type.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
 
-/// 200 "ok" while serving; 503 "draining" once shutting down, so a load
-/// balancer's readiness check sends no more devices here.
+/// How long /health waits for the store to answer.
+const STORE_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// 200 "ok" while serving; 503 "draining" once shutting down, and 503
+/// "store unreachable" while the store does not answer (a node cut off from
+/// PostgreSQL), so a load balancer's readiness check sends no devices here.
 async fn health(State(sources): State<Sources>) -> impl IntoResponse {
     if sources
         .metrics
@@ -60,6 +65,15 @@ async fn health(State(sources): State<Sources>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
             "draining\n",
+        );
+    }
+    let store = sources.store.clone();
+    let probe = tokio::task::spawn_blocking(move || store.data_version().is_ok());
+    if !matches!(tokio::time::timeout(STORE_PROBE, probe).await, Ok(Ok(true))) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            "store unreachable\n",
         );
     }
     (

@@ -24,11 +24,21 @@ pub struct ServerIdentity {
 /// short key. If the store already exists without its key file, start fails
 /// instead of silently making a key that cannot open it.
 pub fn key_provider(data_dir: &Path) -> Result<StaticKeyProvider, ServeError> {
+    key_provider_for(data_dir, data_dir.join("server.db").exists())
+}
+
+/// [`key_provider`] for a store kept elsewhere (PostgreSQL): `store_exists`
+/// says whether that store was ever opened, so a node given no key file
+/// fails instead of making a key that cannot open it.
+pub fn key_provider_for(
+    data_dir: &Path,
+    store_exists: bool,
+) -> Result<StaticKeyProvider, ServeError> {
     let path = data_dir.join("server.key");
     let bytes = match std::fs::read(&path) {
         Ok(b) => Zeroizing::new(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if data_dir.join("server.db").exists() {
+            if store_exists {
                 return Err(ServeError::MissingKeyFile);
             }
             let mut key = Zeroizing::new([0u8; 32]);
@@ -54,18 +64,23 @@ pub fn key_provider(data_dir: &Path) -> Result<StaticKeyProvider, ServeError> {
     Ok(StaticKeyProvider::new(key))
 }
 
+/// The secret `name`, made once: two nodes starting together on one new
+/// store keep the first one written (read and written in one transaction
+/// that holds the name), never one each.
 fn load_or_make(store: &Store, name: &str) -> Result<Zeroizing<[u8; 32]>, ServeError> {
     if let Some(secret) = store.secret(name)? {
-        let arr: [u8; 32] = secret
-            .as_slice()
-            .try_into()
-            .map_err(|_| ServeError::BadKeyFile)?;
-        return Ok(Zeroizing::new(arr));
+        return as_seed(&secret);
     }
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::fill(seed.as_mut()).map_err(|_| ServeError::Random)?;
-    store.put_secret(name, seed.as_ref())?;
-    Ok(seed)
+    store.update_secret(name, |old| old.unwrap_or(seed.as_ref()).to_vec())?;
+    let kept = store.secret(name)?.ok_or(ServeError::BadKeyFile)?;
+    as_seed(&kept)
+}
+
+fn as_seed(secret: &[u8]) -> Result<Zeroizing<[u8; 32]>, ServeError> {
+    let arr: [u8; 32] = secret.try_into().map_err(|_| ServeError::BadKeyFile)?;
+    Ok(Zeroizing::new(arr))
 }
 
 /// The root key of the audit archive (its sealing and lookup keys derive

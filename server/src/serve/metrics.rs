@@ -73,6 +73,9 @@ pub struct Gauges {
     pub audit_backlog: u64,
     /// Devices whose last upload left an event older than the threshold.
     pub audit_devices_overdue: u64,
+    /// 1 when the store answered this scrape (a PostgreSQL node cut off
+    /// from its database shows 0), else 0.
+    pub store_reachable: i64,
 }
 
 impl Default for Metrics {
@@ -251,6 +254,12 @@ impl Collector for Observed {
         )?;
         Self::gauge(
             &mut e,
+            "scr_store_reachable",
+            "1 when the server's store answered (0: cut off from its database; nothing is acknowledged)",
+            g.store_reachable,
+        )?;
+        Self::gauge(
+            &mut e,
             "scr_draining",
             "1 while the server shuts down (no new connections; sessions told to go elsewhere)",
             i64::from(self.draining.load(Relaxed)),
@@ -332,6 +341,7 @@ mod tests {
             storage_writes: 5,
             audit_backlog: 4,
             audit_devices_overdue: 0,
+            store_reachable: 1,
         });
         for line in [
             "# TYPE scr_logins_total counter",
@@ -346,6 +356,7 @@ mod tests {
             "scr_audit_devices_overdue 0",
             "scr_sync_sessions_open 0",
             "scr_draining 0",
+            "scr_store_reachable 1",
             "scr_sync_bytes_sent_total 0",
         ] {
             assert_eq!(
@@ -354,6 +365,6 @@ mod tests {
                 "{line}: {text}"
             );
         }
-        assert_eq!(text.matches("# TYPE").count(), 28, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 29, "{text}");
     }
 }

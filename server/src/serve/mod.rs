@@ -16,6 +16,7 @@ pub mod limits;
 mod metrics;
 mod routes;
 pub mod sessions;
+pub mod state;
 mod tasks;
 
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::directory::Directory;
-use identity::{ServerIdentity, key_provider};
+use identity::ServerIdentity;
 
 pub use error::ServeError;
 pub use metrics::{Gauges, MAX_SESSIONS_PER_DEVICE, Metrics};
@@ -52,6 +53,9 @@ pub struct ServeConfig {
     /// How much unauthenticated peers, each address and each device may
     /// make the server work.
     pub limits: limits::ConnectionLimits,
+    /// Where the state is kept: the data directory's files, or PostgreSQL
+    /// shared with other nodes.
+    pub store: crate::serve::state::StoreAt,
 }
 
 impl ServeConfig {
@@ -70,6 +74,7 @@ impl ServeConfig {
             legacy_permissions_until_ms: scr_core::push_rules::LEGACY_PERMISSIONS_UNTIL_MS,
             grant_lifetime: Self::DEFAULT_GRANT_LIFETIME,
             limits: limits::ConnectionLimits::default(),
+            store: crate::serve::state::StoreAt::Files,
         }
     }
 }
@@ -162,16 +167,17 @@ impl RunningServer {
 
 /// Opens (creating) the data directory and starts serving.
 pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| ServeError::Io("data directory", e.kind()))?;
-    let keys = key_provider(&config.data_dir)?;
-    let store = Store::open(config.data_dir.join("server.db"), &keys)?;
+    let node = crate::serve::state::open(&config.data_dir, &config.store)?;
+    let store = node.store;
     let identity = ServerIdentity::load_or_create(&store)?;
-    let archive = Arc::new(crate::archive::Archive::open(
-        &config.data_dir.join("audit.db"),
-        &identity::archive_root(&store)?,
-    )?);
-    let directory = Arc::new(Directory::open(&config.data_dir.join("directory.db"))?);
+    let archive = Arc::new(node.archive);
+    let directory = Arc::new(node.directory);
+    // Other nodes' writes, heard from the start (before samod loads any
+    // document, so no write is missed between).
+    let others = node
+        .pg
+        .as_ref()
+        .map(|(pg, config)| crate::pg::listen::listen(pg, config));
     let storage = SamodStorage::new(store.clone());
     let (catalogue, to_notify) = crate::catalogue::Catalogue::new();
     let told = catalogue.clone();
@@ -228,6 +234,18 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         epoch.clone(),
         (holdings.clone(), repo.clone(), catalogue.clone()),
     ));
+    let follower = others
+        .as_ref()
+        .and_then(|o| o.take_documents())
+        .map(|notices| {
+            tokio::spawn(tasks::follow_other_nodes(
+                stopped.clone(),
+                notices,
+                (store.clone(), storage.clone(), repo.clone()),
+                catalogue.clone(),
+                epoch.clone(),
+            ))
+        });
     let notice_task = tokio::spawn(tasks::notify_watchers(
         stopped.clone(),
         to_notify,
@@ -303,7 +321,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         connections,
         accepting: sync_task,
         sent: sent_log,
-        tasks: vec![health_task, watcher, trail_task, notice_task],
+        tasks: [health_task, watcher, trail_task, notice_task]
+            .into_iter()
+            .chain(follower)
+            .collect(),
     })
 }
 

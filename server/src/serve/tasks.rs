@@ -94,6 +94,75 @@ pub(super) async fn watch_for_changes(
     }
 }
 
+/// Follows other nodes' document writes (several nodes on PostgreSQL):
+/// each document another node wrote that this node keeps in memory (in
+/// samod, or in the catalogue's index and watchers) is merged from the
+/// store into samod's copy, so connected devices get the change through
+/// samod, and the devices the catalogue told it was in step are told to
+/// ask again. Notices that may have been missed (the listening
+/// connection was made again) refresh everything held, as an admin
+/// command's write does on one node. Share decisions are made again after
+/// any refresh that changed something (a choice may have changed).
+pub(super) async fn follow_other_nodes(
+    mut stopped: watch::Receiver<bool>,
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<crate::pg::listen::DocNotice>,
+    (store, storage, repo): (Store, SamodStorage, samod::Repo),
+    catalogue: Arc<crate::catalogue::Catalogue>,
+    epoch: crate::policy::Epoch,
+) {
+    use crate::pg::listen::DocNotice;
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            n = notices.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    return;
+                }
+                let mut written = std::collections::HashSet::new();
+                let mut missed = false;
+                for notice in batch.drain(..) {
+                    match notice {
+                        DocNotice::Written(refs) => written.extend(refs),
+                        DocNotice::Missed => missed = true,
+                    }
+                }
+                if missed {
+                    catalogue.outside_write();
+                    crate::outside_writes::refresh_from_store(&repo, &store, &storage).await;
+                    epoch.bump();
+                    continue;
+                }
+                let mut held: Vec<String> = storage.documents_seen();
+                held.extend(catalogue.known_documents());
+                held.sort_unstable();
+                held.dedup();
+                let hit: Vec<String> = held
+                    .into_iter()
+                    .filter(|doc| written.contains(&store.document_ref(doc)))
+                    .collect();
+                if hit.is_empty() {
+                    continue;
+                }
+                let in_samod: std::collections::HashSet<String> =
+                    storage.documents_seen().into_iter().collect();
+                let ids = hit
+                    .iter()
+                    .filter(|d| in_samod.contains(*d))
+                    .filter_map(|d| d.parse::<samod::DocumentId>().ok())
+                    .collect();
+                let changed = crate::outside_writes::refresh_documents(&repo, &store, ids).await;
+                for doc in &hit {
+                    catalogue.written(doc);
+                }
+                if changed > 0 {
+                    epoch.bump();
+                }
+            }
+        }
+    }
+}
+
 /// Bumps the holdings notice of each device a catalogue watcher names (a
 /// document it was told is in step was written since): in batches, each
 /// device once per batch, at most four batches a second, so a document

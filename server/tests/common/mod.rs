@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod device;
 pub mod fault_proxy;
+pub mod nodes;
 pub mod postgres;
 pub mod process;
 pub mod proxy;

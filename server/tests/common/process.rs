@@ -27,12 +27,27 @@ impl ServerProcess {
 
 /// `scr-server serve` on `dir`, once it says where it listens.
 pub fn serve(dir: &std::path::Path) -> ServerProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scr-server"))
+    serve_with(dir, None)
+}
+
+/// `scr-server serve` on `dir` with its state in PostgreSQL at `store`
+/// (given in `SCR_STORE`, as an operator would), or on its files.
+pub fn serve_with(dir: &std::path::Path, store: Option<&str>) -> ServerProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scr-server"));
+    command.env_remove("SCR_STORE");
+    if let Some(url) = store {
+        command.env("SCR_STORE", url);
+    }
+    let mut child = command
         .args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--health", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var("SCR_TEST_SERVER_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -103,6 +118,19 @@ pub async fn assert_converged(
     visits: Visits,
     context: &str,
 ) {
+    let on = (super::server_store(server_dir), archive(server_dir));
+    assert_converged_on(tablet, (&on.0, &on.1), nhs, visits, context).await;
+}
+
+/// [`assert_converged`] against the server's store and archive wherever
+/// they are (PostgreSQL, for several nodes).
+pub async fn assert_converged_on(
+    tablet: &super::device::Device,
+    (store, archive): (&scr_core::Store, &Archive),
+    nhs: &scr_core::NhsNumber,
+    visits: Visits,
+    context: &str,
+) {
     visits.writer.abort();
     let stopped = visits.writer.await;
     assert!(
@@ -125,15 +153,24 @@ pub async fn assert_converged(
     );
     let written = visits.written.lock().unwrap().clone();
     assert!(written.len() >= 5, "visits were written ({context})");
-    let on_server: std::collections::HashSet<_> = super::server_store(server_dir)
-        .open_record(nhs)
-        .unwrap()
-        .view_compartment(scr_core::record::Compartment::CareEvents)
-        .unwrap()
-        .entries
-        .iter()
-        .flat_map(|e| e.history.clone())
-        .collect();
+    // The server stores what it merged a moment after it merged it (samod
+    // writes in the background): read until it is all there, or a minute.
+    let read = || -> std::collections::HashSet<_> {
+        store
+            .open_record(nhs)
+            .unwrap()
+            .view_compartment(scr_core::record::Compartment::CareEvents)
+            .unwrap()
+            .entries
+            .iter()
+            .flat_map(|e| e.history.clone())
+            .collect()
+    };
+    let mut on_server = read();
+    while written.iter().any(|v| !on_server.contains(v)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        on_server = read();
+    }
     let lost = written.iter().filter(|v| !on_server.contains(v)).count();
     assert_eq!(
         lost,
@@ -141,7 +178,6 @@ pub async fn assert_converged(
         "{lost} of {} visits lost ({context})",
         written.len()
     );
-    let archive = archive(server_dir);
     let key = tablet.keys.public();
     let (archived, flagged) = archive.counts_of(&key).unwrap();
     let (last_seq, _) = archive.chain(&key).unwrap();

@@ -1,0 +1,319 @@
+//! One PostgreSQL transaction held open for a synchronous caller (ADR
+//! 0017): a task on the pool's runtime begins it, runs the caller's
+//! statements one by one as they come, and commits or rolls back at the
+//! end. A connection that failed mid-way never returns to the pool. The
+//! sealed store's rows (`pg::store`) run on it.
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use scr_core::StoreError;
+use scr_core::store::rows::{KeyedRow, RowRef};
+use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
+
+use super::PgError;
+
+pub(super) fn store_error(e: PgError) -> StoreError {
+    match e {
+        PgError::Statement(what) => StoreError::Statement(what),
+        _ => StoreError::Unreachable,
+    }
+}
+
+pub(super) type Param = Box<dyn ToSql + Send + Sync>;
+
+/// One message to the task holding a transaction.
+pub(super) enum Op {
+    /// A statement; its rows (or its count of rows changed) come back.
+    Run {
+        what: &'static str,
+        sql: &'static str,
+        params: Vec<Param>,
+        reply: std::sync::mpsc::SyncSender<Result<Answer, PgError>>,
+    },
+    /// The end: commit (or roll back), and say how it went.
+    End {
+        commit: bool,
+        reply: std::sync::mpsc::SyncSender<Result<Answer, PgError>>,
+    },
+}
+
+pub(super) enum Answer {
+    Rows(Vec<tokio_postgres::Row>),
+    Changed(u64),
+}
+
+/// Holds one transaction open on a pooled connection and runs what comes,
+/// until the end or until the caller goes (rolled back).
+pub(super) async fn hold(
+    pool: deadpool_postgres::Pool,
+    begin: &'static str,
+    mut inbox: mpsc::UnboundedReceiver<Op>,
+) {
+    let mut client = match super::client(&pool).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            // Every statement is told.
+            while let Some(op) = inbox.recv().await {
+                let (Op::Run { reply, .. } | Op::End { reply, .. }) = op;
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let mut broken: Option<PgError> = None;
+    if let Some(c) = &client
+        && let Err(e) = c.batch_execute(begin).await
+    {
+        broken = Some(super::failed("begin")(e));
+    }
+    while let Some(op) = inbox.recv().await {
+        match op {
+            Op::Run {
+                what,
+                sql,
+                params,
+                reply,
+            } => {
+                let answer = match (&broken, &client) {
+                    (Some(e), _) => Err(e.clone()),
+                    (None, Some(c)) => run(c, what, sql, &params).await,
+                    (None, None) => Err(PgError::Unreachable),
+                };
+                if let Err(e) = &answer {
+                    // PostgreSQL refuses the rest of a failed transaction.
+                    broken = Some(e.clone());
+                }
+                let _ = reply.send(answer);
+            }
+            Op::End { commit, reply } => {
+                let answer = match (&broken, &client) {
+                    (None, Some(c)) => c
+                        .batch_execute(if commit { "COMMIT" } else { "ROLLBACK" })
+                        .await
+                        .map(|()| Answer::Changed(0))
+                        .map_err(super::failed("commit")),
+                    (Some(e), _) => Err(e.clone()),
+                    (None, None) => Err(PgError::Unreachable),
+                };
+                if answer.is_err() || broken.is_some() {
+                    discard(&mut client);
+                }
+                let _ = reply.send(answer);
+                return;
+            }
+        }
+    }
+    // The caller went without ending: never hand the open transaction on.
+    discard(&mut client);
+}
+
+/// Takes a connection out of the pool for good (its transaction is in an
+/// unknown state); it closes when dropped.
+fn discard(client: &mut Option<deadpool_postgres::Object>) {
+    if let Some(c) = client.take() {
+        drop(deadpool_postgres::Object::take(c));
+    }
+}
+
+async fn run(
+    c: &deadpool_postgres::Object,
+    what: &'static str,
+    sql: &'static str,
+    params: &[Param],
+) -> Result<Answer, PgError> {
+    let stmt = c.prepare_cached(sql).await.map_err(super::failed(what))?;
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    if stmt.columns().is_empty() {
+        c.execute(&stmt, &refs)
+            .await
+            .map(Answer::Changed)
+            .map_err(super::failed(what))
+    } else {
+        c.query(&stmt, &refs)
+            .await
+            .map(Answer::Rows)
+            .map_err(super::failed(what))
+    }
+}
+
+/// The caller's end of a held transaction: [`Rows`], one statement at a
+/// time.
+pub(super) struct Held {
+    pub(super) ops: mpsc::UnboundedSender<Op>,
+    pub(super) write: bool,
+    pub(super) limit: Duration,
+    /// Something other nodes' share decisions read was written.
+    pub(super) bump: Cell<bool>,
+    /// Documents whose chunks were written.
+    pub(super) docs: RefCell<Vec<RowRef>>,
+}
+
+impl Held {
+    fn ask(
+        &self,
+        make: impl FnOnce(std::sync::mpsc::SyncSender<Result<Answer, PgError>>) -> Op,
+    ) -> Result<Answer, StoreError> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.ops
+            .send(make(reply))
+            .map_err(|_| StoreError::Unreachable)?;
+        match answer.recv_timeout(self.limit) {
+            Ok(a) => a.map_err(store_error),
+            Err(_) => Err(StoreError::Unreachable),
+        }
+    }
+
+    fn run(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<Answer, StoreError> {
+        self.ask(|reply| Op::Run {
+            what,
+            sql,
+            params,
+            reply,
+        })
+    }
+
+    pub(super) fn rows(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        match self.run(what, sql, params)? {
+            Answer::Rows(rows) => Ok(rows),
+            Answer::Changed(_) => Ok(Vec::new()),
+        }
+    }
+
+    pub(super) fn changed(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<u64, StoreError> {
+        match self.run(what, sql, params)? {
+            Answer::Changed(n) => Ok(n),
+            Answer::Rows(rows) => Ok(rows.len() as u64),
+        }
+    }
+
+    pub(super) fn bytes(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .rows(what, sql, params)?
+            .first()
+            .map(|r| r.get::<_, Vec<u8>>(0)))
+    }
+
+    pub(super) fn pairs(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<Vec<KeyedRow>, StoreError> {
+        Ok(self
+            .rows(what, sql, params)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// In a write: holds `name` against other writers until the end.
+    pub(super) fn hold_name(&self, name: &str) -> Result<(), StoreError> {
+        if self.write {
+            self.rows(
+                "meta lock",
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                vec![p(format!("store-meta:{name}"))],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn end(self, commit: bool) -> Result<(), StoreError> {
+        self.ask(|reply| Op::End { commit, reply }).map(|_| ())
+    }
+
+    /// Tells other nodes what they must see, then commits (the notices go
+    /// out with the commit, or not at all).
+    pub(super) fn commit(self, node: &str) -> Result<(), StoreError> {
+        let told = (|| {
+            if self.bump.get() {
+                self.changed(
+                    "store counter",
+                    "UPDATE change_counters SET seq = seq + 1 WHERE concern = 'store'",
+                    vec![],
+                )?;
+                self.rows(
+                    "store notice",
+                    "SELECT pg_notify('scr_changes', 'store')",
+                    vec![],
+                )?;
+            }
+            let mut docs = self.docs.take();
+            docs.sort_unstable();
+            docs.dedup();
+            // A notice carries at most 8000 bytes: 200 documents each.
+            for some in docs.chunks(200) {
+                let refs: Vec<String> = some
+                    .iter()
+                    .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+                    .collect();
+                self.rows(
+                    "document notice",
+                    "SELECT pg_notify('scr_docs', $1)",
+                    vec![p(format!("{node} {}", refs.join(",")))],
+                )?;
+            }
+            Ok::<(), StoreError>(())
+        })();
+        match told {
+            Ok(()) => self.end(true),
+            Err(e) => {
+                let _ = self.end(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// A named value other nodes read changed (not the audit chain's
+    /// ends: no node keeps them).
+    pub(super) fn named_changed(&self, name: &str) {
+        if !name.starts_with("audit-") {
+            self.changes_shared();
+        }
+    }
+
+    pub(super) fn changes_shared(&self) {
+        self.bump.set(true);
+    }
+
+    pub(super) fn changes_document(&self, doc: &RowRef) {
+        self.docs.borrow_mut().push(*doc);
+    }
+}
+
+pub(super) fn p<T: ToSql + Send + Sync + 'static>(value: T) -> Param {
+    Box::new(value)
+}
+
+pub(super) fn r(row_ref: &RowRef) -> Param {
+    Box::new(row_ref.to_vec())
+}
+
+pub(super) fn b(bytes: &[u8]) -> Param {
+    Box::new(bytes.to_vec())
+}

@@ -1,0 +1,220 @@
+//! Several `scr-server` nodes over one PostgreSQL (issue 19, ADR 0017):
+//! each node serves its own devices over real sockets, and what one node
+//! (or an admin command beside it) writes reaches the devices of another
+//! without any of them asking: the nodes hear each other's writes.
+//! Skipped (saying so) with `SCR_SKIP_POSTGRES=1`.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use scr_core::access::AccessRequest;
+use scr_core::fixtures::test_nhs_number;
+use scr_core::record::{Compartment, SharingChoice};
+
+mod common;
+use common::device::{Device, paramedic, visit};
+use common::nodes::{beside, node, second_dir};
+use common::site::{on_caseload, on_incident};
+
+/// Waits until `done`, without asking the device to sync: only what the
+/// server tells it brings the change. How long it took. At most 20 s: far
+/// more than it takes on a loaded machine (a fraction of a second), and
+/// far less than the minute after which a node remakes every decision
+/// and tells every device anyway (what happens without the notices).
+async fn until(what: &str, done: impl Fn() -> bool) -> Duration {
+    let began = Instant::now();
+    while !done() {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "{what}: not within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    began.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tablet_on_one_node_gets_a_push_through_another_and_an_admin_choice_made_on_it() {
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("node-a"), tmp.path().join("node-b"));
+    let a = node(&dir_a, &url).await;
+    second_dir(&dir_a, &dir_b);
+    let b = node(&dir_b, &url).await;
+    assert_eq!(
+        a.server_key, b.server_key,
+        "one identity: devices pin one key"
+    );
+    let beside_b = beside(&dir_b, &url);
+
+    // Users and the patient, written through node A and beside node B: one
+    // directory and one store.
+    a.directory
+        .add_user(&common::nurse(), common::NURSE_PASSCODE)
+        .unwrap();
+    b.directory.add_user(&paramedic(), "sam-1357").unwrap();
+    let nhs = on_caseload(&a, &beside_b.store, 72, SharingChoice::CoreAndAdditional);
+    on_incident(
+        &b,
+        &beside_b.store,
+        72,
+        SharingChoice::CoreAndAdditional,
+        "INC-M1",
+    );
+    assert_eq!(nhs, test_nhs_number(72));
+
+    // The nurse's tablet on node A, the ambulance tablet on node B (each
+    // enrolled and logged in there).
+    let mut nurse = Device::nurse(&a, tmp.path()).await;
+    nurse.online().await;
+    nurse.settle().await;
+    nurse.engine.record_permission(&nhs, true, true).unwrap();
+    let mut medic = Device::paramedic(&b, tmp.path()).await;
+    medic.online().await;
+    medic.settle().await;
+    medic.engine.record_permission(&nhs, true, true).unwrap();
+    const PUSHED: &str = "seen on scene, through node B";
+
+    // A push through node B reaches the tablet on node A by itself. The
+    // second is timed: the first's writes (the paramedic's actor recorded,
+    // a login's grant) make every node remake its decisions and tell every
+    // device, which would bring a push along without its own notice.
+    let reached = |note: &'static str| {
+        let nurse = &nurse;
+        move || {
+            nurse
+                .notes(&nhs, AccessRequest::with_permission())
+                .iter()
+                .any(|n| n.contains(note))
+        }
+    };
+    assert!(!reached(PUSHED)(), "not written yet");
+    medic
+        .engine
+        .add_entry(&nhs, visit("first, through node B"), false, None)
+        .unwrap();
+    medic.settle().await;
+    until("the first push reached A", reached("first, through node B")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    medic
+        .engine
+        .add_entry(&nhs, visit(PUSHED), false, None)
+        .unwrap();
+    let pass = medic.settle().await;
+    assert_eq!(pass.in_step, pass.documents, "node B took the push");
+    let pushed = until(
+        "the push through B reached the tablet on A",
+        reached(PUSHED),
+    )
+    .await;
+    eprintln!("a push through node B reached the tablet on node A in {pushed:?}");
+
+    // The patient chooses core only, recorded by `scr-server admin
+    // set-choice --store` on node B's machine: the tablet on node A forgets
+    // what it may no longer hold.
+    let (d, operator) = (dir_b.to_str().unwrap(), common::admin::OPERATOR);
+    let added = common::admin::run(
+        &["admin", "add-operator", "--data-dir", d, "--store", &url]
+            .into_iter()
+            .chain(["--operator-id", operator, "--name", "Olu Operator"])
+            .collect::<Vec<_>>(),
+        &format!("{}\n", common::admin::OPERATOR_PASSCODE),
+    );
+    assert!(added.status.success(), "{}", common::admin::text(&added));
+    let chosen = common::admin::run(
+        &["admin", "set-choice", "--data-dir", d, "--store", &url]
+            .into_iter()
+            .chain(["--choice", "core-only", "--operator", operator])
+            .collect::<Vec<_>>(),
+        &format!("{}\n{}\n", common::admin::OPERATOR_PASSCODE, nhs.digits()),
+    );
+    assert!(chosen.status.success(), "{}", common::admin::text(&chosen));
+    let chose = until("the choice made on B reached the tablet on A", || {
+        !nurse.compartments(&nhs).contains(&Compartment::CareEvents)
+    })
+    .await;
+    eprintln!("a choice made on node B's machine reached the tablet on node A in {chose:?}");
+    assert!(!nurse.compartments(&nhs).contains(&Compartment::Additional));
+    assert!(nurse.compartments(&nhs).contains(&Compartment::Core));
+
+    // Node B's trail and node A's are one archive: the nurse's upload
+    // through A and the paramedic's through B are both in it.
+    for d in [&nurse, &medic] {
+        let pass = d.settle().await;
+        assert!(!pass.audit_failed);
+    }
+    let key = |d: &Device| d.keys.public();
+    assert!(beside_b.archive.counts_of(&key(&nurse)).unwrap().0 > 0);
+    assert!(a.archive.counts_of(&key(&medic)).unwrap().0 > 0);
+
+    nurse.offline().await;
+    medic.offline().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trail_half_uploaded_to_a_killed_node_is_finished_on_another_each_event_once() {
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("node-a"), tmp.path().join("node-b"));
+    // Set up through a node in this process, then serve from two
+    // `scr-server serve --store` processes.
+    let setup = node(&dir_a, &url).await;
+    let state = beside(&dir_a, &url);
+    setup
+        .directory
+        .add_user(&common::nurse(), common::NURSE_PASSCODE)
+        .unwrap();
+    let nhs = on_caseload(&setup, &state.store, 73, SharingChoice::CoreAndAdditional);
+    let mut tablet = Device::nurse(&setup, tmp.path()).await;
+    setup.shutdown().await;
+    second_dir(&dir_a, &dir_b);
+    let mut node_a = common::process::serve_with(&dir_a, Some(&url));
+    let mut node_b = common::process::serve_with(&dir_b, Some(&url));
+    let proxy = common::proxy::Proxy::start(node_a.addr).await;
+    tablet.url = proxy.url();
+    tablet.online().await;
+    tablet.settle().await;
+    tablet.engine.record_permission(&nhs, true, true).unwrap();
+
+    // Visits (each audited) every 40 ms; node A archives part of the trail.
+    let visits = common::process::write_visits(tablet.engine.clone(), nhs);
+    let key = tablet.keys.public();
+    let began = Instant::now();
+    while state.archive.counts_of(&key).unwrap().0 < 5 {
+        assert!(began.elapsed() < Duration::from_secs(30), "node A archives");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Killed mid-traffic: no goodbye, no flush.
+    node_a.child.kill().unwrap();
+    node_a.child.wait().unwrap();
+    let archived_by_a = state.archive.counts_of(&key).unwrap().0;
+    let queued = tablet.engine.audit_queue_len().unwrap();
+    assert!(queued > 0, "part of the trail was still to upload");
+    // The load balancer sends the tablet to node B.
+    proxy.point_at(node_b.addr);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    common::process::assert_converged_on(
+        &tablet,
+        (&state.store, &state.archive),
+        &nhs,
+        visits,
+        "node A killed, the rest through node B",
+    )
+    .await;
+    assert!(
+        state.archive.counts_of(&key).unwrap().0 > archived_by_a,
+        "node B archived the rest"
+    );
+    eprintln!(
+        "{archived_by_a} events archived through node A before it was killed, {queued} queued"
+    );
+    tablet.offline().await;
+    node_b.child.kill().unwrap();
+    node_b.child.wait().unwrap();
+}
