@@ -63,6 +63,9 @@ struct Inner {
     /// Unwrapped record keys by record ref, so a chunk write does not unwrap
     /// again. Cleared for a record when it is forgotten.
     record_keys: Mutex<HashMap<Ref, Arc<SecretKey>>>,
+    /// Write transactions committed, and the microseconds they took.
+    writes: std::sync::atomic::AtomicU64,
+    write_micros: std::sync::atomic::AtomicU64,
 }
 
 /// Where the rows are kept.
@@ -162,6 +165,8 @@ impl Store {
                 rows,
                 keys,
                 record_keys: Mutex::new(HashMap::new()),
+                writes: Default::default(),
+                write_micros: Default::default(),
             }),
         }
     }
@@ -179,8 +184,32 @@ impl Store {
         }
     }
 
+    /// Write transactions committed through this handle, and the time they
+    /// took in all (waiting for the database included): what a write costs
+    /// on this backend.
+    pub fn write_stats(&self) -> (u64, std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.writes.load(Relaxed),
+            std::time::Duration::from_micros(self.inner.write_micros.load(Relaxed)),
+        )
+    }
+
     /// Runs `f` in one transaction that commits only if `f` returns `Ok`.
     pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&dyn Rows) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let began = std::time::Instant::now();
+        let out = self.write_once(f)?;
+        let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.inner.writes.fetch_add(1, Relaxed);
+        self.inner.write_micros.fetch_add(micros, Relaxed);
+        Ok(out)
+    }
+
+    fn write_once<T>(
         &self,
         f: impl FnOnce(&dyn Rows) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -197,7 +226,9 @@ impl Store {
         }
     }
 
-    /// Runs `f` on the rows as they stand (one transaction's view).
+    /// Runs `f`, which only reads, on the rows as they stand: each
+    /// statement sees what is committed (no transaction spans them, on
+    /// SQLite as on another backend).
     pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&dyn Rows) -> Result<T, StoreError>,

@@ -118,10 +118,12 @@ pub trait Rows {
 /// One piece of work inside a transaction, handed to a backend.
 pub type RowWork<'w> = dyn FnMut(&dyn Rows) -> Result<(), StoreError> + 'w;
 
-/// What keeps a store's rows for [`super::Store::over`]: runs work in a
-/// transaction that commits only if it returns `Ok`, and reads.
+/// What keeps a store's rows for [`super::Store::over`].
 pub trait RowBackend: Send + Sync {
+    /// Runs `work` in a transaction that commits only if it returns `Ok`.
     fn write(&self, work: &mut RowWork<'_>) -> Result<(), StoreError>;
+    /// Runs `work`, which only reads; each statement may see what is
+    /// committed at its own moment (as SQLite's autocommit reads do).
     fn read(&self, work: &mut RowWork<'_>) -> Result<(), StoreError>;
     /// Moves whenever another handle (another node) commits a write this
     /// one must see; never moves for this handle's own writes.

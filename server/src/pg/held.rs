@@ -32,9 +32,10 @@ pub(super) enum Op {
         params: Vec<Param>,
         reply: std::sync::mpsc::SyncSender<Result<Answer, PgError>>,
     },
-    /// The end: commit (or roll back), and say how it went.
+    /// The end: `Some(sql)`, run it (ending in `COMMIT`); `None`, roll
+    /// back. Say how it went.
     End {
-        commit: bool,
+        finish: Option<String>,
         reply: std::sync::mpsc::SyncSender<Result<Answer, PgError>>,
     },
 }
@@ -45,10 +46,12 @@ pub(super) enum Answer {
 }
 
 /// Holds one transaction open on a pooled connection and runs what comes,
-/// until the end or until the caller goes (rolled back).
+/// until the end or until the caller goes (rolled back). `begin: None`:
+/// no transaction (a read: each statement sees what is committed, as on
+/// SQLite), and the end only hands the connection back.
 pub(super) async fn hold(
     pool: deadpool_postgres::Pool,
-    begin: &'static str,
+    begin: Option<&'static str>,
     mut inbox: mpsc::UnboundedReceiver<Op>,
 ) {
     let mut client = match super::client(&pool).await {
@@ -63,7 +66,7 @@ pub(super) async fn hold(
         }
     };
     let mut broken: Option<PgError> = None;
-    if let Some(c) = &client
+    if let (Some(c), Some(begin)) = (&client, begin)
         && let Err(e) = c.batch_execute(begin).await
     {
         broken = Some(super::failed("begin")(e));
@@ -87,10 +90,11 @@ pub(super) async fn hold(
                 }
                 let _ = reply.send(answer);
             }
-            Op::End { commit, reply } => {
+            Op::End { finish, reply } => {
                 let answer = match (&broken, &client) {
+                    (None, Some(_)) if begin.is_none() => Ok(Answer::Changed(0)),
                     (None, Some(c)) => c
-                        .batch_execute(if commit { "COMMIT" } else { "ROLLBACK" })
+                        .batch_execute(finish.as_deref().unwrap_or("ROLLBACK"))
                         .await
                         .map(|()| Answer::Changed(0))
                         .map_err(super::failed("commit")),
@@ -243,50 +247,38 @@ impl Held {
         Ok(())
     }
 
-    pub(super) fn end(self, commit: bool) -> Result<(), StoreError> {
-        self.ask(|reply| Op::End { commit, reply }).map(|_| ())
+    pub(super) fn end(self, finish: Option<String>) -> Result<(), StoreError> {
+        self.ask(|reply| Op::End { finish, reply }).map(|_| ())
     }
 
-    /// Tells other nodes what they must see, then commits (the notices go
-    /// out with the commit, or not at all).
+    /// Tells other nodes what they must see, and commits, in one round
+    /// trip (the notices go out with the commit, or not at all).
     pub(super) fn commit(self, node: &str) -> Result<(), StoreError> {
-        let told = (|| {
-            if self.bump.get() {
-                self.changed(
-                    "store counter",
-                    "UPDATE change_counters SET seq = seq + 1 WHERE concern = 'store'",
-                    vec![],
-                )?;
-                self.rows(
-                    "store notice",
-                    "SELECT pg_notify('scr_changes', 'store')",
-                    vec![],
-                )?;
-            }
-            let mut docs = self.docs.take();
-            docs.sort_unstable();
-            docs.dedup();
-            // A notice carries at most 8000 bytes: 200 documents each.
-            for some in docs.chunks(200) {
-                let refs: Vec<String> = some
-                    .iter()
-                    .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
-                    .collect();
-                self.rows(
-                    "document notice",
-                    "SELECT pg_notify('scr_docs', $1)",
-                    vec![p(format!("{node} {}", refs.join(",")))],
-                )?;
-            }
-            Ok::<(), StoreError>(())
-        })();
-        match told {
-            Ok(()) => self.end(true),
-            Err(e) => {
-                let _ = self.end(false);
-                Err(e)
-            }
+        let mut sql = String::new();
+        if self.bump.get() {
+            sql.push_str(
+                "UPDATE change_counters SET seq = seq + 1 WHERE concern = 'store'; \
+                 SELECT pg_notify('scr_changes', 'store'); ",
+            );
         }
+        let mut docs = self.docs.take();
+        docs.sort_unstable();
+        docs.dedup();
+        // A notice carries at most 8000 bytes: 200 documents each. Only
+        // hex digits and the node's (hex) name: nothing to quote.
+        for some in docs.chunks(200) {
+            let refs: Vec<String> = some
+                .iter()
+                .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+                .collect();
+            let node: String = node.chars().filter(char::is_ascii_hexdigit).collect();
+            sql.push_str(&format!(
+                "SELECT pg_notify('scr_docs', '{node} {}'); ",
+                refs.join(",")
+            ));
+        }
+        sql.push_str("COMMIT");
+        self.end(Some(sql))
     }
 
     /// A named value other nodes read changed (not the audit chain's

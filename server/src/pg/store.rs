@@ -77,11 +77,9 @@ impl PgStore {
 
     fn transaction(&self, write: bool, work: &mut RowWork<'_>) -> Result<(), StoreError> {
         let (ops, inbox) = mpsc::unbounded_channel();
-        let begin = if write {
-            "BEGIN"
-        } else {
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-        };
+        // A read runs outside a transaction, statement by statement, as on
+        // SQLite: two round trips fewer.
+        let begin = write.then_some("BEGIN");
         let _task = self
             .pg
             .spawn(move |pool| async move { hold(pool, begin, inbox).await });
@@ -96,7 +94,7 @@ impl PgStore {
         let bumped = held.bump.get();
         let ended = match outcome.is_ok() {
             true => held.commit(self.pg.node()),
-            false => held.end(false),
+            false => held.end(None),
         };
         outcome?;
         ended?;

@@ -32,8 +32,11 @@ impl Sources {
     /// SQLite reads: call off the async runtime.
     fn gauges(&self) -> Gauges {
         let overdue_ms = i64::try_from(self.overdue_after.as_millis()).unwrap_or(i64::MAX);
+        let (store_writes, took) = self.store.write_stats();
         Gauges {
             store_reachable: i64::from(self.store.data_version().is_ok()),
+            store_writes,
+            store_write_micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             devices: self.directory.active_device_count().unwrap_or(-1),
             storage_failures: self.storage.failures(),
             storage_writes: self.storage.writes(),

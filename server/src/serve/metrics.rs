@@ -76,6 +76,10 @@ pub struct Gauges {
     /// 1 when the store answered this scrape (a PostgreSQL node cut off
     /// from its database shows 0), else 0.
     pub store_reachable: i64,
+    /// Write transactions this node committed to its store, and the
+    /// microseconds they took in all.
+    pub store_writes: u64,
+    pub store_write_micros: u64,
 }
 
 impl Default for Metrics {
@@ -252,6 +256,18 @@ impl Collector for Observed {
             "Sync sessions open now",
             open,
         )?;
+        Self::counter(
+            &mut e,
+            "scr_store_writes",
+            "Write transactions committed to the server's store",
+            g.store_writes,
+        )?;
+        Self::counter(
+            &mut e,
+            "scr_store_write_microseconds",
+            "Time those writes took in all, waiting for the database included",
+            g.store_write_micros,
+        )?;
         Self::gauge(
             &mut e,
             "scr_store_reachable",
@@ -342,6 +358,8 @@ mod tests {
             audit_backlog: 4,
             audit_devices_overdue: 0,
             store_reachable: 1,
+            store_writes: 7,
+            store_write_micros: 700,
         });
         for line in [
             "# TYPE scr_logins_total counter",
@@ -357,6 +375,8 @@ mod tests {
             "scr_sync_sessions_open 0",
             "scr_draining 0",
             "scr_store_reachable 1",
+            "scr_store_writes_total 7",
+            "scr_store_write_microseconds_total 700",
             "scr_sync_bytes_sent_total 0",
         ] {
             assert_eq!(
@@ -365,6 +385,6 @@ mod tests {
                 "{line}: {text}"
             );
         }
-        assert_eq!(text.matches("# TYPE").count(), 29, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 31, "{text}");
     }
 }
