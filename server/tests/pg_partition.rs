@@ -88,6 +88,104 @@ async fn a_serving_node_cut_off_says_it_is_not_ready_until_it_is_back() {
     node.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_acknowledges_no_push_and_takes_it_once_back() {
+    use scr_core::record::SharingChoice;
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let (cluster, proxy, via) = behind_proxy(&url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let node = common::nodes::node(&dir, &via).await;
+    // The state read directly, not through the proxy.
+    let state = common::nodes::beside(&dir, &url);
+    node.directory
+        .add_user(&common::nurse(), common::NURSE_PASSCODE)
+        .unwrap();
+    let nhs = common::site::on_caseload(&node, &state.store, 75, SharingChoice::CoreAndAdditional);
+    let mut tablet = common::device::Device::nurse(&node, tmp.path()).await;
+    tablet.online().await;
+    tablet.settle().await;
+    tablet.engine.record_permission(&nhs, true, true).unwrap();
+    tablet.settle().await;
+    let unsent = |t: &common::device::Device| {
+        t.engine
+            .record_sync_statuses()
+            .unwrap()
+            .iter()
+            .any(|r| r.nhs_number == nhs && r.unsent)
+    };
+    assert!(!unsent(&tablet), "in step before the cut");
+
+    proxy.point_at(dead_port());
+    proxy.cut();
+    health_says(node.health_addr, "store unreachable").await;
+    // Its sessions are ended (the tablet would go to another node), and no
+    // new one opens while the store does not answer.
+    let began = Instant::now();
+    while !common::http_get(node.health_addr, "/metrics")
+        .await
+        .contains("scr_sync_sessions_open 0")
+    {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "the node ends its sync sessions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A visit written while the node cannot store it: the node takes
+    // nothing of it, so the tablet never counts it as sent.
+    const CUT: &str = "written while the node was cut off";
+    tablet
+        .engine
+        .add_entry(&nhs, common::device::visit(CUT), false, None)
+        .unwrap();
+    for _ in 0..3 {
+        let _ = tablet
+            .sync
+            .as_ref()
+            .unwrap()
+            .sync_once(Duration::from_secs(3))
+            .await;
+        assert!(
+            unsent(&tablet),
+            "acknowledged while the store was unreachable"
+        );
+    }
+    let on_server = |state: &scr_server::serve::state::NodeState| {
+        scr_server::demo::site::notes_in(&state.store.open_record(&nhs).unwrap().view())
+            .iter()
+            .any(|n| n.contains(CUT))
+    };
+    assert!(!on_server(&state), "nothing of it stored");
+
+    // Back: the tablet's visit reaches the store, once acknowledged.
+    proxy.point_at(cluster);
+    health_says(node.health_addr, "200 OK").await;
+    let began = Instant::now();
+    while unsent(&tablet) {
+        assert!(began.elapsed() < Duration::from_secs(60), "sent once back");
+        let _ = tablet
+            .sync
+            .as_ref()
+            .unwrap()
+            .sync_once(Duration::from_secs(5))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let began = Instant::now();
+    while !on_server(&state) {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "stored once back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tablet.offline().await;
+    node.shutdown().await;
+}
+
 /// A port nothing listens on.
 fn dead_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")

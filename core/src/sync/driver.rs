@@ -52,7 +52,14 @@ pub(super) struct Driver {
     pub catalogue_fresh: Mutex<Option<(std::sync::Weak<crate::channel::Session>, Instant)>>,
     /// The holdings notice moved since the last catalogue was asked.
     pub notice_moved: Arc<std::sync::atomic::AtomicBool>,
+    /// The session on which the last passes left some document out of
+    /// step, and how many passes in a row (see [`Driver::unstick`]).
+    pub stuck: Mutex<Option<(std::sync::Weak<crate::channel::Session>, u32)>>,
 }
+
+/// Passes in a row on one session that leave a document out of step
+/// before the session is ended and a fresh one opened.
+const STUCK_PASSES: u32 = 2;
 
 /// Runs blocking engine work (SQLite, decryption) off the async runtime.
 pub(super) async fn blocking<T: Send + 'static>(
@@ -352,17 +359,20 @@ impl Driver {
             }
         }
         let mut done = 0;
-        while let Some((nhs, in_step)) = waits.next().await {
+        let mut waited_out = false;
+        while let Some((nhs, in_step, ran_out)) = waits.next().await {
             done += 1;
             if in_step {
                 summary.in_step += 1;
             }
+            waited_out |= ran_out;
             *all_in_step.entry(nhs).or_insert(true) &= in_step;
             self.state.send_replace(SyncState::Syncing {
                 done,
                 total: summary.documents,
             });
         }
+        self.unstick(waited_out);
         let confirmed: Vec<NhsNumber> = all_in_step
             .into_iter()
             .filter_map(|(nhs, ok)| ok.then_some(nhs))
@@ -379,6 +389,47 @@ impl Driver {
         }
         summary.refused = self.server_refusals.lock().map_or(0, |r| r.len());
         Ok(summary)
+    }
+
+    /// A safety net for a sync state that cannot move on: Automerge's sync
+    /// leaves out every change it believes it already sent on a connection,
+    /// so a message lost without the connection ending (a gate on either
+    /// side dropping it) is never sent again on it, and the document stays
+    /// out of step for as long as the session lives (a resumed session
+    /// keeps it). After [`STUCK_PASSES`] passes in a row on one session
+    /// that waited out a document, the session is ended: the next pass
+    /// runs on a fresh one, whose sync states start afresh and offer what
+    /// the other side lacks.
+    fn unstick(&self, waited_out: bool) {
+        let Some(session) = self.asking_session() else {
+            return;
+        };
+        let Ok(mut stuck) = self.stuck.lock() else {
+            return;
+        };
+        if !waited_out {
+            *stuck = None;
+            return;
+        }
+        let same = stuck
+            .as_ref()
+            .and_then(|(s, _)| s.upgrade())
+            .is_some_and(|s| Arc::ptr_eq(&s, &session));
+        let passes = if same {
+            stuck.as_ref().map_or(0, |(_, n)| *n) + 1
+        } else {
+            1
+        };
+        if passes >= STUCK_PASSES {
+            tracing::warn!(
+                passes,
+                "a document stayed out of step: a fresh sync session"
+            );
+            *stuck = None;
+            session.end();
+        } else {
+            *stuck = Some((Arc::downgrade(&session), passes));
+        }
     }
 
     async fn apply_holdings(

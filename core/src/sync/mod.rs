@@ -233,6 +233,7 @@ impl DeviceSync {
             list_stale: list_stale.clone(),
             catalogue_fresh: Default::default(),
             notice_moved: Default::default(),
+            stuck: Default::default(),
         };
         let task = tokio::spawn(driver.run(stopped));
         Ok(Self {

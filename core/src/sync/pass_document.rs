@@ -16,7 +16,9 @@ use crate::record::Compartment;
 impl Driver {
     /// Finds one document (loading it from the store, or from the server if
     /// it is new), hands it any local change, and waits until both sides
-    /// have each other's changes. Returns whether that happened in time.
+    /// have each other's changes. Returns whether that happened in time,
+    /// and whether the wait for it ran out (not a document samod could
+    /// not find, nor a change it could not take).
     pub(super) fn sync_document(
         &self,
         conn: ConnectionId,
@@ -25,7 +27,7 @@ impl Driver {
         doc_id: DocumentId,
         dirty: bool,
         watched: Arc<Mutex<HashSet<String>>>,
-    ) -> impl Future<Output = (NhsNumber, bool)> + use<> {
+    ) -> impl Future<Output = (NhsNumber, bool, bool)> + use<> {
         let (engine, repo, wait) = (
             self.engine.clone(),
             self.repo.clone(),
@@ -39,7 +41,7 @@ impl Driver {
                         // Retried next pass; the record stays unsent meanwhile.
                         engine.mark_dirty_again(&nhs);
                     }
-                    return (nhs, false);
+                    return (nhs, false, false);
                 }
             };
             let id = doc_id.to_string();
@@ -58,7 +60,7 @@ impl Driver {
                 if !pushed {
                     // Retried next pass; the record stays unsent meanwhile.
                     engine.mark_dirty_again(&nhs);
-                    return (nhs, false);
+                    return (nhs, false, false);
                 }
             }
             if watched
@@ -83,7 +85,7 @@ impl Driver {
             if in_step {
                 merge_now(&engine, &handle, nhs, compartment).await;
             }
-            (nhs, in_step)
+            (nhs, in_step, !in_step)
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Sources {
     pub archive: Arc<crate::archive::Archive>,
     /// A device's audit backlog older than this counts as overdue.
     pub overdue_after: std::time::Duration,
+    /// Whether the store answers (probed twice a second).
+    pub store_health: super::store_health::StoreHealth,
 }
 
 impl Sources {
@@ -34,7 +36,7 @@ impl Sources {
         let overdue_ms = i64::try_from(self.overdue_after.as_millis()).unwrap_or(i64::MAX);
         let (store_writes, took) = self.store.write_stats();
         Gauges {
-            store_reachable: i64::from(self.store.data_version().is_ok()),
+            store_reachable: i64::from(self.store_health.reachable()),
             store_writes,
             store_write_micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             devices: self.directory.active_device_count().unwrap_or(-1),
@@ -52,12 +54,10 @@ impl Sources {
 /// The Prometheus text format's content type.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
 
-/// How long /health waits for the store to answer.
-const STORE_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// 200 "ok" while serving; 503 "draining" once shutting down, and 503
 /// "store unreachable" while the store does not answer (a node cut off from
-/// PostgreSQL), so a load balancer's readiness check sends no devices here.
+/// PostgreSQL: `store_health`), so a load balancer's readiness check sends
+/// no devices here.
 async fn health(State(sources): State<Sources>) -> impl IntoResponse {
     if sources
         .metrics
@@ -70,9 +70,7 @@ async fn health(State(sources): State<Sources>) -> impl IntoResponse {
             "draining\n",
         );
     }
-    let store = sources.store.clone();
-    let probe = tokio::task::spawn_blocking(move || store.data_version().is_ok());
-    if !matches!(tokio::time::timeout(STORE_PROBE, probe).await, Ok(Ok(true))) {
+    if !sources.store_health.reachable() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],

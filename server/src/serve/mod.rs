@@ -17,6 +17,7 @@ mod metrics;
 mod routes;
 pub mod sessions;
 pub mod state;
+pub mod store_health;
 mod tasks;
 
 use std::net::SocketAddr;
@@ -287,7 +288,20 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         login_slots: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
+        store_health: store_health::StoreHealth::default(),
     });
+    let store_health = shared.store_health.clone();
+    let health_watch = {
+        let ending = sessions.clone();
+        tokio::spawn(store_health::watch(
+            stopped.clone(),
+            (shared.store.clone(), storage.clone()),
+            shared.store_health.clone(),
+            move || {
+                ending.say_goodbye_to_all();
+            },
+        ))
+    };
     let sync_task = tokio::spawn(connection::accept_loop(
         listener,
         accepting_stopped,
@@ -304,6 +318,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
             store: audit_store,
             archive: archive.clone(),
             overdue_after: config.audit_overdue_after,
+            store_health,
         },
     ));
     tracing::info!(%sync_addr, %health_addr, server_key = %hex_key(&server_key), "serving");
@@ -321,7 +336,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         connections,
         accepting: sync_task,
         sent: sent_log,
-        tasks: [health_task, watcher, trail_task, notice_task]
+        tasks: [health_task, watcher, trail_task, notice_task, health_watch]
             .into_iter()
             .chain(follower)
             .collect(),
@@ -357,6 +372,9 @@ struct Shared {
     gate: Arc<limits::Gatekeeper>,
     /// The log of which documents went to which device.
     sent: crate::sent_log::SentLog,
+    /// Whether the store answers: while it does not, no sync session
+    /// opens and no sync message reaches samod.
+    store_health: store_health::StoreHealth,
     /// One Argon2id check per core at a time. Each takes 19 MiB; a burst
     /// of logins (a shift starting) otherwise ran hundreds at once on the
     /// blocking pool: measured 853 MB resident for 40 tablets logging in

@@ -54,6 +54,11 @@ async fn open_sync_session(
     layout: u8,
 ) {
     let device = channel.remote_static();
+    if !shared.store_health.reachable() {
+        // Nothing could be stored: the device tries again (elsewhere).
+        tracing::info!(%peer, "the store does not answer; sync session refused");
+        return;
+    }
     shared.sessions.end_all_of(&device);
     shared.sessions.released(&device).await;
     let Some(guard) = shared.metrics.open_session(device) else {
@@ -85,11 +90,18 @@ async fn open_sync_session(
     // A document the device syncs through samod needs no catalogue notice
     // (once the gate has let its message through to samod).
     let catalogue = shared.catalogue.catalogue.clone();
+    let health = shared.store_health.clone();
     let gate: channel::Gate = Arc::new(move |message: Vec<u8>| {
         let doc = match scr_core::protocol::wire::kind_and_document(&message) {
             Some((kind, doc)) if kind == "sync" || kind == "request" => doc,
             _ => None,
         };
+        if doc.is_some() && !health.reachable() {
+            // Merged in memory and answered, it could not be stored: not
+            // let through while the store does not answer (the session is
+            // being ended).
+            return Box::pin(async { None });
+        }
         let (catalogue, passing) = (catalogue.clone(), gate(message));
         Box::pin(async move {
             let passed = passing.await;

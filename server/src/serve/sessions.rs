@@ -85,21 +85,27 @@ impl Sessions {
         }
     }
 
-    /// The server is shutting down: every open session ends, telling its
-    /// device (an END frame: open a fresh session, wherever the address
-    /// now leads), and no new one opens.
-    pub fn close_all(&self) -> usize {
+    /// Ends every open session with a goodbye (an END frame: its device
+    /// opens a fresh session, wherever the address now leads), without
+    /// closing the door: the store stopped answering.
+    pub fn say_goodbye_to_all(&self) -> usize {
         let Ok(open) = self.open.lock() else {
             return 0;
         };
-        self.closing
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut ended = 0;
         for o in open.values().filter(|o| !o.session.is_ended()) {
             o.session.end_saying_goodbye();
             ended += 1;
         }
         ended
+    }
+
+    /// The server is shutting down: every open session ends, telling its
+    /// device, and no new one opens.
+    pub fn close_all(&self) -> usize {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.say_goodbye_to_all()
     }
 
     /// Waits (a bounded while) until samod has let go of every session of
