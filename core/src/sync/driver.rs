@@ -52,14 +52,23 @@ pub(super) struct Driver {
     pub catalogue_fresh: Mutex<Option<(std::sync::Weak<crate::channel::Session>, Instant)>>,
     /// The holdings notice moved since the last catalogue was asked.
     pub notice_moved: Arc<std::sync::atomic::AtomicBool>,
-    /// The session on which the last passes left some document out of
-    /// step, and how many passes in a row (see [`Driver::unstick`]).
-    pub stuck: Mutex<Option<(std::sync::Weak<crate::channel::Session>, u32)>>,
+    /// What [`Driver::unstick`] keeps between passes.
+    pub stuck: Mutex<Stuck>,
 }
 
-/// Passes in a row on one session that leave a document out of step
-/// before the session is ended and a fresh one opened.
-const STUCK_PASSES: u32 = 2;
+/// The documents whose sync waited out in the last pass, on which
+/// session; and when a session was last ended for it, and how long to
+/// wait before ending another.
+#[derive(Default)]
+pub(super) struct Stuck {
+    last: Option<(std::sync::Weak<crate::channel::Session>, HashSet<String>)>,
+    ended: Option<(Instant, Duration)>,
+}
+
+/// The first wait between two sessions ended as stuck, doubled each time
+/// up to the last.
+const UNSTICK_BACKOFF: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(30 * 60));
 
 /// Runs blocking engine work (SQLite, decryption) off the async runtime.
 pub(super) async fn blocking<T: Send + 'static>(
@@ -359,13 +368,13 @@ impl Driver {
             }
         }
         let mut done = 0;
-        let mut waited_out = false;
+        let mut waited_out = HashSet::new();
         while let Some((nhs, in_step, ran_out)) = waits.next().await {
             done += 1;
             if in_step {
                 summary.in_step += 1;
             }
-            waited_out |= ran_out;
+            waited_out.extend(ran_out);
             *all_in_step.entry(nhs).or_insert(true) &= in_step;
             self.state.send_replace(SyncState::Syncing {
                 done,
@@ -396,39 +405,41 @@ impl Driver {
     /// so a message lost without the connection ending (a gate on either
     /// side dropping it) is never sent again on it, and the document stays
     /// out of step for as long as the session lives (a resumed session
-    /// keeps it). After [`STUCK_PASSES`] passes in a row on one session
-    /// that waited out a document, the session is ended: the next pass
-    /// runs on a fresh one, whose sync states start afresh and offer what
-    /// the other side lacks.
-    fn unstick(&self, waited_out: bool) {
+    /// keeps it). When one document's wait runs out in two passes in a row
+    /// on one session, the session is ended: the next pass runs on a fresh
+    /// one, whose sync states start afresh and offer what the other side
+    /// lacks. At once the first time; then a minute at least before the
+    /// next, doubling to half an hour, so a link too slow for the wait (or
+    /// a document a server keeps refusing) does not end session after
+    /// session.
+    fn unstick(&self, waited_out: HashSet<String>) {
         let Some(session) = self.asking_session() else {
             return;
         };
         let Ok(mut stuck) = self.stuck.lock() else {
             return;
         };
-        if !waited_out {
-            *stuck = None;
+        if waited_out.is_empty() {
+            stuck.last = None;
             return;
         }
-        let same = stuck
-            .as_ref()
-            .and_then(|(s, _)| s.upgrade())
-            .is_some_and(|s| Arc::ptr_eq(&s, &session));
-        let passes = if same {
-            stuck.as_ref().map_or(0, |(_, n)| *n) + 1
-        } else {
-            1
-        };
-        if passes >= STUCK_PASSES {
-            tracing::warn!(
-                passes,
-                "a document stayed out of step: a fresh sync session"
-            );
-            *stuck = None;
+        let again = stuck.last.as_ref().is_some_and(|(s, docs)| {
+            s.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &session))
+                && docs.intersection(&waited_out).next().is_some()
+        });
+        let waited_enough = stuck.ended.is_none_or(|(at, wait)| at.elapsed() >= wait);
+        if again && waited_enough {
+            // Doubled after a recent one; afresh after a quiet half hour.
+            let wait = match stuck.ended {
+                Some((at, w)) if at.elapsed() < UNSTICK_BACKOFF.1 => (w * 2).min(UNSTICK_BACKOFF.1),
+                _ => UNSTICK_BACKOFF.0,
+            };
+            tracing::warn!("a document stayed out of step: a fresh sync session");
+            stuck.last = None;
+            stuck.ended = Some((Instant::now(), wait));
             session.end();
         } else {
-            *stuck = Some((Arc::downgrade(&session), passes));
+            stuck.last = Some((Arc::downgrade(&session), waited_out));
         }
     }
 

@@ -17,8 +17,8 @@ impl Driver {
     /// Finds one document (loading it from the store, or from the server if
     /// it is new), hands it any local change, and waits until both sides
     /// have each other's changes. Returns whether that happened in time,
-    /// and whether the wait for it ran out (not a document samod could
-    /// not find, nor a change it could not take).
+    /// and the document's id if the wait for it ran out (not a document
+    /// samod could not find, nor a change it could not take).
     pub(super) fn sync_document(
         &self,
         conn: ConnectionId,
@@ -27,7 +27,7 @@ impl Driver {
         doc_id: DocumentId,
         dirty: bool,
         watched: Arc<Mutex<HashSet<String>>>,
-    ) -> impl Future<Output = (NhsNumber, bool, bool)> + use<> {
+    ) -> impl Future<Output = (NhsNumber, bool, Option<String>)> + use<> {
         let (engine, repo, wait) = (
             self.engine.clone(),
             self.repo.clone(),
@@ -41,7 +41,7 @@ impl Driver {
                         // Retried next pass; the record stays unsent meanwhile.
                         engine.mark_dirty_again(&nhs);
                     }
-                    return (nhs, false, false);
+                    return (nhs, false, None);
                 }
             };
             let id = doc_id.to_string();
@@ -60,7 +60,7 @@ impl Driver {
                 if !pushed {
                     // Retried next pass; the record stays unsent meanwhile.
                     engine.mark_dirty_again(&nhs);
-                    return (nhs, false, false);
+                    return (nhs, false, None);
                 }
             }
             if watched
@@ -85,7 +85,7 @@ impl Driver {
             if in_step {
                 merge_now(&engine, &handle, nhs, compartment).await;
             }
-            (nhs, in_step, !in_step)
+            (nhs, in_step, (!in_step).then_some(id))
         }
     }
 }

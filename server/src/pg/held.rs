@@ -281,10 +281,18 @@ impl Held {
         self.end(Some(sql))
     }
 
-    /// A named value other nodes read changed (not the audit chain's
-    /// ends: no node keeps them).
+    /// A named value other nodes' share decisions read changed. Not the
+    /// audit chain's ends, nor what each node reads afresh when it needs
+    /// it (an actor's owner, a device's issued grants, its refused
+    /// pushes): a bump makes every other node make every decision again.
     pub(super) fn named_changed(&self, name: &str) {
-        if !name.starts_with("audit-") {
+        const NOT_SHARED: [&str; 4] = [
+            "audit-",
+            "secret:actor-owner:",
+            "secret:grants-issued:",
+            "secret:push-refusals:",
+        ];
+        if !NOT_SHARED.iter().any(|p| name.starts_with(p)) {
             self.changes_shared();
         }
     }

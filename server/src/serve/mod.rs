@@ -234,6 +234,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         storage.clone(),
         epoch.clone(),
         (holdings.clone(), repo.clone(), catalogue.clone()),
+        others.is_some(),
     ));
     let follower = others
         .as_ref()
@@ -295,7 +296,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         let ending = sessions.clone();
         tokio::spawn(store_health::watch(
             stopped.clone(),
-            (shared.store.clone(), storage.clone()),
+            shared.store.clone(),
             shared.store_health.clone(),
             move || {
                 ending.say_goodbye_to_all();

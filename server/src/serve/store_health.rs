@@ -1,8 +1,8 @@
 //! Whether the node's store answers (ADR 0017: fail closed). A node cut off
 //! from PostgreSQL must acknowledge nothing it cannot store: samod would
 //! merge a push in memory, answer that it has it, and fail to write it. So
-//! a watch probes the store twice a second (and notices samod's storage
-//! failing); while the store does not answer, every sync session is ended
+//! a watch probes the store twice a second; while it does not answer,
+//! every sync session is ended
 //! with a goodbye (its device reconnects, to another node if the load
 //! balancer sees this one not ready), no new one is opened, and no sync
 //! message reaches samod. It clears by itself once the store answers.
@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use scr_core::Store;
-use scr_core::store::SamodStorage;
 use tokio::sync::watch;
 
 /// How often the store is probed, and how long a probe may take.
@@ -30,8 +29,9 @@ impl Default for StoreHealth {
 }
 
 impl StoreHealth {
-    /// The store answered at the last probe, and nothing written since
-    /// failed.
+    /// The store answered at the last probe. (One document failing to
+    /// load or store says nothing of the rest: not counted here, or one
+    /// damaged document would end every session over and over.)
     pub fn reachable(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
@@ -45,11 +45,10 @@ impl StoreHealth {
 /// answering (the node ends its sessions).
 pub(super) async fn watch(
     mut stopped: watch::Receiver<bool>,
-    (store, storage): (Store, SamodStorage),
+    store: Store,
     health: StoreHealth,
     lost: impl Fn(),
 ) {
-    let mut failures = storage.failures();
     let mut tick = tokio::time::interval(PROBE_EVERY);
     loop {
         tokio::select! {
@@ -57,11 +56,8 @@ pub(super) async fn watch(
             _ = tick.tick() => {
                 let s = store.clone();
                 let probe = tokio::task::spawn_blocking(move || s.data_version().is_ok());
-                let answered =
+                let reachable =
                     matches!(tokio::time::timeout(PROBE_LIMIT, probe).await, Ok(Ok(true)));
-                let now = storage.failures();
-                let reachable = answered && now == failures;
-                failures = now;
                 let was = health.set(reachable);
                 if was && !reachable {
                     tracing::warn!("the store does not answer: sync sessions ended until it does");

@@ -26,6 +26,7 @@ pub(super) async fn watch_for_changes(
         samod::Repo,
         Arc<crate::catalogue::Catalogue>,
     ),
+    follows_others: bool,
 ) {
     // SQLite reads behind the store's lock: off the runtime.
     let seen = |s: &Store, d: &Arc<Directory>, st: &SamodStorage| {
@@ -75,8 +76,11 @@ pub(super) async fn watch_for_changes(
                     epoch.bump();
                     // ...then, if another process (an admin command) wrote
                     // documents, merge them into samod's copies in memory
-                    // and decide again with them.
-                    if now.0 != last.0 {
+                    // and decide again with them. (Several nodes: each
+                    // document another wrote is told and followed by
+                    // itself, `follow_other_nodes`; a counter move there is
+                    // a grant, a relationship, a holding.)
+                    if now.0 != last.0 && !follows_others {
                         catalogue.outside_write();
                         let n = crate::outside_writes::refresh_from_store(&repo, &store, &storage).await;
                         if n > 0 {

@@ -19,16 +19,39 @@ use scr_server::serve::{RunningServer, ServeConfig, start};
 use scr_server::users::NewUser;
 
 pub async fn server(dir: &std::path::Path) -> RunningServer {
-    start(ServeConfig::on_loopback(dir)).await.unwrap()
+    let mut config = ServeConfig::on_loopback(dir);
+    config.store = store_of(dir);
+    start(config).await.unwrap()
 }
 
 /// A second handle on the server's store, as an admin command would open.
 pub fn server_store(dir: &std::path::Path) -> scr_core::Store {
-    scr_core::Store::open(
-        dir.join("server.db"),
-        &scr_server::serve::identity::key_provider(dir).unwrap(),
-    )
-    .unwrap()
+    scr_server::serve::state::open(dir, &store_of(dir))
+        .unwrap()
+        .store
+}
+
+/// Where the server on `dir` keeps its state: its files, or with
+/// `SCR_TEST_STORE=postgres` (`scripts/test` runs a named subset of the
+/// suite so) a fresh PostgreSQL database of its own, named in a file of
+/// the directory so every handle on `dir` finds the same one.
+pub fn store_of(dir: &std::path::Path) -> scr_server::serve::state::StoreAt {
+    use scr_server::serve::state::StoreAt;
+    if std::env::var("SCR_TEST_STORE").as_deref() != Ok("postgres") {
+        return StoreAt::Files;
+    }
+    let named = dir.join("test-postgres-url");
+    let url = match std::fs::read_to_string(&named) {
+        Ok(url) => url,
+        Err(_) => {
+            let url = postgres::fresh_database()
+                .expect("SCR_TEST_STORE=postgres needs the test cluster (scripts/with-postgres)");
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(&named, &url).unwrap();
+            url
+        }
+    };
+    StoreAt::Postgres(scr_server::pg::PgConfig::new(&url))
 }
 
 pub const NURSE_ID: &str = "555000000102";
