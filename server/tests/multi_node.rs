@@ -12,9 +12,9 @@ use scr_core::fixtures::test_nhs_number;
 use scr_core::record::{Compartment, SharingChoice};
 
 mod common;
-use common::device::{Device, paramedic, visit};
-use common::nodes::{beside, node, second_dir};
-use common::site::{on_caseload, on_incident};
+use common::device::{Device, visit};
+use common::nodes::{TwoNodes, beside, node, second_dir, two_nodes};
+use common::site::on_caseload;
 
 /// Waits until `done`, without asking the device to sync: only what the
 /// server tells it brings the change. How long it took. At most 20 s: far
@@ -39,29 +39,19 @@ async fn a_tablet_on_one_node_gets_a_push_through_another_and_an_admin_choice_ma
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("node-a"), tmp.path().join("node-b"));
-    let a = node(&dir_a, &url).await;
-    second_dir(&dir_a, &dir_b);
-    let b = node(&dir_b, &url).await;
+    // Users and the patient, written through node A and beside node B: one
+    // directory and one store.
+    let TwoNodes {
+        a,
+        b,
+        dir_b,
+        state: beside_b,
+        nhs,
+        ..
+    } = two_nodes(tmp.path(), &url, 72, "INC-M1").await;
     assert_eq!(
         a.server_key, b.server_key,
         "one identity: devices pin one key"
-    );
-    let beside_b = beside(&dir_b, &url);
-
-    // Users and the patient, written through node A and beside node B: one
-    // directory and one store.
-    a.directory
-        .add_user(&common::nurse(), common::NURSE_PASSCODE)
-        .unwrap();
-    b.directory.add_user(&paramedic(), "sam-1357").unwrap();
-    let nhs = on_caseload(&a, &beside_b.store, 72, SharingChoice::CoreAndAdditional);
-    on_incident(
-        &b,
-        &beside_b.store,
-        72,
-        SharingChoice::CoreAndAdditional,
-        "INC-M1",
     );
     assert_eq!(nhs, test_nhs_number(72));
 

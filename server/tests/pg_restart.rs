@@ -10,12 +10,10 @@
 use std::time::{Duration, Instant};
 
 use scr_core::access::AccessRequest;
-use scr_core::record::SharingChoice;
 
 mod common;
-use common::device::{Device, paramedic, visit};
-use common::nodes::{beside, node, second_dir};
-use common::site::{on_caseload, on_incident};
+use common::device::{Device, visit};
+use common::nodes::{TwoNodes, two_nodes};
 
 /// Restarts the test cluster (`scripts/with-postgres` says where it is),
 /// as its owner: fast shutdown (every connection dropped), then start.
@@ -52,23 +50,9 @@ async fn postgresql_restarted_mid_traffic_loses_nothing_and_nodes_catch_up() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("node-a"), tmp.path().join("node-b"));
-    let a = node(&dir_a, &url).await;
-    second_dir(&dir_a, &dir_b);
-    let b = node(&dir_b, &url).await;
-    let state = beside(&dir_a, &url);
-    a.directory
-        .add_user(&common::nurse(), common::NURSE_PASSCODE)
-        .unwrap();
-    a.directory.add_user(&paramedic(), "sam-1357").unwrap();
-    let nhs = on_caseload(&a, &state.store, 74, SharingChoice::CoreAndAdditional);
-    on_incident(
-        &b,
-        &state.store,
-        74,
-        SharingChoice::CoreAndAdditional,
-        "INC-R1",
-    );
+    let TwoNodes {
+        a, b, state, nhs, ..
+    } = two_nodes(tmp.path(), &url, 74, "INC-R1").await;
     let mut nurse = Device::nurse(&a, tmp.path()).await;
     nurse.online().await;
     nurse.settle().await;

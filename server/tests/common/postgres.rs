@@ -29,28 +29,35 @@ pub fn fresh_database() -> Option<String> {
 /// Runs `sql` on the cluster at `url` as its superuser, on a thread and
 /// runtime of its own (callable from a test on a runtime or not).
 pub fn admin(url: &str, sql: &str) {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                client.batch_execute(&sql).await.unwrap();
-            });
-    })
-    .join()
-    .unwrap();
+    let sql = sql.to_owned();
+    on_cluster(url, |client| async move {
+        client.batch_execute(&sql).await.unwrap();
+    });
 }
 
 /// Every value the query returns (one `bytea` column), concatenated: what
 /// an attacker reading the database would see.
 pub fn bytes_of(url: &str, sql: &str) -> Vec<u8> {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
+    let sql = sql.to_owned();
+    on_cluster(url, |client| async move {
+        client
+            .query(&sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.get::<_, Vec<u8>>(0))
+            .collect()
+    })
+}
+
+/// `work` with a plain connection to `url`, on a thread and runtime of its
+/// own.
+fn on_cluster<T, F>(url: &str, work: impl FnOnce(tokio_postgres::Client) -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    let url = url.to_owned();
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -61,13 +68,7 @@ pub fn bytes_of(url: &str, sql: &str) -> Vec<u8> {
                     .await
                     .unwrap();
                 tokio::spawn(conn);
-                client
-                    .query(&sql, &[])
-                    .await
-                    .unwrap()
-                    .iter()
-                    .flat_map(|r| r.get::<_, Vec<u8>>(0))
-                    .collect()
+                work(client).await
             })
     })
     .join()
