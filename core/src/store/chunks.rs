@@ -153,13 +153,30 @@ impl Store {
             _ => ChunkRange::Range(&doc, &range),
         })?;
         let mut out = HashMap::with_capacity(rows.len());
+        // Each document's sealing key looked up once, not once a chunk (a
+        // round trip each on a remote backend).
+        let mut keys: HashMap<Ref, Arc<SecretKey>> = HashMap::new();
         for (key_ref, doc_ref, sealed) in rows {
             let key_ref: Ref = key_ref
                 .try_into()
                 .map_err(|_| StoreError::BadRow { table: TABLE })?;
             let (key, data) = match sealing {
                 Some(k) => open_sealed(k, &key_ref, &sealed)?,
-                None => self.open_chunk(conn, &doc_ref, &key_ref, &sealed)?,
+                None => {
+                    let doc_ref: Ref = doc_ref
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| StoreError::BadRow { table: TABLE })?;
+                    let k = match keys.get(&doc_ref) {
+                        Some(k) => k.clone(),
+                        None => {
+                            let k = self.chunk_sealing_key(conn, &doc_ref)?;
+                            keys.insert(doc_ref, k.clone());
+                            k
+                        }
+                    };
+                    open_sealed(&k, &key_ref, &sealed)?
+                }
             };
             if prefix.is_prefix_of(&key) {
                 out.insert(key, data);
