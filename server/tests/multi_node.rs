@@ -175,11 +175,7 @@ async fn a_trail_half_uploaded_to_a_killed_node_is_finished_on_another_each_even
     // Visits (each audited) every 40 ms; node A archives part of the trail.
     let visits = common::process::write_visits(tablet.engine.clone(), nhs);
     let key = tablet.keys.public();
-    let began = Instant::now();
-    while state.archive.counts_of(&key).unwrap().0 < 5 {
-        assert!(began.elapsed() < Duration::from_secs(30), "node A archives");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::process::until_archived(&state.archive, &key, 5).await;
     // Killed mid-traffic: no goodbye, no flush.
     node_a.child.kill().unwrap();
     node_a.child.wait().unwrap();

@@ -64,11 +64,7 @@ async fn postgresql_restarted_mid_traffic_loses_nothing_and_nodes_catch_up() {
 
     let visits = common::process::write_visits(nurse.engine.clone(), nhs);
     let key = nurse.keys.public();
-    let began = Instant::now();
-    while state.archive.counts_of(&key).unwrap().0 < 5 {
-        assert!(began.elapsed() < Duration::from_secs(30), "node A archives");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::process::until_archived(&state.archive, &key, 5).await;
     tokio::task::spawn_blocking(restart_postgres).await.unwrap();
     // Visits go on being written while the nodes reconnect.
     tokio::time::sleep(Duration::from_millis(1_500)).await;

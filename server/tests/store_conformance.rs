@@ -235,8 +235,9 @@ fn forgetting_a_record_leaves_nothing_of_it(n: Nodes) {
     assert!(n.b.has_record(&patient).unwrap());
 }
 
-fn two_nodes_updating_one_secret_lose_neither_update(n: Nodes) {
-    const EACH: usize = 25;
+/// `work` on each handle (numbered 0 and 1) at the same moment, each on a
+/// thread of its own, until both are done.
+fn on_both_at_once(n: &Nodes, work: impl Fn(usize, Store) + Send + Sync + Copy + 'static) {
     let start = Arc::new(Barrier::new(2));
     let writers: Vec<_> = [n.a.clone(), n.b.clone()]
         .into_iter()
@@ -245,23 +246,30 @@ fn two_nodes_updating_one_secret_lose_neither_update(n: Nodes) {
             let start = start.clone();
             std::thread::spawn(move || {
                 start.wait();
-                for i in 0..EACH {
-                    store
-                        .update_secret("shared-list", |old| {
-                            let mut list: Vec<String> = old
-                                .map(|b| serde_json::from_slice(b).unwrap())
-                                .unwrap_or_default();
-                            list.push(format!("{node}-{i}"));
-                            serde_json::to_vec(&list).unwrap()
-                        })
-                        .unwrap();
-                }
+                work(node, store);
             })
         })
         .collect();
     for w in writers {
         w.join().unwrap();
     }
+}
+
+fn two_nodes_updating_one_secret_lose_neither_update(n: Nodes) {
+    const EACH: usize = 25;
+    on_both_at_once(&n, move |node, store| {
+        for i in 0..EACH {
+            store
+                .update_secret("shared-list", |old| {
+                    let mut list: Vec<String> = old
+                        .map(|b| serde_json::from_slice(b).unwrap())
+                        .unwrap_or_default();
+                    list.push(format!("{node}-{i}"));
+                    serde_json::to_vec(&list).unwrap()
+                })
+                .unwrap();
+        }
+    });
     let list: Vec<String> =
         serde_json::from_slice(&n.a.secret("shared-list").unwrap().unwrap()).unwrap();
     assert_eq!(list.len(), 2 * EACH, "no update lost");
@@ -274,25 +282,13 @@ fn two_nodes_updating_one_secret_lose_neither_update(n: Nodes) {
 
 fn two_nodes_appending_audit_events_keep_one_unbroken_chain(n: Nodes) {
     const EACH: u64 = 20;
-    let start = Arc::new(Barrier::new(2));
-    let writers: Vec<_> = [n.a.clone(), n.b.clone()]
-        .into_iter()
-        .enumerate()
-        .map(|(node, store)| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                for i in 0..EACH {
-                    store
-                        .append_audit(draft(&format!("node-{node}-{i}")), "server", 1_000)
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.join().unwrap();
-    }
+    on_both_at_once(&n, move |node, store| {
+        for i in 0..EACH {
+            store
+                .append_audit(draft(&format!("node-{node}-{i}")), "server", 1_000)
+                .unwrap();
+        }
+    });
     assert_eq!(n.a.audit_queue_len().unwrap(), 2 * EACH);
     assert!(n.b.verify_audit_chain().unwrap().is_ok(), "one chain");
     let seqs: Vec<u64> =

@@ -107,6 +107,19 @@ pub fn write_visits(
     Visits { writer, written }
 }
 
+/// Waits (30 s at most) until the archive holds at least `n` of the
+/// device's events: part of its trail is uploaded.
+pub async fn until_archived(archive: &Archive, device: &[u8; 32], n: u64) {
+    let began = std::time::Instant::now();
+    while archive.counts_of(device).unwrap().0 < n {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(30),
+            "the node archives"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Stops the visits, lets the tablet settle with the server on
 /// `server_dir` (a minute at most), then checks that every visit written
 /// is on the server and the tablet's whole trail is archived once, in one
