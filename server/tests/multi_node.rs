@@ -5,6 +5,7 @@
 //! Skipped (saying so) with `SCR_SKIP_POSTGRES=1`.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scr_core::access::AccessRequest;
@@ -210,4 +211,65 @@ async fn a_trail_half_uploaded_to_a_killed_node_is_finished_on_another_each_even
     tablet.offline().await;
     node_b.child.kill().unwrap();
     node_b.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_racing_through_two_nodes_for_one_token_enroll_exactly_one() {
+    use scr_core::channel::{self, Hello, Purpose, StaticKeypair};
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let TwoNodes { a, b, .. } = two_nodes(tmp.path(), &url, 74, "INC-M3").await;
+    let nodes = [&a, &b];
+    for round in 0..4 {
+        let token = a
+            .directory
+            .create_enrollment_token(
+                "RX1",
+                scr_core::retention::DeviceClass::NurseTablet,
+                scr_core::clock::now_ms() + 60_000,
+            )
+            .unwrap();
+        // Six devices (three on each node) speak the protocol at once, each
+        // presenting the one token in its hello.
+        let keys: Vec<Arc<StaticKeypair>> = (0..6)
+            .map(|_| Arc::new(StaticKeypair::generate().unwrap()))
+            .collect();
+        let start = Arc::new(tokio::sync::Barrier::new(keys.len()));
+        let tries: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let node = nodes[i % 2];
+                let (addr, server_key) = (node.sync_addr, node.server_key);
+                let (k, token, start) = (k.clone(), token.clone(), start.clone());
+                tokio::spawn(async move {
+                    let ws = common::ws(addr).await;
+                    let hello = Hello::new(Purpose::Sync, Some(&token)).encode();
+                    start.wait().await;
+                    channel::connect(ws, &k, &server_key, &hello).await.is_ok()
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tries {
+            admitted += usize::from(t.await.unwrap());
+        }
+        // Each node asked about every device: one directory.
+        let enrolled = |node: &scr_server::serve::RunningServer| {
+            keys.iter()
+                .filter(|k| node.directory.device(&k.public()).unwrap().is_some())
+                .count()
+        };
+        assert_eq!(enrolled(&a), 1, "round {round}: one device enrolled");
+        assert_eq!(enrolled(&b), 1, "round {round}: as node B sees it");
+        assert!(
+            admitted <= 1,
+            "round {round}: {admitted} handshakes admitted"
+        );
+        eprintln!("round {round}: {admitted} admitted");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }

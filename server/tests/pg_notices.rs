@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use scr_core::retention::DeviceClass;
 use scr_server::directory::Directory;
+use scr_server::pg::store::PgStore;
+use scr_server::pg::written::DocNotice;
 use scr_server::pg::{Pg, PgConfig, listen};
 
 mod common;
@@ -30,6 +32,74 @@ fn enrolled_and_revoked(directory: &Directory, key: u8) {
         .unwrap();
     directory.enroll(&[key; 32], &token, 0, |_| true).unwrap();
     directory.revoke(&[key; 32]).unwrap();
+}
+
+/// A login role of its own for node A, which the test can shut out; the
+/// URL that connects as it.
+fn own_role(url: &str) -> (String, String) {
+    let mut raw = [0u8; 4];
+    getrandom::fill(&mut raw).unwrap();
+    let role: String = std::iter::once("node_a_".to_owned())
+        .chain(raw.iter().map(|b| format!("{b:02x}")))
+        .collect();
+    common::postgres::admin(url, &format!("CREATE ROLE {role} LOGIN SUPERUSER"));
+    let url_a = url.replacen("postgres@", &format!("{role}@"), 1);
+    (role, url_a)
+}
+
+/// `role`'s connections cut, and it cannot come back until [`let_back`].
+fn cut_off(url: &str, role: &str) {
+    common::postgres::admin(
+        url,
+        &format!(
+            "ALTER ROLE {role} NOLOGIN;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}';"
+        ),
+    );
+}
+
+fn let_back(url: &str, role: &str) {
+    common::postgres::admin(url, &format!("ALTER ROLE {role} LOGIN"));
+}
+
+/// Waits until the listener has tried (and failed) to come back twice
+/// since it had tried `before` times.
+fn retried(changes: &listen::Changes, before: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while changes.reconnects() < before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never retried"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the node heard of other nodes' document writes within `limit`.
+fn documents_heard(
+    told: &mut tokio::sync::mpsc::UnboundedReceiver<DocNotice>,
+    limit: Duration,
+) -> Vec<DocNotice> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut heard = Vec::new();
+    while std::time::Instant::now() < deadline {
+        while let Ok(notice) = told.try_recv() {
+            heard.push(notice);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    heard
+}
+
+fn other_node_store(url: &str) -> scr_core::Store {
+    use scr_core::crypto::{SecretKey, StaticKeyProvider};
+    let pg = common::postgres::connect(url);
+    let kek = StaticKeyProvider::new(SecretKey::from_bytes([9; 32]));
+    scr_core::Store::over(std::sync::Arc::new(PgStore::new(pg)), &kek).unwrap()
+}
+
+fn chunk(doc: &str, n: u8) -> scr_core::store::ChunkKey {
+    scr_core::store::ChunkKey::from_parts([doc, "incremental", &format!("{n:02x}")]).unwrap()
 }
 
 #[test]
@@ -57,14 +127,7 @@ fn a_notice_missed_while_listening_was_cut_is_caught_up() {
     let Some(url) = common::postgres::fresh_database() else {
         return;
     };
-    // Node A connects as a role of its own, which the test can shut out.
-    let mut raw = [0u8; 4];
-    getrandom::fill(&mut raw).unwrap();
-    let role: String = std::iter::once("node_a_".to_owned())
-        .chain(raw.iter().map(|b| format!("{b:02x}")))
-        .collect();
-    common::postgres::admin(&url, &format!("CREATE ROLE {role} LOGIN SUPERUSER"));
-    let url_a = url.replacen("postgres@", &format!("{role}@"), 1);
+    let (role, url_a) = own_role(&url);
     let node_a: Pg = common::postgres::connect(&url_a);
     let changes = listen::listen(&node_a, &PgConfig::new(&url_a));
     let mut heard = changes.watch();
@@ -72,33 +135,136 @@ fn a_notice_missed_while_listening_was_cut_is_caught_up() {
     heard.mark_unchanged();
 
     // Its connections cut, and it cannot come back yet.
-    common::postgres::admin(
-        &url,
-        &format!(
-            "ALTER ROLE {role} NOLOGIN;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}';"
-        ),
-    );
+    cut_off(&url, &role);
     let reconnects = changes.reconnects();
     let node_b = Directory::on_postgres(common::postgres::connect(&url));
     enrolled_and_revoked(&node_b, 2);
     // Its notice went out while node A could not hear it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while changes.reconnects() < reconnects + 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the listener never retried"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    retried(&changes, reconnects);
     let notices = changes.notices();
     heard.mark_unchanged();
 
-    common::postgres::admin(&url, &format!("ALTER ROLE {role} LOGIN"));
+    let_back(&url, &role);
     assert!(
         moved_within(&mut heard, Duration::from_secs(10)),
         "node A came back and never learned of the revocation it missed"
     );
     assert_eq!(changes.notices(), notices, "no notice: it was caught up");
     assert!(changes.caught_up() >= 1);
+}
+
+#[test]
+fn documents_another_node_wrote_while_listening_was_cut_are_read_from_the_last_number() {
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let (role, url_a) = own_role(&url);
+    let node_a: Pg = common::postgres::connect(&url_a);
+    let changes = listen::listen(&node_a, &PgConfig::new(&url_a));
+    let mut told = changes.take_documents().unwrap();
+    // At its first connection, the node counts from then on (and refreshes
+    // what it holds: nothing yet).
+    assert_eq!(
+        documents_heard(&mut told, Duration::from_millis(500)),
+        vec![DocNotice::Missed]
+    );
+    let node_b = other_node_store(&url);
+    node_b.put_chunk(&chunk("docA", 1), b"one").unwrap();
+    let heard = documents_heard(&mut told, Duration::from_secs(1));
+    assert_eq!(
+        heard,
+        vec![DocNotice::Written(vec![node_b.document_ref("docA")])],
+        "node A was told which document node B wrote"
+    );
+
+    // Node A's listening connection cut while node B writes two more.
+    cut_off(&url, &role);
+    retried(&changes, changes.reconnects());
+    node_b.put_chunk(&chunk("docB", 1), b"two").unwrap();
+    node_b.put_chunk(&chunk("docC", 1), b"three").unwrap();
+    let_back(&url, &role);
+    let heard = documents_heard(&mut told, Duration::from_secs(3));
+    let written: Vec<_> = heard
+        .iter()
+        .flat_map(|n| match n {
+            DocNotice::Written(refs) => refs.clone(),
+            DocNotice::Missed => panic!("caught up by number, not by refreshing everything"),
+        })
+        .collect();
+    assert_eq!(
+        written,
+        vec![node_b.document_ref("docB"), node_b.document_ref("docC")],
+        "the writes missed while cut off, in order, once each"
+    );
+}
+
+#[test]
+fn a_node_that_had_not_read_as_far_as_was_pruned_refreshes_everything() {
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let (role, url_a) = own_role(&url);
+    let node_a: Pg = common::postgres::connect(&url_a);
+    let changes = listen::listen(&node_a, &PgConfig::new(&url_a));
+    let mut told = changes.take_documents().unwrap();
+    documents_heard(&mut told, Duration::from_millis(500));
+    cut_off(&url, &role);
+    retried(&changes, changes.reconnects());
+    let node_b = other_node_store(&url);
+    node_b.put_chunk(&chunk("docA", 1), b"one").unwrap();
+    // Pruned as old (as `pg::written::prune` does after ten minutes).
+    common::postgres::admin(
+        &url,
+        "WITH gone AS (DELETE FROM store_written RETURNING seq)
+         UPDATE store_written_marks SET seq = (SELECT max(seq) FROM gone) WHERE mark = 'pruned'",
+    );
+    let_back(&url, &role);
+    assert_eq!(
+        documents_heard(&mut told, Duration::from_secs(3)),
+        vec![DocNotice::Missed],
+        "what was pruned unread is caught up by refreshing everything held"
+    );
+}
+
+#[test]
+fn documents_written_by_several_writers_at_once_are_each_told() {
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let node_a: Pg = common::postgres::connect(&url);
+    let changes = listen::listen(&node_a, &PgConfig::new(&url));
+    let mut told = changes.take_documents().unwrap();
+    documents_heard(&mut told, Duration::from_millis(500));
+    // Four writers (two nodes' handles each) commit at once: a reader that
+    // skipped a number still to commit would never tell its document.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let store = other_node_store(&url);
+                (0..40)
+                    .map(|i| {
+                        let doc = format!("doc-{w}-{i}");
+                        store.put_chunk(&chunk(&doc, 1), b"x").unwrap();
+                        store.document_ref(&doc)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut written: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let mut heard: Vec<_> = documents_heard(&mut told, Duration::from_secs(2))
+        .into_iter()
+        .flat_map(|n| match n {
+            DocNotice::Written(refs) => refs,
+            DocNotice::Missed => panic!("nothing was missed"),
+        })
+        .collect();
+    written.sort_unstable();
+    heard.sort_unstable();
+    assert_eq!(heard.len(), 160);
+    assert_eq!(heard, written, "each write told once");
 }

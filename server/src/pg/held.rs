@@ -264,18 +264,8 @@ impl Held {
         let mut docs = self.docs.take();
         docs.sort_unstable();
         docs.dedup();
-        // A notice carries at most 8000 bytes: 200 documents each. Only
-        // hex digits and the node's (hex) name: nothing to quote.
-        for some in docs.chunks(200) {
-            let refs: Vec<String> = some
-                .iter()
-                .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
-                .collect();
-            let node: String = node.chars().filter(char::is_ascii_hexdigit).collect();
-            sql.push_str(&format!(
-                "SELECT pg_notify('scr_docs', '{node} {}'); ",
-                refs.join(",")
-            ));
+        if !docs.is_empty() {
+            sql.push_str(&super::written::record_sql(node, &docs));
         }
         sql.push_str("COMMIT");
         self.end(Some(sql))

@@ -7,11 +7,11 @@
 //! moves `Changes` if any moved meanwhile: a dropped connection loses
 //! nothing, it only delays.
 //!
-//! Document writes are told on `scr_docs` with the writing node's name and
-//! the documents' keyed hashes (`pg::store`); each node hears which
-//! documents other nodes wrote ([`DocNotice::Written`]). They are not
-//! counted, so a reconnection says [`DocNotice::Missed`]: refresh every
-//! document held.
+//! Document writes are numbered instead (`pg::written`): a notice on
+//! `scr_docs` only wakes the node, which reads the documents other nodes
+//! wrote after the last number it read ([`DocNotice::Written`]), so
+//! notices arriving together cost one read, and one sent by anybody else
+//! tells nothing. A reconnection reads from that number too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use super::written::DocNotice;
 use super::{Pg, PgConfig};
 
 /// The channel every notice goes on.
@@ -34,16 +35,6 @@ const RECHECK: Duration = Duration::from_secs(30);
 /// counter (see `change_counters`).
 pub fn notify_sql(concern: &str) -> String {
     format!("SELECT pg_notify('{CHANNEL}', '{concern}')")
-}
-
-/// What a node heard of other nodes' document writes.
-#[derive(Debug, PartialEq, Eq)]
-pub enum DocNotice {
-    /// These documents (by keyed hash) were written by another node.
-    Written(Vec<scr_core::crypto::Ref>),
-    /// Notices may have been missed (the listening connection was made
-    /// again): any document may have been written.
-    Missed,
 }
 
 /// What a node has heard of other nodes' writes.
@@ -102,10 +93,18 @@ pub fn listen(pg: &Pg, config: &PgConfig) -> Changes {
     let me: Arc<str> = pg.node.clone();
     pg.runtime.spawn(async move {
         let mut last: Option<HashMap<String, i64>> = None;
+        let mut written: Option<i64> = None;
         let mut delay = Duration::from_millis(100);
         let told = Told { tx, docs, me };
         loop {
-            let heard = listen_once(&config, &seen, &told, &counters_of, &mut last).await;
+            let heard = listen_once(
+                &config,
+                &seen,
+                &told,
+                &counters_of,
+                (&mut last, &mut written),
+            )
+            .await;
             if heard {
                 delay = Duration::from_millis(100);
             }
@@ -129,29 +128,6 @@ struct Told {
     me: Arc<str>,
 }
 
-/// The documents another node's notice names; `None` for this node's own
-/// or an unreadable notice.
-fn written_by_others(payload: &str, me: &str) -> Option<Vec<scr_core::crypto::Ref>> {
-    let (node, refs) = payload.split_once(' ')?;
-    if node == me {
-        return None;
-    }
-    let refs: Vec<scr_core::crypto::Ref> = refs
-        .split(',')
-        .filter_map(|hex| {
-            let bytes: Vec<u8> = (0..hex.len())
-                .step_by(2)
-                .map(|i| {
-                    hex.get(i..i + 2)
-                        .and_then(|b| u8::from_str_radix(b, 16).ok())
-                })
-                .collect::<Option<_>>()?;
-            bytes.try_into().ok()
-        })
-        .collect();
-    (!refs.is_empty()).then_some(refs)
-}
-
 /// One listening connection, until it drops. Returns whether it got as
 /// far as listening.
 async fn listen_once(
@@ -159,7 +135,7 @@ async fn listen_once(
     pool: &deadpool_postgres::Pool,
     told: &Told,
     stats: &Stats,
-    last: &mut Option<HashMap<String, i64>>,
+    (last, written): (&mut Option<HashMap<String, i64>>, &mut Option<i64>),
 ) -> bool {
     let tx = &told.tx;
     let Ok(mut cfg) = config.url.parse::<tokio_postgres::Config>() else {
@@ -175,7 +151,8 @@ async fn listen_once(
         return false;
     };
     let (notes, mut heard) = tokio::sync::mpsc::unbounded_channel();
-    let (docs, me) = (told.docs.clone(), told.me.clone());
+    let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
+    let me = told.me.clone();
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(Ok(message)) = messages.next().await {
@@ -184,10 +161,8 @@ async fn listen_once(
             };
             if n.channel() == CHANNEL {
                 let _ = notes.send(());
-            } else if n.channel() == super::store::DOCS_CHANNEL
-                && let Some(refs) = written_by_others(n.payload(), &me)
-            {
-                let _ = docs.send(DocNotice::Written(refs));
+            } else if n.channel() == super::written::DOCS_CHANNEL && n.payload() != &*me {
+                let _ = wake.send(());
             }
         }
     });
@@ -195,7 +170,7 @@ async fn listen_once(
         STARTUP,
         client.batch_execute(&format!(
             "LISTEN {CHANNEL}; LISTEN {}",
-            super::store::DOCS_CHANNEL
+            super::written::DOCS_CHANNEL
         )),
     )
     .await;
@@ -203,11 +178,9 @@ async fn listen_once(
         driver.abort();
         return false;
     }
-    // Listening from here: whatever committed before is in the counters,
-    // and document writes whose notices were missed are somewhere.
-    if last.is_some() {
-        let _ = told.docs.send(DocNotice::Missed);
-    }
+    // Listening from here: whatever committed before is in the counters
+    // and the written rows.
+    let _ = super::written::follow(pool, &told.me, &told.docs, written).await;
     match counters(pool).await {
         Ok(now) => {
             if last.as_ref().is_some_and(|seen| *seen != now) {
@@ -231,16 +204,29 @@ async fn listen_once(
                 if note.is_none() {
                     break;
                 }
+                // Notices arriving together are one change to follow (a
+                // flood, from whoever may send them, costs one read).
+                while heard.try_recv().is_ok() {}
                 stats.notices.fetch_add(1, Ordering::Relaxed);
                 tx.send_modify(|n| *n += 1);
                 if let Ok(now) = counters(pool).await {
                     *last = Some(now);
                 }
             }
-            // A backstop: the counters read now and then, so a notice lost
-            // on a connection that has not yet noticed it is dead delays a
-            // change by this much at most.
+            woke = woken.recv() => {
+                if woke.is_none() {
+                    break;
+                }
+                // Every wake-up waiting is answered by this one read.
+                while woken.try_recv().is_ok() {}
+                let _ = super::written::follow(pool, &told.me, &told.docs, written).await;
+            }
+            // A backstop: the counters and the written rows read now and
+            // then, so a notice lost on a connection that has not yet
+            // noticed it is dead delays a change by this much at most.
             _ = check.tick() => {
+                let _ = super::written::follow(pool, &told.me, &told.docs, written).await;
+                let _ = super::written::prune(pool).await;
                 if let Ok(now) = counters(pool).await {
                     if last.as_ref().is_some_and(|seen| *seen != now) {
                         stats.caught_up.fetch_add(1, Ordering::Relaxed);
@@ -265,21 +251,4 @@ async fn counters(pool: &deadpool_postgres::Pool) -> Result<HashMap<String, i64>
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::written_by_others;
-
-    #[test]
-    fn a_notice_names_another_nodes_documents_and_not_our_own() {
-        let a = "00112233445566778899aabbccddeeff";
-        let b = "ffeeddccbbaa99887766554433221100";
-        let refs = written_by_others(&format!("node2 {a},{b}"), "node1").unwrap();
-        assert_eq!(refs.len(), 2);
-        assert_eq!(refs[0][1], 0x11);
-        assert_eq!(written_by_others(&format!("node1 {a}"), "node1"), None);
-        assert_eq!(written_by_others("node2 zz,1", "node1"), None);
-        assert_eq!(written_by_others("no-space", "node1"), None);
-    }
 }

@@ -15,6 +15,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 mod held;
 pub mod listen;
 pub mod store;
+pub mod written;
 
 /// Schema migrations, applied in order, each once, under an advisory lock
 /// (two nodes starting together do not both apply one).
@@ -22,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0001_directory.sql"),
     include_str!("0002_archive.sql"),
     include_str!("0003_store.sql"),
+    include_str!("0004_written.sql"),
 ];
 
 /// The advisory lock key the migrations take (any fixed number).

@@ -21,10 +21,10 @@
 //!   relationship: what share decisions read) bumps the `store` counter
 //!   and notifies `scr_changes`, as the directory's writes do; the
 //!   server's own audit chain does not (no node keeps it in memory);
-//! - a write of a document's chunks notifies `scr_docs` with the writing
-//!   node's name and the documents' keyed hashes, so each node refreshes
-//!   just those documents (`pg::listen`). Not counted: a node whose
-//!   listening connection dropped refreshes every document it holds.
+//! - a write of a document's chunks records the documents' keyed hashes
+//!   under the next number and wakes the other nodes on `scr_docs`
+//!   (`pg::written`), so each node refreshes just those documents, and a
+//!   node whose listening connection dropped reads on from its number.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -36,9 +36,6 @@ use tokio::sync::mpsc;
 
 use super::Pg;
 use super::held::{Held, b, hold, p, r, store_error};
-
-/// The channel a document's chunk writes are told on.
-pub const DOCS_CHANNEL: &str = "scr_docs";
 
 /// The store's rows on a PostgreSQL pool.
 #[derive(Clone, Debug)]

@@ -103,18 +103,18 @@ pub(super) async fn watch_for_changes(
 /// samod, or in the catalogue's index and watchers) is merged from the
 /// store into samod's copy, so connected devices get the change through
 /// samod, and the devices the catalogue told it was in step are told to
-/// ask again. Notices that may have been missed (the listening
-/// connection was made again) refresh everything held, as an admin
-/// command's write does on one node. Share decisions are made again after
+/// ask again. Writes that may have been missed (a node that had not read
+/// as far as was pruned, or its first reading) refresh everything held,
+/// as an admin command's write does on one node. Share decisions are made again after
 /// any refresh that changed something (a choice may have changed).
 pub(super) async fn follow_other_nodes(
     mut stopped: watch::Receiver<bool>,
-    mut notices: tokio::sync::mpsc::UnboundedReceiver<crate::pg::listen::DocNotice>,
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<crate::pg::written::DocNotice>,
     (store, storage, repo): (Store, SamodStorage, samod::Repo),
     catalogue: Arc<crate::catalogue::Catalogue>,
     epoch: crate::policy::Epoch,
 ) {
-    use crate::pg::listen::DocNotice;
+    use crate::pg::written::DocNotice;
     let mut batch = Vec::new();
     loop {
         tokio::select! {
