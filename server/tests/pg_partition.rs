@@ -346,3 +346,67 @@ fn issued_nothing() -> Issued {
         users_revoked_at: Default::default(),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_refused_while_cut_off_is_stored_once_back_and_nothing_it_replaces_is_deleted() {
+    use samod::storage::Storage;
+    use scr_core::store::{ChunkKey, SamodStorage};
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let (cluster, proxy, via) = behind_proxy(&url).await;
+    let kek = scr_core::crypto::StaticKeyProvider::new(SecretKey::from_bytes([5; 32]));
+    let pg = common::postgres::connect(&via);
+    let store = scr_core::Store::over(
+        std::sync::Arc::new(scr_server::pg::store::PgStore::new(pg)),
+        &kek,
+    )
+    .unwrap();
+    let storage = SamodStorage::new(store.clone());
+    let key = |parts: [&str; 3]| ChunkKey::from_parts(parts).unwrap();
+    let (old, whole) = (
+        key(["docA", "incremental", "01"]),
+        key(["docA", "snapshot", "02"]),
+    );
+    storage.put(old.clone(), b"a change".to_vec()).await;
+    assert_eq!(storage.unsaved(), 0);
+
+    // Cut off: samod compacts the document into a snapshot, which the
+    // store refuses (samod is not told: its trait has no error).
+    proxy.point_at(dead_port());
+    proxy.cut();
+    storage
+        .put(whole.clone(), b"the whole document".to_vec())
+        .await;
+    assert_eq!(storage.unsaved(), 1, "the refused chunk is kept");
+
+    // Back; samod deletes the change its snapshot replaces before the
+    // snapshot is stored: the change stays.
+    proxy.point_at(cluster);
+    let began = Instant::now();
+    while store.data_version().is_err() {
+        assert!(began.elapsed() < Duration::from_secs(30), "never back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    storage.delete(old.clone()).await;
+    assert_eq!(
+        store.load_chunk(&old).unwrap().as_deref(),
+        Some(&b"a change"[..]),
+        "nothing of a document with an unsaved chunk is deleted"
+    );
+
+    // The node stores what was refused (its store watch does, once the
+    // store answers): then the document may lose what it replaces.
+    let s = storage.clone();
+    let saved = tokio::task::spawn_blocking(move || s.save_unsaved())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((saved, storage.unsaved()), (1, 0));
+    assert_eq!(
+        store.load_chunk(&whole).unwrap().as_deref(),
+        Some(&b"the whole document"[..])
+    );
+    storage.delete(old.clone()).await;
+    assert_eq!(store.load_chunk(&old).unwrap(), None);
+}

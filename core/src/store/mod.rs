@@ -23,6 +23,7 @@ pub mod rows;
 mod samod_storage;
 mod schema;
 mod sqlite_rows;
+mod unsaved;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -2,9 +2,11 @@
 //! sync layer) persists straight into it.
 //!
 //! samod's trait has no error channel: a failed load reads as absent and a
-//! failed put is dropped. We log the failure's kind (never data) and count
-//! it, so the sync layer can surface a storage fault; the typed-error API on
-//! [`Store`] is what the engine's own writes use.
+//! failed put would be dropped. We log the failure's kind (never data) and
+//! count it, so the sync layer can surface a storage fault, and keep a
+//! refused chunk until the store takes it (`unsaved`:
+//! [`SamodStorage::save_unsaved`]); the typed-error API on [`Store`] is
+//! what the engine's own writes use.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use samod::storage::{Storage, StorageKey};
 
+use super::unsaved::Unsaved;
 use super::{Store, StoreError};
 
 #[derive(Clone)]
@@ -25,6 +28,8 @@ pub struct SamodStorage {
     written: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Told of every document written, as soon as the write is stored.
     on_write: Arc<std::sync::OnceLock<WriteHook>>,
+    /// Chunks the store refused, until it takes them.
+    unsaved: Arc<std::sync::Mutex<Unsaved>>,
 }
 
 /// What [`SamodStorage::on_write`] calls with each written document's id.
@@ -39,6 +44,51 @@ impl SamodStorage {
             seen: Arc::default(),
             written: Arc::default(),
             on_write: Arc::default(),
+            unsaved: Arc::default(),
+        }
+    }
+
+    /// Chunks the store refused and this adapter still keeps, to store.
+    pub fn unsaved(&self) -> usize {
+        self.unsaved.lock().map_or(0, |u| u.len())
+    }
+
+    /// Stores the chunks the store refused (blocking: call it off the
+    /// async runtime), stopping at the first refusal. How many were
+    /// stored.
+    pub fn save_unsaved(&self) -> Result<usize, StoreError> {
+        let all = self.unsaved.lock().map_err(|_| StoreError::Poisoned)?.all();
+        let mut saved = 0;
+        for (key, data) in all {
+            self.store.put_chunk(&key, &data)?;
+            self.stored(&key);
+            saved += 1;
+        }
+        if saved > 0 {
+            tracing::info!(chunks = saved, "chunks the store had refused are stored");
+        }
+        Ok(saved)
+    }
+
+    /// A chunk put is stored: no longer unsaved, and its document written.
+    fn stored(&self, key: &StorageKey) {
+        if let Ok(mut u) = self.unsaved.lock() {
+            u.forget(key);
+        }
+        let doc = key.into_iter().next().map(|d| d.to_string());
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.wrote(doc.as_deref());
+        if let (Some(doc), Ok(mut w)) = (doc, self.written.lock()) {
+            w.insert(doc);
+        }
+    }
+
+    /// A put the store refused: kept until it takes it.
+    fn refused(&self, key: StorageKey, data: Vec<u8>, e: &StoreError) {
+        self.failed("put", e);
+        let kept = self.unsaved.lock().is_ok_and(|mut u| u.keep(key, data));
+        if !kept {
+            tracing::error!("a refused chunk could not be kept to store later");
         }
     }
 
@@ -150,19 +200,17 @@ impl Storage for SamodStorage {
 
     fn put(&self, key: StorageKey, data: Vec<u8>) -> impl Future<Output = ()> + Send {
         self.saw(&key);
-        let doc = (&key).into_iter().next().map(|d| d.to_string());
         let this = self.clone();
         async move {
             let store = this.store.clone();
-            match off_runtime(move || store.put_chunk(&key, &data)).await {
-                Some(Ok(())) => {
-                    this.writes.fetch_add(1, Ordering::Relaxed);
-                    this.wrote(doc.as_deref());
-                    if let (Some(doc), Ok(mut w)) = (doc, this.written.lock()) {
-                        w.insert(doc);
-                    }
-                }
-                Some(Err(e)) => this.failed("put", &e),
+            let put = off_runtime(move || {
+                let outcome = store.put_chunk(&key, &data);
+                (outcome, key, data)
+            })
+            .await;
+            match put {
+                Some((Ok(()), key, _)) => this.stored(&key),
+                Some((Err(e), key, data)) => this.refused(key, data, &e),
                 None => this.failed("put", &StoreError::Poisoned),
             }
         }
@@ -171,7 +219,18 @@ impl Storage for SamodStorage {
     fn delete(&self, key: StorageKey) -> impl Future<Output = ()> + Send {
         let doc = (&key).into_iter().next().map(|d| d.to_string());
         let this = self.clone();
+        // samod deletes what a newer chunk replaces. While a chunk of the
+        // document is still unsaved, the newer one may be it: nothing of
+        // the document is deleted (a key samod itself no longer wants is
+        // dropped from the unsaved).
+        let unsaved_left = self.unsaved.lock().map_or(true, |mut u| {
+            u.forget(&key);
+            doc.as_deref().is_some_and(|d| u.holds_document(d))
+        });
         async move {
+            if unsaved_left {
+                return;
+            }
             let store = this.store.clone();
             match off_runtime(move || store.delete_chunk(&key)).await {
                 Some(Ok(())) => {

@@ -53,22 +53,8 @@ pub(super) struct Driver {
     /// The holdings notice moved since the last catalogue was asked.
     pub notice_moved: Arc<std::sync::atomic::AtomicBool>,
     /// What [`Driver::unstick`] keeps between passes.
-    pub stuck: Mutex<Stuck>,
+    pub stuck: Mutex<super::unstick::Stuck<crate::channel::Session>>,
 }
-
-/// The documents whose sync waited out in the last pass, on which
-/// session; and when a session was last ended for it, and how long to
-/// wait before ending another.
-#[derive(Default)]
-pub(super) struct Stuck {
-    last: Option<(std::sync::Weak<crate::channel::Session>, HashSet<String>)>,
-    ended: Option<(Instant, Duration)>,
-}
-
-/// The first wait between two sessions ended as stuck, doubled each time
-/// up to the last.
-const UNSTICK_BACKOFF: (Duration, Duration) =
-    (Duration::from_secs(60), Duration::from_secs(30 * 60));
 
 /// Runs blocking engine work (SQLite, decryption) off the async runtime.
 pub(super) async fn blocking<T: Send + 'static>(
@@ -400,46 +386,20 @@ impl Driver {
         Ok(summary)
     }
 
-    /// A safety net for a sync state that cannot move on: Automerge's sync
-    /// leaves out every change it believes it already sent on a connection,
-    /// so a message lost without the connection ending (a gate on either
-    /// side dropping it) is never sent again on it, and the document stays
-    /// out of step for as long as the session lives (a resumed session
-    /// keeps it). When one document's wait runs out in two passes in a row
-    /// on one session, the session is ended: the next pass runs on a fresh
-    /// one, whose sync states start afresh and offer what the other side
-    /// lacks. At once the first time; then a minute at least before the
-    /// next, doubling to half an hour, so a link too slow for the wait (or
-    /// a document a server keeps refusing) does not end session after
-    /// session.
+    /// A safety net for a sync state that cannot move on: the session is
+    /// ended when one document's wait ran out in two passes in a row on
+    /// it (the rule and its backoff: `sync::unstick`).
     fn unstick(&self, waited_out: HashSet<String>) {
         let Some(session) = self.asking_session() else {
             return;
         };
-        let Ok(mut stuck) = self.stuck.lock() else {
-            return;
-        };
-        if waited_out.is_empty() {
-            stuck.last = None;
-            return;
-        }
-        let again = stuck.last.as_ref().is_some_and(|(s, docs)| {
-            s.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &session))
-                && docs.intersection(&waited_out).next().is_some()
-        });
-        let waited_enough = stuck.ended.is_none_or(|(at, wait)| at.elapsed() >= wait);
-        if again && waited_enough {
-            // Doubled after a recent one; afresh after a quiet half hour.
-            let wait = match stuck.ended {
-                Some((at, w)) if at.elapsed() < UNSTICK_BACKOFF.1 => (w * 2).min(UNSTICK_BACKOFF.1),
-                _ => UNSTICK_BACKOFF.0,
-            };
+        let end = self
+            .stuck
+            .lock()
+            .is_ok_and(|mut stuck| stuck.end_session(&session, waited_out, Instant::now()));
+        if end {
             tracing::warn!("a document stayed out of step: a fresh sync session");
-            stuck.last = None;
-            stuck.ended = Some((Instant::now(), wait));
             session.end();
-        } else {
-            stuck.last = Some((Arc::downgrade(&session), waited_out));
         }
     }
 

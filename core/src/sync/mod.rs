@@ -23,6 +23,7 @@ mod rebuild;
 mod received;
 mod request;
 mod storage;
+mod unstick;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -41,6 +41,7 @@ impl Sources {
             store_write_micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             devices: self.directory.active_device_count().unwrap_or(-1),
             storage_failures: self.storage.failures(),
+            storage_unsaved: i64::try_from(self.storage.unsaved()).unwrap_or(i64::MAX),
             storage_writes: self.storage.writes(),
             audit_backlog: self.store.audit_queue_len().unwrap_or(0),
             audit_devices_overdue: self

@@ -68,6 +68,9 @@ pub struct Metrics {
 pub struct Gauges {
     pub devices: i64,
     pub storage_failures: u64,
+    /// Chunks samod asked to store that the store refused, kept in memory
+    /// until it takes them.
+    pub storage_unsaved: i64,
     /// Successful puts and deletes of samod's storage.
     pub storage_writes: u64,
     pub audit_backlog: u64,
@@ -301,6 +304,12 @@ impl Collector for Observed {
             "Writes of samod's storage that failed",
             g.storage_failures,
         )?;
+        Self::gauge(
+            &mut e,
+            "scr_storage_unsaved",
+            "Chunks the store refused, kept in memory until it takes them",
+            g.storage_unsaved,
+        )?;
         Self::counter(
             &mut e,
             "scr_storage_writes",
@@ -354,6 +363,7 @@ mod tests {
         let text = m.render(&Gauges {
             devices: 2,
             storage_failures: 1,
+            storage_unsaved: 6,
             storage_writes: 5,
             audit_backlog: 4,
             audit_devices_overdue: 0,
@@ -370,6 +380,8 @@ mod tests {
             "scr_enrolled_devices 2",
             "scr_storage_failures_total 1",
             "scr_storage_writes_total 5",
+            "# TYPE scr_storage_unsaved gauge",
+            "scr_storage_unsaved 6",
             "scr_audit_backlog 4",
             "scr_audit_devices_overdue 0",
             "scr_sync_sessions_open 0",
@@ -385,6 +397,6 @@ mod tests {
                 "{line}: {text}"
             );
         }
-        assert_eq!(text.matches("# TYPE").count(), 31, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 32, "{text}");
     }
 }

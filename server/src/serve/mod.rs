@@ -100,6 +100,8 @@ pub struct RunningServer {
     /// The accept loop: it has returned before the wait for connections.
     accepting: JoinHandle<()>,
     sent: crate::sent_log::SentLog,
+    /// samod's storage: what the store refused is stored at the end.
+    storage: SamodStorage,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -133,7 +135,8 @@ impl RunningServer {
     /// fresh one, wherever its address leads now); connections in flight
     /// (an audit upload being archived and acknowledged, a login, a
     /// merge) finish, for `drain` at most; then samod stores what it
-    /// holds and the background tasks stop.
+    /// holds (and what the store refused earlier is tried once more) and
+    /// the background tasks stop.
     pub async fn shutdown_within(self, drain: std::time::Duration) -> Drained {
         self.metrics
             .draining
@@ -154,6 +157,17 @@ impl RunningServer {
             let _ = t.await;
         }
         self.repo.stop().await;
+        // What the store refused, a last time (lost with the process).
+        if self.storage.unsaved() > 0 {
+            let storage = self.storage.clone();
+            let _ = tokio::task::spawn_blocking(move || storage.save_unsaved()).await;
+            if self.storage.unsaved() > 0 {
+                tracing::error!(
+                    chunks = self.storage.unsaved(),
+                    "stopping with chunks the store refused: their devices send them again"
+                );
+            }
+        }
         // What was sent to devices up to the last moment is in the log (a
         // moment more if the drain used up its time).
         let flush_by =
@@ -296,7 +310,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         let ending = sessions.clone();
         tokio::spawn(store_health::watch(
             stopped.clone(),
-            shared.store.clone(),
+            (shared.store.clone(), storage.clone()),
             shared.store_health.clone(),
             move || {
                 ending.say_goodbye_to_all();
@@ -315,7 +329,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         health::Sources {
             directory: directory.clone(),
             metrics: metrics.clone(),
-            storage,
+            storage: storage.clone(),
             store: audit_store,
             archive: archive.clone(),
             overdue_after: config.audit_overdue_after,
@@ -337,6 +351,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         connections,
         accepting: sync_task,
         sent: sent_log,
+        storage,
         tasks: [health_task, watcher, trail_task, notice_task, health_watch]
             .into_iter()
             .chain(follower)

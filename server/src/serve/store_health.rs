@@ -5,13 +5,16 @@
 //! every sync session is ended
 //! with a goodbye (its device reconnects, to another node if the load
 //! balancer sees this one not ready), no new one is opened, and no sync
-//! message reaches samod. It clears by itself once the store answers.
+//! message reaches samod. It clears by itself once the store answers, and
+//! then stores first the chunks samod asked for and the store refused
+//! (`SamodStorage::save_unsaved`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use scr_core::Store;
+use scr_core::store::SamodStorage;
 use tokio::sync::watch;
 
 /// How often the store is probed, and how long a probe may take.
@@ -45,7 +48,7 @@ impl StoreHealth {
 /// answering (the node ends its sessions).
 pub(super) async fn watch(
     mut stopped: watch::Receiver<bool>,
-    store: Store,
+    (store, storage): (Store, SamodStorage),
     health: StoreHealth,
     lost: impl Fn(),
 ) {
@@ -64,6 +67,12 @@ pub(super) async fn watch(
                     lost();
                 } else if !was && reachable {
                     tracing::info!("the store answers again");
+                }
+                if reachable && storage.unsaved() > 0 {
+                    let st = storage.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.save_unsaved()).await {
+                        tracing::warn!(error = %e, "refused chunks could not be stored yet");
+                    }
                 }
             }
         }

@@ -1,0 +1,94 @@
+//! What samod asked the store to keep and the store refused (a lost
+//! database, a full disk). samod's storage trait has no error channel: it
+//! carries on as if the chunk were stored, answers devices that it holds
+//! the change, and, after compacting, deletes the chunks the lost one was
+//! to replace. So a refused chunk is kept here, in memory, until the store
+//! takes it ([`super::SamodStorage::save_unsaved`]), and no chunk of its
+//! document is deleted meanwhile: an extra chunk costs a merge at load, a
+//! missing one loses a change.
+
+use std::collections::HashMap;
+
+use super::ChunkKey;
+
+/// At most this many bytes are kept: a node cut off from its store ends
+/// its sessions within a second, so far less arrives.
+const CAP: usize = 64 << 20;
+
+#[derive(Default)]
+pub(crate) struct Unsaved {
+    chunks: HashMap<ChunkKey, Vec<u8>>,
+    bytes: usize,
+}
+
+impl Unsaved {
+    /// Keeps a refused chunk; `false` if there is no room left for it.
+    pub(crate) fn keep(&mut self, key: ChunkKey, data: Vec<u8>) -> bool {
+        let replaced = self.chunks.get(&key).map_or(0, Vec::len);
+        if self.bytes - replaced + data.len() > CAP {
+            return false;
+        }
+        self.bytes = self.bytes - replaced + data.len();
+        self.chunks.insert(key, data);
+        true
+    }
+
+    /// The chunk was stored (or samod no longer wants it).
+    pub(crate) fn forget(&mut self, key: &ChunkKey) {
+        if let Some(data) = self.chunks.remove(key) {
+            self.bytes -= data.len();
+        }
+    }
+
+    /// Whether a chunk of `doc` is still to be stored.
+    pub(crate) fn holds_document(&self, doc: &str) -> bool {
+        self.chunks
+            .keys()
+            .any(|k| k.into_iter().next().is_some_and(|d| d.as_str() == doc))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// A copy of what is kept, to store.
+    pub(crate) fn all(&self) -> Vec<(ChunkKey, Vec<u8>)> {
+        self.chunks
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(parts: &[&str]) -> ChunkKey {
+        ChunkKey::from_parts(parts.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn a_kept_chunk_holds_its_document_until_forgotten() {
+        let mut u = Unsaved::default();
+        assert!(u.keep(key(&["docA", "incremental", "01"]), vec![1; 10]));
+        assert!(u.keep(key(&["docA", "snapshot", "02"]), vec![2; 10]));
+        assert!(u.holds_document("docA"));
+        assert!(!u.holds_document("docB"));
+        u.forget(&key(&["docA", "incremental", "01"]));
+        assert!(u.holds_document("docA"));
+        u.forget(&key(&["docA", "snapshot", "02"]));
+        assert!(!u.holds_document("docA"));
+        assert_eq!((u.len(), u.bytes), (0, 0));
+    }
+
+    #[test]
+    fn what_does_not_fit_is_not_kept() {
+        let mut u = Unsaved::default();
+        assert!(u.keep(key(&["a", "snapshot", "1"]), vec![0; CAP - 1]));
+        assert!(!u.keep(key(&["b", "snapshot", "1"]), vec![0; 2]));
+        // The same key again replaces, and fits.
+        assert!(u.keep(key(&["a", "snapshot", "1"]), vec![0; CAP]));
+        assert_eq!(u.len(), 1);
+    }
+}
