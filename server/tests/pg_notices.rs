@@ -91,6 +91,41 @@ fn documents_heard(
     heard
 }
 
+/// The documents `heard` says were written, in order (being told to
+/// refresh everything instead fails the test, saying `why`).
+fn documents_in(heard: Vec<DocNotice>, why: &str) -> Vec<scr_core::crypto::Ref> {
+    heard
+        .into_iter()
+        .flat_map(|n| match n {
+            DocNotice::Written(refs) => refs,
+            DocNotice::Missed => panic!("{why}"),
+        })
+        .collect()
+}
+
+/// Node A, listening as a role of its own (which the test can shut out),
+/// and what it hears of other nodes' document writes.
+struct Listening {
+    role: String,
+    changes: listen::Changes,
+    told: tokio::sync::mpsc::UnboundedReceiver<DocNotice>,
+    /// Its pool and runtime: the listener runs on them.
+    _node: Pg,
+}
+
+fn listening_as_own_role(url: &str) -> Listening {
+    let (role, url_a) = own_role(url);
+    let node: Pg = common::postgres::connect(&url_a);
+    let changes = listen::listen(&node, &PgConfig::new(&url_a));
+    let told = changes.take_documents().unwrap();
+    Listening {
+        role,
+        changes,
+        told,
+        _node: node,
+    }
+}
+
 fn other_node_store(url: &str) -> scr_core::Store {
     use scr_core::crypto::{SecretKey, StaticKeyProvider};
     let pg = common::postgres::connect(url);
@@ -158,10 +193,12 @@ fn documents_another_node_wrote_while_listening_was_cut_are_read_from_the_last_n
     let Some(url) = common::postgres::fresh_database() else {
         return;
     };
-    let (role, url_a) = own_role(&url);
-    let node_a: Pg = common::postgres::connect(&url_a);
-    let changes = listen::listen(&node_a, &PgConfig::new(&url_a));
-    let mut told = changes.take_documents().unwrap();
+    let Listening {
+        role,
+        changes,
+        mut told,
+        _node,
+    } = listening_as_own_role(&url);
     // At its first connection, the node counts from then on (and refreshes
     // what it holds: nothing yet).
     assert_eq!(
@@ -183,14 +220,10 @@ fn documents_another_node_wrote_while_listening_was_cut_are_read_from_the_last_n
     node_b.put_chunk(&chunk("docB", 1), b"two").unwrap();
     node_b.put_chunk(&chunk("docC", 1), b"three").unwrap();
     let_back(&url, &role);
-    let heard = documents_heard(&mut told, Duration::from_secs(3));
-    let written: Vec<_> = heard
-        .iter()
-        .flat_map(|n| match n {
-            DocNotice::Written(refs) => refs.clone(),
-            DocNotice::Missed => panic!("caught up by number, not by refreshing everything"),
-        })
-        .collect();
+    let written = documents_in(
+        documents_heard(&mut told, Duration::from_secs(3)),
+        "caught up by number, not by refreshing everything",
+    );
     assert_eq!(
         written,
         vec![node_b.document_ref("docB"), node_b.document_ref("docC")],
@@ -203,10 +236,12 @@ fn a_node_that_had_not_read_as_far_as_was_pruned_refreshes_everything() {
     let Some(url) = common::postgres::fresh_database() else {
         return;
     };
-    let (role, url_a) = own_role(&url);
-    let node_a: Pg = common::postgres::connect(&url_a);
-    let changes = listen::listen(&node_a, &PgConfig::new(&url_a));
-    let mut told = changes.take_documents().unwrap();
+    let Listening {
+        role,
+        changes,
+        mut told,
+        _node,
+    } = listening_as_own_role(&url);
     documents_heard(&mut told, Duration::from_millis(500));
     cut_off(&url, &role);
     retried(&changes, changes.reconnects());
@@ -256,13 +291,10 @@ fn documents_written_by_several_writers_at_once_are_each_told() {
         .into_iter()
         .flat_map(|w| w.join().unwrap())
         .collect();
-    let mut heard: Vec<_> = documents_heard(&mut told, Duration::from_secs(2))
-        .into_iter()
-        .flat_map(|n| match n {
-            DocNotice::Written(refs) => refs,
-            DocNotice::Missed => panic!("nothing was missed"),
-        })
-        .collect();
+    let mut heard = documents_in(
+        documents_heard(&mut told, Duration::from_secs(2)),
+        "nothing was missed",
+    );
     written.sort_unstable();
     heard.sort_unstable();
     assert_eq!(heard.len(), 160);
