@@ -247,12 +247,13 @@ fn a_node_that_had_not_read_as_far_as_was_pruned_refreshes_everything() {
     retried(&changes, changes.reconnects());
     let node_b = other_node_store(&url);
     node_b.put_chunk(&chunk("docA", 1), b"one").unwrap();
-    // Pruned as old (as `pg::written::prune` does after ten minutes).
-    common::postgres::admin(
-        &url,
-        "WITH gone AS (DELETE FROM store_written RETURNING seq)
-         UPDATE store_written_marks SET seq = (SELECT max(seq) FROM gone) WHERE mark = 'pruned'",
-    );
+    // Pruned as old (as every node does after ten minutes), by another
+    // node.
+    std::thread::sleep(Duration::from_millis(20));
+    let other = common::postgres::connect(&url);
+    scr_server::pg::written::prune_now(&other, Duration::from_millis(10)).unwrap();
+    let left = common::postgres::bytes_of(&url, "SELECT doc_refs[1] FROM store_written");
+    assert!(left.is_empty(), "pruned");
     let_back(&url, &role);
     assert_eq!(
         documents_heard(&mut told, Duration::from_secs(3)),
@@ -299,4 +300,62 @@ fn documents_written_by_several_writers_at_once_are_each_told() {
     heard.sort_unstable();
     assert_eq!(heard.len(), 160);
     assert_eq!(heard, written, "each write told once");
+}
+
+#[test]
+fn a_written_row_not_as_this_build_writes_them_is_passed_over() {
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let Listening {
+        mut told, _node, ..
+    } = listening_as_own_role(&url);
+    documents_heard(&mut told, Duration::from_millis(500));
+    // Rows any role that can write the table could add: an empty element,
+    // an array of arrays, a node of no name.
+    common::postgres::admin(
+        &url,
+        "WITH g AS (UPDATE store_written_marks SET seq = seq + 1 WHERE mark = 'given' RETURNING seq)
+           INSERT INTO store_written (seq, node, doc_refs)
+           SELECT seq, 'ff', ARRAY[NULL::bytea, '\\x00'::bytea] FROM g;
+         WITH g AS (UPDATE store_written_marks SET seq = seq + 1 WHERE mark = 'given' RETURNING seq)
+           INSERT INTO store_written (seq, node, doc_refs)
+           SELECT seq, 'ff', ARRAY[ARRAY['\\x00'::bytea]] FROM g;
+         SELECT pg_notify('scr_docs', 'ff');",
+    );
+    let node_b = other_node_store(&url);
+    node_b.put_chunk(&chunk("docA", 1), b"one").unwrap();
+    let written = documents_in(
+        documents_heard(&mut told, Duration::from_secs(2)),
+        "nothing was missed",
+    );
+    assert_eq!(
+        written,
+        vec![node_b.document_ref("docA")],
+        "the node still listens and reads on past them"
+    );
+}
+
+#[test]
+fn a_node_of_the_release_before_naming_its_writes_is_heard() {
+    let Some(url) = common::postgres::fresh_database() else {
+        return;
+    };
+    let Listening {
+        mut told, _node, ..
+    } = listening_as_own_role(&url);
+    documents_heard(&mut told, Duration::from_millis(500));
+    // During a rolling upgrade: a node that numbers nothing names the
+    // documents it wrote in its notice.
+    let node_b = other_node_store(&url);
+    let doc = node_b.document_ref("docA");
+    let hex: String = doc.iter().map(|b| format!("{b:02x}")).collect();
+    common::postgres::admin(&url, &format!("SELECT pg_notify('scr_docs', 'beef {hex}')"));
+    assert_eq!(
+        documents_in(
+            documents_heard(&mut told, Duration::from_secs(1)),
+            "nothing was missed"
+        ),
+        vec![doc]
+    );
 }

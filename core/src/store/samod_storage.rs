@@ -54,20 +54,29 @@ impl SamodStorage {
     }
 
     /// Stores the chunks the store refused (blocking: call it off the
-    /// async runtime), stopping at the first refusal. How many were
-    /// stored.
+    /// async runtime). Stops when the store does not answer; a chunk it
+    /// refuses for another reason stays kept and the rest are tried. How
+    /// many were stored, or the first refusal when none was.
     pub fn save_unsaved(&self) -> Result<usize, StoreError> {
         let all = self.unsaved.lock().map_err(|_| StoreError::Poisoned)?.all();
-        let mut saved = 0;
+        let (mut saved, mut refused) = (0, None);
         for (key, data) in all {
-            self.store.put_chunk(&key, &data)?;
-            self.stored(&key);
-            saved += 1;
+            match self.store.put_chunk(&key, &data) {
+                Ok(()) => {
+                    self.stored(&key);
+                    saved += 1;
+                }
+                Err(StoreError::Unreachable) => return Err(StoreError::Unreachable),
+                Err(e) => refused = refused.or(Some(e)),
+            }
         }
         if saved > 0 {
             tracing::info!(chunks = saved, "chunks the store had refused are stored");
         }
-        Ok(saved)
+        match refused {
+            Some(e) if saved == 0 => Err(e),
+            _ => Ok(saved),
+        }
     }
 
     /// A chunk put is stored: no longer unsaved, and its document written.

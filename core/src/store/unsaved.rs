@@ -19,13 +19,21 @@ const CAP: usize = 64 << 20;
 pub(crate) struct Unsaved {
     chunks: HashMap<ChunkKey, Vec<u8>>,
     bytes: usize,
+    /// Documents a refused chunk of which could not be kept: nothing of
+    /// them is deleted for as long as this process runs (the chunk may be
+    /// the one the deleted ones were replaced by).
+    dropped: std::collections::HashSet<String>,
 }
 
 impl Unsaved {
-    /// Keeps a refused chunk; `false` if there is no room left for it.
+    /// Keeps a refused chunk; `false` if there is no room left for it (its
+    /// document's chunks are then never deleted by this process).
     pub(crate) fn keep(&mut self, key: ChunkKey, data: Vec<u8>) -> bool {
         let replaced = self.chunks.get(&key).map_or(0, Vec::len);
         if self.bytes - replaced + data.len() > CAP {
+            if let Some(doc) = key.into_iter().next() {
+                self.dropped.insert(doc.to_string());
+            }
             return false;
         }
         self.bytes = self.bytes - replaced + data.len();
@@ -40,11 +48,13 @@ impl Unsaved {
         }
     }
 
-    /// Whether a chunk of `doc` is still to be stored.
+    /// Whether a chunk of `doc` is still to be stored (or was dropped).
     pub(crate) fn holds_document(&self, doc: &str) -> bool {
-        self.chunks
-            .keys()
-            .any(|k| k.into_iter().next().is_some_and(|d| d.as_str() == doc))
+        self.dropped.contains(doc)
+            || self
+                .chunks
+                .keys()
+                .any(|k| k.into_iter().next().is_some_and(|d| d.as_str() == doc))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -87,6 +97,10 @@ mod tests {
         let mut u = Unsaved::default();
         assert!(u.keep(key(&["a", "snapshot", "1"]), vec![0; CAP - 1]));
         assert!(!u.keep(key(&["b", "snapshot", "1"]), vec![0; 2]));
+        // Its document's chunks are never deleted now.
+        assert!(u.holds_document("b"));
+        u.forget(&key(&["b", "snapshot", "1"]));
+        assert!(u.holds_document("b"));
         // The same key again replaces, and fits.
         assert!(u.keep(key(&["a", "snapshot", "1"]), vec![0; CAP]));
         assert_eq!(u.len(), 1);

@@ -152,7 +152,7 @@ async fn listen_once(
     };
     let (notes, mut heard) = tokio::sync::mpsc::unbounded_channel();
     let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
-    let me = told.me.clone();
+    let (me, named) = (told.me.clone(), told.docs.clone());
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(Ok(message)) = messages.next().await {
@@ -161,8 +161,16 @@ async fn listen_once(
             };
             if n.channel() == CHANNEL {
                 let _ = notes.send(());
-            } else if n.channel() == super::written::DOCS_CHANNEL && n.payload() != &*me {
-                let _ = wake.send(());
+            } else if n.channel() == super::written::DOCS_CHANNEL {
+                match super::written::wake(n.payload(), &me) {
+                    super::written::Wake::Nothing => {}
+                    super::written::Wake::Read => {
+                        let _ = wake.send(());
+                    }
+                    super::written::Wake::Named(refs) => {
+                        let _ = named.send(DocNotice::Written(refs));
+                    }
+                }
             }
         }
     });
@@ -226,7 +234,7 @@ async fn listen_once(
             // noticed it is dead delays a change by this much at most.
             _ = check.tick() => {
                 let _ = super::written::follow(pool, &told.me, &told.docs, written).await;
-                let _ = super::written::prune(pool).await;
+                let _ = super::written::prune(pool, super::written::KEPT).await;
                 if let Ok(now) = counters(pool).await {
                     if last.as_ref().is_some_and(|seen| *seen != now) {
                         stats.caught_up.fetch_add(1, Ordering::Relaxed);

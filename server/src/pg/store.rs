@@ -76,7 +76,10 @@ impl PgStore {
         let (ops, inbox) = mpsc::unbounded_channel();
         // A read runs outside a transaction, statement by statement, as on
         // SQLite: two round trips fewer.
-        let begin = write.then_some("BEGIN");
+        // Read committed whatever the database's default: the numbering of
+        // document writes (`pg::written`) waits on a row lock, which a
+        // stricter level would turn into serialization failures.
+        let begin = write.then_some("BEGIN ISOLATION LEVEL READ COMMITTED");
         let _task = self
             .pg
             .spawn(move |pool| async move { hold(pool, begin, inbox).await });

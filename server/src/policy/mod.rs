@@ -174,23 +174,23 @@ impl AccessPolicy {
         if !device.active {
             return ShareConfig::none();
         }
-        // A device's holdings list: read-only to that device, to no other.
-        if let Some(owner) = crate::owners::owner_of(&self.store, &doc_id.to_string()) {
-            return if owner == key {
-                ShareConfig::read_only()
-            } else {
-                ShareConfig::none()
-            };
-        }
+        // A record's compartment first (most documents are), then a
+        // device's holdings list: read-only to that device, to no other. A
+        // document is never both (records are registered by the server; a
+        // notice is made by it for one device).
         let owner = match self.store.owner_of_document(&doc_id.to_string()) {
             Ok(owner) => owner,
             Err(_) => return ShareConfig::none(),
         };
-        // A document no record on the server owns is shared with nobody:
-        // records are created on the server (`admin load-record`), so an
-        // unknown id is either stale or a probe.
         let Some((nhs, compartment)) = owner else {
-            return ShareConfig::none();
+            return match crate::owners::owner_of(&self.store, &doc_id.to_string()) {
+                Some(owner) if owner == key => ShareConfig::read_only(),
+                // A document no record on the server owns is shared with
+                // nobody: records are created on the server (`admin
+                // load-record`), so an unknown id is either stale or a
+                // probe.
+                _ => ShareConfig::none(),
+            };
         };
         let Some(grant) = current(&device) else {
             return ShareConfig::none();

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use scr_core::Store;
 use scr_core::store::SamodStorage;
@@ -20,6 +20,8 @@ use tokio::sync::watch;
 /// How often the store is probed, and how long a probe may take.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 const PROBE_LIMIT: Duration = Duration::from_secs(2);
+/// How long after a refusal the chunks the store refused are tried again.
+const RETRY_REFUSED: Duration = Duration::from_secs(10);
 
 /// The store's reachability, shared by the node's tasks.
 #[derive(Clone, Debug)]
@@ -53,6 +55,7 @@ pub(super) async fn watch(
     lost: impl Fn(),
 ) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
+    let mut retry_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
@@ -68,10 +71,14 @@ pub(super) async fn watch(
                 } else if !was && reachable {
                     tracing::info!("the store answers again");
                 }
-                if reachable && storage.unsaved() > 0 {
+                // After a refusal, tried again every 10 s (a chunk the store
+                // refuses whatever happens is not retried twice a second).
+                if reachable && storage.unsaved() > 0 && retry_at.is_none_or(|at| at <= Instant::now()) {
                     let st = storage.clone();
+                    retry_at = None;
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.save_unsaved()).await {
                         tracing::warn!(error = %e, "refused chunks could not be stored yet");
+                        retry_at = Some(Instant::now() + RETRY_REFUSED);
                     }
                 }
             }
