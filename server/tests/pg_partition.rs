@@ -379,6 +379,11 @@ async fn a_chunk_refused_while_cut_off_is_stored_once_back_and_nothing_it_replac
         .put(whole.clone(), b"the whole document".to_vec())
         .await;
     assert_eq!(storage.unsaved(), 1, "the refused chunk is kept");
+    // samod reading the document again meanwhile finds it.
+    assert_eq!(
+        storage.load(whole.clone()).await.as_deref(),
+        Some(&b"the whole document"[..])
+    );
 
     // Back; samod deletes the change its snapshot replaces before the
     // snapshot is stored: the change stays.
@@ -393,6 +398,14 @@ async fn a_chunk_refused_while_cut_off_is_stored_once_back_and_nothing_it_replac
         store.load_chunk(&old).unwrap().as_deref(),
         Some(&b"a change"[..]),
         "nothing of a document with an unsaved chunk is deleted"
+    );
+    let loaded = storage
+        .load_range(ChunkKey::from_parts(["docA"]).unwrap())
+        .await;
+    assert_eq!(loaded.len(), 2, "the stored change and the kept snapshot");
+    assert_eq!(
+        loaded.get(&whole).map(Vec::as_slice),
+        Some(&b"the whole document"[..])
     );
 
     // The node stores what was refused (its store watch does, once the

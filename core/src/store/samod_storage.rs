@@ -169,7 +169,12 @@ pub(crate) async fn off_runtime<T: Send + 'static>(
 impl Storage for SamodStorage {
     fn load(&self, key: StorageKey) -> impl Future<Output = Option<Vec<u8>>> + Send {
         let this = self.clone();
+        // A chunk the store refused is read from what is kept of it.
+        let kept = self.unsaved.lock().ok().and_then(|u| u.get(&key));
         async move {
+            if kept.is_some() {
+                return kept;
+            }
             let store = this.store.clone();
             match off_runtime(move || store.load_chunk(&key)).await {
                 Some(Ok(v)) => v,
@@ -191,10 +196,19 @@ impl Storage for SamodStorage {
     ) -> impl Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
         self.saw(&prefix);
         let this = self.clone();
+        // With the chunks the store refused, from what is kept of them.
+        let kept = self
+            .unsaved
+            .lock()
+            .map(|u| u.under(&prefix))
+            .unwrap_or_default();
         async move {
             let store = this.store.clone();
             match off_runtime(move || store.load_chunk_range(&prefix)).await {
-                Some(Ok(v)) => v,
+                Some(Ok(mut v)) => {
+                    v.extend(kept);
+                    v
+                }
                 Some(Err(e)) => {
                     this.failed("load_range", &e);
                     HashMap::new()

@@ -3,9 +3,9 @@
 //! carries on as if the chunk were stored, answers devices that it holds
 //! the change, and, after compacting, deletes the chunks the lost one was
 //! to replace. So a refused chunk is kept here, in memory, until the store
-//! takes it ([`super::SamodStorage::save_unsaved`]), and no chunk of its
-//! document is deleted meanwhile: an extra chunk costs a merge at load, a
-//! missing one loses a change.
+//! takes it ([`super::SamodStorage::save_unsaved`]), samod's reads find it
+//! here, and no chunk of its document is deleted meanwhile: an extra chunk
+//! costs a merge at load, a missing one loses a change.
 
 use std::collections::HashMap;
 
@@ -57,6 +57,23 @@ impl Unsaved {
                 .any(|k| k.into_iter().next().is_some_and(|d| d.as_str() == doc))
     }
 
+    /// The kept chunk under `key`.
+    pub(crate) fn get(&self, key: &ChunkKey) -> Option<Vec<u8>> {
+        self.chunks.get(key).cloned()
+    }
+
+    /// The kept chunks whose keys start with `prefix`'s parts.
+    pub(crate) fn under(&self, prefix: &ChunkKey) -> Vec<(ChunkKey, Vec<u8>)> {
+        self.chunks
+            .iter()
+            .filter(|(k, _)| {
+                let mut parts = k.into_iter();
+                prefix.into_iter().all(|p| parts.next() == Some(p))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.chunks.len()
     }
@@ -90,6 +107,19 @@ mod tests {
         u.forget(&key(&["docA", "snapshot", "02"]));
         assert!(!u.holds_document("docA"));
         assert_eq!((u.len(), u.bytes), (0, 0));
+    }
+
+    #[test]
+    fn kept_chunks_are_found_by_key_and_by_prefix() {
+        let mut u = Unsaved::default();
+        u.keep(key(&["docA", "incremental", "01"]), vec![1]);
+        u.keep(key(&["docA", "snapshot", "02"]), vec![2]);
+        u.keep(key(&["docB", "snapshot", "03"]), vec![3]);
+        assert_eq!(u.get(&key(&["docA", "snapshot", "02"])), Some(vec![2]));
+        assert_eq!(u.get(&key(&["docA", "snapshot", "09"])), None);
+        assert_eq!(u.under(&key(&["docA"])).len(), 2);
+        assert_eq!(u.under(&key(&["docA", "snapshot"])).len(), 1);
+        assert_eq!(u.under(&key(&["doc"])).len(), 0, "whole parts only");
     }
 
     #[test]
