@@ -75,20 +75,49 @@ fn retried(changes: &listen::Changes, before: u64) {
     }
 }
 
-/// What the node heard of other nodes' document writes within `limit`.
+/// What the node heard of other nodes' document writes: until `enough`
+/// holds of it (15 s at most, far more than it takes on a loaded machine),
+/// and a moment more, so that anything told beyond it shows too.
 fn documents_heard(
     told: &mut tokio::sync::mpsc::UnboundedReceiver<DocNotice>,
-    limit: Duration,
+    enough: impl Fn(&[DocNotice]) -> bool,
 ) -> Vec<DocNotice> {
-    let deadline = std::time::Instant::now() + limit;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let mut heard = Vec::new();
-    while std::time::Instant::now() < deadline {
+    loop {
         while let Ok(notice) = told.try_recv() {
             heard.push(notice);
         }
+        if enough(&heard) || std::time::Instant::now() >= deadline {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok(notice) = told.try_recv() {
+        heard.push(notice);
+    }
     heard
+}
+
+/// Enough: told to refresh everything.
+fn missed(heard: &[DocNotice]) -> bool {
+    heard.contains(&DocNotice::Missed)
+}
+
+/// Enough: `n` documents told as written (or told to refresh everything).
+fn told_of(n: usize) -> impl Fn(&[DocNotice]) -> bool {
+    move |heard| {
+        missed(heard)
+            || heard
+                .iter()
+                .map(|h| match h {
+                    DocNotice::Written(refs) => refs.len(),
+                    DocNotice::Missed => 0,
+                })
+                .sum::<usize>()
+                >= n
+    }
 }
 
 /// The documents `heard` says were written, in order (being told to
@@ -201,13 +230,10 @@ fn documents_another_node_wrote_while_listening_was_cut_are_read_from_the_last_n
     } = listening_as_own_role(&url);
     // At its first connection, the node counts from then on (and refreshes
     // what it holds: nothing yet).
-    assert_eq!(
-        documents_heard(&mut told, Duration::from_millis(500)),
-        vec![DocNotice::Missed]
-    );
+    assert_eq!(documents_heard(&mut told, missed), vec![DocNotice::Missed]);
     let node_b = other_node_store(&url);
     node_b.put_chunk(&chunk("docA", 1), b"one").unwrap();
-    let heard = documents_heard(&mut told, Duration::from_secs(1));
+    let heard = documents_heard(&mut told, told_of(1));
     assert_eq!(
         heard,
         vec![DocNotice::Written(vec![node_b.document_ref("docA")])],
@@ -221,7 +247,7 @@ fn documents_another_node_wrote_while_listening_was_cut_are_read_from_the_last_n
     node_b.put_chunk(&chunk("docC", 1), b"three").unwrap();
     let_back(&url, &role);
     let written = documents_in(
-        documents_heard(&mut told, Duration::from_secs(3)),
+        documents_heard(&mut told, told_of(2)),
         "caught up by number, not by refreshing everything",
     );
     assert_eq!(
@@ -242,7 +268,7 @@ fn a_node_that_had_not_read_as_far_as_was_pruned_refreshes_everything() {
         mut told,
         _node,
     } = listening_as_own_role(&url);
-    documents_heard(&mut told, Duration::from_millis(500));
+    documents_heard(&mut told, missed);
     cut_off(&url, &role);
     retried(&changes, changes.reconnects());
     let node_b = other_node_store(&url);
@@ -256,7 +282,7 @@ fn a_node_that_had_not_read_as_far_as_was_pruned_refreshes_everything() {
     assert!(left.is_empty(), "pruned");
     let_back(&url, &role);
     assert_eq!(
-        documents_heard(&mut told, Duration::from_secs(3)),
+        documents_heard(&mut told, missed),
         vec![DocNotice::Missed],
         "what was pruned unread is caught up by refreshing everything held"
     );
@@ -270,7 +296,7 @@ fn documents_written_by_several_writers_at_once_are_each_told() {
     let node_a: Pg = common::postgres::connect(&url);
     let changes = listen::listen(&node_a, &PgConfig::new(&url));
     let mut told = changes.take_documents().unwrap();
-    documents_heard(&mut told, Duration::from_millis(500));
+    documents_heard(&mut told, missed);
     // Four writers (two nodes' handles each) commit at once: a reader that
     // skipped a number still to commit would never tell its document.
     let writers: Vec<_> = (0..4)
@@ -293,7 +319,7 @@ fn documents_written_by_several_writers_at_once_are_each_told() {
         .flat_map(|w| w.join().unwrap())
         .collect();
     let mut heard = documents_in(
-        documents_heard(&mut told, Duration::from_secs(2)),
+        documents_heard(&mut told, told_of(160)),
         "nothing was missed",
     );
     written.sort_unstable();
@@ -310,7 +336,7 @@ fn a_written_row_not_as_this_build_writes_them_is_passed_over() {
     let Listening {
         mut told, _node, ..
     } = listening_as_own_role(&url);
-    documents_heard(&mut told, Duration::from_millis(500));
+    documents_heard(&mut told, missed);
     // Rows any role that can write the table could add: an empty element,
     // an array of arrays, a node of no name.
     common::postgres::admin(
@@ -325,10 +351,7 @@ fn a_written_row_not_as_this_build_writes_them_is_passed_over() {
     );
     let node_b = other_node_store(&url);
     node_b.put_chunk(&chunk("docA", 1), b"one").unwrap();
-    let written = documents_in(
-        documents_heard(&mut told, Duration::from_secs(2)),
-        "nothing was missed",
-    );
+    let written = documents_in(documents_heard(&mut told, told_of(1)), "nothing was missed");
     assert_eq!(
         written,
         vec![node_b.document_ref("docA")],
@@ -344,7 +367,7 @@ fn a_node_of_the_release_before_naming_its_writes_is_heard() {
     let Listening {
         mut told, _node, ..
     } = listening_as_own_role(&url);
-    documents_heard(&mut told, Duration::from_millis(500));
+    documents_heard(&mut told, missed);
     // During a rolling upgrade: a node that numbers nothing names the
     // documents it wrote in its notice.
     let node_b = other_node_store(&url);
@@ -352,10 +375,7 @@ fn a_node_of_the_release_before_naming_its_writes_is_heard() {
     let hex: String = doc.iter().map(|b| format!("{b:02x}")).collect();
     common::postgres::admin(&url, &format!("SELECT pg_notify('scr_docs', 'beef {hex}')"));
     assert_eq!(
-        documents_in(
-            documents_heard(&mut told, Duration::from_secs(1)),
-            "nothing was missed"
-        ),
+        documents_in(documents_heard(&mut told, told_of(1)), "nothing was missed"),
         vec![doc]
     );
 }
