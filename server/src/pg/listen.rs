@@ -58,7 +58,8 @@ impl Changes {
         self.moved.clone()
     }
 
-    /// Notices heard.
+    /// Notices heard (those arriving together, read as one change, counted
+    /// once).
     pub fn notices(&self) -> u64 {
         self.stats.notices.load(Ordering::Relaxed)
     }
